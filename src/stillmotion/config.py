@@ -1,0 +1,90 @@
+"""Application settings, read once from the environment (prefix ``STILLMOTION_``) and passed down.
+
+Build ``Settings()`` in ``cli.main()`` or ``create_app()``; nothing imports a global settings object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may want to change, with the embedded defaults that need no setup."""
+
+    model_config = SettingsConfigDict(env_prefix="STILLMOTION_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Root folder for the job database, uploads, outputs and logs.",
+    )
+    default_model: str = Field(
+        default="i2vgen-xl",
+        description="Model used when a request names none: a registered name, a Hugging Face repo id, "
+        "a local folder, or 'tiny-i2vgen-xl' (built-in random weights, no download).",
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Hugging Face cache folder for downloaded weights (default: the hub's own cache).",
+    )
+    offline: bool = Field(
+        default=False,
+        description="Never contact the Hugging Face hub; load weights only from the cache or local folders.",
+    )
+    device: str = Field(default="auto", description="auto, cuda, cuda:N, mps or cpu.")
+    vram_budget_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Use at most this much GPU memory (GiB) for a generation; default: what is free now.",
+    )
+    reserve_vram_gb: float = Field(
+        default=0.5,
+        ge=0,
+        description="GPU memory (GiB) always left free for the CUDA context, other programs and the desktop.",
+    )
+    allow_approximate: bool = Field(
+        default=False,
+        description="Let the memory planner use savings that change the output (fp8 weights, VAE tiling). "
+        "They are labelled in the output's metadata.",
+    )
+    embedding_cache_size: int = Field(
+        default=32, ge=0, description="Prompt and image embeddings kept in memory (LRU entries per kind)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    port: int = Field(default=7860, ge=1, le=65535, description="Port of the web UI and REST API.")
+    api_token: str | None = Field(
+        default=None,
+        description="Bearer token required by the API; mandatory when binding a non-loopback address.",
+    )
+    max_upload_mb: float = Field(default=20.0, gt=0, description="Largest accepted upload, in MB.")
+    max_queue_size: int = Field(default=1000, ge=1, description="Queued jobs beyond which submissions get 429.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts before a job that keeps killing the worker is failed."
+    )
+    step_timeout_s: float = Field(
+        default=600.0, gt=0, description="A denoising step slower than this is treated as a hung worker."
+    )
+    retention_days: float | None = Field(
+        default=None, gt=0, description="Delete finished jobs and their files after this many days (off by default)."
+    )
+    min_free_disk_mb: float = Field(
+        default=500.0, ge=0, description="Refuse new jobs while the data folder's disk has less free space."
+    )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
