@@ -46,7 +46,8 @@ class GenerationRequest:
         unknown = sorted(set(data) - names)
         if unknown:
             raise InvalidRequest(
-                f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}.", field=unknown[0]
+                f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}.",
+                field=unknown[0],
             )
         return cls(**data)
 
@@ -59,36 +60,56 @@ class GenerationRequest:
 
         height, width, resolution = self._resolve_size(spec, image_size)
 
-        num_frames = _check_int("num_frames", self.num_frames, spec.defaults.num_frames,
-                                limits.min_frames, limits.max_frames)
-        steps = _check_int("num_inference_steps", self.num_inference_steps, spec.defaults.num_inference_steps,
-                           1, limits.max_inference_steps)
-        guidance = _check_float("guidance_scale", self.guidance_scale, spec.defaults.guidance_scale,
-                                limits.min_guidance_scale, limits.max_guidance_scale)
+        num_frames = _check_int(
+            "num_frames", self.num_frames, spec.defaults.num_frames, limits.min_frames, limits.max_frames
+        )
+        steps = _check_int(
+            "num_inference_steps",
+            self.num_inference_steps,
+            spec.defaults.num_inference_steps,
+            1,
+            limits.max_inference_steps,
+        )
+        guidance = _check_float(
+            "guidance_scale",
+            self.guidance_scale,
+            spec.defaults.guidance_scale,
+            limits.min_guidance_scale,
+            limits.max_guidance_scale,
+        )
         fps = _check_int("fps", self.fps, spec.defaults.fps, limits.min_fps, limits.max_fps)
-        seed = _check_int("seed", self.seed, None, 0, MAX_SEED)
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
+        seed = _check_int("seed", self.seed, secrets.randbelow(MAX_SEED + 1), 0, MAX_SEED)
         return ResolvedRequest(
-            prompt=prompt, negative_prompt=negative, model=spec.name, resolution=resolution,
-            height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
-            guidance_scale=guidance, fps=fps, seed=seed,
+            prompt=prompt,
+            negative_prompt=negative,
+            model=spec.name,
+            resolution=resolution,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            fps=fps,
+            seed=seed,
         )
 
-    def _resolve_size(self, spec: ModelSpec, image_size: tuple[int, int] | None) -> tuple[int, int, str | None]:
+    def _resolve_size(
+        self, spec: ModelSpec, image_size: tuple[int, int] | None
+    ) -> tuple[int, int, str | None]:
         limits = spec.limits
         if (self.height is None) != (self.width is None):
             missing = "width" if self.width is None else "height"
-            raise InvalidRequest(f"{missing} is missing: give both height and width, or neither.", field=missing)
+            raise InvalidRequest(
+                f"{missing} is missing: give both height and width, or neither.", field=missing
+            )
         if self.height is not None and self.width is not None:
             if self.resolution is not None:
                 raise InvalidRequest(
-                    f"resolution={self.resolution!r} and height/width were both given; give one or the other.",
+                    f"resolution={self.resolution!r} and height/width given; one or the other.",
                     field="resolution",
                 )
-            height = _check_int("height", self.height, None, limits.min_side, limits.max_side)
-            width = _check_int("width", self.width, None, limits.min_side, limits.max_side)
-            assert height is not None and width is not None
+            height = _check_int("height", self.height, 0, limits.min_side, limits.max_side)
+            width = _check_int("width", self.width, 0, limits.min_side, limits.max_side)
             for name, value in (("height", height), ("width", width)):
                 if value % limits.size_multiple:
                     raise InvalidRequest(
@@ -98,7 +119,8 @@ class GenerationRequest:
                     )
             if height * width > limits.max_pixels:
                 raise InvalidRequest(
-                    f"height x width = {height}x{width} = {height * width} pixels exceeds {spec.name}'s limit of "
+                    f"height x width = {height}x{width} = {height * width} pixels exceeds {spec.name}'s "
+                    "limit of "
                     f"{limits.max_pixels} pixels per frame.",
                     field="height",
                 )
@@ -139,7 +161,7 @@ class ResolvedRequest:
 
 
 def preset_size(side: int, image_size: tuple[int, int] | None, limits: Limits) -> tuple[int, int]:
-    """(height, width) of about side**2 pixels with the image's aspect ratio, snapped to limits.preset_multiple.
+    """(height, width) of about side**2 pixels in the image's aspect ratio, snapped to preset_multiple.
 
     Documented snapping: each side is rounded to the nearest multiple, then clamped to the model's limits.
     """
@@ -174,7 +196,9 @@ def _check_text(name: str, value: object, limits: Limits, *, allow_empty: bool) 
         raise InvalidRequest(f"{name} must be text, got {type(value).__name__}.", field=name)
     text = value.strip()
     if not text and not allow_empty:
-        raise InvalidRequest(f"{name} is empty; describe the motion you want, e.g. 'waves rolling in'.", field=name)
+        raise InvalidRequest(
+            f"{name} is empty; describe the motion you want, e.g. 'waves roll in'.", field=name
+        )
     if len(text) > limits.max_prompt_chars:
         raise InvalidRequest(
             f"{name} has {len(text)} characters; the limit is {limits.max_prompt_chars}.", field=name
@@ -188,7 +212,7 @@ def _check_text(name: str, value: object, limits: Limits, *, allow_empty: bool) 
     return text
 
 
-def _check_int(name: str, value: object, default: int | None, low: int, high: int) -> int | None:
+def _check_int(name: str, value: object, default: int, low: int, high: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):

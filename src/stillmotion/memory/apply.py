@@ -21,3 +21,8 @@ def release_encoders(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan) -
     if plan.release_encoders:
         for name in ENCODERS:
             modules[name].to("cpu")
+
+
+def reset_placement(modules: Mapping[str, torch.nn.Module]) -> None:
+    for module in modules.values():
+        module.to("cpu")

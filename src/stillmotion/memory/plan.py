@@ -1,57 +1,196 @@
-"""PLACEHOLDER (the memory engineer replaces this file): the MemoryPlan contract the engine relies on."""
+"""The plan ladder: pick the fastest plan whose estimated peak fits the device budget. Pure: no torch.cuda.
+
+The rungs, fastest first; each keeps every saver of the rungs above it and adds one:
+
+    resident          every weight on the device, guidance halves batched, VAE decode chunk as large as fits
+    release_encoders  + text and image encoders leave the device right after encoding
+    ff_chunks         + every UNet feed-forward runs in a few large token chunks (exact)
+    split_guidance    + the unconditional and conditional UNet halves run one after the other (exact)
+    model_offload     + one whole model on the device at a time (accelerate hooks; encode phase shrinks)
+    group_offload     + the UNet's blocks stream in with CUDA streams (diffusers block-level group offload)
+    group_offload_leaf+ every layer streams in with CUDA streams (leaf-level)
+    sequential_offload+ every layer copied in synchronously on use (accelerate cpu_offload): the floor
+
+In every rung the VAE decode chunk is the largest power of two (<= MAX_DECODE_CHUNK) that keeps the decode
+phase from raising the plan's peak and inside the budget: smaller decode chunks are exact and nearly free, so
+they are not a rung of their own. Approximate rungs (``fp8_weights``: UNet weights stored in float8;
+``vae_tiling``: tiled decode with fp8 and sequential offload) join the ladder only with
+``allow_approximate=True`` and are labelled in the plan. ``strategy=`` forces a rung by name (RUNG_NAMES).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
 
+from stillmotion.errors import CannotFit, InvalidRequest
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.models.registry import ModelSpec
+from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, unet_batch
+from stillmotion.memory.types import (
+    GIB,
+    GroupOffloadType,
+    MemoryEstimate,
+    MemoryPlan,
+    Placement,
+    RequestShape,
+    Shape,
+)
+from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec
 
+__all__ = [
+    "ESTIMATE_MARGIN",
+    "MemoryPlan",
+    "Placement",
+    "RUNG_NAMES",
+    "RequestShape",
+    "Rung",
+    "build_plan",
+    "fits",
+    "ladder",
+    "plan_memory",
+]
 
-class RequestShape(Protocol):
-    """What the planner needs of a request (engine.request.ResolvedRequest satisfies it)."""
-
-    height: int
-    width: int
-    num_frames: int
-    guidance_scale: float
-
-
-class Placement(StrEnum):
-    RESIDENT = "resident"
-    MODEL_OFFLOAD = "model_offload"
-    GROUP_OFFLOAD = "group_offload"
-    SEQUENTIAL_OFFLOAD = "sequential_offload"
+# The estimate is multiplied by this before it is compared with the budget: the estimator is calibrated to a
+# few percent on the measured cells (docs/memory.md), and 10% covers the unmeasured ones and fragmentation
+# (ComfyUI uses the same margin).
+ESTIMATE_MARGIN = 1.10
+# Largest VAE decode chunk: beyond 8 frames the decode is no faster on an H100 and only costs memory.
+MAX_DECODE_CHUNK = 8
+# dtype per device type: the published weights are fp16; CPUs run fp32 (fp16 matmuls are slow or missing).
+DTYPE_BY_DEVICE = {"cuda": "float16", "mps": "float16", "cpu": "float32"}
 
 
 @dataclass(frozen=True)
-class MemoryPlan:
-    rung: str
+class Rung:
+    """One named step of the ladder: the knobs it sets (the decode chunk is chosen per request)."""
+
+    name: str
     placement: Placement
-    dtype: str
-    release_encoders: bool
-    decode_chunk_size: int
-    ff_chunk_size: int | None
-    split_guidance: bool
+    release_encoders: bool = False
+    ff_chunks: bool = False
+    split_guidance: bool = False
+    group_offload_type: GroupOffloadType | None = None
     fp8_weights: bool = False
     vae_tiling: bool = False
-    estimate: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
+    summary: str = ""
 
     @property
     def approximate(self) -> bool:
         return self.fp8_weights or self.vae_tiling
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rung": self.rung, "placement": self.placement.value, "dtype": self.dtype,
-            "release_encoders": self.release_encoders, "decode_chunk_size": self.decode_chunk_size,
-            "ff_chunk_size": self.ff_chunk_size, "split_guidance": self.split_guidance,
-            "fp8_weights": self.fp8_weights, "vae_tiling": self.vae_tiling, "approximate": self.approximate,
-            "estimate": self.estimate, "reason": self.reason,
-        }
+
+_R = Placement
+_EXACT = (
+    Rung("resident", _R.RESIDENT, summary="everything resident on the device"),
+    Rung("release_encoders", _R.RESIDENT, release_encoders=True, summary="encoders released after encoding"),
+    Rung("ff_chunks", _R.RESIDENT, True, True, summary="feed-forwards in a few large chunks"),
+    Rung("split_guidance", _R.RESIDENT, True, True, True, summary="guidance halves one after the other"),
+    Rung("model_offload", _R.MODEL_OFFLOAD, True, True, True, summary="one model on the device at a time"),
+    Rung("group_offload", _R.GROUP_OFFLOAD, True, True, True, GroupOffloadType.BLOCK_LEVEL,
+         summary="UNet blocks streamed in (block-level group offload, CUDA streams)"),
+    Rung("group_offload_leaf", _R.GROUP_OFFLOAD, True, True, True, GroupOffloadType.LEAF_LEVEL,
+         summary="every layer streamed in (leaf-level group offload, CUDA streams)"),
+    Rung("sequential_offload", _R.SEQUENTIAL_OFFLOAD, True, True, True,
+         summary="every layer copied in on use (sequential offload)"),
+)
+_APPROXIMATE = {
+    # inserted after this exact rung
+    "split_guidance": Rung("fp8_weights", _R.RESIDENT, True, True, True, fp8_weights=True,
+                           summary="APPROXIMATE: UNet weights stored in float8"),
+    "sequential_offload": Rung("vae_tiling", _R.SEQUENTIAL_OFFLOAD, True, True, True, fp8_weights=True,
+                               vae_tiling=True, summary="APPROXIMATE: float8 weights and tiled VAE decode"),
+}
+
+
+def ladder(*, allow_approximate: bool = False) -> tuple[Rung, ...]:
+    """The rungs in order, fastest first; approximate ones only when allowed."""
+    rungs: list[Rung] = []
+    for rung in _EXACT:
+        rungs.append(rung)
+        if allow_approximate and rung.name in _APPROXIMATE:
+            rungs.append(_APPROXIMATE[rung.name])
+    return tuple(rungs)
+
+
+RUNG_NAMES: tuple[str, ...] = tuple(r.name for r in ladder(allow_approximate=True))
+
+
+def fits(estimate: MemoryEstimate, budget: DeviceBudget) -> bool:
+    """Whether the estimate, with ESTIMATE_MARGIN, fits in the budget."""
+    return estimate.peak_reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
+
+
+def build_plan(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, rung: Rung, *, decode_chunk_size: int | None = None
+) -> MemoryPlan:
+    """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given."""
+    dtype = DTYPE_BY_DEVICE.get(budget.device_type, "float32")
+    batch = unet_batch(request, rung.split_guidance)
+    plan = MemoryPlan(
+        rung=rung.name,
+        placement=rung.placement,
+        dtype=dtype,
+        release_encoders=rung.release_encoders,
+        decode_chunk_size=1,
+        ff_chunk_size=ff_chunk_mib_for(spec, request, batch=batch) if rung.ff_chunks else None,
+        split_guidance=rung.split_guidance,
+        fp8_weights=rung.fp8_weights,
+        vae_tiling=rung.vae_tiling,
+        group_offload_type=rung.group_offload_type,
+    )
+    expandable = budget.expandable_segments
+    if decode_chunk_size is None:
+        decode_chunk_size = _choose_decode_chunk(spec, request, budget, plan)
+    plan = replace(plan, decode_chunk_size=decode_chunk_size)
+    return replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
+
+
+def _choose_decode_chunk(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan) -> int:
+    """Largest power-of-two chunk that neither raises the plan's peak nor leaves the budget (at least 1)."""
+    base = estimate_memory(spec, request, plan, expandable_segments=budget.expandable_segments)
+    other_peak = max(base.encode.reserved_gib, base.denoise.reserved_gib)
+    chunk = 1
+    candidate = 2
+    while candidate <= min(MAX_DECODE_CHUNK, request.num_frames):
+        trial = estimate_memory(spec, request, replace(plan, decode_chunk_size=candidate),
+                                expandable_segments=budget.expandable_segments)
+        within_budget = trial.decode.reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
+        if trial.decode.reserved_gib > other_peak or not within_budget:
+            break
+        chunk = candidate
+        candidate *= 2
+    return chunk
+
+
+def _rung_by_name(name: str, allow_approximate: bool) -> Rung:
+    for rung in ladder(allow_approximate=True):
+        if rung.name == name:
+            if rung.approximate and not allow_approximate:
+                raise InvalidRequest(
+                    f"strategy={name!r} changes the output (approximate); allow approximate savings to use it.",
+                    field="strategy",
+                )
+            return rung
+    raise InvalidRequest(
+        f"strategy={name!r} is not a plan rung; choose one of {', '.join(RUNG_NAMES)}.", field="strategy"
+    )
+
+
+def _reason(plan: MemoryPlan, rung: Rung, budget: DeviceBudget, *, forced: bool, skipped: int) -> str:
+    assert plan.estimate is not None
+    est = plan.estimate
+    budget_gib = budget.budget_bytes / GIB
+    head = f"forced strategy {rung.name}" if forced else f"{rung.name}: {rung.summary}"
+    why = (
+        f"estimated peak {est.peak_reserved_gib:.2f} GiB ({est.peak_phase}) x {ESTIMATE_MARGIN:.2f} margin "
+        f"vs budget {budget_gib:.2f} GiB"
+    )
+    if not forced and skipped:
+        why += f"; {skipped} faster rung(s) would not fit"
+    if forced and not fits(est, budget):
+        why += " (DOES NOT FIT: may run out of memory)"
+    if plan.approximate:
+        why += f"; approximate: {', '.join(plan.approximations)}"
+    return f"{head}; {why}; expected {est.slowdown:.2f}x the resident time"
 
 
 def plan_memory(
@@ -62,7 +201,78 @@ def plan_memory(
     allow_approximate: bool = False,
     strategy: str | None = None,
 ) -> MemoryPlan:
-    dtype = "float32" if budget.device_type == "cpu" else "float16"
-    return MemoryPlan(rung="resident", placement=Placement.RESIDENT, dtype=dtype, release_encoders=False,
-                      decode_chunk_size=request.num_frames, ff_chunk_size=None, split_guidance=False,
-                      reason="placeholder")
+    """Pick the fastest plan whose estimated peak reserved memory x ESTIMATE_MARGIN fits ``budget``.
+
+    Raises ``CannotFit`` (saying the largest frame count and size that would fit) when no rung fits, and
+    ``InvalidRequest`` for an unknown or disallowed ``strategy``. On a CPU the plan is resident float32.
+    """
+    if strategy is not None:
+        rung = _rung_by_name(strategy, allow_approximate)
+        plan = build_plan(spec, request, budget, rung)
+        return replace(plan, reason=_reason(plan, rung, budget, forced=True, skipped=0))
+    if budget.device_type == "cpu":
+        plan = build_plan(spec, request, budget, _EXACT[0])
+        return replace(plan, reason="CPU: everything resident in float32 (host memory is not planned)")
+    rungs = ladder(allow_approximate=allow_approximate)
+    for index, rung in enumerate(rungs):
+        plan = build_plan(spec, request, budget, rung)
+        assert plan.estimate is not None
+        if fits(plan.estimate, budget):
+            return replace(plan, reason=_reason(plan, rung, budget, forced=False, skipped=index))
+    raise cannot_fit(spec, request, budget, allow_approximate=allow_approximate)
+
+
+def smallest_estimate_gib(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *,
+                          allow_approximate: bool) -> float:
+    """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
+    values = []
+    for rung in ladder(allow_approximate=allow_approximate):
+        estimate = build_plan(spec, request, budget, rung, decode_chunk_size=1).estimate
+        assert estimate is not None
+        values.append(estimate.peak_reserved_gib)
+    return min(values)
+
+
+def _fits_any(spec: ModelSpec, shape: Shape, budget: DeviceBudget, allow_approximate: bool) -> bool:
+    need = smallest_estimate_gib(spec, shape, budget, allow_approximate=allow_approximate)
+    return need * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
+
+
+def cannot_fit(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, allow_approximate: bool) -> CannotFit:
+    """The refusal, naming the largest frame count at this size and the largest preset at this frame count."""
+    need = smallest_estimate_gib(spec, request, budget, allow_approximate=allow_approximate)
+    budget_gib = budget.budget_bytes / GIB
+    limits = spec.limits
+    details: dict[str, object] = {
+        "needed_gib": round(need * ESTIMATE_MARGIN, 2),
+        "budget_gib": round(budget_gib, 2),
+        "largest_num_frames": None,
+        "largest_size": None,
+    }
+    hints = []
+    for frames in range(request.num_frames - 1, limits.min_frames - 1, -1):
+        if _fits_any(spec, Shape(request.height, request.width, frames, request.guidance_scale), budget,
+                     allow_approximate):
+            details["largest_num_frames"] = frames
+            hints.append(f"{frames} frames at {request.height}x{request.width}")
+            break
+    aspect = request.width / request.height
+    step = limits.preset_multiple
+    for side in sorted({*RESOLUTION_PRESETS.values(), 384, 256}, reverse=True):
+        height = max(limits.min_side, int(round(side / aspect**0.5 / step)) * step)
+        width = max(limits.min_side, int(round(side * aspect**0.5 / step)) * step)
+        if height * width >= request.height * request.width:
+            continue
+        if _fits_any(spec, Shape(height, width, request.num_frames, request.guidance_scale), budget,
+                     allow_approximate):
+            details["largest_size"] = [height, width]
+            hints.append(f"{height}x{width} at {request.num_frames} frames")
+            break
+    what = " or ".join(hints) if hints else "nothing this model can make"
+    extra = "" if allow_approximate else " (approximate savings not allowed)"
+    message = (
+        f"{request.height}x{request.width} x {request.num_frames} frames needs at least {need * ESTIMATE_MARGIN:.2f} "
+        f"GiB with the most memory-saving plan{extra}, but the budget is {budget_gib:.2f} GiB. "
+        f"Largest that fits: {what}."
+    )
+    return CannotFit(message, details=details)

@@ -1,7 +1,9 @@
-"""Measured memory facts of a model family, used by the memory estimator without loading weights.
+"""Measured memory and speed facts of a model family, used by the memory estimator without loading weights.
 
-Values come from ../shared/measurements (H100, fp16, diffusers 0.42.1) and our own runs; see
-docs/memory.md for how each number was derived.
+Values come from ../shared/measurements (H100, fp16, diffusers 0.42.1), from the meta-device simulator
+(stillmotion.bench.simulate, which reproduces those measurements to the MiB) and, where marked PRIOR, from
+reasoning that no GPU run has checked yet. docs/memory.md explains how each number was derived.
+All activation coefficients are for 16-bit activations; the estimator scales them for float32.
 """
 
 from __future__ import annotations
@@ -11,11 +13,64 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MemoryFacts:
-    """Per-family coefficients of the activation-memory model (GiB, fp16)."""
+    """Per-family coefficients of the memory and speed model (GiB and seconds unless the name says else)."""
 
-    # UNet activation peak per (batch x frames x latent pixel), full feed-forward, no chunking.
+    # --- UNet activations (allocated, above weights and inputs) ---
+    # Peak per latent token (batch x frames x latent height x latent width), no chunking.
     unet_act_gib_per_unit: float
-    # VAE decode activation peak per decoded frame per output pixel.
-    vae_decode_gib_per_pixel_frame: float
-    # VAE encode activation peak per input pixel.
-    vae_encode_gib_per_pixel: float
+    # Peak with every feed-forward chunked small enough, as a fraction of the unchunked peak (what is left:
+    # attention projections, resnets, skip connections).
+    unet_ff_floor_fraction: float = 1.0
+    # Width of the widest feed-forward projection at full latent resolution (the GEGLU of transformer_in:
+    # 2 x 4 x 512) and of that feed-forward's output; they set the peak before the floor is reached.
+    unet_ff_proj_width: int = 0
+    unet_ff_out_width: int = 0
+    # Extra tensors of the denoising loop (latents, embeddings, guidance arithmetic), as a fraction of the
+    # UNet activation peak, plus a constant.
+    loop_extra_fraction: float = 0.0
+    loop_extra_gib: float = 0.0
+
+    # --- VAE ---
+    # Decode peak per output pixel per frame when 2 or more frames are decoded at once ...
+    vae_decode_gib_per_pixel_frame: float = 0.0
+    # ... and for a single frame (convolution workspaces make it larger per frame).
+    vae_decode_single_gib_per_pixel: float = 0.0
+    # Tiled decode: tiles of this many pixels per side (diffusers' AutoencoderKL tile_sample_min_size).
+    vae_tile_side: int = 0
+    # Encode peak per input pixel (one image).
+    vae_encode_gib_per_pixel: float = 0.0
+    # CLIP text + image encoder activations (one image, two 77-token prompts).
+    encoder_act_gib: float = 0.0
+
+    # --- weights on the device besides parameter bytes ---
+    # cuBLAS workspace and other allocator-owned constants (measured: resident minus parameter bytes).
+    workspace_gib: float = 0.0
+    # Fraction of the UNet's weights on the device at its peak under block-level group offload with streams
+    # (the unmatched top-level group plus the running and the prefetched block).
+    group_block_resident_fraction: float = 1.0
+    # Weights on the device under leaf-level group offload with streams (running + prefetched layers).
+    group_leaf_resident_gib: float = 0.0
+
+    # --- reserved / allocated ---
+    # With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: reserved = allocated x this.
+    reserved_ratio_expandable: float = 1.0
+    # Without it: reserved = weights + activations x ratio (per component) + constant.
+    reserved_act_ratio_unet: float = 1.0
+    reserved_act_ratio_vae: float = 1.0
+    reserved_extra_gib: float = 0.0
+
+    # --- speed (H100, fp16, eager) ---
+    # Seconds per denoising step with batch 2: a + b x latent tokens of one batch-2 step.
+    step_s_fixed: float = 0.0
+    step_s_per_unit: float = 0.0
+    # Set-up and encoders, and VAE decode per output pixel per frame.
+    pre_s: float = 0.0
+    decode_s_per_pixel_frame: float = 0.0
+    # Time factors and overheads of each saver (PRIOR where docs/memory.md says so).
+    split_guidance_step_factor: float = 1.0
+    ff_chunk_step_factor: float = 1.0
+    fp8_step_factor: float = 1.0
+    model_offload_fixed_s: float = 0.0
+    group_block_step_overhead_s: float = 0.0
+    group_leaf_step_overhead_s: float = 0.0
+    sequential_step_overhead_s: float = 0.0

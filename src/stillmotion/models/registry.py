@@ -110,12 +110,46 @@ class ModelSpec:
 
 
 I2VGENXL_MEMORY = MemoryFacts(
-    # 2.588 GiB for batch 2 x 16 frames x 64x64 latent (512p), measurements/h100-i2vgenxl-activation-memory.
+    # Sources: ../shared/measurements (H100, fp16, diffusers 0.42.1); the meta-device simulator
+    # (stillmotion.bench.simulate); PRIOR = not yet checked on a GPU. Derivations: docs/memory.md.
+    # 2.588 GiB for batch 2 x 16 frames x 64x64 latent (512p); linear in tokens to 0.1% over all 24 cells.
     unet_act_gib_per_unit=2.588 / (2 * 16 * 64 * 64),
-    # 0.596 GiB for one 512x512 frame.
-    vae_decode_gib_per_pixel_frame=0.596 / (512 * 512),
+    # Simulator: with every feed-forward chunked, the peak is 0.516-0.517 of the unchunked one on every shape.
+    unet_ff_floor_fraction=0.517,
+    # transformer_in: width 8 heads x 64 = 512, GEGLU projection 2 x 4 x 512.
+    unet_ff_proj_width=4096,
+    unet_ff_out_width=512,
+    # Pipeline runs peak 1.5% above the bare UNet call (fp16-group / fp16-offload-exp rows).
+    loop_extra_fraction=0.015,
+    loop_extra_gib=0.02,
+    # 0.5 GiB per 512x512 frame for 2-8 frames at once; 0.596 GiB for one frame (cuDNN workspace).
+    vae_decode_gib_per_pixel_frame=0.5 / (512 * 512),
+    vae_decode_single_gib_per_pixel=0.596 / (512 * 512),
+    vae_tile_side=768,  # vae/config.json sample_size
     # 0.375 GiB for one 512x512 image.
     vae_encode_gib_per_pixel=0.375 / (512 * 512),
+    encoder_act_gib=0.1,  # PRIOR: ViT-H/14 on one 224x224 image and 2 x 77 text tokens
+    # measured resident 2.857 GiB for UNet + VAE (2.802 GiB of fp16 parameters).
+    workspace_gib=0.055,
+    # Parameter split of the UNet (unmatched group 13%, largest pair of neighbouring up blocks 46%).
+    group_block_resident_fraction=0.6,
+    group_leaf_resident_gib=0.06,  # largest leaf 56 MiB, running + prefetched
+    reserved_ratio_expandable=1.025,  # measured 1.020-1.027 (fp16-offload-exp)
+    reserved_act_ratio_unet=1.35,  # fitted on the unet rows of the activation table
+    reserved_act_ratio_vae=2.0,  # fitted on the vae_decode rows
+    reserved_extra_gib=0.2,
+    # s/step 0.2304 at 512p and 0.9044 at 1024p (batch 2 x 16 frames, fp16 recipe).
+    step_s_fixed=0.0057,
+    step_s_per_unit=(0.9044 - 0.2304) / (2 * 16 * (128 * 128 - 64 * 64)),
+    pre_s=2.0,
+    decode_s_per_pixel_frame=1.46 / (16 * 1024 * 1024),
+    split_guidance_step_factor=1.08,  # PRIOR
+    ff_chunk_step_factor=1.03,  # PRIOR (CPU: see docs/memory.md)
+    fp8_step_factor=1.10,  # PRIOR: diffusers reports +8-13% for layerwise casting
+    model_offload_fixed_s=3.0,  # measured: fp16-offload minus fp16, 50 steps, 512p
+    group_block_step_overhead_s=0.05,  # PRIOR
+    group_leaf_step_overhead_s=0.15,  # measured: fp16-group minus fp16 per step (0.136-0.162 s)
+    sequential_step_overhead_s=1.0,  # PRIOR
 )
 
 I2VGENXL = ModelSpec(
@@ -197,11 +231,14 @@ def _spec_for_folder(path: Path) -> ModelSpec:
     try:
         class_name = json.loads(index.read_text()).get("_class_name")
     except (OSError, ValueError) as exc:
-        raise UnknownModel(f"model={str(path)!r}: model_index.json is unreadable ({exc}).", field="model") from exc
+        raise UnknownModel(
+            f"model={str(path)!r}: model_index.json is unreadable ({exc}).", field="model"
+        ) from exc
     if class_name != "I2VGenXLPipeline":
         raise UnknownModel(
             f"model={str(path)!r} holds a {class_name!r}; stillmotion runs I2VGenXLPipeline models.",
             field="model",
         )
-    return replace(I2VGENXL, name=str(path.resolve()), repo_id=None, revision=None, local_path=path.resolve(),
-                   aliases=())
+    return replace(
+        I2VGENXL, name=str(path.resolve()), repo_id=None, revision=None, local_path=path.resolve(), aliases=()
+    )

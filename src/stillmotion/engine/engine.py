@@ -1,0 +1,551 @@
+"""Engine.generate: one image and a prompt in, one video file out, within the device's memory budget.
+
+Read ``generate`` top to bottom: it is the whole product in numbered steps. The model math lives in
+models/i2vgen_xl.py, memory decisions in memory/, file formats in media/.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import stillmotion
+from stillmotion.config import Settings
+from stillmotion.engine.cache import EmbeddingCache
+from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
+from stillmotion.engine.request import GenerationRequest, ResolvedRequest
+from stillmotion.engine.result import GenerationResult, PlanReport
+from stillmotion.errors import InvalidRequest, OutOfMemory
+from stillmotion.media.checks import check_frames, to_uint8
+from stillmotion.media.image_input import InputImage
+from stillmotion.media.video_output import format_for_path, write_video
+from stillmotion.memory.apply import apply_plan, release_encoders, reset_placement
+from stillmotion.memory.device import DeviceBudget
+from stillmotion.memory.plan import MemoryPlan, plan_memory
+from stillmotion.memory.recovery import next_plan
+from stillmotion.models import i2vgen_xl as model
+from stillmotion.models.i2vgen_xl import Conditioning, I2VGenXLComponents
+from stillmotion.models.loader import load_components
+from stillmotion.models.registry import ModelSpec, get_spec
+
+logger = logging.getLogger(__name__)
+
+# Test switches (documented in docs/engine.md): raise a CUDA-style out-of-memory once, so OOM recovery
+# is exercised on machines without a GPU.
+INJECT_OOM_AT_STEP_ENV = "STILLMOTION_INJECT_OOM_AT_STEP"  # 1-based denoising step
+INJECT_OOM_IN_ENV = "STILLMOTION_INJECT_OOM_IN"  # comma list of phases: load, encode, decode
+
+MAX_OOM_RECOVERIES = 8  # more than the ladder has rungs: the ladder, not this, normally ends the retries
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; anything else must be usable as named."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidRequest(
+            f"device={name!r} is not a device name (auto, cuda, cuda:N, mps, cpu).", field="device"
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidRequest(f"device={name!r}: CUDA is not available on this machine.", field="device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidRequest(f"device={name!r}: Apple MPS is not available on this machine.", field="device")
+    if device.type not in ("cuda", "mps", "cpu"):
+        raise InvalidRequest(f"device={name!r} is not supported; use auto, cuda, mps or cpu.", field="device")
+    return device
+
+
+@dataclass
+class DenoiseState:
+    """The latest finished denoising step, kept so an OOM retry resumes instead of restarting."""
+
+    latents: torch.Tensor | None = None
+    steps_done: int = 0
+    phase: str = "plan"  # the phase running now, named in an OOM report
+
+
+@dataclass
+class _Faults:
+    """Injected out-of-memory errors for tests; each fires once per generation."""
+
+    oom_at_step: int | None = None
+    oom_in: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_env(cls) -> _Faults:
+        step = os.environ.get(INJECT_OOM_AT_STEP_ENV, "").strip()
+        phases = os.environ.get(INJECT_OOM_IN_ENV, "").strip()
+        return cls(
+            oom_at_step=int(step) if step else None,
+            oom_in={p.strip() for p in phases.split(",") if p.strip()},
+        )
+
+    def maybe_raise(self, phase: str, step: int | None = None) -> None:
+        hit = (step is not None and step == self.oom_at_step) or (step is None and phase in self.oom_in)
+        if hit:
+            if step is not None:
+                self.oom_at_step = None
+            else:
+                self.oom_in.discard(phase)
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by stillmotion in {phase})")
+
+
+class _Clock:
+    """Sends progress events and computes the ETA from the measured step times."""
+
+    def __init__(self, on_progress: ProgressCallback | None, total_steps: int) -> None:
+        self.on_progress = on_progress
+        self.total_steps = total_steps
+        self.start = time.perf_counter()
+        self.step_times: list[float] = []
+
+    def stage(self, stage: Stage, step: int = 0, message: str = "") -> None:
+        self._emit(ProgressEvent(stage, step, self.total_steps, self.elapsed, self._eta(step), message))
+
+    def step_done(self, step: int, duration_s: float) -> None:
+        self.step_times.append(duration_s)
+        self._emit(ProgressEvent(Stage.DENOISE, step, self.total_steps, self.elapsed, self._eta(step)))
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def per_step_s(self) -> float | None:
+        # Skip the first step when there are others: it carries lazy initialisation.
+        times = self.step_times[1:] or self.step_times
+        return sum(times) / len(times) if times else None
+
+    def _eta(self, steps_done: int) -> float | None:
+        per_step = self.per_step_s
+        if per_step is None:
+            return None
+        return per_step * (self.total_steps - steps_done + 1)  # +1: the decode costs about one step
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+
+@dataclass
+class Rendered:
+    """Decoded frames and how they were made (steps 1-5 of a generation)."""
+
+    frames: torch.Tensor
+    spec: ModelSpec
+    request: ResolvedRequest
+    plan: MemoryPlan
+    downgrades: list[dict[str, Any]]
+    warnings: list[str]
+    timings: dict[str, float]
+    clock: _Clock
+    cancel: CancelToken
+
+
+class Engine:
+    """Turns one GenerationRequest into one video, within the device's memory budget.
+
+    Weights stay loaded between generations (one model at a time); ``unload()`` frees them.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = select_device(settings.device)
+        self.cache = EmbeddingCache(settings.embedding_cache_size)
+        self._loaded: tuple[str, torch.dtype, I2VGenXLComponents] | None = None
+        self._placed: MemoryPlan | None = None
+
+    # -- public API ------------------------------------------------------------------------------------
+
+    def plan(
+        self,
+        request: GenerationRequest,
+        image_size: tuple[int, int] | None = None,
+        strategy: str | None = None,
+    ) -> PlanReport:
+        """The plan ``generate`` would use now, with its estimates; loads no weights."""
+        spec = get_spec(request.model or self.settings.default_model)
+        resolved = request.resolve(spec, image_size)
+        budget = self._measure_budget()
+        plan = plan_memory(
+            spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
+        )
+        return PlanReport(request=resolved, budget=budget, plan=plan)
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        image: InputImage,
+        output_path: Path,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        strategy: str | None = None,
+    ) -> GenerationResult:
+        """Generate one video from ``image`` and ``request`` and write it atomically to ``output_path``."""
+        format_for_path(output_path)  # an unsupported output format fails before any work
+
+        # 1-5. Validate, plan, load, encode, denoise and decode (with OOM recovery): see render().
+        rendered = self.render(request, image, on_progress, cancel, strategy)
+        req, clock = rendered.request, rendered.clock
+
+        # 6. Check the frames: NaN fails the job; black or frozen output is flagged.
+        rendered.cancel.raise_if_cancelled()
+        frames = rendered.frames.numpy()
+        warnings = [*rendered.warnings, *check_frames(frames).warnings]
+
+        # 7. Write the video atomically, with its recipe in the file and in a JSON sidecar.
+        clock.stage(Stage.WRITE, req.num_inference_steps)
+        started = time.perf_counter()
+        metadata = self._recipe(rendered.spec, req, image, rendered.plan, rendered.downgrades, warnings)
+        video = write_video(to_uint8(frames), output_path, fps=req.fps, metadata=metadata)
+        timings = {**rendered.timings, "write_s": time.perf_counter() - started, "total_s": clock.elapsed}
+        clock.stage(Stage.DONE, req.num_inference_steps)
+        return GenerationResult(
+            video_path=video.path,
+            sidecar_path=video.sidecar_path,
+            sha256=video.sha256,
+            request=req,
+            plan=rendered.plan,
+            downgrades=tuple(rendered.downgrades),
+            warnings=tuple(warnings),
+            timings={k: round(v, 4) for k, v in timings.items()},
+            metadata=metadata,
+        )
+
+    def render(
+        self,
+        request: GenerationRequest,
+        image: InputImage,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        strategy: str | None = None,
+    ) -> Rendered:
+        """Steps 1-5 of a generation: the decoded frames as float32 (frames, height, width, 3) in [0, 1]."""
+        cancel = cancel or CancelToken()
+        faults = _Faults.from_env()
+
+        # 1. Validate against the model's limits (one clear error per broken rule; nothing runs before).
+        spec = get_spec(request.model or self.settings.default_model)
+        resolved = request.resolve(spec, (image.width, image.height))
+        clock = _Clock(on_progress, resolved.num_inference_steps)
+        clock.stage(Stage.PLAN)
+
+        # 2. Plan memory from what the device has free right now; refuses up front if nothing fits.
+        budget = self._measure_budget()
+        plan = plan_memory(
+            spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
+        )
+        logger.info("plan %s: %s", plan.rung, plan.reason)
+
+        # 3-5. Load, encode, denoise, decode; on out-of-memory step down one rung and resume.
+        state = DenoiseState()
+        downgrades: list[dict[str, Any]] = []
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        frames: torch.Tensor | None = None
+        while frames is None:
+            failure: dict[str, Any] | None = None
+            try:
+                frames = self._attempt(
+                    spec, resolved, image, plan, state, clock, cancel, faults, timings, warnings
+                )
+            except torch.OutOfMemoryError as exc:
+                failure = {"phase": state.phase, "error": str(exc).splitlines()[0]}
+            if failure is not None:
+                # Outside the except block: the exception's traceback no longer pins the failed tensors.
+                plan = self._recover(spec, resolved, plan, budget, state, failure, downgrades)
+        self._free_transients()
+        return Rendered(
+            frames=frames,
+            spec=spec,
+            request=resolved,
+            plan=plan,
+            downgrades=downgrades,
+            warnings=warnings,
+            timings=timings,
+            clock=clock,
+            cancel=cancel,
+        )
+
+    def unload(self) -> None:
+        """Free every loaded model and cached embedding; memory goes back to the process baseline."""
+        if self._loaded is not None:
+            reset_placement(self._loaded[2].modules())
+        self._loaded = None
+        self._placed = None
+        self.cache.clear()
+        self._free_transients()
+
+    # -- the steps -------------------------------------------------------------------------------------
+
+    def _attempt(
+        self,
+        spec: ModelSpec,
+        req: ResolvedRequest,
+        image: InputImage,
+        plan: MemoryPlan,
+        state: DenoiseState,
+        clock: _Clock,
+        cancel: CancelToken,
+        faults: _Faults,
+        timings: dict[str, float],
+        warnings: list[str],
+    ) -> torch.Tensor:
+        """One try at steps 3-5 under ``plan``; resumes the denoising loop from ``state``."""
+        dtype = getattr(torch, plan.dtype)
+
+        # 3. Load (or reuse) the components and place them as the plan says.
+        state.phase = "load"
+        clock.stage(Stage.LOAD, state.steps_done, f"loading {spec.name}")
+        started = time.perf_counter()
+        components = self._components(spec, dtype)
+        faults.maybe_raise("load")
+        if self._placed != plan:
+            reset_placement(components.modules())
+            self._placed = None
+        apply_plan(components.modules(), plan, self.device)
+        self._placed = plan
+        timings["load_s"] = timings.get("load_s", 0.0) + time.perf_counter() - started
+
+        # 4a. Encode prompt and image (cached), then release the encoders if the plan says so.
+        state.phase = "encode"
+        cancel.raise_if_cancelled()
+        clock.stage(Stage.ENCODE, state.steps_done)
+        started = time.perf_counter()
+        faults.maybe_raise("encode")
+        cond = self._conditioning(spec, components, req, image, dtype, warnings)
+        release_encoders(components.modules(), plan)
+        timings["encode_s"] = timings.get("encode_s", 0.0) + time.perf_counter() - started
+
+        # 4b. Denoise, one progress event and one cancel check per step, from the last finished step.
+        state.phase = "denoise"
+        started = time.perf_counter()
+        latents = self._denoise(components, req, plan, cond, state, clock, cancel, faults, dtype)
+        timings["denoise_s"] = timings.get("denoise_s", 0.0) + time.perf_counter() - started
+        if clock.per_step_s is not None:
+            timings["per_step_s"] = clock.per_step_s
+
+        # 5. Decode the latents, ``decode_chunk_size`` frames at a time.
+        state.phase = "decode"
+        cancel.raise_if_cancelled()
+        clock.stage(Stage.DECODE, req.num_inference_steps)
+        started = time.perf_counter()
+        faults.maybe_raise("decode")
+        frames = model.decode_latents(components, latents, plan.decode_chunk_size, plan.vae_tiling)
+        timings["decode_s"] = time.perf_counter() - started
+        return frames[: req.num_frames]
+
+    def _denoise(
+        self,
+        components: I2VGenXLComponents,
+        req: ResolvedRequest,
+        plan: MemoryPlan,
+        cond: Conditioning,
+        state: DenoiseState,
+        clock: _Clock,
+        cancel: CancelToken,
+        faults: _Faults,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        # A fresh scheduler per run: schedulers keep per-run state (timesteps).
+        scheduler = type(components.scheduler).from_config(components.scheduler.config)
+        scheduler.set_timesteps(req.num_inference_steps, device=self.device)
+        if state.latents is None:
+            noise = torch.Generator(device="cpu").manual_seed(req.seed)
+            state.latents = model.initial_latents(
+                components,
+                req.num_frames,
+                req.height,
+                req.width,
+                noise,
+                self.device,
+                dtype,
+                scheduler.init_noise_sigma,
+            )
+        latents = state.latents.to(device=self.device, dtype=dtype)
+        for index in range(state.steps_done, len(scheduler.timesteps)):
+            cancel.raise_if_cancelled()
+            faults.maybe_raise("denoise", step=index + 1)
+            started = time.perf_counter()
+            timestep = scheduler.timesteps[index]
+            model_input = scheduler.scale_model_input(latents, timestep)
+            noise_pred = model.predict_noise(
+                components, model_input, timestep, cond, req.guidance_scale, plan.split_guidance
+            )
+            latents = model.scheduler_step(scheduler, noise_pred, timestep, latents)
+            state.latents, state.steps_done = latents, index + 1
+            clock.step_done(index + 1, time.perf_counter() - started)
+        return latents
+
+    def _conditioning(
+        self,
+        spec: ModelSpec,
+        components: I2VGenXLComponents,
+        req: ResolvedRequest,
+        image: InputImage,
+        dtype: torch.dtype,
+        warnings: list[str],
+    ) -> Conditioning:
+        device = self.device
+        base = (spec.name, str(dtype), device.type)
+        prompt, hit_prompt = self.cache.get_or_compute(
+            (*base, "text", req.prompt), lambda: model.encode_text(components, req.prompt, device), device
+        )
+        negative = None
+        hit_negative = True
+        if req.do_classifier_free_guidance:
+            negative, hit_negative = self.cache.get_or_compute(
+                (*base, "text", req.negative_prompt),
+                lambda: model.encode_text(components, req.negative_prompt, device),
+                device,
+            )
+        image_embeds, hit_image = self.cache.get_or_compute(
+            (*base, "image", image.sha256, req.width),
+            lambda: model.encode_image(components, image.image, req.width, device),
+            device,
+        )
+        if hit_prompt and hit_negative and hit_image:
+            warnings.append("embedding cache hit: text and image encoders skipped")
+        # The VAE posterior is sampled from its own generator seeded like the noise: the same seed gives the
+        # same video, and it is not cached because it depends on the seed.
+        sample = torch.Generator(device="cpu").manual_seed(req.seed)
+        image_latents = model.encode_image_latents(
+            components, image.image, req.height, req.width, req.num_frames, sample, device, dtype
+        )
+        return Conditioning(
+            prompt_embeds=prompt.to(dtype),
+            image_embeds=image_embeds.to(dtype),
+            negative_prompt_embeds=None if negative is None else negative.to(dtype),
+            image_latents=image_latents,
+            fps=req.fps,
+        )
+
+    def _recover(
+        self,
+        spec: ModelSpec,
+        req: ResolvedRequest,
+        failed: MemoryPlan,
+        budget: DeviceBudget,
+        state: DenoiseState,
+        failure: dict[str, Any],
+        downgrades: list[dict[str, Any]],
+    ) -> MemoryPlan:
+        """Free the failed attempt's memory and return the next cheaper plan (or raise OutOfMemory)."""
+        if self._loaded is not None:
+            reset_placement(self._loaded[2].modules())
+        self._placed = None
+        if state.latents is not None:
+            state.latents = state.latents.to("cpu")  # small; keeps the finished steps through the reset
+        self._free_transients()
+        cheaper = next_plan(spec, req, failed, budget, allow_approximate=self.settings.allow_approximate)
+        if cheaper is None or len(downgrades) >= MAX_OOM_RECOVERIES:
+            raise OutOfMemory(
+                f"out of memory in {failure['phase']} with plan {failed.rung!r} and no cheaper plan is left. "
+                f"Try a smaller size or fewer frames (now {req.width}x{req.height}, {req.num_frames} "
+                "frames), "
+                "or free GPU memory used by other programs.",
+                details={"downgrades": downgrades, "failure": failure},
+            )
+        if cheaper.dtype != failed.dtype:
+            self._loaded = None  # reload in the new dtype
+        downgrade = {
+            "from": failed.rung,
+            "to": cheaper.rung,
+            "phase": failure["phase"],
+            "resumed_at_step": state.steps_done,
+            "error": failure["error"],
+        }
+        downgrades.append(downgrade)
+        logger.warning(
+            "out of memory in %s with plan %s; retrying with %s from step %d",
+            failure["phase"],
+            failed.rung,
+            cheaper.rung,
+            state.steps_done,
+        )
+        return cheaper
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _components(self, spec: ModelSpec, dtype: torch.dtype) -> I2VGenXLComponents:
+        if self._loaded is not None and self._loaded[:2] == (spec.name, dtype):
+            return self._loaded[2]
+        if self._loaded is not None:  # one model at a time: free before loading another
+            self.unload()
+        components = load_components(
+            spec, dtype, cache_dir=self.settings.models_dir, offline=self.settings.offline
+        )
+        self._loaded = (spec.name, dtype, components)
+        return components
+
+    def _measure_budget(self) -> DeviceBudget:
+        return DeviceBudget.measure(
+            self.device,
+            vram_budget_gb=self.settings.vram_budget_gb,
+            reserve_vram_gb=self.settings.reserve_vram_gb,
+        )
+
+    def _free_transients(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _recipe(
+        self,
+        spec: ModelSpec,
+        req: ResolvedRequest,
+        image: InputImage,
+        plan: MemoryPlan,
+        downgrades: list[dict[str, Any]],
+        warnings: list[str],
+    ) -> dict[str, Any]:
+        """Everything needed to make this video again, stored in the file and its sidecar."""
+        import diffusers
+        import transformers
+
+        return {
+            "generator": f"stillmotion {stillmotion.__version__}",
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **req.to_dict(),
+            "model_source": spec.source,
+            "model_revision": spec.revision,
+            "input_image_sha256": image.sha256,
+            "input_image_size": [image.width, image.height],
+            "input_notes": list(image.notes),
+            "runtime": {
+                "device": str(self.device),
+                "device_name": _device_name(self.device),
+                "plan": plan.to_dict(),
+                "downgrades": downgrades,
+                "approximate": plan.approximate,
+            },
+            "warnings": list(warnings),
+            "versions": {
+                "stillmotion": stillmotion.__version__,
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+            },
+        }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    return platform.processor() or platform.machine()

@@ -1,0 +1,217 @@
+"""Estimator: the peak GPU memory of a request under a plan, per phase, from the model's facts alone.
+
+Pure arithmetic over ``ModelSpec.params`` (bytes per dtype), ``ModelSpec.memory`` (MemoryFacts) and the
+request's shape; no torch, no weights. For each phase (encode, denoise, decode):
+
+    allocated = weights on the device + activations (+ the denoising loop's small extras)
+    reserved  = allocated x reserved_ratio_expandable                 (expandable segments on: the engine's default)
+              = weights + activations x reserved_act_ratio + extra    (off: the stock diffusers setting)
+
+UNet activations are linear in latent tokens (batch x frames x latent pixels), halved by running the two
+guidance halves one after the other, and cut to ``unet_ff_floor_fraction`` by feed-forward chunking once the
+chunk cap is small enough. docs/memory.md has the derivation and the calibration error table.
+"""
+
+from __future__ import annotations
+
+import math
+
+from stillmotion.memory.types import (
+    GIB,
+    GroupOffloadType,
+    MemoryEstimate,
+    MemoryPlan,
+    PhaseEstimate,
+    Placement,
+    RequestShape,
+)
+from stillmotion.models.registry import ModelSpec
+
+BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
+FP8_BYTES_PER_PARAM = 1
+MIB = 1024**2
+# The step count the expected total time is given for (the model's default and the issue's targets).
+REFERENCE_STEPS = 50
+ENCODERS = ("text_encoder", "image_encoder")
+
+
+def act_scale(dtype: str) -> float:
+    """Activation bytes relative to the 16-bit facts."""
+    return BYTES_PER_PARAM[dtype] / 2
+
+
+def latent_tokens(spec: ModelSpec, request: RequestShape, batch: int) -> int:
+    factor = spec.architecture.vae_scale_factor
+    return batch * request.num_frames * (request.height // factor) * (request.width // factor)
+
+
+def unet_batch(request: RequestShape, split_guidance: bool) -> int:
+    """Rows of one UNet call: 2 with classifier-free guidance unless the halves run one after the other."""
+    return 1 if split_guidance or request.guidance_scale <= 1.0 else 2
+
+
+def unet_activation_gib(
+    spec: ModelSpec, request: RequestShape, *, batch: int, ff_chunk_mib: int | None, dtype: str = "float16"
+) -> float:
+    """Allocated activation peak of one UNet call (GiB)."""
+    facts = spec.memory
+    tokens = latent_tokens(spec, request, batch)
+    full = facts.unet_act_gib_per_unit * tokens
+    if ff_chunk_mib is None or facts.unet_ff_proj_width == 0:
+        return full * act_scale(dtype)
+    # The widest feed-forward sets the peak until its chunks are small enough, then the floor does.
+    proj_gib = tokens * facts.unet_ff_proj_width * 2 / GIB
+    out_gib = tokens * facts.unet_ff_out_width * 2 / GIB
+    chunks = max(1, math.ceil(proj_gib * GIB / (ff_chunk_mib * MIB)))
+    if chunks == 1:
+        chunked = full
+    else:
+        # GEGLU holds its projection (P) plus gelu(gate) and the product (P/2 each): 2P unchunked, 2P/n
+        # chunked, plus the preallocated output.
+        chunked = full - 2 * proj_gib + 2 * proj_gib / chunks + out_gib
+    return max(chunked, facts.unet_ff_floor_fraction * full) * act_scale(dtype)
+
+
+def ff_chunk_mib_for(spec: ModelSpec, request: RequestShape, *, batch: int) -> int:
+    """The largest power-of-two cap (MiB) that brings the UNet to its chunked floor: fewest, largest chunks."""
+    full = spec.memory.unet_act_gib_per_unit * latent_tokens(spec, request, batch)
+    floor_mib = spec.memory.unet_ff_floor_fraction * full * 1024
+    # 2 x cap (projection + gelu + product of one chunk) must sit under the floor with room for the rest.
+    cap = max(1, int(floor_mib / 4))
+    return int(2 ** math.floor(math.log2(cap)))
+
+
+def vae_decode_gib(spec: ModelSpec, request: RequestShape, chunk: int, *, tiling: bool, dtype: str) -> float:
+    facts = spec.memory
+    pixels = request.height * request.width
+    if tiling and facts.vae_tile_side:
+        pixels = min(pixels, facts.vae_tile_side**2)
+    single = facts.vae_decode_single_gib_per_pixel * pixels
+    act = max(single, facts.vae_decode_gib_per_pixel_frame * pixels * chunk)
+    # The decoded frames are gathered on the device (3 channels, 16-bit).
+    frames = request.num_frames * 3 * request.height * request.width * 2 / GIB
+    return act * act_scale(dtype) + frames
+
+
+def _weights_gib(spec: ModelSpec, component: str, dtype: str, *, fp8: bool = False) -> float:
+    per_param = FP8_BYTES_PER_PARAM if fp8 and component == "unet" else BYTES_PER_PARAM[dtype]
+    return spec.params.bytes(component, per_param) / GIB
+
+
+def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, component: str) -> float:
+    """Weights of ``component`` on the device while it runs, under the plan's placement."""
+    full = _weights_gib(spec, component, plan.dtype, fp8=plan.fp8_weights)
+    facts = spec.memory
+    if plan.placement is Placement.GROUP_OFFLOAD:
+        if plan.group_offload_type is GroupOffloadType.BLOCK_LEVEL and component == "unet":
+            return full * facts.group_block_resident_fraction
+        return min(full, facts.group_leaf_resident_gib)
+    if plan.placement is Placement.SEQUENTIAL_OFFLOAD:
+        return min(full, facts.group_leaf_resident_gib / 2)  # one layer at a time, no prefetch
+    return full
+
+
+def _phase(
+    spec: ModelSpec, weights: float, unet_act: float, vae_act: float, *, expandable: bool
+) -> PhaseEstimate:
+    facts = spec.memory
+    act = unet_act + vae_act
+    weights += facts.workspace_gib
+    allocated = weights + act
+    if expandable:
+        reserved = allocated * facts.reserved_ratio_expandable
+    else:
+        reserved = (
+            weights
+            + unet_act * facts.reserved_act_ratio_unet
+            + vae_act * facts.reserved_act_ratio_vae
+            + facts.reserved_extra_gib
+        )
+    return PhaseEstimate(weights_gib=weights, activations_gib=act, allocated_gib=allocated, reserved_gib=reserved)
+
+
+def estimate_memory(
+    spec: ModelSpec, request: RequestShape, plan: MemoryPlan, *, expandable_segments: bool = True
+) -> MemoryEstimate:
+    """Predicted peak allocated and reserved GiB per phase, and the expected speed, of ``plan``."""
+    facts = spec.memory
+    dtype = plan.dtype
+    w = {name: _placed_weights_gib(spec, plan, name) for name in ("unet", "vae", *ENCODERS)}
+    pixels = request.height * request.width
+
+    # 1. encode: two prompts through the text encoder, the image through the image encoder and the VAE.
+    encode_act = (facts.encoder_act_gib + facts.vae_encode_gib_per_pixel * pixels) * act_scale(dtype)
+    if plan.placement is Placement.MODEL_OFFLOAD:
+        # One model at a time, except the VAE encode, which runs while the image encoder is still loaded.
+        encode_weights = max(w["text_encoder"], w["image_encoder"] + w["vae"])
+    else:
+        encode_weights = sum(w.values())
+    encode = _phase(spec, encode_weights, 0.0, encode_act, expandable=expandable_segments)
+
+    # 2. denoise: the UNet at its activation peak.
+    batch = unet_batch(request, plan.split_guidance)
+    unet_act = unet_activation_gib(spec, request, batch=batch, ff_chunk_mib=plan.ff_chunk_size, dtype=dtype)
+    unet_act += unet_act * facts.loop_extra_fraction + facts.loop_extra_gib
+    if plan.placement is Placement.MODEL_OFFLOAD:
+        denoise_weights = w["unet"] + (0.0 if plan.release_encoders else w["vae"])
+    else:
+        denoise_weights = w["unet"] + w["vae"]
+        if not plan.release_encoders:
+            denoise_weights += w["text_encoder"] + w["image_encoder"]
+    denoise = _phase(spec, denoise_weights, unet_act, 0.0, expandable=expandable_segments)
+
+    # 3. decode: the VAE on ``decode_chunk_size`` frames at once.
+    decode_act = vae_decode_gib(spec, request, plan.decode_chunk_size, tiling=plan.vae_tiling, dtype=dtype)
+    if plan.placement is Placement.MODEL_OFFLOAD:
+        decode_weights = w["vae"]
+    else:
+        decode_weights = denoise_weights
+    decode = _phase(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
+
+    s_per_step, total_s = expected_time(spec, request, plan)
+    baseline = expected_time(spec, request, _resident_like(plan))[1]
+    return MemoryEstimate(
+        encode=encode,
+        denoise=denoise,
+        decode=decode,
+        expandable_segments=expandable_segments,
+        s_per_step=s_per_step,
+        slowdown=total_s / baseline if baseline > 0 else 1.0,
+    )
+
+
+def _resident_like(plan: MemoryPlan) -> MemoryPlan:
+    from dataclasses import replace
+
+    return replace(
+        plan,
+        placement=Placement.RESIDENT,
+        group_offload_type=None,
+        ff_chunk_size=None,
+        split_guidance=False,
+        fp8_weights=False,
+        vae_tiling=False,
+        decode_chunk_size=1,
+    )
+
+
+def expected_time(spec: ModelSpec, request: RequestShape, plan: MemoryPlan) -> tuple[float, float]:
+    """(seconds per step, seconds for REFERENCE_STEPS steps) on the reference GPU (H100, fp16, eager)."""
+    facts = spec.memory
+    tokens = latent_tokens(spec, request, unet_batch(request, False))
+    step = facts.step_s_fixed + facts.step_s_per_unit * tokens
+    if plan.split_guidance and request.guidance_scale > 1.0:
+        step *= facts.split_guidance_step_factor
+    if plan.ff_chunk_size is not None:
+        step *= facts.ff_chunk_step_factor
+    if plan.fp8_weights:
+        step *= facts.fp8_step_factor
+    fixed = facts.pre_s + facts.decode_s_per_pixel_frame * request.height * request.width * request.num_frames
+    if plan.placement is Placement.MODEL_OFFLOAD:
+        fixed += facts.model_offload_fixed_s
+    elif plan.placement is Placement.GROUP_OFFLOAD:
+        leaf = plan.group_offload_type is not GroupOffloadType.BLOCK_LEVEL
+        step += facts.group_leaf_step_overhead_s if leaf else facts.group_block_step_overhead_s
+    elif plan.placement is Placement.SEQUENTIAL_OFFLOAD:
+        step += facts.sequential_step_overhead_s
+    return step, fixed + REFERENCE_STEPS * step

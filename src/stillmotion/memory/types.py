@@ -1,0 +1,167 @@
+"""The data of memory planning: request shape, placements, per-phase estimates and the plan itself.
+
+Plain frozen dataclasses and enums, no torch: ``plan.py`` and ``estimate.py`` build them, ``apply.py`` and the
+engine read them, ``to_dict()`` puts them in job rows, logs and the output's metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+GIB = 1024**3
+
+
+class RequestShape(Protocol):
+    """What the planner needs of a request (engine.request.ResolvedRequest satisfies it)."""
+
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def num_frames(self) -> int: ...
+    @property
+    def guidance_scale(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A concrete RequestShape (for tests, the CLI's largest-fit search and the benchmark)."""
+
+    height: int
+    width: int
+    num_frames: int
+    guidance_scale: float = 9.0
+
+
+class Placement(StrEnum):
+    """Where the weights live while a request runs (strongest offload last)."""
+
+    RESIDENT = "resident"  # every needed weight on the device
+    MODEL_OFFLOAD = "model_offload"  # one whole model on the device at a time (accelerate hooks)
+    GROUP_OFFLOAD = "group_offload"  # groups of layers streamed in as needed (diffusers group offloading)
+    SEQUENTIAL_OFFLOAD = "sequential_offload"  # every layer copied in on use, synchronously (accelerate)
+
+
+# Strength order of the placements: a recovery step never goes back up this list.
+PLACEMENT_ORDER: tuple[Placement, ...] = (
+    Placement.RESIDENT,
+    Placement.MODEL_OFFLOAD,
+    Placement.GROUP_OFFLOAD,
+    Placement.SEQUENTIAL_OFFLOAD,
+)
+
+
+class GroupOffloadType(StrEnum):
+    """diffusers' ``apply_group_offloading(offload_type=...)`` values."""
+
+    BLOCK_LEVEL = "block_level"
+    LEAF_LEVEL = "leaf_level"
+
+
+@dataclass(frozen=True)
+class PhaseEstimate:
+    """Predicted peak of one phase, in GiB: weights on the device plus activations, allocated and reserved."""
+
+    weights_gib: float
+    activations_gib: float
+    allocated_gib: float
+    reserved_gib: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "weights_gib": round(self.weights_gib, 3),
+            "activations_gib": round(self.activations_gib, 3),
+            "allocated_gib": round(self.allocated_gib, 3),
+            "reserved_gib": round(self.reserved_gib, 3),
+        }
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted peaks per phase plus the expected speed of a plan (from estimate.estimate_memory)."""
+
+    encode: PhaseEstimate
+    denoise: PhaseEstimate
+    decode: PhaseEstimate
+    expandable_segments: bool
+    s_per_step: float  # expected seconds per denoising step on the reference GPU (H100)
+    slowdown: float  # expected time of the whole run relative to the fastest (resident) plan
+
+    @property
+    def peak_reserved_gib(self) -> float:
+        return max(self.encode.reserved_gib, self.denoise.reserved_gib, self.decode.reserved_gib)
+
+    @property
+    def peak_allocated_gib(self) -> float:
+        return max(self.encode.allocated_gib, self.denoise.allocated_gib, self.decode.allocated_gib)
+
+    @property
+    def peak_phase(self) -> str:
+        phases = {"encode": self.encode, "denoise": self.denoise, "decode": self.decode}
+        return max(phases, key=lambda name: phases[name].reserved_gib)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peak_reserved_gib": round(self.peak_reserved_gib, 3),
+            "peak_allocated_gib": round(self.peak_allocated_gib, 3),
+            "peak_phase": self.peak_phase,
+            "encode": self.encode.to_dict(),
+            "denoise": self.denoise.to_dict(),
+            "decode": self.decode.to_dict(),
+            "expandable_segments": self.expandable_segments,
+            "s_per_step_h100": round(self.s_per_step, 4),
+            "expected_slowdown": round(self.slowdown, 3),
+        }
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How one request runs: placement, dtype and the exact (or labelled approximate) memory savers.
+
+    The engine carries out ``split_guidance``, ``decode_chunk_size`` and ``vae_tiling``; ``apply.apply_plan``
+    carries out placement, dtype, fp8 storage and feed-forward chunking.
+    """
+
+    rung: str  # the ladder rung's name (plan.RUNGS); a forced ``strategy=`` uses the same names
+    placement: Placement
+    dtype: str  # "float16", "bfloat16" or "float32"
+    release_encoders: bool  # move the text/image encoders off the device right after encoding
+    decode_chunk_size: int  # frames the VAE decodes at once
+    # Feed-forward chunking: the most MiB one chunk's first feed-forward projection may produce (the GEGLU
+    # output); None = off. Chunks split the tokens, so the result is exact up to matmul reduction order.
+    ff_chunk_size: int | None
+    split_guidance: bool  # run the unconditional and conditional UNet halves one after the other
+    fp8_weights: bool = False  # APPROXIMATE: UNet weights stored as float8_e4m3fn, computed in ``dtype``
+    vae_tiling: bool = False  # APPROXIMATE: spatially tiled VAE decode (tile seams may show)
+    group_offload_type: GroupOffloadType | None = None  # only for GROUP_OFFLOAD
+    estimate: MemoryEstimate | None = None
+    reason: str = ""  # one line: why this plan
+
+    @property
+    def approximate(self) -> bool:
+        """True when the plan changes the math (never chosen unless the user allowed it)."""
+        return self.fp8_weights or self.vae_tiling
+
+    @property
+    def approximations(self) -> list[str]:
+        return [name for name, on in (("fp8_weights", self.fp8_weights), ("vae_tiling", self.vae_tiling)) if on]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rung": self.rung,
+            "placement": self.placement.value,
+            "group_offload_type": None if self.group_offload_type is None else self.group_offload_type.value,
+            "dtype": self.dtype,
+            "release_encoders": self.release_encoders,
+            "decode_chunk_size": self.decode_chunk_size,
+            "ff_chunk_size": self.ff_chunk_size,
+            "split_guidance": self.split_guidance,
+            "fp8_weights": self.fp8_weights,
+            "vae_tiling": self.vae_tiling,
+            "approximate": self.approximate,
+            "estimate": {} if self.estimate is None else self.estimate.to_dict(),
+            "reason": self.reason,
+        }
