@@ -209,12 +209,12 @@ class Engine:
         warnings = [*rendered.warnings, *check_frames(frames).warnings]
 
         # 7. Write the video atomically, with its recipe in the file and in a JSON sidecar.
-        clock.stage(Stage.WRITE, req.num_inference_steps)
+        clock.stage(Stage.WRITE, req.num_inference_steps, f"writing {output_path.name}")
         started = time.perf_counter()
         metadata = self._recipe(rendered.spec, req, image, rendered.plan, rendered.downgrades, warnings)
         video = write_video(to_uint8(frames), output_path, fps=req.fps, metadata=metadata)
         timings = {**rendered.timings, "write_s": time.perf_counter() - started, "total_s": clock.elapsed}
-        clock.stage(Stage.DONE, req.num_inference_steps)
+        clock.stage(Stage.DONE, req.num_inference_steps, "done")
         return GenerationResult(
             video_path=video.path,
             sidecar_path=video.sidecar_path,
@@ -243,7 +243,7 @@ class Engine:
         spec = get_spec(request.model or self.settings.default_model)
         resolved = request.resolve(spec, (image.width, image.height))
         clock = _Clock(on_progress, resolved.num_inference_steps)
-        clock.stage(Stage.PLAN)
+        clock.stage(Stage.PLAN, 0, "planning memory")
 
         # 2. Plan memory from what the device has free right now; refuses up front if nothing fits.
         budget = self._measure_budget()
@@ -325,7 +325,7 @@ class Engine:
         # 4a. Encode prompt and image (cached), then release the encoders if the plan says so.
         state.phase = "encode"
         cancel.raise_if_cancelled()
-        clock.stage(Stage.ENCODE, state.steps_done)
+        clock.stage(Stage.ENCODE, state.steps_done, "encoding prompt and image")
         started = time.perf_counter()
         faults.maybe_raise("encode")
         cond = self._conditioning(spec, components, req, image, dtype, warnings)
@@ -343,7 +343,7 @@ class Engine:
         # 5. Decode the latents, ``decode_chunk_size`` frames at a time.
         state.phase = "decode"
         cancel.raise_if_cancelled()
-        clock.stage(Stage.DECODE, req.num_inference_steps)
+        clock.stage(Stage.DECODE, req.num_inference_steps, "decoding frames")
         started = time.perf_counter()
         faults.maybe_raise("decode")
         frames = model.decode_latents(components, latents, plan.decode_chunk_size, plan.vae_tiling)

@@ -88,9 +88,7 @@ def encode_text(components: I2VGenXLComponents, text: str, device: torch.device)
     ).input_ids
     full = tokenizer([text], padding="longest", return_tensors="pt").input_ids
     if full.shape[-1] > ids.shape[-1]:
-        logger.warning(
-            "prompt longer than %d tokens; CLIP reads only the first part", tokenizer.model_max_length
-        )
+        logger.info("text longer than %d tokens; CLIP reads only the first part", tokenizer.model_max_length)
     encoder = components.text_encoder
     output = encoder(ids.to(device), output_hidden_states=True)
     hidden = output.hidden_states[-2]

@@ -8,6 +8,7 @@ files this dtype needs), then every component loads from that local snapshot. Hu
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import torch
@@ -26,6 +27,8 @@ WEIGHT_FILES = {
     "text_encoder": "text_encoder/model{variant}.safetensors",
     "image_encoder": "image_encoder/model{variant}.safetensors",
 }
+
+HUB_PROBE_TIMEOUT_S = 5.0
 
 OFFLINE_HELP = (
     "To run without the hub: download the model once on a connected machine "
@@ -49,11 +52,7 @@ def is_cached(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | None = None
     """Whether every file this dtype needs is already in the local Hugging Face cache (no network)."""
     if spec.tiny or spec.local_path is not None:
         return True
-    try:
-        fetch_snapshot(spec, dtype, cache_dir=cache_dir, offline=True)
-    except ModelUnavailable:
-        return False
-    return True
+    return _is_cached_snapshot(spec, dtype, cache_dir)
 
 
 def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | None, offline: bool) -> Path:
@@ -68,6 +67,13 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
 
     assert spec.repo_id is not None
     where = f"{spec.repo_id}@{spec.revision or 'main'}"
+    if not offline and not _is_cached_snapshot(spec, dtype, cache_dir) and not _hub_reachable():
+        # Fail in seconds with a plain message instead of the hub client's minute of retries.
+        raise ModelUnavailable(
+            f"model={where!r} is not downloaded yet and the Hugging Face hub cannot be reached from this "
+            f"machine. {OFFLINE_HELP}",
+            field="model",
+        )
     try:
         folder = snapshot_download(
             spec.repo_id,
@@ -102,6 +108,31 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
     return Path(folder)
 
 
+def _is_cached_snapshot(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | None) -> bool:
+    try:
+        fetch_snapshot(spec, dtype, cache_dir=cache_dir, offline=True)
+    except ModelUnavailable:
+        return False
+    return True
+
+
+def _hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connection to the hub's host: enough to tell 'offline' from 'online'."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def load_components(
     spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | None = None, offline: bool = False
 ) -> I2VGenXLComponents:
@@ -109,8 +140,9 @@ def load_components(
     if spec.tiny:
         parts = build_tiny_components(seed=0)
         components = I2VGenXLComponents(**parts)
-        for module in components.modules().values():
-            module.to(dtype=dtype)
+        if dtype != torch.float32:  # built in float32
+            for module in components.modules().values():
+                module.to(dtype=dtype)
         return components
     folder = spec.local_path or fetch_snapshot(spec, dtype, cache_dir=cache_dir, offline=offline)
     variant = weight_variant(dtype) if spec.local_path is None else _local_variant(folder, dtype)

@@ -1,0 +1,50 @@
+# stillmotion: `make run` sets up and starts stillmotion; `make test` sets up and runs every check.
+# Both create .venv on first use. See README.md.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Without an NVIDIA GPU the tests need only torch's CPU build; with one, the package's own range
+# (`torch>=2.4`) installs the CUDA build. Override with e.g. `make test TORCH_SPEC="torch==2.6.0"`.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+
+.PHONY: run demo test check fmt browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-installs when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[server,dev]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/stillmotion generate --image examples/seaside.jpg \
+		--prompt "gentle waves roll in under a setting sun, the light shimmers on the sea" \
+		--output out/seaside.mp4
+
+# The same, offline and in seconds, with the built-in tiny random-weight model (its video is noise).
+demo: $(VENV)/.installed
+	$(BIN)/stillmotion generate --model tiny-i2vgen-xl --image examples/seaside.jpg \
+		--prompt "gentle waves roll in" --num-frames 8 --num-inference-steps 4 --height 256 --width 384 \
+		--output out/seaside-tiny.mp4
+
+browser:
+	bash scripts/install-browser.sh
+
+test: $(VENV)/.installed browser check
+
+check:
+	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
+	$(BIN)/pytest
+
+fmt: $(VENV)/.installed
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache out

@@ -1,0 +1,335 @@
+"""The command line: ``stillmotion generate | plan | serve | models | doctor | bench``.
+
+One function per subcommand, each a few lines over Settings and Engine. Exit codes: 0 ok, 2 invalid input,
+3 cannot fit or out of memory on every rung, 130 cancelled (Ctrl-C), 1 anything else. Errors print one
+line (``error [code]: message``) and never a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from stillmotion.config import Settings
+from stillmotion.errors import StillmotionError
+
+logger = logging.getLogger("stillmotion.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_CANNOT_FIT, EXIT_CANCELLED = 0, 1, 2, 3, 130
+
+
+def out(text: str) -> None:
+    """The CLI's results go to stdout (paths, JSON); everything else goes to stderr through logging."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+# -- argument parsing ------------------------------------------------------------------------------------
+
+
+def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -> None:
+    parser.add_argument("--image", type=Path, required=need_image, help="input image (PNG, JPEG or WebP)")
+    parser.add_argument("--prompt", required=True, help="what should move, and how")
+    parser.add_argument("--negative-prompt", help="what to avoid (default: the model's recommended one)")
+    parser.add_argument(
+        "--model", help="registered name, Hugging Face repo id, local folder, or tiny-i2vgen-xl"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--resolution", choices=["512p", "768p", "1024p"], help="output area, input aspect kept"
+    )
+    parser.add_argument("--height", type=int, help="output height in pixels (multiple of 8)")
+    parser.add_argument("--width", type=int, help="output width in pixels (multiple of 8)")
+    parser.add_argument("--num-frames", type=int, help="frames to generate (8-32; default 16)")
+    parser.add_argument("--num-inference-steps", type=int, help="denoising steps (default 50)")
+    parser.add_argument("--guidance-scale", type=float, help="prompt strength (default 9.0)")
+    parser.add_argument("--fps", type=int, help="playback frames per second (default 8)")
+    parser.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
+    parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
+    parser.add_argument(
+        "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
+    )
+    parser.add_argument(
+        "--allow-approximate",
+        action="store_true",
+        help="allow memory savings that change the output (fp8 weights, VAE tiling)",
+    )
+    parser.add_argument("--strategy", help="force a memory plan rung by name (see `stillmotion plan`)")
+    parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stillmotion", description="Image-to-video that fits your GPU.")
+    parser.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    generate = sub.add_parser("generate", help="make a video from an image and a prompt")
+    _add_generation_args(generate, need_image=True)
+    generate.add_argument("--output", type=Path, help="output file: .mp4 (default), .gif or .webp")
+
+    plan = sub.add_parser("plan", help="show the memory plan and estimates; loads no weights")
+    _add_generation_args(plan, need_image=False)
+
+    serve = sub.add_parser("serve", help="run the web UI and REST API")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 7860)")
+
+    models = sub.add_parser("models", help="list the registered models")
+    models.add_argument("--json", action="store_true")
+    doctor = sub.add_parser("doctor", help="device, memory, versions and cached weights")
+    doctor.add_argument("--json", action="store_true")
+    sub.add_parser("bench", help="GPU benchmark grid (see docs/benchmark.md)", add_help=False)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("vram_budget_gb", "device", "host", "port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "allow_approximate", False):
+        overrides["allow_approximate"] = True
+    if getattr(args, "offline", False):
+        overrides["offline"] = True
+    return Settings(**overrides)
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from stillmotion.engine.request import GenerationRequest
+
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        model=args.model,
+        resolution=args.resolution,
+        height=args.height,
+        width=args.width,
+        num_frames=args.num_frames,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        fps=args.fps,
+        seed=args.seed,
+    )
+
+
+# -- subcommands -----------------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from stillmotion.engine.engine import Engine
+    from stillmotion.engine.progress import CancelToken
+    from stillmotion.media.image_input import load_image_file
+
+    settings = _settings(args)
+    image = load_image_file(args.image)
+    output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    engine = Engine(settings)
+    cancel = CancelToken()
+    with _ctrl_c_cancels(cancel), _ProgressBar(enabled=not args.json) as bar:
+        result = engine.generate(
+            _request(args), image, output, on_progress=bar.update, cancel=cancel, strategy=args.strategy
+        )
+    if args.json:
+        out(json.dumps({"ok": True, **result.to_dict()}, default=str))
+    else:
+        for warning in result.warnings:
+            logger.warning("%s", warning)
+        for downgrade in result.downgrades:
+            logger.warning(
+                "out of memory in %s: continued with plan %s from step %d",
+                downgrade["phase"],
+                downgrade["to"],
+                downgrade["resumed_at_step"],
+            )
+        out(str(result.video_path))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from stillmotion.engine.engine import Engine
+    from stillmotion.memory.report import format_plan
+
+    settings = _settings(args)
+    image_size = None
+    if args.image is not None:
+        from stillmotion.media.image_input import load_image_file
+
+        loaded = load_image_file(args.image)
+        image_size = (loaded.width, loaded.height)
+    report = Engine(settings).plan(_request(args), image_size=image_size, strategy=args.strategy)
+    if args.json:
+        out(json.dumps({"ok": True, **report.to_dict()}, default=str))
+    else:
+        req = report.request
+        out(
+            f"{req.model}: {req.width}x{req.height}, {req.num_frames} frames, {req.num_inference_steps} steps"
+        )
+        out(format_plan(report.plan, report.budget))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stillmotion.server.run import serve
+
+    return serve(_settings(args))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from stillmotion.models.registry import list_specs
+
+    specs = list_specs()
+    if args.json:
+        out(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "source": s.source,
+                        "description": s.description,
+                        "defaults": vars(s.defaults),
+                        "limits": vars(s.limits),
+                    }
+                    for s in specs
+                ]
+            )
+        )
+        return EXIT_OK
+    for spec in specs:
+        out(f"{spec.name:<16} {spec.source}\n{'':<16} {spec.description}")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from stillmotion.doctor import collect, format_report
+
+    report = collect(_settings(args))
+    out(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return EXIT_OK
+
+
+# -- plumbing --------------------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """A tqdm bar over the denoising steps with the engine's ETA; stage changes go to the log."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._stage = ""
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def update(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if event.stage != self._stage:
+            self._stage = event.stage
+            if event.stage != "denoise" and event.message:
+                logger.info("%s", event.message)
+        if event.stage == "denoise":
+            if self._bar is None:
+                self._bar = tqdm(total=event.total_steps, desc="denoising", unit="step", file=sys.stderr)
+            self._bar.n = event.step
+            if event.eta_s is not None:
+                self._bar.set_postfix_str(f"ETA {event.eta_s:.0f}s")
+            self._bar.refresh()
+
+
+class _ctrl_c_cancels:  # noqa: N801 - used as a context manager, reads like a sentence
+    """First Ctrl-C cancels cleanly within one step; a second one stops at once."""
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
+
+    def __enter__(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.token.cancelled:
+                raise KeyboardInterrupt
+            logger.warning("cancelling after the current step (Ctrl-C again to stop at once)")
+            self.token.cancel()
+
+        self._previous = signal.signal(signal.SIGINT, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous or signal.SIG_DFL)
+
+
+def _quiet_libraries() -> None:
+    """The model libraries log through their own verbosity switches; keep their chatter out of the CLI."""
+    import diffusers
+    import huggingface_hub
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.logging.set_verbosity_error()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "generate": cmd_generate,
+    "plan": cmd_plan,
+    "serve": cmd_serve,
+    "models": cmd_models,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark has its own flags
+        from stillmotion.bench.run import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except StillmotionError as exc:
+        if args.debug:
+            logger.exception("failed")
+        if getattr(args, "json", False):
+            out(json.dumps({"ok": False, "error": exc.to_dict()}))
+        else:
+            sys.stderr.write(f"error [{exc.code}]: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("stopped\n")
+        return EXIT_CANCELLED
+    except Exception as exc:  # the last line of defence: a short message, the traceback only with --debug
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"error [internal_error]: {type(exc).__name__}: {exc} (run with --debug for details)\n"
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

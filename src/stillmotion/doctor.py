@@ -1,0 +1,124 @@
+"""``stillmotion doctor``: what this machine has for stillmotion, in one report.
+
+Device and memory, library versions, whether the video encoder works, whether the default model's weights
+are already cached, and whether the data folder is writable. Read-only: it downloads and loads nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import tempfile
+from typing import Any
+
+import psutil
+import torch
+
+import stillmotion
+from stillmotion.config import Settings
+from stillmotion.errors import StillmotionError
+
+GIB = 1024**3
+LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "av", "Pillow", "numpy")
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """Every check as plain data; ``format_report`` renders it for people."""
+    return {
+        "stillmotion": stillmotion.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {name: _version(name) for name in LIBRARIES},
+        "device": _device(settings),
+        "host_ram_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "host_ram_free_gib": round(psutil.virtual_memory().available / GIB, 1),
+        "video_encoder": _video_encoder(),
+        "data_dir": _data_dir(settings),
+        "default_model": _model(settings),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    device = report["device"]
+    lines = [
+        f"stillmotion {report['stillmotion']} on Python {report['python']} ({report['platform']})",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        f"device: {device['selected']} ({device.get('name', '')})",
+    ]
+    if "total_vram_gib" in device:
+        lines.append(f"GPU memory: {device['free_vram_gib']} GiB free of {device['total_vram_gib']} GiB")
+    lines += [
+        f"host memory: {report['host_ram_free_gib']} GiB free of {report['host_ram_gib']} GiB",
+        f"video encoder (H.264): {report['video_encoder']}",
+        f"data folder: {report['data_dir']['path']} ({report['data_dir']['status']})",
+        f"default model: {report['default_model']['name']}: {report['default_model']['weights']}",
+    ]
+    return "\n".join(lines)
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _device(settings: Settings) -> dict[str, Any]:
+    from stillmotion.engine.engine import select_device
+
+    try:
+        device = select_device(settings.device)
+    except StillmotionError as exc:
+        return {"selected": "unavailable", "error": exc.message}
+    info: dict[str, Any] = {"selected": str(device), "cuda_available": torch.cuda.is_available()}
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        info.update(
+            name=torch.cuda.get_device_name(device),
+            free_vram_gib=round(free / GIB, 2),
+            total_vram_gib=round(total / GIB, 2),
+            cuda=torch.version.cuda,
+        )
+    else:
+        info["name"] = platform.processor() or platform.machine()
+    return info
+
+
+def _video_encoder() -> str:
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+    except Exception as exc:  # PyAV raises several types for a missing encoder
+        return f"missing ({exc})"
+    return "ok (libx264)"
+
+
+def _data_dir(settings: Settings) -> dict[str, str]:
+    path = settings.data_dir.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return {"path": str(path), "status": f"not writable: {exc.strerror}"}
+    free_gib = psutil.disk_usage(str(path)).free / GIB
+    return {"path": str(path), "status": f"writable, {free_gib:.1f} GiB free"}
+
+
+def _model(settings: Settings) -> dict[str, str]:
+    from stillmotion.models.loader import is_cached
+    from stillmotion.models.registry import get_spec
+
+    try:
+        spec = get_spec(settings.default_model)
+    except StillmotionError as exc:
+        return {"name": settings.default_model, "weights": exc.message}
+    dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+    if spec.tiny:
+        return {"name": spec.name, "weights": "built in (random weights, no download)"}
+    cached = is_cached(spec, dtype, cache_dir=settings.models_dir)
+    where = os.environ.get("HF_HOME", "the Hugging Face cache")
+    state = f"cached in {where}" if cached else "not downloaded yet (downloads on first use)"
+    return {"name": spec.name, "weights": f"{spec.source}: {state}"}
