@@ -158,7 +158,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from stillmotion.engine.engine import Engine
-    from stillmotion.memory.report import format_plan
 
     settings = _settings(args)
     image_size = None
@@ -171,6 +170,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps({"ok": True, **report.to_dict()}, default=str))
     else:
+        from stillmotion.memory.report import format_plan
+
         req = report.request
         out(
             f"{req.model}: {req.width}x{req.height}, {req.num_frames} frames, {req.num_inference_steps} steps"

@@ -1,0 +1,116 @@
+"""The command line as a user runs it: outputs, exit codes, --json, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from stillmotion.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seaside.jpg"
+TINY = ["--model", "tiny-i2vgen-xl", "--image", str(EXAMPLE), "--prompt", "waves roll in", "--num-frames", "8"]
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STILLMOTION_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_generate_writes_the_video_and_prints_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.mp4"
+    code = main(["generate", *TINY, "--num-inference-steps", "4", "--height", "256", "--width", "256",
+                 "--output", str(out)])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    with av.open(str(out)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 8 and (frames[0].width, frames[0].height) == (256, 256)
+    assert json.loads(Path(f"{out}.json").read_text())["num_frames"] == 8
+
+
+def test_generate_json_reports_the_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.gif"
+    code = main(["generate", *TINY, "--num-inference-steps", "2", "--height", "64", "--width", "64",
+                 "--seed", "9", "--output", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["ok"] and result["request"]["seed"] == 9
+    assert result["video_path"] == str(out) and out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--num-frames", "99"], 2, "num_frames=99"),
+        (["--height", "100", "--width", "64"], 2, "multiple of 8"),
+        (["--model", "no-such-model"], 2, "unknown_model"),
+        (["--image", "/no/such.png"], 2, "file_unreadable"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int, words: str
+) -> None:
+    out = tmp_path / "never.mp4"
+    assert main(["generate", *TINY, *args, "--output", str(out)]) == code
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_invalid_input_with_json_is_machine_readable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["generate", *TINY, "--fps", "0", "--output", str(tmp_path / "x.mp4"), "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "invalid_request" and error["field"] == "fps"
+
+
+def test_plan_prints_the_plan_without_loading_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["plan", "--model", "i2vgen-xl", "--prompt", "x", "--resolution", "512p", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["plan"]["rung"]
+    assert (report["request"]["height"], report["request"]["width"]) == (512, 512)
+
+
+def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    names = [m["name"] for m in json.loads(capsys.readouterr().out)]
+    assert names[:2] == ["i2vgen-xl", "tiny-i2vgen-xl"]
+
+
+def test_doctor_reports_device_encoder_and_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"]["selected"] == "cpu"
+    assert report["video_encoder"].startswith("ok")
+    assert "not downloaded" in report["default_model"]["weights"]
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_within_a_step_and_leaves_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "interrupted.mp4"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stillmotion.cli", "generate", *TINY, "--num-inference-steps", "200",
+         "--height", "256", "--width", "256", "--output", str(out)],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 150
+        while "denoising" not in seen and time.monotonic() < deadline:  # the first step has run
+            seen += proc.stderr.read(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "cancelled" in err
+    assert not out.exists()
+    assert not list(tmp_path.glob("*.mp4*")) and not list(tmp_path.glob(".*.tmp"))
