@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         description="Bearer token required by the API; mandatory when binding a non-loopback address.",
     )
     max_upload_mb: float = Field(default=20.0, gt=0, description="Largest accepted upload, in MB.")
-    max_queue_size: int = Field(default=1000, ge=1, description="Queued jobs beyond which submissions get 429.")
+    max_queue_size: int = Field(
+        default=1000, ge=1, description="Queued jobs beyond which submissions get 429."
+    )
     max_attempts: int = Field(
         default=3, ge=1, description="Attempts before a job that keeps killing the worker is failed."
     )
@@ -67,7 +69,9 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="A denoising step slower than this is treated as a hung worker."
     )
     retention_days: float | None = Field(
-        default=None, gt=0, description="Delete finished jobs and their files after this many days (off by default)."
+        default=None,
+        gt=0,
+        description="Delete finished jobs and their files after this many days (off by default).",
     )
     min_free_disk_mb: float = Field(
         default=500.0, ge=0, description="Refuse new jobs while the data folder's disk has less free space."

@@ -1,0 +1,167 @@
+"""Database connection: one SQLAlchemy engine, one ``transaction()`` context, honest errors.
+
+SQLite is the embedded default: WAL journal (readers never wait for the writer), ``synchronous=FULL``
+(a commit survives power loss; NORMAL can drop the last commits), a ``busy_timeout`` so writers queue
+instead of failing at once, and foreign keys on. Write transactions start with ``BEGIN IMMEDIATE`` so the
+write lock is taken up front: a deferred transaction that upgrades to a writer can fail with SQLITE_BUSY
+without ever consulting the busy handler. The same Core schema runs on PostgreSQL (pass its URL).
+
+Failures the caller can explain become ``DatabaseUnavailable`` (HTTP 503): ``database_busy`` when the lock
+stayed held past the busy timeout, ``database_full`` when the disk (or ``max_page_count``) is full.
+``run_with_retry()`` is for writes that must not be dropped (the worker's progress and terminal states).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from stillmotion.errors import StillmotionError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 5.0  # how long one statement waits for another writer's lock before giving up
+RETRY_INITIAL_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 1.0
+DEFAULT_RETRY_DEADLINE_S = 120.0  # worker writes keep retrying this long before the error surfaces
+_WRITE_OPTION = "stillmotion_write"
+
+
+class DatabaseUnavailable(StillmotionError):
+    """The job database cannot take a write right now (locked too long, or its disk is full)."""
+
+    code = "database_busy"
+    http_status = 503
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+
+
+def _is_full(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database or disk is full" in text or "disk i/o error" in text or "no space left" in text
+
+
+def translate_error(exc: DBAPIError) -> DatabaseUnavailable | None:
+    """The user-facing error for a driver failure we can name, else None (a bug: let it propagate)."""
+    if _is_locked(exc):
+        return DatabaseUnavailable(
+            "The job database is busy (another process holds its write lock); try again in a few seconds.",
+            code="database_busy",
+        )
+    if _is_full(exc):
+        return DatabaseUnavailable(
+            "The job database's disk is full; free space in the data folder and try again.",
+            code="database_full",
+        )
+    return None
+
+
+class Database:
+    """A SQLAlchemy engine plus the transaction discipline every store method uses."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.busy_timeout_s = busy_timeout_s
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            # The worker's threads and the API's thread pool share the engine; sqlite3 connections are safe to
+            # hand between threads as long as one thread uses one at a time, which the pool guarantees.
+            connect_args = {"check_same_thread": False, "timeout": busy_timeout_s}
+            self.engine: Engine = create_engine(url, connect_args=connect_args, **engine_kwargs)
+            event.listen(self.engine, "connect", self._on_sqlite_connect)
+            event.listen(self.engine, "begin", self._on_sqlite_begin)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, **engine_kwargs)
+        self._closed = threading.Event()
+
+    @classmethod
+    def sqlite(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Database:
+        """A file database at ``path`` (its folder is created)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{path}", busy_timeout_s=busy_timeout_s)
+
+    def _on_sqlite_connect(self, dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        # Take transaction control away from the sqlite3 module (it would BEGIN DEFERRED on its own) so the
+        # "begin" listener below decides between DEFERRED and IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+        finally:
+            cursor.close()
+
+    @staticmethod
+    def _on_sqlite_begin(conn: Connection) -> None:
+        write = bool(conn.get_execution_options().get(_WRITE_OPTION, False))
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """One transaction: commit on success, roll back on any exception.
+
+        Driver errors we can explain (lock held too long, disk full) are raised as ``DatabaseUnavailable``.
+        """
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{_WRITE_OPTION: write})
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            known = translate_error(exc)
+            if known is None:
+                raise
+            raise known from exc
+
+    def run_with_retry(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        deadline_s: float = DEFAULT_RETRY_DEADLINE_S,
+        what: str = "write",
+    ) -> T:
+        """Run ``fn`` in a write transaction, retrying while the database is locked, up to ``deadline_s``.
+
+        Every retry is logged, so a write that waits is visible; after the deadline the error is raised.
+        """
+        deadline = time.monotonic() + deadline_s
+        delay = RETRY_INITIAL_DELAY_S
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.transaction() as conn:
+                    return fn(conn)
+            except DatabaseUnavailable as exc:
+                if exc.code != "database_busy" or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("%s: database locked (attempt %d); retrying in %.2fs", what, attempt, delay)
+            except OperationalError as exc:  # locked errors raised outside the busy handler's reach
+                if not _is_locked(exc) or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("%s: database locked (attempt %d); retrying in %.2fs", what, attempt, delay)
+            # Waiting on an Event (never set) instead of time.sleep keeps this interruptible by close().
+            if self._closed.wait(delay):
+                raise DatabaseUnavailable(f"{what}: the database was closed while retrying.")
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self._closed.set()
+        self.engine.dispose()

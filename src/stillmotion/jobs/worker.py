@@ -1,0 +1,430 @@
+"""The worker process: claims jobs one at a time and runs them through the Engine, which stays loaded.
+
+Run by ``WorkerSupervisor`` as ``python -m stillmotion.jobs.worker --settings-from-stdin`` (or by hand with
+``--data-dir``). The loop is: claim the oldest queued job -> ``engine.generate`` with a progress callback
+that writes progress to the store and turns a stored cancel request into the CancelToken -> one
+``finish_*`` call. Expected failures keep their ``StillmotionError.code``; anything else is
+``internal_error`` with the traceback in the log file, never in the row.
+
+Signals: the first SIGTERM drains (finish the current job, claim no more, exit 0); a second SIGTERM or a
+SIGINT interrupts (stop at the next step boundary, re-queue the job without spending an attempt, exit 0).
+
+Test-only fault hooks come from ``STILLMOTION_FAULTS`` (docs/jobs.md): ``kill@step:3``, ``hang@step:2``,
+``slow@step:all``, ``enospc@write``, optionally ``@attempt:N|all`` and ``@job:ID``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import gc
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from stillmotion.config import Settings
+from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
+from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.result import GenerationResult, PlanReport
+from stillmotion.errors import BadOutput, Cancelled, InvalidTransition, StillmotionError
+from stillmotion.jobs.logging_setup import job_context, setup_logging
+from stillmotion.jobs.store import Job, JobStore
+from stillmotion.media.image_input import InputImage, load_image_file
+
+logger = logging.getLogger(__name__)
+
+FAULTS_ENV = "STILLMOTION_FAULTS"
+DEFAULT_WORKER_ID = "worker-0"
+OUTPUT_FILENAME = "video.mp4"
+IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
+PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
+SLOW_FAULT_S = 1.0
+PURGE_INTERVAL_S = 3600.0  # retention (settings.retention_days) is applied this often, when idle
+HASH_CHUNK_BYTES = 1 << 20
+STDIN_FD = 0
+
+
+class EngineLike(Protocol):
+    """What the worker needs from ``stillmotion.engine.engine.Engine`` (a Protocol so tests can wrap it)."""
+
+    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport: ...
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        image: InputImage,
+        output_path: Path,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult: ...
+
+
+# ---- test-only fault hooks --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: ``action`` at ``step`` (None: every step) or at the write stage."""
+
+    action: str  # kill | hang | slow | enospc
+    step: int | None
+    at_write: bool
+    attempt: int | None  # None: every attempt
+    job_id: str | None  # None: every job
+
+    def applies(self, job: Job) -> bool:
+        return (self.attempt is None or self.attempt == job.attempts) and self.job_id in (None, job.id)
+
+
+FAULT_ACTIONS = frozenset({"kill", "hang", "slow", "enospc"})
+
+
+def parse_faults(text: str) -> tuple[Fault, ...]:
+    """Parse ``action@step:N|step:all|write[@attempt:N|all][@job:ID]``, comma-separated."""
+    faults = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        action, *qualifiers = item.split("@")
+        if action not in FAULT_ACTIONS or not qualifiers:
+            raise ValueError(
+                f"{FAULTS_ENV}: {item!r} is not action@trigger (actions: {sorted(FAULT_ACTIONS)})"
+            )
+        trigger, *rest = qualifiers
+        step: int | None = None
+        at_write = trigger == "write"
+        if not at_write:
+            kind, _, value = trigger.partition(":")
+            if kind != "step" or not value:
+                raise ValueError(f"{FAULTS_ENV}: {item!r}: trigger must be step:N, step:all or write")
+            step = None if value == "all" else int(value)
+        attempt: int | None = 1  # by default a fault fires on the first attempt only, so a retry can succeed
+        job_id = None
+        for qualifier in rest:
+            key, _, value = qualifier.partition(":")
+            if key == "attempt":
+                attempt = None if value == "all" else int(value)
+            elif key == "job":
+                job_id = value
+            else:
+                raise ValueError(f"{FAULTS_ENV}: {item!r}: unknown qualifier {qualifier!r}")
+        faults.append(Fault(action, step, at_write, attempt, job_id))
+    return tuple(faults)
+
+
+class FaultHooks:
+    """Fires the configured faults from inside the progress callback of a running job."""
+
+    def __init__(self, faults: Sequence[Fault]) -> None:
+        self.faults = tuple(faults)
+        self._saved_fsync: Any = None
+
+    def on_event(self, job: Job, event: ProgressEvent) -> None:
+        for fault in self.faults:
+            if not fault.applies(job):
+                continue
+            if fault.at_write and event.stage == Stage.WRITE:
+                self._fire(fault, job, event)
+            elif (
+                not fault.at_write
+                and event.stage == Stage.DENOISE
+                and event.step > 0
+                and fault.step in (None, event.step)
+            ):
+                self._fire(fault, job, event)
+
+    def _fire(self, fault: Fault, job: Job, event: ProgressEvent) -> None:
+        logger.warning("fault hook %s fires at %s step %d", fault.action, event.stage, event.step)
+        if fault.action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault.action == "hang":
+            threading.Event().wait()  # never set: a step that never returns
+        elif fault.action == "slow":
+            time.sleep(SLOW_FAULT_S)
+        elif fault.action == "enospc" and self._saved_fsync is None:
+            # The video writer fsyncs its temp file before the rename: fail there, like a full disk would.
+            self._saved_fsync = os.fsync
+
+            def no_space(fd: object) -> None:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            os.fsync = no_space
+
+    def restore(self) -> None:
+        if self._saved_fsync is not None:
+            os.fsync = self._saved_fsync
+            self._saved_fsync = None
+
+
+# ---- the worker -------------------------------------------------------------------------------------------
+
+
+class Worker:
+    """Runs queued jobs one after another on one engine (one worker per GPU)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        engine: EngineLike,
+        *,
+        worker_id: str = DEFAULT_WORKER_ID,
+        faults: Sequence[Fault] = (),
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.worker_id = worker_id
+        self.hooks = FaultHooks(faults)
+        self._draining = threading.Event()
+        self._interrupting = threading.Event()
+        self._lock = threading.Lock()
+        self._token: CancelToken | None = None
+
+    def drain(self) -> None:
+        """Finish the current job, then stop (first SIGTERM)."""
+        self._draining.set()
+
+    def interrupt(self) -> None:
+        """Stop the current job at the next step and re-queue it, then stop (second SIGTERM, SIGINT)."""
+        self._interrupting.set()
+        self._draining.set()
+        with self._lock:
+            if self._token is not None:
+                self._token.cancel()
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Claim and run jobs until drained (or ``max_jobs`` ran); returns how many ran."""
+        done = 0
+        next_purge = time.monotonic()
+        while not self._draining.is_set() and (max_jobs is None or done < max_jobs):
+            job = self.store.claim_next(self.worker_id)
+            if job is None:
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_INTERVAL_S
+                    self._purge()
+                self._draining.wait(IDLE_POLL_S)
+                continue
+            self.run_one(job)
+            done += 1
+        return done
+
+    def _purge(self) -> None:
+        """Apply the retention policy while idle; a failure is logged and retried at the next interval."""
+        try:
+            self.store.purge_expired()
+        except StillmotionError as exc:
+            logger.error("retention purge failed: %s", exc.message)
+
+    def run_one(self, job: Job) -> Job:
+        """Run one claimed job to exactly one outcome: finished, failed, cancelled or re-queued."""
+        token = CancelToken()
+        with self._lock:
+            self._token = token
+            if self._interrupting.is_set():
+                token.cancel()
+        job_dir = self.store.job_dir(job.id)
+        output_path = job_dir / OUTPUT_FILENAME
+        with job_context(job.id):
+            logger.info("starting job %s (attempt %d)", job.id, job.attempts)
+            try:
+                return self._generate(job, job_dir, output_path, token)
+            except Cancelled:
+                return self._after_cancel(job, output_path)
+            except StillmotionError as exc:
+                logger.warning("job %s failed: %s: %s", job.id, exc.code, exc.message)
+                return self._fail(job, output_path, exc.code, exc.message)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    return self._fail(
+                        job, output_path, "disk_full", "The disk is full; free space and retry."
+                    )
+                logger.exception("job %s: unexpected OS error", job.id)
+                return self._fail(job, output_path, "internal_error", _internal_message(exc, job.id))
+            except Exception as exc:
+                # Anything else is a bug: full traceback to the log, a short honest line to the row.
+                logger.exception("job %s: unexpected error", job.id)
+                return self._fail(job, output_path, "internal_error", _internal_message(exc, job.id))
+            finally:
+                self.hooks.restore()
+                with self._lock:
+                    self._token = None
+                gc.collect()  # drop this job's tensors now, so memory is back to baseline between jobs
+
+    def _generate(self, job: Job, job_dir: Path, output_path: Path, token: CancelToken) -> Job:
+        request = GenerationRequest.from_dict(job.request)
+        image = load_image_file(job_dir / job.input_filename)
+        report = self.engine.plan(request, (image.width, image.height))
+        self.store.update_progress(
+            job.id,
+            ProgressEvent(Stage.PLAN, 0, report.request.num_inference_steps, 0.0).to_dict(),
+            plan=report.plan.to_dict(),
+        )
+        result = self.engine.generate(
+            request,
+            image=image,
+            output_path=output_path,
+            on_progress=self._progress(job, token),
+            cancel=token,
+        )
+        sha256 = _sha256(output_path)
+        if sha256 != result.sha256:
+            raise BadOutput(
+                f"the video at {output_path.name} does not match the checksum the engine recorded."
+            )
+        finished = self.store.finish_succeeded(job.id, output_path.name, sha256, result.to_dict())
+        logger.info("job %s succeeded (seed %d, sha256 %s)", job.id, result.request.seed, sha256[:12])
+        return finished
+
+    def _progress(self, job: Job, token: CancelToken) -> ProgressCallback:
+        last_write = 0.0
+        last_stage: Stage | None = None
+
+        def on_progress(event: ProgressEvent) -> None:
+            nonlocal last_write, last_stage
+            now = time.monotonic()
+            important = event.stage != last_stage or event.step >= event.total_steps
+            if important or now - last_write >= PROGRESS_MIN_INTERVAL_S:
+                self.store.update_progress(job.id, event.to_dict())  # also the watchdog's heartbeat
+                last_write, last_stage = now, event.stage
+            self.hooks.on_event(job, event)
+            if self._interrupting.is_set() or self.store.is_cancel_requested(job.id):
+                token.cancel()  # the engine raises Cancelled before the next step
+
+        return on_progress
+
+    def _after_cancel(self, job: Job, output_path: Path) -> Job:
+        _remove_output(output_path)
+        if self._interrupting.is_set() and not self.store.is_cancel_requested(job.id):
+            logger.info("job %s interrupted by shutdown; back to the queue", job.id)
+            requeued = self.store.requeue(job.id, reason="the service shut down", count_attempt=False)
+            return requeued or self.store.get(job.id)
+        logger.info("job %s cancelled by the user", job.id)
+        return self.store.finish_cancelled(job.id)
+
+    def _fail(self, job: Job, output_path: Path, code: str, message: str) -> Job:
+        _remove_output(output_path)
+        try:
+            return self.store.finish_failed(job.id, code, message)
+        except InvalidTransition:
+            logger.error("job %s was moved by someone else before it could fail (%s)", job.id, code)
+            return self.store.get(job.id)
+
+
+def _internal_message(exc: BaseException, job_id: str) -> str:
+    name = type(exc).__name__
+    return f"Unexpected {name} in the worker; the details are in the worker log under job {job_id}."
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove_output(output_path: Path) -> None:
+    """No partial or unrecorded output may stay at the final path of a job that did not succeed."""
+    for path in (output_path, output_path.with_name(output_path.name + ".json")):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.error("could not remove %s: %s", path, exc)
+
+
+# ---- process entry point ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _signals(worker: Worker) -> Iterator[None]:
+    terms = 0
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        nonlocal terms
+        terms += 1
+        if terms == 1:
+            logger.info("SIGTERM: finishing the current job, then exiting")
+            worker.drain()
+        else:
+            logger.info("second SIGTERM: stopping the current job at the next step and re-queueing it")
+            worker.interrupt()
+
+    def on_int(signum: int, _frame: FrameType | None) -> None:
+        logger.info("SIGINT: stopping the current job at the next step and re-queueing it")
+        worker.interrupt()
+
+    previous = (signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+def _exit_with_parent() -> None:
+    """Die with the supervisor: its end of our stdin closes when it exits, however it exits.
+
+    Without this a SIGKILLed service leaves an orphan worker that a restarted service would race.
+    """
+    # os.read on the raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered reader's lock
+    # makes the interpreter abort at exit.
+    try:
+        while os.read(STDIN_FD, 4096):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m stillmotion.jobs.worker``: run the worker until SIGTERM; exit 0 when stopped cleanly."""
+    parser = argparse.ArgumentParser(prog="stillmotion-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: STILLMOTION_DATA_DIR)")
+    parser.add_argument("--worker-id", default=DEFAULT_WORKER_ID)
+    parser.add_argument(
+        "--settings-from-stdin",
+        action="store_true",
+        help="read Settings as one JSON line from stdin; exit when stdin closes (used by the supervisor)",
+    )
+    args = parser.parse_args(argv)
+
+    values: dict[str, Any] = {}
+    if args.settings_from_stdin:
+        values = json.loads(sys.stdin.buffer.readline())
+    if args.data_dir is not None:
+        values["data_dir"] = args.data_dir
+    settings = Settings(**values)
+    setup_logging(settings, "worker")
+    if args.settings_from_stdin:
+        threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
+    faults = parse_faults(os.environ.get(FAULTS_ENV, ""))
+    if faults:
+        logger.warning("test fault hooks active: %s", os.environ[FAULTS_ENV])
+
+    from stillmotion.engine.engine import Engine  # torch and diffusers load here, after the cheap setup
+
+    store = JobStore.open(settings)
+    try:
+        store.requeue_interrupted("the worker restarted", worker_id=args.worker_id)
+        worker = Worker(settings, store, Engine(settings), worker_id=args.worker_id, faults=faults)
+        with _signals(worker):
+            logger.info("worker %s ready (pid %d, device %s)", args.worker_id, os.getpid(), settings.device)
+            worker.run()
+        logger.info("worker %s stopped", args.worker_id)
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Helpers for the job tests: small valid requests, settings under a folder, jobs created like the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from stillmotion.config import Settings
+from stillmotion.jobs.store import Job, JobStore
+
+TINY_MODEL = "tiny-i2vgen-xl"
+
+
+def tiny_request(steps: int = 2, **overrides: Any) -> dict[str, Any]:
+    """A request the tiny model runs on CPU in about a second."""
+    request: dict[str, Any] = {
+        "prompt": "waves rolling in",
+        "model": TINY_MODEL,
+        "height": 64,
+        "width": 64,
+        "num_frames": 8,
+        "num_inference_steps": steps,
+        "seed": 1234,
+    }
+    request.update(overrides)
+    return request
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": data_dir, "default_model": TINY_MODEL, "device": "cpu"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def add_job(store: JobStore, job_id: str, *, steps: int = 2, key: str | None = None, **overrides: Any) -> Job:
+    """Create a queued job the way the API does: the input file first, then the row."""
+    job_dir = store.job_dir(job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_png(job_dir / "input.png")
+    job, _ = store.create(
+        job_id=job_id,
+        request=tiny_request(steps, **overrides),
+        input_filename="input.png",
+        idempotency_key=key,
+    )
+    return job
+
+
+def write_png(path: Path, size: tuple[int, int] = (64, 64)) -> None:
+    image = Image.new("RGB", size)
+    for x in range(size[0]):
+        for y in range(size[1]):
+            image.putpixel((x, y), (x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256))
+    image.save(path)

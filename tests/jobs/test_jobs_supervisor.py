@@ -1,0 +1,260 @@
+"""The worker as a real subprocess under WorkerSupervisor: kills, poison jobs, hangs, shutdown, service kill.
+
+F1 (kill at step k), F2 (poison job), F3 (SIGKILL of the whole service), F4 (SIGTERM mid-job) and F18 (hung
+step) from ../shared/RELIABILITY.md, each asserting I1-I6 where they apply. Fault hooks: docs/jobs.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from jobs_helpers import TINY_MODEL, add_job, make_settings
+
+from stillmotion.config import Settings
+from stillmotion.jobs.states import JobStatus
+from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, Job, JobStore
+from stillmotion.jobs.supervisor import WorkerSupervisor
+from stillmotion.jobs.worker import FAULTS_ENV, OUTPUT_FILENAME
+
+POLL_S = 0.2
+SERVICE_HOST = Path(__file__).with_name("service_host.py")
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``condition`` (a cheap store read) until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def all_terminal(store: JobStore, ids: list[str]) -> Callable[[], bool]:
+    return lambda: all(store.get(i).is_terminal for i in ids)
+
+
+def running_at_step(store: JobStore, job_id: str, step: int) -> Callable[[], bool]:
+    def check() -> bool:
+        job = store.get(job_id)
+        return (
+            job.status == JobStatus.RUNNING
+            and job.progress is not None
+            and job.progress["stage"] == "denoise"
+            and job.progress["step"] >= step
+        )
+
+    return check
+
+
+def assert_one_output(store: JobStore, job: Job) -> None:
+    """I3: exactly one complete output, its sha256 recorded, nothing half-written beside it."""
+    assert job.status == JobStatus.SUCCEEDED, (job.id, job.error_code, job.error_message)
+    job_dir = store.job_dir(job.id)
+    assert sorted(p.name for p in job_dir.iterdir()) == [
+        "input.png",
+        OUTPUT_FILENAME,
+        OUTPUT_FILENAME + ".json",
+    ]
+    assert hashlib.sha256((job_dir / OUTPUT_FILENAME).read_bytes()).hexdigest() == job.output_sha256
+
+
+def assert_no_output(store: JobStore, job: Job) -> None:
+    assert sorted(p.name for p in store.job_dir(job.id).iterdir()) == ["input.png"]
+
+
+def worker_env(faults: str = "") -> dict[str, str]:
+    env = dict(os.environ, STILLMOTION_DEFAULT_MODEL=TINY_MODEL)
+    env[FAULTS_ENV] = faults
+    return env
+
+
+@pytest.fixture
+def supervisors() -> Iterator[list[WorkerSupervisor]]:
+    """Supervisors a test starts; whatever they still run is killed at the end, pass or fail."""
+    started: list[WorkerSupervisor] = []
+    try:
+        yield started
+    finally:
+        for sup in started:
+            pid = sup.status()["pid"]
+            if pid is not None:
+                _kill_group(pid)
+            sup.stop(grace_s=0)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[int]]:
+    """Pids (service hosts, workers) to SIGKILL at the end, pass or fail."""
+    pids: list[int] = []
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            _kill_group(pid)
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _store(tmp_path: Path, **overrides: Any) -> tuple[Settings, JobStore]:
+    settings = make_settings(tmp_path / "data", **overrides)
+    return settings, JobStore.open(settings)
+
+
+@pytest.mark.timeout(240)
+def test_f1_f2_killed_worker_is_restarted_and_a_poison_job_is_quarantined(
+    tmp_path: Path, supervisors: list[WorkerSupervisor]
+) -> None:
+    settings, store = _store(tmp_path, max_attempts=2)
+    faults = "kill@step:2@job:crash-once,kill@step:1@attempt:all@job:poison"
+    ids = ["crash-once", "poison", "after"]
+    add_job(store, "crash-once", steps=3)
+    add_job(store, "poison")
+    add_job(store, "after")
+    sup = WorkerSupervisor(settings, store=store, env=worker_env(faults))
+    supervisors.append(sup)
+    sup.start()
+    wait_for("every job to finish", all_terminal(store, ids), 200)
+
+    # F1: SIGKILL at step 2 -> interrupted, re-queued with attempt 2, completed exactly once (I1-I4).
+    once = store.get("crash-once")
+    assert_one_output(store, once)
+    assert once.attempts == 2
+    kinds = [e["kind"] for e in store.events("crash-once")]
+    assert kinds == ["created", "running", "interrupted", "running", "succeeded"]
+    interrupted = next(e for e in store.events("crash-once") if e["kind"] == "interrupted")
+    assert "SIGKILL" in interrupted["detail"]["reason"]
+
+    # F2: the job that kills the worker every time ends failed, with a stable code and message (I5).
+    poison = store.get("poison")
+    assert (poison.status, poison.error_code, poison.attempts) == (
+        JobStatus.FAILED,
+        WORKER_CRASHED_REPEATEDLY,
+        2,
+    )
+    assert poison.error_message and "2 attempts" in poison.error_message
+    assert_no_output(store, poison)
+
+    # The queue moved on and the service is healthy (I6).
+    assert_one_output(store, store.get("after"))
+    status = sup.status()
+    assert status["alive"] and status["restarts"] == 3 and status["current_job_id"] is None
+    assert sup.stop(grace_s=10) == 0
+
+
+@pytest.mark.timeout(180)
+def test_f18_hung_step_is_killed_by_the_watchdog_then_failed_with_timeout(
+    tmp_path: Path, supervisors: list[WorkerSupervisor]
+) -> None:
+    settings, store = _store(tmp_path, max_attempts=2, step_timeout_s=6)
+    add_job(store, "hung")
+    add_job(store, "after")
+    sup = WorkerSupervisor(settings, store=store, env=worker_env("hang@step:1@attempt:all@job:hung"))
+    supervisors.append(sup)
+    sup.start()
+    wait_for("both jobs to finish", all_terminal(store, ["hung", "after"]), 150)
+    hung = store.get("hung")
+    assert (hung.status, hung.error_code, hung.attempts) == (JobStatus.FAILED, TIMEOUT, 2)
+    assert hung.error_message and "step_timeout_s" in hung.error_message
+    assert [e["kind"] for e in store.events("hung")] == [
+        "created",
+        "running",
+        "interrupted",
+        "running",
+        "failed",
+    ]
+    assert_no_output(store, hung)
+    assert_one_output(store, store.get("after"))
+    status = sup.status()
+    assert status["alive"] and status["restarts"] == 2
+
+
+@pytest.mark.timeout(180)
+def test_f4_sigterm_mid_job_requeues_or_finishes_and_exits_0(
+    tmp_path: Path, supervisors: list[WorkerSupervisor]
+) -> None:
+    settings, store = _store(tmp_path, step_timeout_s=30)
+    add_job(store, "long", steps=4)
+    # 1. A grace period shorter than the job: stopped at a step boundary, re-queued, no attempt spent.
+    sup = WorkerSupervisor(settings, store=store, env=worker_env("slow@step:all@job:long"))
+    supervisors.append(sup)
+    sup.start()
+    wait_for("the job to reach step 1", running_at_step(store, "long", 1), 90)
+    assert sup.stop(grace_s=0.5) == 0
+    job = store.get("long")
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
+    last = store.events("long")[-1]
+    assert last["kind"] == "interrupted" and "shut down" in last["detail"]["reason"]
+    assert_no_output(store, job)
+
+    # 2. A grace period long enough: the running job finishes, then the worker exits 0.
+    sup2 = WorkerSupervisor(settings, store=store, env=worker_env())
+    supervisors.append(sup2)
+    sup2.start()
+    wait_for("the job to run again", lambda: store.get("long").status == JobStatus.RUNNING, 90)
+    assert sup2.stop(grace_s=90) == 0
+    job = store.get("long")
+    assert_one_output(store, job)
+    assert job.attempts == 1
+
+
+@pytest.mark.timeout(240)
+def test_f3_sigkill_of_the_whole_service_loses_nothing(tmp_path: Path, processes: list[int]) -> None:
+    settings, store = _store(tmp_path)
+    ids = [f"job{i}" for i in range(5)]
+    add_job(store, ids[0], steps=3)
+    for job_id in ids[1:]:
+        add_job(store, job_id)
+    env = worker_env("slow@step:all@job:job0")
+
+    def start_service() -> subprocess.Popen[bytes]:
+        host = subprocess.Popen(
+            [sys.executable, str(SERVICE_HOST), str(settings.data_dir)], env=env, start_new_session=True
+        )
+        processes.append(host.pid)
+        return host
+
+    host = start_service()
+    wait_for("job0 to be mid-run", running_at_step(store, "job0", 1), 90)
+    (worker,) = psutil.Process(host.pid).children()
+    processes.append(worker.pid)
+    host.kill()  # SIGKILL: no cleanup runs in the service
+    host.wait(timeout=10)
+    # The worker notices its supervisor is gone and kills itself: no orphan races the next service.
+    wait_for("the orphaned worker to exit", lambda: _gone(worker), 15)
+    assert store.get("job0").status == JobStatus.RUNNING  # I1: nothing lost, nothing cleaned up yet
+    assert [store.get(i).status for i in ids[1:]] == [JobStatus.QUEUED] * 4
+
+    env = worker_env()
+    host = start_service()
+    wait_for("every job to finish", all_terminal(store, ids), 180)
+    jobs = [store.get(i) for i in ids]
+    for job in jobs:
+        assert_one_output(store, job)  # none cancelled, none failed
+    assert [j.attempts for j in jobs] == [2, 1, 1, 1, 1]
+    started = sorted(jobs, key=lambda j: j.started_at or j.created_at)
+    assert [j.id for j in started] == ids  # FIFO, the interrupted job first
+    host.send_signal(signal.SIGTERM)
+    assert host.wait(timeout=60) == 0
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

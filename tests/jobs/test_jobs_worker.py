@@ -1,0 +1,277 @@
+"""The worker in-process with the real tiny engine: outcomes, error codes, cancel (F15), disk full (F9)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobs_helpers import TINY_MODEL, add_job, make_settings
+
+from stillmotion.config import Settings
+from stillmotion.engine.engine import Engine
+from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
+from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.result import GenerationResult, PlanReport
+from stillmotion.jobs.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
+from stillmotion.jobs.states import TERMINAL, JobStatus
+from stillmotion.jobs.store import Job, JobStore
+from stillmotion.jobs.worker import OUTPUT_FILENAME, Fault, Worker, parse_faults
+from stillmotion.media.image_input import InputImage
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """One engine for the module: the worker keeps it loaded between jobs, and so do these tests."""
+    return Engine(make_settings(tmp_path_factory.mktemp("engine")))
+
+
+@pytest.fixture
+def worker(settings: Settings, store: JobStore, engine: Engine) -> Worker:
+    return Worker(settings, store, engine, worker_id="w-test")
+
+
+class StepHook:
+    """Wraps the engine so a test can act at an exact progress event (before the worker sees it)."""
+
+    def __init__(self, engine: Engine, stage: Stage, step: int, action: Any) -> None:
+        self.engine, self.stage, self.step, self.action = engine, stage, step, action
+        self.events: list[ProgressEvent] = []
+
+    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport:
+        return self.engine.plan(request, image_size)
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        image: InputImage,
+        output_path: Path,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        assert on_progress is not None
+
+        def wrapped(event: ProgressEvent) -> None:
+            self.events.append(event)
+            if event.stage == self.stage and event.step == self.step:
+                self.action()
+            on_progress(event)
+
+        return self.engine.generate(request, image, output_path, on_progress=wrapped, cancel=cancel)
+
+
+def assert_succeeded_with_one_output(store: JobStore, job: Job) -> None:
+    """I2 + I3: terminal, exactly one complete output whose sha256 is the recorded one, no temp files."""
+    assert job.status == JobStatus.SUCCEEDED, (job.error_code, job.error_message)
+    job_dir = store.job_dir(job.id)
+    video = job_dir / OUTPUT_FILENAME
+    assert job.output_filename == OUTPUT_FILENAME
+    assert video.stat().st_size > 0
+    assert hashlib.sha256(video.read_bytes()).hexdigest() == job.output_sha256
+    assert sorted(p.name for p in job_dir.iterdir()) == [
+        "input.png",
+        OUTPUT_FILENAME,
+        OUTPUT_FILENAME + ".json",
+    ]
+    assert job.result is not None and isinstance(job.result["request"]["seed"], int)
+    assert job.plan is not None
+
+
+def assert_no_output(store: JobStore, job: Job) -> None:
+    assert sorted(p.name for p in store.job_dir(job.id).iterdir()) == ["input.png"]
+
+
+@pytest.mark.timeout(120)
+def test_jobs_run_in_order_and_record_everything(store: JobStore, worker: Worker) -> None:
+    add_job(store, "first", steps=3)
+    add_job(store, "second", steps=2, seed=None)
+    assert worker.run(max_jobs=2) == 2
+    first, second = store.get("first"), store.get("second")
+    for job in (first, second):
+        assert_succeeded_with_one_output(store, job)
+    assert first.started_at is not None and second.started_at is not None
+    assert first.started_at < second.started_at
+    assert first.progress is not None and first.progress["step"] == 3
+    assert second.result is not None and second.result["request"]["seed"] >= 0  # the drawn seed is stored
+    assert [e["kind"] for e in store.events("first")] == ["created", "running", "succeeded"]
+
+
+@pytest.mark.timeout(120)
+def test_expected_failures_keep_their_code_and_the_next_job_succeeds(store: JobStore, worker: Worker) -> None:
+    add_job(store, "bad", num_frames=100_000)
+    add_job(store, "good")
+    worker.run(max_jobs=2)
+    bad = store.get("bad")
+    assert (bad.status, bad.error_code) == (JobStatus.FAILED, "invalid_request")
+    assert bad.error_message is not None and "num_frames" in bad.error_message
+    assert_succeeded_with_one_output(store, store.get("good"))  # I6: the next job succeeds
+
+
+@pytest.mark.timeout(120)
+def test_unexpected_error_is_internal_error_with_traceback_only_in_the_log(
+    settings: Settings, store: JobStore, engine: Engine
+) -> None:
+    setup_logging(settings, "worker-test")
+    try:
+
+        def boom() -> None:
+            raise RuntimeError("kaboom in a step")
+
+        add_job(store, "crash")
+        add_job(store, "after")
+        Worker(settings, store, StepHook(engine, Stage.DENOISE, 1, boom)).run(max_jobs=1)
+        job = store.get("crash")
+        assert (job.status, job.error_code) == (JobStatus.FAILED, "internal_error")
+        assert job.error_message is not None and "Traceback" not in job.error_message
+        assert "RuntimeError" in job.error_message and "crash" in job.error_message
+        assert_no_output(store, job)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        log = (settings.logs_dir / "worker-test.log").read_text()
+        assert "Traceback" in log and "kaboom in a step" in log and "[job=crash]" in log
+        Worker(settings, store, engine).run(max_jobs=1)
+        assert_succeeded_with_one_output(store, store.get("after"))
+    finally:
+        _remove_our_handlers()
+
+
+@pytest.mark.timeout(120)
+def test_f15_cancel_at_step_k_stops_within_one_step(
+    settings: Settings, store: JobStore, engine: Engine
+) -> None:
+    add_job(store, "cancel-me", steps=6)
+    hook = StepHook(engine, Stage.DENOISE, 2, lambda: store.request_cancel("cancel-me"))
+    Worker(settings, store, hook).run(max_jobs=1)
+    job = store.get("cancel-me")
+    assert job.status == JobStatus.CANCELLED and job.error_code == "cancelled"
+    steps = [e.step for e in hook.events if e.stage == Stage.DENOISE]
+    assert max(steps) == 2  # the request landed during step 2's event: step 3 never ran
+    assert_no_output(store, job)
+    assert [e["kind"] for e in store.events("cancel-me")][-2:] == ["cancel_requested", "cancelled"]
+
+
+@pytest.mark.timeout(120)
+def test_f15_cancel_racing_completion_gives_exactly_one_terminal_state(
+    settings: Settings, store: JobStore, engine: Engine
+) -> None:
+    add_job(store, "late-cancel", steps=2)
+    hook = StepHook(engine, Stage.DONE, 2, lambda: store.request_cancel("late-cancel"))
+    Worker(settings, store, hook).run(max_jobs=1)
+    job = store.get("late-cancel")
+    kinds = [e["kind"] for e in store.events("late-cancel")]
+    assert sum(k in TERMINAL for k in kinds) == 1
+    # The video was already written when the cancel arrived: the job keeps it and stays succeeded.
+    assert_succeeded_with_one_output(store, job)
+    assert job.cancel_requested
+
+
+@pytest.mark.timeout(120)
+def test_f9_disk_full_while_writing_fails_cleanly_and_the_next_job_succeeds(
+    settings: Settings, store: JobStore, engine: Engine
+) -> None:
+    add_job(store, "full")
+    add_job(store, "next")
+    worker = Worker(settings, store, engine, faults=parse_faults("enospc@write@job:full"))
+    worker.run(max_jobs=2)
+    job = store.get("full")
+    assert (job.status, job.error_code) == (JobStatus.FAILED, "disk_full")
+    assert job.error_message
+    assert_no_output(store, job)  # no file at the final path, no temp file left beside it
+    assert_succeeded_with_one_output(store, store.get("next"))
+
+
+def test_fault_spec_parsing() -> None:
+    assert parse_faults("kill@step:3") == (Fault("kill", 3, False, 1, None),)
+    assert parse_faults("kill@step:1@attempt:all, hang@step:2@job:abc") == (
+        Fault("kill", 1, False, None, None),
+        Fault("hang", 2, False, 1, "abc"),
+    )
+    assert parse_faults("enospc@write") == (Fault("enospc", None, True, 1, None),)
+    assert parse_faults("slow@step:all@attempt:2") == (Fault("slow", None, False, 2, None),)
+    assert parse_faults("") == ()
+    for bad in ("explode@step:1", "kill", "kill@stage:1", "kill@step:1@color:red"):
+        with pytest.raises(ValueError):
+            parse_faults(bad)
+
+
+def test_log_lines_carry_the_job_id_and_a_full_disk_never_raises(settings: Settings) -> None:
+    setup_logging(settings, "logtest")
+    try:
+        log = logging.getLogger("stillmotion.test")
+        with job_context("job-123"):
+            log.warning("inside")
+        log.warning("outside")
+        file_handler = next(h for h in logging.getLogger().handlers if isinstance(h, SafeRotatingFileHandler))
+        file_handler.flush()
+        lines = (settings.logs_dir / "logtest.log").read_text().splitlines()
+        assert "[job=job-123] inside" in lines[0] and "[job=-] outside" in lines[1]
+
+        class FullDisk:
+            def write(self, _text: str) -> int:
+                raise OSError(28, "No space left on device")
+
+            def flush(self) -> None:
+                raise OSError(28, "No space left on device")
+
+        before = logging_errors()
+        real_stream = file_handler.stream
+        file_handler.stream = FullDisk()  # type: ignore[assignment]
+        try:
+            log.error("this line cannot be written")  # must not raise
+        finally:
+            file_handler.stream = real_stream
+        assert logging_errors() > before
+    finally:
+        _remove_our_handlers()
+
+
+def _remove_our_handlers() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_stillmotion_handler", False):
+            root.removeHandler(handler)
+            try:
+                handler.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture(autouse=True)
+def _tiny_default_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("STILLMOTION_DEFAULT_MODEL", TINY_MODEL)
+    yield
+
+
+@pytest.mark.timeout(60)
+def test_idle_worker_applies_the_retention_policy(tmp_path: Path, engine: Engine) -> None:
+    settings = make_settings(tmp_path, retention_days=1)
+    long_ago = datetime.now(UTC) - timedelta(days=3)
+    past = JobStore.open(settings, clock=lambda: long_ago)
+    add_job(past, "old")
+    past.claim_next("w")
+    past.finish_failed("old", "oom", "out of memory")
+    past.close()
+    store = JobStore.open(settings)
+    try:
+        add_job(store, "recent-queued")
+        store.request_cancel("recent-queued")
+        worker = Worker(settings, store, engine)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while store.list()[1] != 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            worker.drain()
+            thread.join(timeout=20)
+        assert [j.id for j in store.list()[0]] == ["recent-queued"]
+        assert not store.job_dir("old").exists()
+    finally:
+        store.close()
