@@ -408,3 +408,23 @@ class _Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def test_heartbeat_keeps_beating_while_weights_load(store: JobStore) -> None:
+    """A long first download emits no step events; the load heartbeat keeps the watchdog away."""
+    import time
+
+    from stillmotion.jobs.worker import _LoadHeartbeat
+
+    store.create(job_id="loading", request={"prompt": "x"}, input_filename="input.png")
+    job = store.claim_next("w1")
+    assert job is not None and job.id == "loading"
+    before = store.get("loading").updated_at
+    beat = _LoadHeartbeat(store, "loading", interval_s=0.05)
+    beat.start()
+    time.sleep(0.4)
+    beat.stop()
+    during = store.get("loading").updated_at
+    time.sleep(0.2)
+    assert during > before
+    assert store.get("loading").updated_at == during  # stopped means stopped

@@ -269,13 +269,17 @@ class Worker:
             ProgressEvent(Stage.PLAN, 0, report.request.num_inference_steps, 0.0).to_dict(),
             plan=report.plan.to_dict(),
         )
-        result = self.engine.generate(
-            request,
-            image=image,
-            output_path=output_path,
-            on_progress=self._progress(job, token),
-            cancel=token,
-        )
+        loading = _LoadHeartbeat(self.store, job.id, self.settings.step_timeout_s / 4)
+        try:
+            result = self.engine.generate(
+                request,
+                image=image,
+                output_path=output_path,
+                on_progress=self._progress(job, token, loading),
+                cancel=token,
+            )
+        finally:
+            loading.stop()
         sha256 = _sha256(output_path)
         if sha256 != result.sha256:
             raise BadOutput(
@@ -285,12 +289,16 @@ class Worker:
         logger.info("job %s succeeded (seed %d, sha256 %s)", job.id, result.request.seed, sha256[:12])
         return finished
 
-    def _progress(self, job: Job, token: CancelToken) -> ProgressCallback:
+    def _progress(self, job: Job, token: CancelToken, loading: _LoadHeartbeat) -> ProgressCallback:
         last_write = 0.0
         last_stage: Stage | None = None
 
         def on_progress(event: ProgressEvent) -> None:
             nonlocal last_write, last_stage
+            if event.stage is Stage.LOAD:
+                loading.start()
+            else:
+                loading.stop()
             now = time.monotonic()
             important = event.stage != last_stage or event.step >= event.total_steps
             if important or now - last_write >= PROGRESS_MIN_INTERVAL_S:
@@ -318,6 +326,34 @@ class Worker:
         except InvalidTransition:
             logger.error("job %s was moved by someone else before it could fail (%s)", job.id, code)
             return self.store.get(job.id)
+
+
+class _LoadHeartbeat:
+    """Keeps the watchdog's heartbeat fresh while weights load or download (no steps run then).
+
+    Without it, a first download slower than step_timeout_s would look like a hung step.
+    """
+
+    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+        self._store, self._job_id, self._interval_s = store, job_id, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="load-heartbeat", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._store.heartbeat(self._job_id)
 
 
 def _internal_message(exc: BaseException, job_id: str) -> str:
