@@ -28,8 +28,8 @@ from stillmotion.errors import InvalidRequest, OutOfMemory
 from stillmotion.media.checks import check_frames, to_uint8
 from stillmotion.media.image_input import InputImage
 from stillmotion.media.video_output import format_for_path, write_video
-from stillmotion.memory.apply import apply_plan, release_encoders, reset_placement
-from stillmotion.memory.device import DeviceBudget
+from stillmotion.memory.apply import apply_plan, needs_reload, release_encoders, reset_placement
+from stillmotion.memory.device import DeviceBudget, configure_allocator
 from stillmotion.memory.plan import MemoryPlan, plan_memory
 from stillmotion.memory.recovery import next_plan
 from stillmotion.models import i2vgen_xl as model
@@ -165,6 +165,7 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        configure_allocator()  # before CUDA starts: expandable segments keep reserved close to allocated
         self.device = select_device(settings.device)
         self.cache = EmbeddingCache(settings.embedding_cache_size)
         self._loaded: tuple[str, torch.dtype, I2VGenXLComponents] | None = None
@@ -313,6 +314,8 @@ class Engine:
         state.phase = "load"
         clock.stage(Stage.LOAD, state.steps_done, f"loading {spec.name}")
         started = time.perf_counter()
+        if self._loaded is not None and needs_reload(self._loaded[2].modules(), plan):
+            self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
         components = self._components(spec, dtype)
         faults.maybe_raise("load")
         if self._placed != plan:

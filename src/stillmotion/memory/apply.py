@@ -1,28 +1,177 @@
-"""PLACEHOLDER (the memory engineer replaces this file): carries a MemoryPlan out."""
+"""Carry a MemoryPlan out on the loaded modules: effects only, no decisions, diffusers/accelerate APIs only.
+
+``modules`` maps "unet", "vae", "text_encoder", "image_encoder" to modules whose weights are on the CPU.
+``apply_plan`` casts them to the plan's dtype, stores the UNet in float8 if the plan says so, hooks the
+feed-forward chunking, then places the weights:
+
+- RESIDENT: ``module.to(device)``; with ``release_encoders`` the encoders instead get accelerate
+  ``cpu_offload_with_hook`` hooks, so they visit the device only while they run.
+- MODEL_OFFLOAD: accelerate ``cpu_offload_with_hook`` chained text_encoder -> image_encoder -> unet -> vae,
+  the order of diffusers' ``enable_model_cpu_offload`` for I2VGen-XL.
+- GROUP_OFFLOAD: diffusers ``apply_group_offloading`` (block or leaf level, ``use_stream=True`` on CUDA) on
+  every model.
+- SEQUENTIAL_OFFLOAD: accelerate ``cpu_offload`` on every model.
+
+``reset_placement`` undoes all of it (hooks removed, weights back on the CPU, cache emptied) so a new plan
+can be applied after an out-of-memory error; the device's memory is back at its baseline afterwards.
+"""
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from stillmotion.memory.plan import MemoryPlan
+from stillmotion.memory.chunking import disable_ff_chunking, enable_ff_chunking
+from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement
+
+logger = logging.getLogger(__name__)
 
 ENCODERS = ("text_encoder", "image_encoder")
+# diffusers' enable_model_cpu_offload order for I2VGen-XL (model_cpu_offload_seq).
+MODEL_OFFLOAD_ORDER = ("text_encoder", "image_encoder", "unet", "vae")
+_OFFLOAD_HOOK_ATTR = "_stillmotion_offload_hook"
+_GROUP_HOOK_NAMES = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
+_LAYERWISE_CASTING_HOOK = "layerwise_casting"
+FP8_STORAGE_DTYPE = "float8_e4m3fn"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name)
+    assert isinstance(dtype, torch.dtype), name
+    return dtype
 
 
 def apply_plan(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, device: torch.device) -> None:
-    dtype = getattr(torch, plan.dtype)
+    """Cast, chunk, store in fp8 and place ``modules`` as ``plan`` says (the engine does the rest)."""
+    dtype = torch_dtype(plan.dtype)
     for module in modules.values():
-        module.to(device=device, dtype=dtype)
+        module.to(dtype=dtype)
+    unet: Any = modules["unet"]  # a diffusers ModelMixin
+    if plan.fp8_weights and not has_fp8_storage(unet):
+        unet.enable_layerwise_casting(storage_dtype=torch_dtype(FP8_STORAGE_DTYPE), compute_dtype=dtype)
+    if plan.ff_chunk_size is not None:
+        enable_ff_chunking(unet, plan.ff_chunk_size)
+
+    if plan.placement is Placement.RESIDENT:
+        for name, module in modules.items():
+            if plan.release_encoders and name in ENCODERS:
+                continue
+            module.to(device)
+        if plan.release_encoders:
+            _model_offload_chain([modules[name] for name in ENCODERS if name in modules], device)
+    elif plan.placement is Placement.MODEL_OFFLOAD:
+        _model_offload_chain([modules[name] for name in MODEL_OFFLOAD_ORDER if name in modules], device)
+    elif plan.placement is Placement.GROUP_OFFLOAD:
+        from diffusers.hooks import apply_group_offloading
+
+        use_stream = device.type == "cuda"
+        for name, module in modules.items():
+            offload_type = plan.group_offload_type or GroupOffloadType.LEAF_LEVEL
+            if name != "unet":
+                offload_type = GroupOffloadType.LEAF_LEVEL  # small models: the finest grain costs nothing
+            kwargs: dict[str, Any] = {}
+            if offload_type is GroupOffloadType.BLOCK_LEVEL:
+                kwargs["num_blocks_per_group"] = 1
+            apply_group_offloading(
+                module,
+                onload_device=device,
+                offload_device=torch.device("cpu"),
+                offload_type=offload_type.value,
+                use_stream=use_stream,
+                **kwargs,
+            )
+    elif plan.placement is Placement.SEQUENTIAL_OFFLOAD:
+        from accelerate import cpu_offload
+
+        for module in modules.values():
+            cpu_offload(module, execution_device=device)
+    else:  # pragma: no cover - exhaustive
+        raise ValueError(f"unknown placement {plan.placement!r}")
+
+
+def _model_offload_chain(chain: list[torch.nn.Module], device: torch.device) -> None:
+    from accelerate import cpu_offload_with_hook
+
+    previous = None
+    for module in chain:
+        module.to("cpu")
+        _, hook = cpu_offload_with_hook(module, execution_device=device, prev_module_hook=previous)
+        setattr(module, _OFFLOAD_HOOK_ATTR, hook)
+        previous = hook
 
 
 def release_encoders(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan) -> None:
-    if plan.release_encoders:
-        for name in ENCODERS:
-            modules[name].to("cpu")
+    """Right after prompt and image encoding: move the encoders (and, offloaded, the VAE) off the device."""
+    if not plan.release_encoders:
+        return
+    names = list(ENCODERS)
+    if plan.placement is Placement.MODEL_OFFLOAD:
+        names.append("vae")  # it reloads itself for the decode
+    for name in names:
+        module = modules.get(name)
+        hook = getattr(module, _OFFLOAD_HOOK_ATTR, None) if module is not None else None
+        if hook is not None:
+            hook.offload()
+        elif module is not None and plan.placement is Placement.RESIDENT:
+            module.to("cpu")
+    _empty_cache()
 
 
 def reset_placement(modules: Mapping[str, torch.nn.Module]) -> None:
+    """Undo every hook of apply_plan and put all weights back on the CPU; memory returns to its baseline.
+
+    fp8 storage is the exception: diffusers cannot undo layerwise casting (the weights were rounded), so the
+    UNet keeps it; ``needs_reload`` tells the engine to reload the UNet before an exact plan.
+    """
+    from accelerate.hooks import remove_hook_from_module
+
     for module in modules.values():
-        module.to("cpu")
+        if hasattr(module, _OFFLOAD_HOOK_ATTR):
+            delattr(module, _OFFLOAD_HOOK_ATTR)
+        remove_hook_from_module(module, recurse=True)  # accelerate: model and sequential offload
+        _remove_diffusers_hooks(module)
+        disable_ff_chunking(module)
+    for module in modules.values():
+        _to_cpu(module)
+    gc.collect()
+    _empty_cache()
+
+
+def has_fp8_storage(unet: torch.nn.Module) -> bool:
+    """Whether the UNet's weights are stored in float8 (layerwise casting hooks present)."""
+    for sub in unet.modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook(_LAYERWISE_CASTING_HOOK) is not None:
+            return True
+    return False
+
+
+def needs_reload(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan) -> bool:
+    """True when the UNet holds fp8-rounded weights but ``plan`` is exact: reload it from disk first."""
+    return not plan.fp8_weights and has_fp8_storage(modules["unet"])
+
+
+def _remove_diffusers_hooks(module: torch.nn.Module) -> None:
+    registry = getattr(module, "_diffusers_hook", None)
+    names = list(_GROUP_HOOK_NAMES)  # fp8 storage (layerwise casting) cannot be undone: see reset_placement
+    if registry is not None:
+        for name in names:
+            registry.remove_hook(name, recurse=True)
+    for sub in module.modules():
+        sub_registry = getattr(sub, "_diffusers_hook", None)
+        if sub_registry is not None:
+            for name in names:
+                sub_registry.remove_hook(name, recurse=False)
+
+
+def _to_cpu(module: torch.nn.Module) -> None:
+    module.to("cpu")
+
+
+def _empty_cache() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        torch.cuda.empty_cache()

@@ -9,7 +9,8 @@ on I2VGen-XL, measurements/); it also requires the axis to divide evenly, and it
 Here every ``FeedForward`` gets a diffusers ``ModelHook`` that flattens the tokens and runs them in as few
 equal chunks as keep the first projection's output (the GEGLU ``proj``, 2 x inner width) under a byte cap,
 writing each chunk's result into one preallocated output. Feed-forwards are per token, so only the batching of
-the matmuls changes: exact up to reduction order (bitwise on most CPU kernels, fp16 noise on GPU). Layers whose
+the matmuls changes: exact up to reduction order (bitwise on most CPU kernels, fp16 noise on GPU). Layers
+whose
 whole input is under the cap run unchanged, so a large cap touches only the full-resolution layers.
 """
 
@@ -26,17 +27,12 @@ FF_CHUNK_HOOK = "stillmotion_ff_chunking"
 MIB = 1024**2
 
 
-def _projection_width(ff: torch.nn.Module) -> int:
+def _projection_width(ff: Any) -> int:
     """Width of the first projection's output (GEGLU: 2 x inner; GELU: inner)."""
     proj = getattr(ff.net[0], "proj", None)
     if isinstance(proj, torch.nn.Linear):
         return int(proj.out_features)
     return int(max(m.out_features for m in ff.modules() if isinstance(m, torch.nn.Linear)))
-
-
-def _output_width(ff: torch.nn.Module) -> int:
-    last = [m for m in ff.net if isinstance(m, torch.nn.Linear)]
-    return int(last[-1].out_features)
 
 
 def rows_per_chunk(projection_width: int, element_size: int, chunk_bytes: int) -> int:
@@ -63,7 +59,9 @@ class FeedForwardChunkHook(ModelHook):  # type: ignore[misc]  # diffusers is unt
         super().__init__()
         self.chunk_bytes = chunk_bytes
 
-    def new_forward(self, module: torch.nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    def new_forward(
+        self, module: torch.nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> Any:
         original = self.fn_ref.original_forward
         width = _projection_width(module)
         max_rows = rows_per_chunk(width, hidden_states.element_size(), self.chunk_bytes)

@@ -4,7 +4,7 @@ Pure arithmetic over ``ModelSpec.params`` (bytes per dtype), ``ModelSpec.memory`
 request's shape; no torch, no weights. For each phase (encode, denoise, decode):
 
     allocated = weights on the device + activations (+ the denoising loop's small extras)
-    reserved  = allocated x reserved_ratio_expandable                 (expandable segments on: the engine's default)
+    reserved  = allocated x reserved_ratio_expandable               (expandable segments on: the engine's)
               = weights + activations x reserved_act_ratio + extra    (off: the stock diffusers setting)
 
 UNet activations are linear in latent tokens (batch x frames x latent pixels), halved by running the two
@@ -73,7 +73,7 @@ def unet_activation_gib(
 
 
 def ff_chunk_mib_for(spec: ModelSpec, request: RequestShape, *, batch: int) -> int:
-    """The largest power-of-two cap (MiB) that brings the UNet to its chunked floor: fewest, largest chunks."""
+    """Largest power-of-two cap (MiB) that brings the UNet to its chunked floor: fewest, largest chunks."""
     full = spec.memory.unet_act_gib_per_unit * latent_tokens(spec, request, batch)
     floor_mib = spec.memory.unet_ff_floor_fraction * full * 1024
     # 2 x cap (projection + gelu + product of one chunk) must sit under the floor with room for the rest.
@@ -111,7 +111,7 @@ def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, component: str) -> fl
     return full
 
 
-def _phase(
+def phase_estimate(
     spec: ModelSpec, weights: float, unet_act: float, vae_act: float, *, expandable: bool
 ) -> PhaseEstimate:
     facts = spec.memory
@@ -127,7 +127,9 @@ def _phase(
             + vae_act * facts.reserved_act_ratio_vae
             + facts.reserved_extra_gib
         )
-    return PhaseEstimate(weights_gib=weights, activations_gib=act, allocated_gib=allocated, reserved_gib=reserved)
+    return PhaseEstimate(
+        weights_gib=weights, activations_gib=act, allocated_gib=allocated, reserved_gib=reserved
+    )
 
 
 def estimate_memory(
@@ -146,7 +148,7 @@ def estimate_memory(
         encode_weights = max(w["text_encoder"], w["image_encoder"] + w["vae"])
     else:
         encode_weights = sum(w.values())
-    encode = _phase(spec, encode_weights, 0.0, encode_act, expandable=expandable_segments)
+    encode = phase_estimate(spec, encode_weights, 0.0, encode_act, expandable=expandable_segments)
 
     # 2. denoise: the UNet at its activation peak.
     batch = unet_batch(request, plan.split_guidance)
@@ -158,7 +160,7 @@ def estimate_memory(
         denoise_weights = w["unet"] + w["vae"]
         if not plan.release_encoders:
             denoise_weights += w["text_encoder"] + w["image_encoder"]
-    denoise = _phase(spec, denoise_weights, unet_act, 0.0, expandable=expandable_segments)
+    denoise = phase_estimate(spec, denoise_weights, unet_act, 0.0, expandable=expandable_segments)
 
     # 3. decode: the VAE on ``decode_chunk_size`` frames at once.
     decode_act = vae_decode_gib(spec, request, plan.decode_chunk_size, tiling=plan.vae_tiling, dtype=dtype)
@@ -166,7 +168,7 @@ def estimate_memory(
         decode_weights = w["vae"]
     else:
         decode_weights = denoise_weights
-    decode = _phase(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
+    decode = phase_estimate(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
 
     s_per_step, total_s = expected_time(spec, request, plan)
     baseline = expected_time(spec, request, _resident_like(plan))[1]

@@ -1,5 +1,7 @@
 """The plan ladder: pick the fastest plan whose estimated peak fits the device budget. Pure: no torch.cuda.
 
+Fastest = the lowest expected time in the estimator's speed model (estimate.expected_time).
+
 The rungs, fastest first; each keeps every saver of the rungs above it and adds one:
 
     resident          every weight on the device, guidance halves batched, VAE decode chunk as large as fits
@@ -56,6 +58,8 @@ ESTIMATE_MARGIN = 1.10
 # Largest VAE decode chunk: beyond 8 frames the decode is no faster on an H100 and only costs memory.
 MAX_DECODE_CHUNK = 8
 # dtype per device type: the published weights are fp16; CPUs run fp32 (fp16 matmuls are slow or missing).
+# Expected-time differences below this are noise in the speed model: the earlier, simpler rung wins.
+SPEED_TIE = 0.005
 DTYPE_BY_DEVICE = {"cuda": "float16", "mps": "float16", "cpu": "float32"}
 
 
@@ -85,19 +89,54 @@ _EXACT = (
     Rung("ff_chunks", _R.RESIDENT, True, True, summary="feed-forwards in a few large chunks"),
     Rung("split_guidance", _R.RESIDENT, True, True, True, summary="guidance halves one after the other"),
     Rung("model_offload", _R.MODEL_OFFLOAD, True, True, True, summary="one model on the device at a time"),
-    Rung("group_offload", _R.GROUP_OFFLOAD, True, True, True, GroupOffloadType.BLOCK_LEVEL,
-         summary="UNet blocks streamed in (block-level group offload, CUDA streams)"),
-    Rung("group_offload_leaf", _R.GROUP_OFFLOAD, True, True, True, GroupOffloadType.LEAF_LEVEL,
-         summary="every layer streamed in (leaf-level group offload, CUDA streams)"),
-    Rung("sequential_offload", _R.SEQUENTIAL_OFFLOAD, True, True, True,
-         summary="every layer copied in on use (sequential offload)"),
+    Rung(
+        "group_offload",
+        _R.GROUP_OFFLOAD,
+        True,
+        True,
+        True,
+        GroupOffloadType.BLOCK_LEVEL,
+        summary="UNet blocks streamed in (block-level group offload, CUDA streams)",
+    ),
+    Rung(
+        "group_offload_leaf",
+        _R.GROUP_OFFLOAD,
+        True,
+        True,
+        True,
+        GroupOffloadType.LEAF_LEVEL,
+        summary="every layer streamed in (leaf-level group offload, CUDA streams)",
+    ),
+    Rung(
+        "sequential_offload",
+        _R.SEQUENTIAL_OFFLOAD,
+        True,
+        True,
+        True,
+        summary="every layer copied in on use (sequential offload)",
+    ),
 )
 _APPROXIMATE = {
     # inserted after this exact rung
-    "split_guidance": Rung("fp8_weights", _R.RESIDENT, True, True, True, fp8_weights=True,
-                           summary="APPROXIMATE: UNet weights stored in float8"),
-    "sequential_offload": Rung("vae_tiling", _R.SEQUENTIAL_OFFLOAD, True, True, True, fp8_weights=True,
-                               vae_tiling=True, summary="APPROXIMATE: float8 weights and tiled VAE decode"),
+    "split_guidance": Rung(
+        "fp8_weights",
+        _R.RESIDENT,
+        True,
+        True,
+        True,
+        fp8_weights=True,
+        summary="APPROXIMATE: UNet weights stored in float8",
+    ),
+    "sequential_offload": Rung(
+        "vae_tiling",
+        _R.SEQUENTIAL_OFFLOAD,
+        True,
+        True,
+        True,
+        fp8_weights=True,
+        vae_tiling=True,
+        summary="APPROXIMATE: float8 weights and tiled VAE decode",
+    ),
 }
 
 
@@ -120,7 +159,12 @@ def fits(estimate: MemoryEstimate, budget: DeviceBudget) -> bool:
 
 
 def build_plan(
-    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, rung: Rung, *, decode_chunk_size: int | None = None
+    spec: ModelSpec,
+    request: RequestShape,
+    budget: DeviceBudget,
+    rung: Rung,
+    *,
+    decode_chunk_size: int | None = None,
 ) -> MemoryPlan:
     """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given."""
     dtype = DTYPE_BY_DEVICE.get(budget.device_type, "float32")
@@ -144,15 +188,21 @@ def build_plan(
     return replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
 
 
-def _choose_decode_chunk(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan) -> int:
+def _choose_decode_chunk(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan
+) -> int:
     """Largest power-of-two chunk that neither raises the plan's peak nor leaves the budget (at least 1)."""
     base = estimate_memory(spec, request, plan, expandable_segments=budget.expandable_segments)
     other_peak = max(base.encode.reserved_gib, base.denoise.reserved_gib)
     chunk = 1
     candidate = 2
     while candidate <= min(MAX_DECODE_CHUNK, request.num_frames):
-        trial = estimate_memory(spec, request, replace(plan, decode_chunk_size=candidate),
-                                expandable_segments=budget.expandable_segments)
+        trial = estimate_memory(
+            spec,
+            request,
+            replace(plan, decode_chunk_size=candidate),
+            expandable_segments=budget.expandable_segments,
+        )
         within_budget = trial.decode.reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
         if trial.decode.reserved_gib > other_peak or not within_budget:
             break
@@ -166,7 +216,7 @@ def _rung_by_name(name: str, allow_approximate: bool) -> Rung:
         if rung.name == name:
             if rung.approximate and not allow_approximate:
                 raise InvalidRequest(
-                    f"strategy={name!r} changes the output (approximate); allow approximate savings to use it.",
+                    f"strategy={name!r} changes the output (approximate); allow approximate savings first.",
                     field="strategy",
                 )
             return rung
@@ -185,7 +235,7 @@ def _reason(plan: MemoryPlan, rung: Rung, budget: DeviceBudget, *, forced: bool,
         f"vs budget {budget_gib:.2f} GiB"
     )
     if not forced and skipped:
-        why += f"; {skipped} faster rung(s) would not fit"
+        why += f"; the {skipped} rung(s) above it do not fit or are expected slower"
     if forced and not fits(est, budget):
         why += " (DOES NOT FIT: may run out of memory)"
     if plan.approximate:
@@ -214,16 +264,36 @@ def plan_memory(
         plan = build_plan(spec, request, budget, _EXACT[0])
         return replace(plan, reason="CPU: everything resident in float32 (host memory is not planned)")
     rungs = ladder(allow_approximate=allow_approximate)
-    for index, rung in enumerate(rungs):
-        plan = build_plan(spec, request, budget, rung)
+    candidates = [(rung, build_plan(spec, request, budget, rung)) for rung in rungs]
+    chosen = fastest_fitting(candidates, budget)
+    if chosen is None:
+        raise cannot_fit(spec, request, budget, allow_approximate=allow_approximate)
+    rung, plan = chosen
+    return replace(plan, reason=_reason(plan, rung, budget, forced=False, skipped=rungs.index(rung)))
+
+
+def fastest_fitting(
+    candidates: list[tuple[Rung, MemoryPlan]], budget: DeviceBudget
+) -> tuple[Rung, MemoryPlan] | None:
+    """The fitting candidate with the lowest expected time; ties go to the earlier (simpler) rung."""
+    best: tuple[Rung, MemoryPlan] | None = None
+    for rung, plan in candidates:
         assert plan.estimate is not None
-        if fits(plan.estimate, budget):
-            return replace(plan, reason=_reason(plan, rung, budget, forced=False, skipped=index))
-    raise cannot_fit(spec, request, budget, allow_approximate=allow_approximate)
+        if not fits(plan.estimate, budget):
+            continue
+        if best is None or plan.estimate.slowdown < _slowdown(best[1]) - SPEED_TIE:
+            best = (rung, plan)
+    return best
 
 
-def smallest_estimate_gib(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *,
-                          allow_approximate: bool) -> float:
+def _slowdown(plan: MemoryPlan) -> float:
+    assert plan.estimate is not None
+    return plan.estimate.slowdown
+
+
+def smallest_estimate_gib(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, allow_approximate: bool
+) -> float:
     """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
     values = []
     for rung in ladder(allow_approximate=allow_approximate):
@@ -238,7 +308,9 @@ def _fits_any(spec: ModelSpec, shape: Shape, budget: DeviceBudget, allow_approxi
     return need * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
 
 
-def cannot_fit(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, allow_approximate: bool) -> CannotFit:
+def cannot_fit(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, allow_approximate: bool
+) -> CannotFit:
     """The refusal, naming the largest frame count at this size and the largest preset at this frame count."""
     need = smallest_estimate_gib(spec, request, budget, allow_approximate=allow_approximate)
     budget_gib = budget.budget_bytes / GIB
@@ -251,8 +323,12 @@ def cannot_fit(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, 
     }
     hints = []
     for frames in range(request.num_frames - 1, limits.min_frames - 1, -1):
-        if _fits_any(spec, Shape(request.height, request.width, frames, request.guidance_scale), budget,
-                     allow_approximate):
+        if _fits_any(
+            spec,
+            Shape(request.height, request.width, frames, request.guidance_scale),
+            budget,
+            allow_approximate,
+        ):
             details["largest_num_frames"] = frames
             hints.append(f"{frames} frames at {request.height}x{request.width}")
             break
@@ -263,15 +339,17 @@ def cannot_fit(spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, 
         width = max(limits.min_side, int(round(side * aspect**0.5 / step)) * step)
         if height * width >= request.height * request.width:
             continue
-        if _fits_any(spec, Shape(height, width, request.num_frames, request.guidance_scale), budget,
-                     allow_approximate):
+        if _fits_any(
+            spec, Shape(height, width, request.num_frames, request.guidance_scale), budget, allow_approximate
+        ):
             details["largest_size"] = [height, width]
             hints.append(f"{height}x{width} at {request.num_frames} frames")
             break
     what = " or ".join(hints) if hints else "nothing this model can make"
     extra = "" if allow_approximate else " (approximate savings not allowed)"
     message = (
-        f"{request.height}x{request.width} x {request.num_frames} frames needs at least {need * ESTIMATE_MARGIN:.2f} "
+        f"{request.height}x{request.width} x {request.num_frames} frames needs at least "
+        f"{need * ESTIMATE_MARGIN:.2f} "
         f"GiB with the most memory-saving plan{extra}, but the budget is {budget_gib:.2f} GiB. "
         f"Largest that fits: {what}."
     )

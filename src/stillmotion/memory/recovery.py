@@ -1,12 +1,49 @@
-"""PLACEHOLDER (the memory engineer replaces this file): the next cheaper plan after an OOM."""
+"""After an out-of-memory error: the next cheaper plan, or None at the bottom of the ladder.
+
+"Cheaper" means a rung further down the ladder whose estimated peak is strictly lower than the failed plan's,
+or whose placement offloads strictly more. Among those, the fastest that fits the budget wins; when none fits
+(the estimate was already wrong once), the one with the lowest estimate is tried. Every call moves strictly
+down, so the engine's retries are bounded by the ladder's length.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.plan import MemoryPlan, RequestShape
+from stillmotion.memory.plan import MemoryPlan, RequestShape, build_plan, fastest_fitting, ladder
+from stillmotion.memory.types import PLACEMENT_ORDER
 from stillmotion.models.registry import ModelSpec
 
 
-def next_plan(spec: ModelSpec, request: RequestShape, failed: MemoryPlan, budget: DeviceBudget,
-              *, allow_approximate: bool = False) -> MemoryPlan | None:
-    return None
+def next_plan(
+    spec: ModelSpec,
+    request: RequestShape,
+    failed: MemoryPlan,
+    budget: DeviceBudget,
+    *,
+    allow_approximate: bool = False,
+) -> MemoryPlan | None:
+    """The plan to retry with after ``failed`` ran out of memory; None when nothing cheaper is left."""
+    rungs = ladder(allow_approximate=allow_approximate or failed.approximate)
+    names = [rung.name for rung in rungs]
+    start = names.index(failed.rung) + 1 if failed.rung in names else 0
+    failed_peak = failed.estimate.peak_reserved_gib if failed.estimate is not None else float("inf")
+    failed_rank = PLACEMENT_ORDER.index(failed.placement)
+    candidates = []
+    for rung in rungs[start:]:
+        plan = build_plan(spec, request, budget, rung)
+        assert plan.estimate is not None
+        cheaper = plan.estimate.peak_reserved_gib < failed_peak
+        stronger = PLACEMENT_ORDER.index(plan.placement) > failed_rank
+        if cheaper or stronger:
+            candidates.append((rung, plan))
+    if not candidates:
+        return None
+    chosen = fastest_fitting(candidates, budget)
+    if chosen is None:
+        chosen = min(
+            candidates, key=lambda item: item[1].estimate.peak_reserved_gib if item[1].estimate else 0.0
+        )
+    rung, plan = chosen
+    return replace(plan, reason=f"after out-of-memory in {failed.rung}: {rung.name}: {rung.summary}")

@@ -147,7 +147,9 @@ class MemoryPlan:
 
     @property
     def approximations(self) -> list[str]:
-        return [name for name, on in (("fp8_weights", self.fp8_weights), ("vae_tiling", self.vae_tiling)) if on]
+        return [
+            name for name, on in (("fp8_weights", self.fp8_weights), ("vae_tiling", self.vae_tiling)) if on
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {

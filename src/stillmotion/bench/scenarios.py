@@ -1,0 +1,63 @@
+"""The benchmark grid of issue 3: sizes x frames x per-process memory caps, plus stock diffusers recipes.
+
+A cell with ``cap_gib == 0`` is uncapped; its final latents are the reference the capped cells of the same
+shape are compared with. ``recipe`` is ``"plan"`` (our planner, optionally forced to ``strategy``) or a stock
+diffusers recipe run through the deprecated ``I2VGenXLPipeline``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ISSUE3_SIZES = (512, 768, 1024)
+ISSUE3_FRAMES = (16, 32)
+ISSUE3_CAPS_GIB = (3.0, 4.0, 6.0, 8.0, 12.0, 24.0)
+# diffusers' documented memory recipes: enable_model_cpu_offload(), and leaf-level group offload with streams.
+STOCK_RECIPES = ("stock-model-offload", "stock-group-leaf")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One benchmark cell, run in its own process."""
+
+    name: str
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    cap_gib: float = 0.0  # 0 = uncapped (the reference run)
+    recipe: str = "plan"  # "plan" or one of STOCK_RECIPES
+    strategy: str | None = None  # force a rung (plan recipe only)
+    guidance_scale: float = 9.0
+    allow_approximate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def shape_key(self) -> str:
+        return f"{self.height}x{self.width}x{self.num_frames}"
+
+
+def grid(
+    sizes: tuple[int, ...] = ISSUE3_SIZES,
+    frames: tuple[int, ...] = ISSUE3_FRAMES,
+    caps_gib: tuple[float, ...] = ISSUE3_CAPS_GIB,
+    *,
+    steps: int = 4,
+    stock: bool = True,
+) -> list[Scenario]:
+    """Per shape: the uncapped reference first, then each cap, then the stock recipes (uncapped)."""
+    cells = []
+    for size in sizes:
+        for count in frames:
+            base = f"{size}x{size}x{count}"
+            cells.append(Scenario(f"{base}-uncapped", size, size, count, steps))
+            for cap in caps_gib:
+                if cap > 0:
+                    cells.append(Scenario(f"{base}-cap{cap:g}", size, size, count, steps, cap_gib=cap))
+            if stock:
+                for recipe in STOCK_RECIPES:
+                    cells.append(Scenario(f"{base}-{recipe}", size, size, count, steps, recipe=recipe))
+    return cells

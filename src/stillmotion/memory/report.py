@@ -1,0 +1,56 @@
+"""Render a MemoryPlan as text for ``stillmotion plan`` and the logs."""
+
+from __future__ import annotations
+
+from stillmotion.memory.device import DeviceBudget
+from stillmotion.memory.plan import ESTIMATE_MARGIN
+from stillmotion.memory.types import GIB, MemoryPlan
+
+
+def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
+    """Rung, why, estimated peak per phase (GiB), expected slowdown and approximations, one fact per line."""
+    knobs = [f"placement {plan.placement.value}"]
+    if plan.group_offload_type is not None:
+        knobs[-1] += f" ({plan.group_offload_type.value})"
+    knobs.append(plan.dtype)
+    if plan.release_encoders:
+        knobs.append("encoders released after encoding")
+    if plan.ff_chunk_size is not None:
+        knobs.append(f"feed-forward chunks <= {plan.ff_chunk_size} MiB")
+    if plan.split_guidance:
+        knobs.append("guidance halves one after the other")
+    knobs.append(f"VAE decodes {plan.decode_chunk_size} frame(s) at a time")
+    if plan.fp8_weights:
+        knobs.append("UNet weights stored in float8 (APPROXIMATE)")
+    if plan.vae_tiling:
+        knobs.append("tiled VAE decode (APPROXIMATE)")
+    lines = [
+        f"plan: {plan.rung}",
+        f"why: {plan.reason}" if plan.reason else "why: -",
+        f"device: {budget.device_type} {budget.name}".rstrip()
+        + f", budget {budget.budget_bytes / GIB:.2f} GiB (free {budget.free_bytes / GIB:.2f}, "
+        f"reserve {budget.reserve_bytes / GIB:.2f})",
+        "uses: " + "; ".join(knobs),
+    ]
+    est = plan.estimate
+    if est is not None:
+        lines.append(
+            f"estimated peak reserved GiB (allocated): encode {est.encode.reserved_gib:.2f} "
+            f"({est.encode.allocated_gib:.2f}), denoise {est.denoise.reserved_gib:.2f} "
+            f"({est.denoise.allocated_gib:.2f}), decode {est.decode.reserved_gib:.2f} "
+            f"({est.decode.allocated_gib:.2f})"
+        )
+        lines.append(
+            f"peak {est.peak_reserved_gib:.2f} GiB in {est.peak_phase}; "
+            f"with the {ESTIMATE_MARGIN:.2f}x margin "
+            f"{est.peak_reserved_gib * ESTIMATE_MARGIN:.2f} GiB"
+            + ("" if est.expandable_segments else " (expandable segments OFF: reserved runs higher)")
+        )
+        lines.append(
+            f"expected slowdown: {est.slowdown:.2f}x the all-resident plan "
+            f"(~{est.s_per_step:.2f} s/step on an H100)"
+        )
+    lines.append(
+        "approximate: " + (", ".join(plan.approximations) if plan.approximate else "no (exact plan)")
+    )
+    return "\n".join(lines)
