@@ -114,3 +114,18 @@ def test_ctrl_c_stops_within_a_step_and_leaves_no_file(tmp_path: Path) -> None:
     assert "cancelled" in err
     assert not out.exists()
     assert not list(tmp_path.glob("*.mp4*")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_plan_for_another_card_steps_down_the_ladder_and_refuses_with_what_fits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = ["plan", "--model", "i2vgen-xl", "--prompt", "x", "--resolution", "1024p", "--json"]
+    rungs = []
+    for gib in ("24", "6", "4"):
+        assert main([*base, "--gpu-gb", gib]) == 0
+        rungs.append(json.loads(capsys.readouterr().out)["plan"]["rung"])
+    assert rungs[0] == "resident" and rungs[1] != rungs[0] and rungs[2] not in rungs[:2]
+
+    assert main([*base, "--gpu-gb", "2"]) == 3
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "cannot_fit" and "Largest that fits" in error["message"]

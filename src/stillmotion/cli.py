@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from stillmotion.config import Settings
-from stillmotion.errors import StillmotionError
+from stillmotion.errors import InvalidRequest, StillmotionError
 
 logger = logging.getLogger("stillmotion.cli")
 
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="show the memory plan and estimates; loads no weights")
     _add_generation_args(plan, need_image=False)
+    plan.add_argument(
+        "--gpu-gb",
+        type=float,
+        help="plan for a CUDA card with this much free memory instead of this machine's device",
+    )
 
     serve = sub.add_parser("serve", help="run the web UI and REST API")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -166,7 +171,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         loaded = load_image_file(args.image)
         image_size = (loaded.width, loaded.height)
-    report = Engine(settings).plan(_request(args), image_size=image_size, strategy=args.strategy)
+    budget = None
+    if args.gpu_gb is not None:
+        from stillmotion.memory.device import DeviceBudget
+
+        if args.gpu_gb <= 0:
+            raise InvalidRequest(f"gpu_gb={args.gpu_gb} must be above 0.", field="gpu_gb")
+        budget = DeviceBudget.fixed(args.gpu_gb, "cuda", name=f"a CUDA card with {args.gpu_gb:g} GiB free")
+    report = Engine(settings).plan(
+        _request(args), image_size=image_size, strategy=args.strategy, budget=budget
+    )
     if args.json:
         out(json.dumps({"ok": True, **report.to_dict()}, default=str))
     else:

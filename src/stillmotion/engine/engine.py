@@ -178,11 +178,12 @@ class Engine:
         request: GenerationRequest,
         image_size: tuple[int, int] | None = None,
         strategy: str | None = None,
+        budget: DeviceBudget | None = None,
     ) -> PlanReport:
-        """The plan ``generate`` would use now, with its estimates; loads no weights."""
+        """The plan ``generate`` would use now (or on ``budget``, e.g. another card); loads no weights."""
         spec = get_spec(request.model or self.settings.default_model)
         resolved = request.resolve(spec, image_size)
-        budget = self._measure_budget()
+        budget = budget or self._measure_budget()
         plan = plan_memory(
             spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
         )
