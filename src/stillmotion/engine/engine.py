@@ -368,7 +368,9 @@ class Engine:
     ) -> torch.Tensor:
         # A fresh scheduler per run: schedulers keep per-run state (timesteps).
         scheduler = type(components.scheduler).from_config(components.scheduler.config)
-        scheduler.set_timesteps(req.num_inference_steps, device=self.device)
+        # Timesteps stay on the CPU: DDIM indexes its CPU tables with them, which would force a host sync
+        # per step if they lived on the GPU (exact either way; see BENCHMARKING "removing host syncs").
+        scheduler.set_timesteps(req.num_inference_steps)
         if state.latents is None:
             noise = torch.Generator(device="cpu").manual_seed(req.seed)
             state.latents = model.initial_latents(
