@@ -33,7 +33,7 @@ from stillmotion.models.i2vgen_xl import I2VGenXLComponents, encode_image, encod
 from stillmotion.models.registry import I2VGENXL_NEGATIVE_PROMPT
 from stillmotion.models.tiny import build_tiny_tokenizer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "bench" / "configs" / "i2vgen-xl"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "models" / "configs" / "i2vgen-xl"
 
 
 def main() -> int:

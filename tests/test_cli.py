@@ -16,7 +16,16 @@ import pytest
 from stillmotion.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seaside.jpg"
-TINY = ["--model", "tiny-i2vgen-xl", "--image", str(EXAMPLE), "--prompt", "waves roll in", "--num-frames", "8"]
+TINY = [
+    "--model",
+    "tiny-i2vgen-xl",
+    "--image",
+    str(EXAMPLE),
+    "--prompt",
+    "waves roll in",
+    "--num-frames",
+    "8",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -24,10 +33,24 @@ def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STILLMOTION_DATA_DIR", str(tmp_path / "data"))
 
 
-def test_generate_writes_the_video_and_prints_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_writes_the_video_and_prints_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out.mp4"
-    code = main(["generate", *TINY, "--num-inference-steps", "4", "--height", "256", "--width", "256",
-                 "--output", str(out)])
+    code = main(
+        [
+            "generate",
+            *TINY,
+            "--num-inference-steps",
+            "4",
+            "--height",
+            "256",
+            "--width",
+            "256",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.strip() == str(out)
     with av.open(str(out)) as container:
@@ -38,8 +61,23 @@ def test_generate_writes_the_video_and_prints_its_path(tmp_path: Path, capsys: p
 
 def test_generate_json_reports_the_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "o.gif"
-    code = main(["generate", *TINY, "--num-inference-steps", "2", "--height", "64", "--width", "64",
-                 "--seed", "9", "--output", str(out), "--json"])
+    code = main(
+        [
+            "generate",
+            *TINY,
+            "--num-inference-steps",
+            "2",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--seed",
+            "9",
+            "--output",
+            str(out),
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["ok"] and result["request"]["seed"] == 9
     assert result["video_path"] == str(out) and out.exists()
@@ -64,7 +102,9 @@ def test_invalid_input_exits_2_with_one_clear_line(
     assert not out.exists()
 
 
-def test_invalid_input_with_json_is_machine_readable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_invalid_input_with_json_is_machine_readable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     assert main(["generate", *TINY, "--fps", "0", "--output", str(tmp_path / "x.mp4"), "--json"]) == 2
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["code"] == "invalid_request" and error["field"] == "fps"
@@ -96,9 +136,25 @@ def test_ctrl_c_stops_within_a_step_and_leaves_no_file(tmp_path: Path) -> None:
     out = tmp_path / "interrupted.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stillmotion.cli", "generate", *TINY, "--num-inference-steps", "200",
-         "--height", "256", "--width", "256", "--output", str(out)],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "stillmotion.cli",
+            "generate",
+            *TINY,
+            "--num-inference-steps",
+            "200",
+            "--height",
+            "256",
+            "--width",
+            "256",
+            "--output",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stderr is not None

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="Let the memory planner use savings that change the output (fp8 weights, VAE tiling). "
         "They are labelled in the output's metadata.",
     )
+    compile_unet: bool = Field(
+        default=False,
+        description="torch.compile the UNet's repeated blocks on CUDA (exact; faster steps after a cold "
+        "start of minutes, cached under data_dir/compile-cache). Off until measured on GPUs (docs/speed.md).",
+    )
     embedding_cache_size: int = Field(
         default=32, ge=0, description="Prompt and image embeddings kept in memory (LRU entries per kind)."
     )

@@ -116,7 +116,7 @@ def _model(settings: Settings) -> dict[str, str]:
     except StillmotionError as exc:
         return {"name": settings.default_model, "weights": exc.message}
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
-    if spec.tiny:
+    if spec.tiny or spec.random_weights:
         return {"name": spec.name, "weights": "built in (random weights, no download)"}
     cached = is_cached(spec, dtype, cache_dir=settings.models_dir)
     where = os.environ.get("HF_HOME", "the Hugging Face cache")

@@ -46,17 +46,24 @@ def test_generate_writes_a_playable_mp4_with_its_recipe(
     assert sidecar["sha256"] == result.sha256
 
 
-def test_a_seed_is_drawn_and_recorded_when_absent(engine: Engine, input_image: InputImage, tmp_path: Path) -> None:
+def test_a_seed_is_drawn_and_recorded_when_absent(
+    engine: Engine, input_image: InputImage, tmp_path: Path
+) -> None:
     result = engine.generate(GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "a.mp4")
     assert 0 <= result.request.seed < 2**32
     assert read_metadata(result.video_path)["seed"] == result.request.seed
 
 
-def test_progress_reports_every_step_in_order_with_an_eta(engine: Engine, input_image: InputImage,
-                                                          tmp_path: Path) -> None:
+def test_progress_reports_every_step_in_order_with_an_eta(
+    engine: Engine, input_image: InputImage, tmp_path: Path
+) -> None:
     events: list[ProgressEvent] = []
-    engine.generate(GenerationRequest(prompt="x", seed=1, **SMALL), input_image, tmp_path / "p.mp4",
-                    on_progress=events.append)
+    engine.generate(
+        GenerationRequest(prompt="x", seed=1, **SMALL),
+        input_image,
+        tmp_path / "p.mp4",
+        on_progress=events.append,
+    )
     steps = [e.step for e in events if e.stage is Stage.DENOISE]
     assert steps == [1, 2, 3]
     assert all(e.total_steps == 3 for e in events)
@@ -65,8 +72,9 @@ def test_progress_reports_every_step_in_order_with_an_eta(engine: Engine, input_
     assert denoise[-1].eta_s is not None and denoise[-1].eta_s >= 0
 
 
-def test_cancel_stops_within_one_step_and_writes_nothing(engine: Engine, input_image: InputImage,
-                                                         tmp_path: Path) -> None:
+def test_cancel_stops_within_one_step_and_writes_nothing(
+    engine: Engine, input_image: InputImage, tmp_path: Path
+) -> None:
     token = CancelToken()
     steps: list[int] = []
 
@@ -78,8 +86,13 @@ def test_cancel_stops_within_one_step_and_writes_nothing(engine: Engine, input_i
 
     out = tmp_path / "cancelled.mp4"
     with pytest.raises(Cancelled):
-        engine.generate(GenerationRequest(prompt="x", seed=1, **{**SMALL, "num_inference_steps": 6}),
-                        input_image, out, on_progress=on_progress, cancel=token)
+        engine.generate(
+            GenerationRequest(prompt="x", seed=1, **{**SMALL, "num_inference_steps": 6}),
+            input_image,
+            out,
+            on_progress=on_progress,
+            cancel=token,
+        )
     assert steps == [1, 2]
     assert list(tmp_path.iterdir()) == []
 
@@ -101,8 +114,9 @@ def test_second_run_with_same_prompt_and_image_skips_the_encoders(
     cached = engine.render(request, input_image).frames
     assert torch.equal(fresh, cached)
 
-    other = engine.generate(GenerationRequest(prompt="other words", seed=3, **SMALL), input_image,
-                            tmp_path / "3.mp4")
+    other = engine.generate(
+        GenerationRequest(prompt="other words", seed=3, **SMALL), input_image, tmp_path / "3.mp4"
+    )
     assert not any("cache hit" in w for w in other.warnings)
 
 
@@ -135,8 +149,9 @@ def test_oom_in_other_phases_is_recovered_and_recorded(
     assert read_metadata(result.video_path)["runtime"]["downgrades"][0]["phase"] == phase
 
 
-def test_oom_on_every_rung_fails_clearly(engine: Engine, input_image: InputImage, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oom_on_every_rung_fails_clearly(
+    engine: Engine, input_image: InputImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def always_oom(*args: object, **kwargs: object) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory (test)")
 
@@ -150,9 +165,13 @@ def test_oom_on_every_rung_fails_clearly(engine: Engine, input_image: InputImage
 
 def test_bad_requests_fail_before_any_work(engine: Engine, input_image: InputImage, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as info:
-        engine.generate(GenerationRequest(prompt="x", num_frames=99, **{k: v for k, v in SMALL.items()
-                                                                          if k != "num_frames"}),
-                        input_image, tmp_path / "x.mp4")
+        engine.generate(
+            GenerationRequest(
+                prompt="x", num_frames=99, **{k: v for k, v in SMALL.items() if k != "num_frames"}
+            ),
+            input_image,
+            tmp_path / "x.mp4",
+        )
     assert info.value.field == "num_frames"
     with pytest.raises(InvalidRequest) as info:
         engine.generate(GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "x.avi")

@@ -82,7 +82,9 @@ def test_explicit_size_overrides_presets_and_is_never_changed() -> None:
         ({"resolution": "512p", "height": 512, "width": 512}, "resolution", "one or the other"),
     ],
 )
-def test_each_broken_rule_names_the_field_value_and_rule(fields: dict[str, object], field: str, words: str) -> None:
+def test_each_broken_rule_names_the_field_value_and_rule(
+    fields: dict[str, object], field: str, words: str
+) -> None:
     with pytest.raises(InvalidRequest) as info:
         resolve(**fields)
     assert info.value.field == field

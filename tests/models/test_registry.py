@@ -70,8 +70,9 @@ def test_a_broken_local_folder_is_model_unavailable_with_advice(tmp_path: Path) 
     assert "download again" in info.value.message
 
 
-def test_an_unreachable_hub_fails_fast_with_the_offline_options(monkeypatch: pytest.MonkeyPatch,
-                                                                tmp_path: Path) -> None:
+def test_an_unreachable_hub_fails_fast_with_the_offline_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(loader, "_hub_reachable", lambda timeout_s=5.0: False)
     with pytest.raises(ModelUnavailable) as info:
         loader.load_components(I2VGENXL, torch.float16, cache_dir=tmp_path)

@@ -1,25 +1,25 @@
 """Run the benchmark grid: each cell in its own process, one JSON line per cell in bench/results/<name>.jsonl.
 
-Per cell (``--cell``): turn on expandable segments, cap the process with
-``torch.cuda.set_per_process_memory_fraction``, build the full-size I2VGen-XL from the copied configs with
-random weights (scaled by 0.5 so fp16 stays finite; cached once per seed so the cells load in seconds), plan
-with ``plan_memory`` and carry the plan out with ``apply_plan``, then run encode -> denoise -> decode with a
-peak-memory reading per phase. An out-of-memory error steps to ``recovery.next_plan`` and resumes from the
-last finished step (counted in ``oom_retries``). The final latents are compared with the uncapped run's.
+A plan cell runs the product: ``Engine(settings).render(...)`` (steps 1-5 of ``Engine.generate``: plan, load,
+encode, denoise, decode, OOM recovery) on ``i2vgen-xl-random``, the full-size I2VGen-XL with seeded random
+weights (models/random_full.py; built once, then loaded from its cached safetensors file). Before the engine
+starts the cell turns on expandable segments and caps the process with
+``torch.cuda.set_per_process_memory_fraction``. Peak allocated / reserved memory is read per phase from the
+engine's own progress events (LOAD, ENCODE, DENOISE, DECODE), plus the first UNet call as the end of the
+encode phase; seconds per step and OOM downgrades come from the engine's result. The decoded frames go to a
+.npy file in the results folder's tmp area and the parent compares them with the uncapped run's.
 
-The engine (stillmotion.engine.engine.Engine) was not available when this was written, so the loop below
-drives the UNet and VAE directly with the same memory modules the engine uses (plan, apply, recovery); it
-keeps the guidance arithmetic and the I2VGen-XL image-latent conditioning of diffusers' pipeline.
-Stock recipes run diffusers' deprecated ``I2VGenXLPipeline`` with its documented memory settings.
+A stock cell runs diffusers' deprecated ``I2VGenXLPipeline`` as-is with its documented memory recipe, on
+the same cached random weights, prompt, image and seed, for the side-by-side.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
+import io
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -27,98 +27,129 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from stillmotion.bench.scenarios import ISSUE3_CAPS_GIB, ISSUE3_FRAMES, ISSUE3_SIZES, Scenario, grid
+from stillmotion.bench.scenarios import (
+    BENCH_MODEL,
+    ISSUE3_CAPS_GIB,
+    ISSUE3_FRAMES,
+    ISSUE3_SIZES,
+    Scenario,
+    grid,
+)
 
 logger = logging.getLogger("stillmotion.bench")
 
 GIB = 1024**3
-CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "i2vgen-xl"
-WEIGHT_SCALE = 0.5  # as in ../shared/measurements: random fp16 weights stay finite
-REFERENCE_STEPS = 50
+REFERENCE_STEPS = 50  # totals are extrapolated to the product's default step count
 DEFAULT_CELL_TIMEOUT_S = 1800
+PROMPT = "a lighthouse on a cliff, waves rolling in"  # content does not change memory or time
+POLL_INTERVAL_S = 0.02
 
 
-# ----------------------------------------------------------------------------------------------- components
+# ----------------------------------------------------------------------------------------------- inputs
 
 
-def build_full_components(seed: int, cache_dir: Path | None) -> dict[str, Any]:
-    """Full-size I2VGen-XL networks, seeded random weights (fp16, CPU); cached as one file per seed."""
-    import torch
-    from diffusers import AutoencoderKL, I2VGenXLUNet
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+def bench_image(width: int, height: int, seed: int = 0) -> Any:
+    """A smooth gradient with noise at the target size (decodes like a photo; no file in the repo)."""
+    import numpy as np
+    from PIL import Image
 
-    def read(name: str) -> dict[str, Any]:
-        return dict(json.loads((CONFIG_DIR / name / "config.json").read_text()))
+    from stillmotion.media.image_input import load_image_bytes
 
-    builders: dict[str, Callable[[], Any]] = {
-        "unet": lambda: I2VGenXLUNet.from_config(read("unet")),
-        "vae": lambda: AutoencoderKL.from_config(read("vae")),
-        "text_encoder": lambda: CLIPTextModel(
-            CLIPTextConfig.from_json_file(CONFIG_DIR / "text_encoder" / "config.json")
-        ),
-        "image_encoder": lambda: CLIPVisionModelWithProjection(
-            CLIPVisionConfig.from_json_file(CONFIG_DIR / "image_encoder" / "config.json")
-        ),
-    }
-    cache = None if cache_dir is None else cache_dir / f"i2vgen-xl-random-seed{seed}-fp16.pt"
-    state: dict[str, Any] | None = None
-    if cache is not None and cache.exists():
-        state = torch.load(cache, mmap=True, weights_only=True)
-    modules: dict[str, Any] = {}
-    from accelerate import init_empty_weights
-
-    for offset, (name, build) in enumerate(builders.items()):
-        if state is not None:
-            with init_empty_weights():
-                module = build()
-            module.load_state_dict(state[name], assign=True)
-        else:
-            torch.manual_seed(seed + offset)
-            module = build()
-            with torch.no_grad():
-                for param in module.parameters():
-                    param.mul_(WEIGHT_SCALE)
-            module = module.to(torch.float16)
-        modules[name] = module.eval()
-    if cache is not None and state is None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save({name: m.state_dict() for name, m in modules.items()}, tmp)
-        tmp.replace(cache)
-    return modules
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
+    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return load_image_bytes(buffer.getvalue())
 
 
-def build_components(tiny: bool, seed: int, cache_dir: Path | None) -> tuple[dict[str, Any], Any, Any]:
-    """(networks, scheduler, spec)."""
-    from diffusers import DDIMScheduler
+def bench_request(scenario: Scenario, seed: int) -> Any:
+    from stillmotion.engine.request import GenerationRequest
 
-    from stillmotion.models.registry import I2VGENXL, TINY_I2VGENXL
+    return GenerationRequest(
+        prompt=PROMPT,
+        model=scenario.model,
+        height=scenario.height,
+        width=scenario.width,
+        num_frames=scenario.num_frames,
+        num_inference_steps=scenario.num_inference_steps,
+        guidance_scale=scenario.guidance_scale,
+        seed=seed,
+    )
 
-    if tiny:
-        from stillmotion.models.tiny import build_tiny_components
 
-        parts = build_tiny_components(seed)
-        nets = {name: parts[name] for name in ("unet", "vae", "text_encoder", "image_encoder")}
-        return nets, parts["scheduler"], TINY_I2VGENXL
-    scheduler = DDIMScheduler.from_pretrained(str(CONFIG_DIR / "scheduler"))
-    return build_full_components(seed, cache_dir), scheduler, I2VGENXL
+def models_dir(scenario: Scenario, work_dir: Path) -> Path | None:
+    """Random-weight models cache their weights under the work dir; hub models use the hub's own cache."""
+    from stillmotion.models.registry import get_spec
+
+    return work_dir / "models" if get_spec(scenario.model).random_weights else None
 
 
 # ----------------------------------------------------------------------------------------------- measuring
 
 
+class Poller:
+    """Background sampling of device-level used memory (NVML view: context included) and host RSS."""
+
+    def __init__(self, device: Any) -> None:
+        self.cuda = device.type == "cuda"
+        self.index = device.index or 0
+        self.peak_device = 0
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Poller:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        import psutil
+        import torch
+
+        self.peak_rss = max(self.peak_rss, psutil.Process().memory_info().rss)
+        if self.cuda:
+            free, total = torch.cuda.mem_get_info(self.index)
+            self.peak_device = max(self.peak_device, int(total - free))
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_INTERVAL_S):
+            self._sample()
+
+
 class PhaseMeter:
-    """Peak allocated/reserved per phase (CUDA) and wall time, with a device sync at each boundary."""
+    """Peak allocated / reserved memory and wall time per phase, switched by the engine's progress events.
+
+    ``on_progress`` is the engine's callback: LOAD, ENCODE and DECODE start their phase; the denoise phase
+    starts at the first UNet call after ENCODE (a self-removing global forward pre-hook, since the first
+    DENOISE event only arrives after step 1). Every switch synchronises the device, reads the peaks of the
+    phase that ends and resets them. A phase repeated after an OOM retry keeps its maxima and adds its time.
+    DENOISE events also stamp synchronised step boundaries (``step_gaps``).
+    """
 
     def __init__(self, device: Any) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
         self.phases: dict[str, dict[str, float]] = {}
+        self.current: str | None = None
+        self.started = 0.0
+        self.resident_gib: float | None = None
+        self.step_stamps: list[float] = []
+        self.step_gaps: list[float] = []
+        self._hook: Any = None
 
     def sync(self) -> None:
         if self.cuda:
@@ -126,244 +157,86 @@ class PhaseMeter:
 
             torch.cuda.synchronize(self.device)
 
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def enter(self, name: str | None) -> None:
+        """End the current phase (reading its peaks) and start ``name`` (None: just end)."""
         import torch
 
+        if name == self.current:
+            return
         self.sync()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.sync()
-            entry = {"s": round(time.perf_counter() - start, 4)}
+        now = time.perf_counter()
+        if self.current is not None:
+            entry = {"s": round(now - self.started, 4)}
             if self.cuda:
                 entry["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated(self.device) / GIB, 3)
                 entry["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(self.device) / GIB, 3)
-            previous = self.phases.get(name)
-            if previous is not None:  # a phase repeated after an OOM retry: keep the maxima, add the time
-                entry["s"] += previous["s"]
+            previous = self.phases.get(self.current)
+            if previous is not None:
+                entry["s"] = round(entry["s"] + previous["s"], 4)
                 for key in ("peak_alloc_gib", "peak_reserved_gib"):
                     if key in entry:
                         entry[key] = max(entry[key], previous.get(key, 0.0))
-            self.phases[name] = entry
+            self.phases[self.current] = entry
+        if name == "encode" and self.cuda:  # what the plan left on the device: the resident weights
+            self.resident_gib = round(torch.cuda.memory_allocated(self.device) / GIB, 3)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.current, self.started = name, time.perf_counter()
+
+    def on_progress(self, event: Any) -> None:
+        from stillmotion.engine.progress import Stage
+
+        if event.stage is Stage.LOAD:
+            self._disarm()
+            self.step_stamps = []  # a retry: gaps across the reload are not step times
+            self.enter("load")
+        elif event.stage is Stage.ENCODE:
+            self.enter("encode")
+            self._arm_unet_hook()
+        elif event.stage is Stage.DENOISE:
+            self.enter("denoise")
+            self.sync()
+            now = time.perf_counter()
+            if self.step_stamps:
+                self.step_gaps.append(now - self.step_stamps[-1])
+            self.step_stamps.append(now)
+        elif event.stage is Stage.DECODE:
+            self._disarm()
+            self.enter("decode")
+
+    def unet_started(self, module: Any) -> None:
+        self._disarm()
+        self.enter("denoise")
+
+    def finish(self) -> None:
+        self._disarm()
+        self.enter(None)
+
+    def peak(self, key: str) -> float | None:
+        values = [p[key] for p in self.phases.values() if key in p]
+        return max(values) if values else None
+
+    def _arm_unet_hook(self) -> None:
+        import torch
+        from diffusers import I2VGenXLUNet
+
+        self._disarm()
+
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            if isinstance(module, I2VGenXLUNet):
+                self.unet_started(module)
+
+        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+
+    def _disarm(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-# ----------------------------------------------------------------------------------------------- our plans
-
-
-def run_plan_cell(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    from stillmotion.errors import CannotFit
-    from stillmotion.memory.apply import apply_plan, release_encoders, reset_placement
-    from stillmotion.memory.device import DeviceBudget
-    from stillmotion.memory.plan import plan_memory
-    from stillmotion.memory.recovery import next_plan
-    from stillmotion.memory.types import Shape
-
-    device = torch.device(args.device)
-    nets, scheduler, spec = build_components(args.tiny, args.seed, _cache_dir(args))
-    budget = DeviceBudget.measure(device, vram_budget_gb=scenario.cap_gib or None)
-    shape = Shape(scenario.height, scenario.width, scenario.num_frames, scenario.guidance_scale)
-    record: dict[str, Any] = {"budget": budget.to_dict()}
-    try:
-        plan = plan_memory(
-            spec, shape, budget, strategy=scenario.strategy, allow_approximate=scenario.allow_approximate
-        )
-    except CannotFit as exc:
-        return {**record, "ok": True, "refused": exc.message, "refused_details": exc.details}
-    record["plan"] = plan.to_dict()
-    meter = PhaseMeter(device)
-    inject_at = int(os.environ.get("STILLMOTION_INJECT_OOM_AT_STEP", "-1"))
-    downgrades: list[str] = []
-    dtype = getattr(torch, plan.dtype)
-    h, w = scenario.height // 8, scenario.width // 8
-    gen = torch.Generator("cpu").manual_seed(args.seed)
-
-    with meter.phase("load"):
-        apply_plan(nets, plan, device)
-    exec_device = device
-
-    # 1. encode: two prompts, the image through the image encoder and the VAE.
-    with meter.phase("encode"), torch.no_grad():
-        vocab = nets["text_encoder"].config.vocab_size
-        ids = torch.randint(0, vocab, (2, 77), generator=gen).to(exec_device)
-        text = nets["text_encoder"](ids)[0]
-        size = nets["image_encoder"].config.image_size
-        pixels = torch.randn(1, 3, size, size, generator=gen).to(exec_device, dtype)
-        image_emb = nets["image_encoder"](pixels).image_embeds
-        image = torch.randn(1, 3, scenario.height, scenario.width, generator=gen).to(exec_device, dtype)
-        first = nets["vae"].encode(image).latent_dist.mode() * nets["vae"].config.scaling_factor
-        first = first.unsqueeze(2)
-        masks = [
-            torch.ones_like(first) * ((i + 1) / (scenario.num_frames - 1))
-            for i in range(scenario.num_frames - 1)
-        ]
-        image_latents = torch.cat([first, *masks], dim=2)
-        text_cfg = text  # [uncond, cond]
-        image_emb_cfg = torch.cat([torch.zeros_like(image_emb), image_emb])
-        image_latents_cfg = torch.cat([image_latents, image_latents])
-        release_encoders(nets, plan)
-
-    # 2. denoise, with OOM recovery that resumes from the last finished step.
-    scheduler.set_timesteps(scenario.num_inference_steps, device=exec_device)
-    latents = torch.randn(1, 4, scenario.num_frames, h, w, generator=gen).to(exec_device, dtype)
-    fps = torch.tensor([16, 16], device=exec_device)
-    step_times: list[float] = []
-    step = 0
-    retries = 0
-    injected = False
-    with meter.phase("denoise"):
-        while step < len(scheduler.timesteps):
-            t = scheduler.timesteps[step]
-            failed = False
-            try:
-                if step == inject_at and not injected:
-                    injected = True
-                    raise torch.OutOfMemoryError(
-                        "CUDA out of memory (injected by STILLMOTION_INJECT_OOM_AT_STEP)"
-                    )
-                meter.sync()
-                start = time.perf_counter()
-                latents = _denoise_step(
-                    nets["unet"],
-                    scheduler,
-                    latents,
-                    t,
-                    fps,
-                    text_cfg,
-                    image_emb_cfg,
-                    image_latents_cfg,
-                    scenario.guidance_scale,
-                    plan.split_guidance,
-                )
-                meter.sync()
-                step_times.append(time.perf_counter() - start)
-                step += 1
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not _is_oom(exc):
-                    raise
-                failed = True
-            if failed:  # outside the except block: the failed attempt's tensors are gone
-                gc.collect()
-                following = next_plan(spec, shape, plan, budget, allow_approximate=scenario.allow_approximate)
-                if following is None:
-                    return {
-                        **record,
-                        "ok": False,
-                        "oom_retries": retries,
-                        "error": "out of memory on every rung",
-                    }
-                reset_placement(nets)
-                apply_plan(nets, following, device)
-                downgrades.append(f"step {step}: {plan.rung} -> {following.rung}")
-                plan = following
-                retries += 1
-
-    # 3. decode in chunks of decode_chunk_size frames.
-    with meter.phase("decode"), torch.no_grad():
-        vae = nets["vae"]
-        if plan.vae_tiling:
-            vae.enable_tiling()
-        flat = latents[0].permute(1, 0, 2, 3) / vae.config.scaling_factor
-        frames = [
-            vae.decode(flat[i : i + plan.decode_chunk_size]).sample
-            for i in range(0, flat.shape[0], plan.decode_chunk_size)
-        ]
-        video = torch.cat(frames)
-    record.update(_timings(meter, step_times))
-    record.update(
-        {
-            "ok": True,
-            "oom_retries": retries,
-            "downgrades": downgrades,
-            "final_plan": plan.rung,
-            "nan": bool(torch.isnan(video).any().item()),
-        }
-    )
-    record.update(_estimate_vs_measured(plan, meter))
-    record.update(_compare_with_reference(scenario, latents, args))
-    reset_placement(nets)
-    return record
-
-
-def _denoise_step(
-    unet: Any,
-    scheduler: Any,
-    latents: Any,
-    t: Any,
-    fps: Any,
-    text: Any,
-    image_emb: Any,
-    image_latents: Any,
-    guidance: float,
-    split: bool,
-) -> Any:
-    import torch
-
-    with torch.no_grad():
-        if split:  # the two guidance halves one after the other: exact, half the activations
-            halves = [
-                unet(
-                    latents,
-                    t,
-                    fps=fps[i : i + 1],
-                    image_latents=image_latents[i : i + 1],
-                    image_embeddings=image_emb[i : i + 1],
-                    encoder_hidden_states=text[i : i + 1],
-                    return_dict=False,
-                )[0]
-                for i in (0, 1)
-            ]
-            uncond, cond = halves
-        else:
-            both = unet(
-                torch.cat([latents, latents]),
-                t,
-                fps=fps,
-                image_latents=image_latents,
-                image_embeddings=image_emb,
-                encoder_hidden_states=text,
-                return_dict=False,
-            )[0]
-            uncond, cond = both.chunk(2)
-        noise = uncond + guidance * (cond - uncond)
-        # I2VGen-XL's scheduler steps on (batch x frames) images.
-        b, c, f, h, w = latents.shape
-        flat_latents = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        flat_noise = noise.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        stepped = scheduler.step(flat_noise, t, flat_latents).prev_sample
-        return stepped[None].reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
-
-
-def _timings(meter: PhaseMeter, step_times: list[float]) -> dict[str, Any]:
-    per_step = statistics.median(step_times[1:] if len(step_times) > 1 else step_times) if step_times else 0.0
-    pre = meter.phases.get("load", {}).get("s", 0.0) + meter.phases.get("encode", {}).get("s", 0.0)
-    decode = meter.phases.get("decode", {}).get("s", 0.0)
-    steps = len(step_times)
-    total = pre + sum(step_times) + decode
-    return {
-        "phases": meter.phases,
-        "steps": steps,
-        "per_step_s": round(per_step, 4),
-        "pre_s": round(pre, 3),
-        "decode_s": round(decode, 3),
-        "total_s": round(total, 3),
-        "est_50_steps_s": round(total + (REFERENCE_STEPS - steps) * per_step, 2),
-        "peak_alloc_gib": max((p.get("peak_alloc_gib", 0.0) for p in meter.phases.values()), default=0.0),
-        "peak_reserved_gib": max(
-            (p.get("peak_reserved_gib", 0.0) for p in meter.phases.values()), default=0.0
-        ),
-    }
+def _median_after_first(values: list[float]) -> float | None:
+    values = values[1:] if len(values) > 1 else values
+    return round(statistics.median(values), 4) if values else None
 
 
 def _estimate_vs_measured(plan: Any, meter: PhaseMeter) -> dict[str, Any]:
@@ -378,119 +251,266 @@ def _estimate_vs_measured(plan: Any, meter: PhaseMeter) -> dict[str, Any]:
         phase = getattr(est, name)
         measured = meter.phases.get(name, {})
         out[f"est_{name}_reserved_gib"] = round(phase.reserved_gib, 3)
-        if "peak_reserved_gib" in measured and measured["peak_reserved_gib"] > 0:
+        out[f"est_{name}_alloc_gib"] = round(phase.allocated_gib, 3)
+        if measured.get("peak_reserved_gib", 0.0) > 0:
             out[f"err_{name}_reserved"] = round(phase.reserved_gib / measured["peak_reserved_gib"] - 1, 4)
+    measured_peak = meter.peak("peak_reserved_gib")
+    if measured_peak:
+        out["err_peak_reserved"] = round(est.peak_reserved_gib / measured_peak - 1, 4)
     return out
 
 
-def _reference_path(scenario: Scenario, args: argparse.Namespace) -> Path:
-    return (
-        Path(args.work_dir)
-        / f"reference-{scenario.shape_key}-seed{args.seed}-steps{scenario.num_inference_steps}.pt"
-    )
+def _memory_fields(meter: PhaseMeter, poller: Poller) -> dict[str, Any]:
+    return {
+        "phases": meter.phases,
+        "peak_alloc_gib": meter.peak("peak_alloc_gib"),
+        "peak_reserved_gib": meter.peak("peak_reserved_gib"),
+        "peak_nvml_gib": round(poller.peak_device / GIB, 3) if poller.cuda else None,
+        "resident_gib": meter.resident_gib,
+        "host_rss_gib": round(poller.peak_rss / GIB, 3),
+    }
 
 
-def _compare_with_reference(scenario: Scenario, latents: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _attention_backend(device: Any) -> str:
     import torch
 
-    path = _reference_path(scenario, args)
-    final = latents.detach().float().cpu()
-    if scenario.cap_gib == 0 and scenario.recipe == "plan" and scenario.strategy is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(final, path)
-        return {"reference": True, "max_abs_diff_vs_uncapped": 0.0, "rel_l2_vs_uncapped": 0.0}
-    if not path.exists():
-        return {"max_abs_diff_vs_uncapped": None}
-    ref = torch.load(path, weights_only=True)
-    diff = (final - ref).abs().max().item()
-    rel = ((final - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-    return {"max_abs_diff_vs_uncapped": diff, "rel_l2_vs_uncapped": rel}
+    if device.type != "cuda":
+        return "sdpa-cpu"
+    enabled = [
+        name
+        for name, on in (
+            ("flash", torch.backends.cuda.flash_sdp_enabled()),  # type: ignore[no-untyped-call]
+            ("mem_efficient", torch.backends.cuda.mem_efficient_sdp_enabled()),  # type: ignore[no-untyped-call]
+            ("math", torch.backends.cuda.math_sdp_enabled()),  # type: ignore[no-untyped-call]
+        )
+        if on
+    ]
+    return "sdpa(" + ",".join(enabled) + ")"
+
+
+# ----------------------------------------------------------------------------------------------- our plans
+
+
+def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Path) -> dict[str, Any]:
+    """Engine.render on the scenario, as a user's generation would run (same planner, same recovery)."""
+    import numpy as np
+
+    from stillmotion.config import Settings
+    from stillmotion.engine.engine import Engine
+    from stillmotion.errors import CannotFit
+
+    work = Path(args.work_dir)
+    settings = Settings(
+        data_dir=work / "data",
+        models_dir=models_dir(scenario, work),
+        default_model=scenario.model,
+        device=args.device,
+        offline=True,
+        vram_budget_gb=scenario.cap_gib or None,  # on CUDA the per-process fraction gives the same cap
+        allow_approximate=scenario.allow_approximate,
+    )
+    engine = Engine(settings)
+    request = bench_request(scenario, args.seed)
+    image = bench_image(scenario.width, scenario.height)
+    try:
+        planned = engine.plan(request, (image.width, image.height), strategy=scenario.strategy)
+    except CannotFit as exc:  # refused up front, before any weight is loaded: handled, not failed
+        return {"ok": True, "refused": exc.message, "refused_details": exc.details}
+    record: dict[str, Any] = {"budget": planned.budget.to_dict(), "plan": planned.plan.to_dict()}
+    meter = PhaseMeter(engine.device)
+    with Poller(engine.device) as poller:
+        rendered = engine.render(request, image, on_progress=meter.on_progress, strategy=scenario.strategy)
+        meter.finish()
+    frames = rendered.frames.numpy()
+    frames_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(frames_path, frames)
+    timings = rendered.timings
+    per_step = timings.get("per_step_s", 0.0)
+    pre = timings.get("load_s", 0.0) + timings.get("encode_s", 0.0)
+    decode = timings.get("decode_s", 0.0)
+    downgrades = list(rendered.downgrades)
+    synced = _median_after_first(meter.step_gaps) if meter.cuda else None
+    record.update(_memory_fields(meter, poller))
+    record.update(
+        {
+            "ok": True,
+            "dtype": rendered.plan.dtype,
+            "backend": _attention_backend(engine.device),
+            "final_plan": rendered.plan.rung,
+            "downgrades": downgrades,
+            "oom_retries": len(downgrades),
+            "oom_phase": downgrades[0]["phase"] if downgrades else None,
+            "steps": scenario.num_inference_steps,
+            "timings": timings,
+            "per_step_s": round(per_step, 4),
+            "per_step_synced_s": synced,
+            "pre_s": round(pre, 3),
+            "decode_s": round(decode, 3),
+            "total_s": round(rendered.clock.elapsed, 3),
+            "cold_start_s": round(timings.get("load_s", 0.0), 3),
+            # The engine's step clock does not synchronise the device; the synchronised gap is the honest one.
+            "est_50_steps_s": round(pre + REFERENCE_STEPS * (synced or per_step) + decode, 2),
+            "nan": bool(np.isnan(frames).any()),
+            "warnings": rendered.warnings,
+        }
+    )
+    record.update(_estimate_vs_measured(rendered.plan, meter))
+    engine.unload()
+    return record
 
 
 # ------------------------------------------------------------------------------------------- stock recipes
 
 
-def run_stock_cell(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
-    """diffusers' own I2VGenXLPipeline with its documented memory recipe (for comparison)."""
+def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Path) -> dict[str, Any]:
+    """diffusers' own I2VGenXLPipeline, as-is, with its documented memory recipe, on the same weights."""
+    import numpy as np
     import torch
     from diffusers import I2VGenXLPipeline
-    from PIL import Image
-    from transformers import CLIPImageProcessor
 
-    from stillmotion.models.tiny import build_tiny_tokenizer
+    from stillmotion.models.loader import load_components
+    from stillmotion.models.registry import get_spec
 
     device = torch.device(args.device)
-    nets, scheduler, _ = build_components(args.tiny, args.seed, _cache_dir(args))
-    processor = (
-        CLIPImageProcessor.from_pretrained(str(CONFIG_DIR / "feature_extractor")) if not args.tiny else None
-    )
-    pipe = I2VGenXLPipeline(
-        tokenizer=build_tiny_tokenizer(),
-        feature_extractor=processor or CLIPImageProcessor(),
-        scheduler=scheduler,
-        **nets,
-    )
-    if scenario.recipe == "stock-model-offload":
-        pipe.enable_model_cpu_offload(device=device)
-    elif scenario.recipe == "stock-group-leaf":
-        from diffusers.hooks import apply_group_offloading
-
-        for net in nets.values():
-            apply_group_offloading(
-                net, onload_device=device, offload_type="leaf_level", use_stream=device.type == "cuda"
-            )
-    else:
-        raise SystemExit(f"unknown recipe {scenario.recipe!r}")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    spec = get_spec(scenario.model)
+    request = bench_request(scenario, args.seed)
+    image = bench_image(scenario.width, scenario.height)
+    resolved = request.resolve(spec, (image.width, image.height))
     meter = PhaseMeter(device)
-    stamps: list[float] = []
+    with Poller(device) as poller:
+        meter.enter("load")
+        components = load_components(spec, dtype, cache_dir=models_dir(scenario, Path(args.work_dir)))
+        parts = {f.name: getattr(components, f.name) for f in fields(components)}
+        text_encoder = parts["text_encoder"]
+        if not hasattr(text_encoder, "text_model"):
+            # transformers 5 flattened CLIPTextModel; the deprecated pipeline still reads .text_model. Alias
+            # it without registering a submodule (a registered self-reference would recurse in .to()).
+            object.__setattr__(text_encoder, "text_model", text_encoder)
+        pipe = I2VGenXLPipeline(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        if scenario.recipe == "stock-model-offload":
+            pipe.enable_model_cpu_offload(device=device)
+        elif scenario.recipe == "stock-group-leaf":
+            from diffusers.hooks import apply_group_offloading
 
-    def stamp(*_: Any) -> None:
-        meter.sync()
-        stamps.append(time.perf_counter())
+            for net in components.modules().values():
+                apply_group_offloading(
+                    net, onload_device=device, offload_type="leaf_level", use_stream=device.type == "cuda"
+                )
+        else:
+            raise SystemExit(f"unknown recipe {scenario.recipe!r}")
+        stamps: list[float] = []
 
-    nets["unet"].register_forward_pre_hook(stamp)
-    image = Image.new("RGB", (scenario.width, scenario.height), (120, 90, 60))
-    with meter.phase("call"):
-        pipe(
-            prompt="benchmark",
-            image=image,
-            height=scenario.height,
-            width=scenario.width,
-            num_frames=scenario.num_frames,
-            num_inference_steps=scenario.num_inference_steps,
-            guidance_scale=scenario.guidance_scale,
+        def unet_called(*_: Any) -> None:  # one batched-CFG UNet call per step
+            meter.enter("denoise")
+            meter.sync()
+            stamps.append(time.perf_counter())
+
+        def decode_started(*_: Any) -> None:
+            meter.enter("decode")
+
+        components.unet.register_forward_pre_hook(unet_called)
+        components.vae.decoder.register_forward_pre_hook(decode_started)
+        meter.enter("encode")
+        started = time.perf_counter()
+        # Same seeds as the engine: the pipeline draws the VAE posterior sample from the global RNG.
+        torch.manual_seed(args.seed)
+        output = pipe(
+            prompt=resolved.prompt,
+            negative_prompt=resolved.negative_prompt,
+            image=image.image,
+            height=resolved.height,
+            width=resolved.width,
+            target_fps=resolved.fps,
+            num_frames=resolved.num_frames,
+            num_inference_steps=resolved.num_inference_steps,
+            guidance_scale=resolved.guidance_scale,
             decode_chunk_size=1,
-            output_type="pt",
+            output_type="np",
             generator=torch.Generator("cpu").manual_seed(args.seed),
         )
+        meter.finish()
+        total = time.perf_counter() - started
+    frames = np.asarray(output.frames[0], dtype=np.float32)
+    frames_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(frames_path, frames)
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    per_step = statistics.median(gaps[1:] if len(gaps) > 1 else gaps) if gaps else 0.0
-    total = meter.phases["call"]["s"]
+    per_step = _median_after_first(gaps) or 0.0
+    pre = meter.phases.get("encode", {}).get("s", 0.0)
+    decode = meter.phases.get("decode", {}).get("s", 0.0)
     return {
         "ok": True,
-        "phases": meter.phases,
+        "dtype": str(dtype).removeprefix("torch."),
+        "backend": _attention_backend(device),
+        **_memory_fields(meter, poller),
+        "oom_retries": 0,
         "steps": scenario.num_inference_steps,
-        "per_step_s": round(per_step, 4),
+        "per_step_s": per_step,
+        "pre_s": round(pre, 3),
+        "decode_s": round(decode, 3),
         "total_s": round(total, 3),
-        "est_50_steps_s": round(total + (REFERENCE_STEPS - scenario.num_inference_steps) * per_step, 2),
-        "peak_alloc_gib": meter.phases["call"].get("peak_alloc_gib"),
-        "peak_reserved_gib": meter.phases["call"].get("peak_reserved_gib"),
-        "max_abs_diff_vs_uncapped": None,  # diffusers draws its own noise: not comparable bit for bit
+        "cold_start_s": meter.phases.get("load", {}).get("s"),
+        "est_50_steps_s": round(pre + REFERENCE_STEPS * per_step + decode, 2),
+        "nan": bool(np.isnan(frames).any()),
     }
 
 
+# ----------------------------------------------------------------------------------------------- comparing
+
+
+def compare_frames(frames: Any, reference: Any) -> dict[str, Any]:
+    """Max abs difference and PSNR (frames in [0, 1]); PSNR is None when the frames are bit-identical."""
+    import numpy as np
+
+    if frames.shape != reference.shape:
+        return {"max_abs_diff_vs_uncapped": None, "compare_error": f"{frames.shape} vs {reference.shape}"}
+    diff = frames.astype(np.float64) - reference.astype(np.float64)
+    mse = float(np.mean(diff * diff))
+    return {
+        "max_abs_diff_vs_uncapped": float(np.abs(diff).max()),
+        "psnr_vs_uncapped": None if mse == 0 else round(10 * math.log10(1.0 / mse), 2),
+        "bitwise_equal_to_uncapped": mse == 0 and bool(np.array_equal(frames, reference)),
+    }
+
+
+def _tmp_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out_dir, "tmp", args.name)
+
+
+def _reference_path(scenario: Scenario, args: argparse.Namespace) -> Path:
+    model = scenario.model.replace("/", "_")
+    return _tmp_dir(args) / (
+        f"reference-{model}-{scenario.shape_key}-seed{args.seed}-steps{scenario.num_inference_steps}.npy"
+    )
+
+
+def _compare_cell(scenario: Scenario, frames_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """In the parent: keep the reference cell's frames, compare any other cell's with them, then delete."""
+    import numpy as np
+
+    if not frames_path.exists():
+        return {}
+    reference = _reference_path(scenario, args)
+    if scenario.is_reference:
+        frames_path.replace(reference)
+        return {"reference": True, "max_abs_diff_vs_uncapped": 0.0, "psnr_vs_uncapped": None}
+    try:
+        if not reference.exists():
+            return {"max_abs_diff_vs_uncapped": None, "compare_error": "no uncapped run of this shape yet"}
+        return compare_frames(np.load(frames_path), np.load(reference))
+    finally:
+        frames_path.unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------------------------- processes
-
-
-def _cache_dir(args: argparse.Namespace) -> Path | None:
-    return None if args.tiny else Path(args.work_dir) / "weights"
 
 
 def environment(device: str) -> dict[str, Any]:
     import torch
 
     versions: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("diffusers", "transformers", "accelerate"):
+    for name in ("diffusers", "transformers", "accelerate", "stillmotion"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
@@ -512,6 +532,7 @@ def run_cell(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     """In the child process: allocator first, then the cap, then the run."""
     from stillmotion.memory.device import configure_allocator
 
+    # Our plans run with the allocator config the engine sets; stock recipes with whatever the user has.
     alloc_conf = (
         configure_allocator() if scenario.recipe == "plan" else os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
     )
@@ -520,15 +541,31 @@ def run_cell(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     if args.device.startswith("cuda") and scenario.cap_gib > 0:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, scenario.cap_gib * GIB / total), 0)
+    frames_path = Path(args.frames_out)
     start = time.perf_counter()
     try:
-        body = run_plan_cell(scenario, args) if scenario.recipe == "plan" else run_stock_cell(scenario, args)
-    except torch.OutOfMemoryError as exc:  # an OOM that escaped recovery: recorded as a failure, not hidden
+        if scenario.recipe == "plan":
+            body = run_plan_cell(scenario, args, frames_path)
+        else:
+            body = run_stock_cell(scenario, args, frames_path)
+    except torch.OutOfMemoryError as exc:  # stock recipes have no recovery: recorded, not hidden
         body = {"ok": False, "error": f"unhandled out of memory: {str(exc)[:300]}"}
+    except Exception as exc:  # the engine's OutOfMemory (every rung failed) and anything else
+        from stillmotion.errors import StillmotionError
+
+        if not isinstance(exc, StillmotionError):
+            raise
+        body = {"ok": False, "error": f"{exc.code}: {exc.message}"[:500]}
     return {
         "scenario": scenario.to_dict(),
+        "recipe": scenario.recipe,
+        "model": scenario.model,
+        "res": f"{scenario.width}x{scenario.height}",
+        "frames": scenario.num_frames,
         "alloc_conf": alloc_conf,
         "wall_s": round(time.perf_counter() - start, 2),
+        "tflop_per_step": None,  # not measured yet (FlopCounterMode over one UNet call)
+        "mfu": None,
         **body,
     }
 
@@ -539,6 +576,7 @@ def run_grid(scenarios: list[Scenario], args: argparse.Namespace, out_path: Path
     failures = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for scenario in scenarios:
+        frames_path = _tmp_dir(args) / f"{scenario.name}-{os.getpid()}.npy"
         child = [
             sys.executable,
             "-m",
@@ -551,9 +589,9 @@ def run_grid(scenarios: list[Scenario], args: argparse.Namespace, out_path: Path
             str(args.seed),
             "--work-dir",
             str(args.work_dir),
+            "--frames-out",
+            str(frames_path),
         ]
-        if args.tiny:
-            child.append("--tiny")
         try:
             proc = subprocess.run(
                 child, capture_output=True, text=True, timeout=args.cell_timeout_s, check=False
@@ -574,15 +612,18 @@ def run_grid(scenarios: list[Scenario], args: argparse.Namespace, out_path: Path
                 "ok": False,
                 "error": f"timeout after {args.cell_timeout_s} s",
             }
+        if row.get("ok") and "refused" not in row:
+            row.update(_compare_cell(scenario, frames_path, args))
+        frames_path.unlink(missing_ok=True)
         row = {"name": scenario.name, **header, **row}
         failures += 0 if row.get("ok") else 1
         with out_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         summary = (
             f"{scenario.name}: ok={row.get('ok')} "
-            f"plan={row.get('final_plan') or row.get('refused', '')[:60]} "
+            f"plan={row.get('final_plan') or str(row.get('refused', ''))[:60]} "
             f"reserved={row.get('peak_reserved_gib')} est={row.get('est_peak_reserved_gib')} "
-            f"s/step={row.get('per_step_s')}\n"
+            f"s/step={row.get('per_step_s')} diff={row.get('max_abs_diff_vs_uncapped')}\n"
         )
         sys.stdout.write(summary)
         sys.stdout.flush()
@@ -602,6 +643,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default="grid", help="results file: <out-dir>/<name>.jsonl (appended)")
     parser.add_argument("--out-dir", default="bench/results")
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
+    parser.add_argument("--model", default=BENCH_MODEL, help="registered model (default: %(default)s)")
     parser.add_argument(
         "--sizes", default=",".join(map(str, ISSUE3_SIZES)), help="square sizes, e.g. 512,768"
     )
@@ -616,20 +658,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-stock", action="store_true", help="skip the stock diffusers recipes")
     parser.add_argument("--only", default="", help="run only cells whose name contains this")
-    parser.add_argument("--strategy", default=None, help="force a rung in every plan cell")
+    parser.add_argument("--strategy", default=None, help="force a rung in every capped plan cell")
     parser.add_argument("--allow-approximate", action="store_true")
     parser.add_argument(
-        "--tiny", action="store_true", help="tiny-i2vgen-xl instead of the full size (smoke test)"
+        "--tiny", action="store_true", help="shorthand for --model tiny-i2vgen-xl (CPU smoke test)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="generation seed (the weights' seed is fixed)")
     parser.add_argument(
         "--work-dir",
         default=os.path.join(tempfile.gettempdir(), "stillmotion-bench"),
-        help="weight cache and reference latents",
+        help="the random-weights cache (models/) and the engine's data folder",
     )
     parser.add_argument("--cell-timeout-s", type=int, default=DEFAULT_CELL_TIMEOUT_S)
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # internal: run one cell, print JSON
-    return parser.parse_args(argv)
+    parser.add_argument("--frames-out", default=None, help=argparse.SUPPRESS)  # internal: the cell's frames
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.model = "tiny-i2vgen-xl"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -644,11 +690,10 @@ def main(argv: list[str] | None = None) -> int:
         _ints(args.frames),
         _floats(args.caps),
         steps=args.steps,
-        stock=not args.no_stock and not args.tiny,
+        stock=not args.no_stock,
+        model=args.model,
     )
     if args.strategy or args.allow_approximate:
-        from dataclasses import replace
-
         scenarios = [
             replace(s, strategy=args.strategy, allow_approximate=args.allow_approximate)
             if s.recipe == "plan" and s.cap_gib > 0

@@ -26,7 +26,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 ALLOCATOR_BLOCK_BYTES = 512  # the CUDA caching allocator rounds every block up to this
-CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "i2vgen-xl"
+# The configs of ali-vilab/i2vgen-xl shipped with the package (models/configs/i2vgen-xl).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "configs" / "i2vgen-xl"
 
 
 def _storage_key(tensor: torch.Tensor) -> int:

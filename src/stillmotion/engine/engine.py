@@ -36,6 +36,8 @@ from stillmotion.models import i2vgen_xl as model
 from stillmotion.models.i2vgen_xl import Conditioning, I2VGenXLComponents
 from stillmotion.models.loader import load_components
 from stillmotion.models.registry import ModelSpec, get_spec
+from stillmotion.speed.compile import apply_speed, mark_step_begin, undo_speed
+from stillmotion.speed.options import SpeedOptions, choose_speed
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +172,7 @@ class Engine:
         self.cache = EmbeddingCache(settings.embedding_cache_size)
         self._loaded: tuple[str, torch.dtype, I2VGenXLComponents] | None = None
         self._placed: MemoryPlan | None = None
+        self._speed: tuple[MemoryPlan, SpeedOptions, dict[str, Any]] | None = None
 
     # -- public API ------------------------------------------------------------------------------------
 
@@ -287,9 +290,8 @@ class Engine:
     def unload(self) -> None:
         """Free every loaded model and cached embedding; memory goes back to the process baseline."""
         if self._loaded is not None:
-            reset_placement(self._loaded[2].modules())
+            self._reset(self._loaded[2])
         self._loaded = None
-        self._placed = None
         self.cache.clear()
         self._free_transients()
 
@@ -320,10 +322,10 @@ class Engine:
         components = self._components(spec, dtype)
         faults.maybe_raise("load")
         if self._placed != plan:
-            reset_placement(components.modules())
-            self._placed = None
+            self._reset(components)
         apply_plan(components.modules(), plan, self.device)
         self._placed = plan
+        self._apply_speed(components, plan)
         timings["load_s"] = timings.get("load_s", 0.0) + time.perf_counter() - started
 
         # 4a. Encode prompt and image (cached), then release the encoders if the plan says so.
@@ -389,6 +391,8 @@ class Engine:
             faults.maybe_raise("denoise", step=index + 1)
             started = time.perf_counter()
             timestep = scheduler.timesteps[index]
+            if self._speed is not None:
+                mark_step_begin(self._speed[2])
             model_input = scheduler.scale_model_input(latents, timestep)
             noise_pred = model.predict_noise(
                 components, model_input, timestep, cond, req.guidance_scale, plan.split_guidance
@@ -453,8 +457,7 @@ class Engine:
     ) -> MemoryPlan:
         """Free the failed attempt's memory and return the next cheaper plan (or raise OutOfMemory)."""
         if self._loaded is not None:
-            reset_placement(self._loaded[2].modules())
-        self._placed = None
+            self._reset(self._loaded[2])
         if state.latents is not None:
             state.latents = state.latents.to("cpu")  # small; keeps the finished steps through the reset
         self._free_transients()
@@ -499,6 +502,24 @@ class Engine:
         self._loaded = (spec.name, dtype, components)
         return components
 
+    def _apply_speed(self, components: I2VGenXLComponents, plan: MemoryPlan) -> None:
+        """Exact speed-ups that suit this plan and device (speed/options.py decides; off on the CPU)."""
+        options = choose_speed(plan, self.device.type, allow_compile=self.settings.compile_unet)
+        if self._speed is not None and self._speed[:2] == (plan, options):
+            return  # keep the compiled code
+        undo_speed(components.modules())
+        applied = apply_speed(
+            components.modules(), options, self.device, self.settings.data_dir / "compile-cache"
+        )
+        self._speed = (plan, options, applied)
+
+    def _reset(self, components: I2VGenXLComponents) -> None:
+        """Undo speed-ups and placement so another plan can be applied; memory back to the weights alone."""
+        undo_speed(components.modules())
+        self._speed = None
+        reset_placement(components.modules())
+        self._placed = None
+
     def _measure_budget(self) -> DeviceBudget:
         return DeviceBudget.measure(
             self.device,
@@ -539,6 +560,7 @@ class Engine:
                 "plan": plan.to_dict(),
                 "downgrades": downgrades,
                 "approximate": plan.approximate,
+                "speed": self._speed[2] if self._speed is not None else None,
             },
             "warnings": list(warnings),
             "versions": {

@@ -1,4 +1,4 @@
-"""Load a model's components: the tiny random build, a local folder, or a Hugging Face repo id.
+"""Load a model's components: a random build (tiny or full size), a local folder, or a Hugging Face repo id.
 
 Downloads go through ``huggingface_hub.snapshot_download`` (a progress bar per file, resumable, only the
 files this dtype needs), then every component loads from that local snapshot. Hub and file errors become
@@ -51,6 +51,8 @@ def hub_patterns(dtype: torch.dtype) -> list[str]:
 def is_cached(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | None = None) -> bool:
     """Whether every file this dtype needs is already in the local Hugging Face cache (no network)."""
     if spec.tiny or spec.local_path is not None:
+        return True
+    if spec.random_weights:  # built offline when missing: never a download
         return True
     return _is_cached_snapshot(spec, dtype, cache_dir)
 
@@ -144,6 +146,11 @@ def load_components(
             for module in components.modules().values():
                 module.to(dtype=dtype)
         return components
+    if spec.random_weights:
+        from stillmotion.models.random_full import build_random_components
+
+        # Cached as a safetensors file per (seed, dtype) under the models folder; built on the first use.
+        return build_random_components(dtype=dtype, cache_dir=cache_dir)
     folder = spec.local_path or fetch_snapshot(spec, dtype, cache_dir=cache_dir, offline=offline)
     variant = weight_variant(dtype) if spec.local_path is None else _local_variant(folder, dtype)
     logger.info("loading %s from %s (%s, variant=%s)", spec.name, folder, dtype, variant)

@@ -97,6 +97,7 @@ class ModelSpec:
     memory: MemoryFacts
     description: str = ""
     tiny: bool = False  # built in memory with random weights, no download
+    random_weights: bool = False  # full size, seeded random weights built offline (models/random_full.py)
     aliases: tuple[str, ...] = field(default=())
 
     @property
@@ -104,6 +105,8 @@ class ModelSpec:
         """Where the weights come from, for logs and metadata."""
         if self.tiny:
             return "built-in random weights"
+        if self.random_weights:
+            return "built-in random weights (full size, cached after the first build)"
         if self.local_path is not None:
             return str(self.local_path)
         return f"{self.repo_id}@{self.revision or 'main'}"
@@ -188,7 +191,19 @@ TINY_I2VGENXL = ModelSpec(
     tiny=True,
 )
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (I2VGENXL, TINY_I2VGENXL)}
+RANDOM_I2VGENXL = replace(
+    I2VGENXL,
+    name="i2vgen-xl-random",
+    repo_id=None,
+    revision=None,
+    description="The full-size I2VGen-XL architecture with seeded random weights, built offline (no "
+    "download): for memory and speed testing, e.g. the benchmark. Its videos are noise. Same parameter "
+    "counts as i2vgen-xl, so the same memory estimates.",
+    random_weights=True,
+    aliases=(),
+)
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (I2VGENXL, TINY_I2VGENXL, RANDOM_I2VGENXL)}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
