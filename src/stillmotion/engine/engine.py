@@ -321,10 +321,10 @@ class Engine:
             self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
         components = self._components(spec, dtype)
         faults.maybe_raise("load")
-        if self._placed != plan:
+        if self._placed != plan:  # placed once per plan: offload hooks bring released models back themselves
             self._reset(components)
-        apply_plan(components.modules(), plan, self.device)
-        self._placed = plan
+            apply_plan(components.modules(), plan, self.device)
+            self._placed = plan
         self._apply_speed(components, plan)
         timings["load_s"] = timings.get("load_s", 0.0) + time.perf_counter() - started
 

@@ -49,7 +49,8 @@ def apply_plan(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, device:
     """Cast, chunk, store in fp8 and place ``modules`` as ``plan`` says (the engine does the rest)."""
     dtype = torch_dtype(plan.dtype)
     for module in modules.values():
-        module.to(dtype=dtype)
+        if _dtype_of(module) != dtype:  # a no-op cast still makes diffusers warn about fp32 modules
+            module.to(dtype=dtype)
     unet: Any = modules["unet"]  # a diffusers ModelMixin
     if plan.fp8_weights and not has_fp8_storage(unet):
         unet.enable_layerwise_casting(storage_dtype=torch_dtype(FP8_STORAGE_DTYPE), compute_dtype=dtype)
@@ -102,6 +103,11 @@ def _model_offload_chain(chain: list[torch.nn.Module], device: torch.device) -> 
         _, hook = cpu_offload_with_hook(module, execution_device=device, prev_module_hook=previous)
         setattr(module, _OFFLOAD_HOOK_ATTR, hook)
         previous = hook
+
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype | None:
+    parameter = next(module.parameters(), None)
+    return None if parameter is None else parameter.dtype
 
 
 def release_encoders(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan) -> None:
