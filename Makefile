@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # (`torch>=2.4`) installs the CUDA build. Override with e.g. `make test TORCH_SPEC="torch==2.6.0"`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: run demo test check fmt browser clean
+.PHONY: run example demo test check fmt browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[server,dev]"
 	touch $@
 
+# The service: web UI and REST API on http://127.0.0.1:7860 (jobs in ./data).
 run: $(VENV)/.installed
+	$(BIN)/stillmotion serve
+
+# One video from the example image with the default model (downloaded on first use).
+example: $(VENV)/.installed
 	$(BIN)/stillmotion generate --image examples/seaside.jpg \
 		--prompt "gentle waves roll in under a setting sun, the light shimmers on the sea" \
 		--output out/seaside.mp4

@@ -1,0 +1,123 @@
+"""``create_app(settings)``: the FastAPI service, the REST API under /api/v1 and the Gradio UI at /.
+
+Four objects, built here and nowhere else: settings, the job store, the job service (the one submission
+path, shared by API and UI) and the worker supervisor (started in the lifespan, stopped gracefully: new
+jobs get 503, the running one finishes or is re-queued).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from stillmotion import __version__
+from stillmotion.config import Settings
+from stillmotion.jobs.store import JobStore
+from stillmotion.server.errors import ApiError, register_error_handlers
+from stillmotion.server.routes import health, jobs, models
+from stillmotion.server.security import OriginGuard, is_loopback, require_token
+from stillmotion.server.service import API_PREFIX, JobService
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 30.0
+
+
+def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
+    """Build the app; ``start_worker=False`` serves the API and UI over the store without running jobs."""
+    # Gradio reads these at import: no usage analytics, no version check, nothing leaves the machine.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    from stillmotion.webui.app import build_ui, ui_theme
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Opened here rather than in the lifespan because the UI is built (and mounted) around it.
+    store = JobStore.open(settings)
+    service = JobService(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        supervisor = None
+        if start_worker:
+            from stillmotion.jobs.supervisor import WorkerSupervisor
+
+            requeued = await run_in_threadpool(store.requeue_interrupted, "service restarted")
+            if requeued:
+                logger.warning("%d interrupted job(s) re-queued at start-up", len(requeued))
+            supervisor = WorkerSupervisor(settings, store=store)
+            await run_in_threadpool(supervisor.start)
+        app.state.supervisor = supervisor
+        logger.info("stillmotion %s serving data dir %s", __version__, settings.data_dir)
+        try:
+            yield
+        finally:
+            service.accepting = False  # F4: from here on, submissions get 503
+            if supervisor is not None:
+                await run_in_threadpool(supervisor.stop, SHUTDOWN_GRACE_S)
+            store.close()
+
+    app = FastAPI(
+        title="stillmotion",
+        version=__version__,
+        summary="Image-to-video (I2VGen-XL), planned to fit your GPU, over a durable job queue.",
+        lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        description='REST API of stillmotion. Every error answers `{"error": {"code", "message", '
+        '"field"}}` (schema ErrorResponse); docs/api.md lists the codes.',
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.service = service
+    app.state.supervisor = None
+    register_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(health.router)
+    protected = APIRouter(dependencies=[Depends(require_token)])
+    protected.include_router(jobs.router)
+    protected.include_router(models.router)
+    api.include_router(protected)
+    app.include_router(api)
+
+    async def api_not_found(request: Request) -> None:
+        # Keeps unknown /api paths (../, %2e%2e...) away from the UI mount: a JSON 404, never a page.
+        raise ApiError(404, "not_found", f"No API route {request.url.path[:200]!r}; see /openapi.json.")
+
+    for path in ("/api", "/api/{rest:path}"):
+        app.add_api_route(
+            path, api_not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+        )
+
+    blocks = build_ui(settings, store)
+    token = settings.api_token
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        allowed_paths=[str(settings.jobs_dir.resolve())],
+        max_file_size=int(settings.max_upload_mb * 2**20),
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        footer_links=[],
+        theme=ui_theme(),
+        auth=(lambda _user, password: _same(password, token)) if token else None,
+        auth_message="Password: the server's STILLMOTION_API_TOKEN (any user name)." if token else None,
+        show_error=True,
+    )
+    app.add_middleware(OriginGuard, pin_loopback_host=is_loopback(settings.host))
+    return app
+
+
+def _same(given: str, expected: str | None) -> bool:
+    import hmac
+
+    return expected is not None and hmac.compare_digest(given.encode(), expected.encode())

@@ -1,0 +1,129 @@
+"""The one place where errors become HTTP answers: ``{"error": {"code", "message", "field"}}``.
+
+Routes raise ``StillmotionError`` subclasses (or ``ApiError`` for HTTP-only cases) and never catch
+``Exception``; ``register_error_handlers`` maps them here. 4xx is a client fault, 5xx never carries a
+traceback (it is logged with a short reference instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError as SAOperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stillmotion.errors import StillmotionError, UnknownModel
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_QUEUE_FULL_S = 30
+RETRY_AFTER_STORAGE_S = 5
+
+# UnknownModel is 404 in errors.py (for the CLI); over HTTP the model is always a field of the request
+# body, so the API answers 422 like every other bad field (docs/api.md says so).
+_STATUS_OVERRIDES: dict[type[StillmotionError], int] = {UnknownModel: 422}
+
+
+class ApiError(StillmotionError):
+    """An HTTP-only failure (auth, size, media type, queue full...) with its status and optional headers."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, field=field, http_status=status)
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The JSON error answer (also used by middleware, which runs outside the exception handlers)."""
+    body: dict[str, Any] = {"code": code, "message": message, "field": field}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def field_from_loc(loc: tuple[int | str, ...]) -> str | None:
+    """('body', 'seed') -> 'seed'; ('query', 'limit') -> 'limit'."""
+    names = [str(part) for part in loc if part not in ("body", "query", "path", "header", "form")]
+    return ".".join(names) or None
+
+
+def validation_message(errors: list[Any]) -> tuple[str, str | None]:
+    """First pydantic error as 'field: rule (got value)', plus the field name."""
+    first = errors[0]
+    field = field_from_loc(tuple(first.get("loc", ())))
+    rule = str(first.get("msg", "invalid value"))
+    if first.get("type") == "extra_forbidden":
+        rule = "unknown field (not part of the API; see /openapi.json)"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {str(value)[:80]!r})"
+    return f"{field or 'request'}: {rule}{shown}.", field
+
+
+def _storage_error(exc: Exception) -> JSONResponse:
+    text = str(exc).lower()
+    reason = "the database disk is full" if "full" in text else "the database is busy (locked)"
+    logger.warning("storage unavailable: %s", exc)
+    return error_response(
+        503,
+        "storage_unavailable",
+        f"Cannot record the job right now: {reason}. Nothing was created; retry later.",
+        headers={"Retry-After": str(RETRY_AFTER_STORAGE_S)},
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Install the handlers; call once in ``create_app``."""
+
+    async def on_stillmotion(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StillmotionError)
+        status = _STATUS_OVERRIDES.get(type(exc), exc.http_status)
+        headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
+        if status in (429, 503):
+            headers.setdefault("Retry-After", str(RETRY_AFTER_STORAGE_S))
+        if status >= 500:
+            logger.error(
+                "%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message
+            )
+        return error_response(status, exc.code, exc.message, exc.field, headers)
+
+    async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        message, field = validation_message(list(exc.errors()))
+        return error_response(422, "invalid_request", message, field)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    async def on_storage(request: Request, exc: Exception) -> JSONResponse:
+        return _storage_error(exc)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        logger.error("unhandled error ref=%s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", f"Internal error (reference {ref}); see the server log.")
+
+    app.add_exception_handler(StillmotionError, on_stillmotion)
+    app.add_exception_handler(RequestValidationError, on_request_validation)
+    app.add_exception_handler(ValidationError, on_request_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(SAOperationalError, on_storage)
+    app.add_exception_handler(sqlite3.OperationalError, on_storage)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,80 @@
+"""Multipart forms for ``POST /jobs`` and ``POST /plan``: parsing into ``GenerationFields``, and the
+OpenAPI description of the bodies (the routes read the stream themselves, so FastAPI cannot infer it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel
+
+from stillmotion.server.errors import ApiError
+from stillmotion.server.schemas import GenerationFields
+from stillmotion.server.service import JobService
+from stillmotion.server.upload import ParsedForm, read_multipart
+
+IMAGE_FIELD = "image"
+# Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value.
+_TEXT_FIELDS = frozenset({"prompt", "negative_prompt"})
+
+
+def parse_fields(form: ParsedForm) -> GenerationFields:
+    """Turn the text parts into ``GenerationFields``; duplicates, unknown names and bad values are 422."""
+    values: dict[str, Any] = {}
+    for name, given in form.fields.items():
+        if name == IMAGE_FIELD:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "image: send the image as a file part (multipart file upload), not as a text field.",
+                field=IMAGE_FIELD,
+            )
+        if len(given) > 1:
+            raise ApiError(
+                422, "invalid_request", f"{name}: given {len(given)} times; give it once.", field=name
+            )
+        value = given[0]
+        if value.strip() == "" and name not in _TEXT_FIELDS:
+            continue
+        values[name] = value
+    return GenerationFields.model_validate(values)
+
+
+@asynccontextmanager
+async def multipart_form(request: Request, service: JobService) -> AsyncIterator[ParsedForm]:
+    """Stream the form in; its temp file is removed when the block ends, whatever happened."""
+    form = await read_multipart(
+        request,
+        tmp_dir=service.upload_tmp_dir,
+        file_fields={IMAGE_FIELD},
+        max_file_bytes=service.max_upload_bytes,
+    )
+    try:
+        yield form
+    finally:
+        form.cleanup()
+
+
+def multipart_body(model: type[BaseModel], *, description: str) -> dict[str, Any]:
+    """``openapi_extra`` describing a multipart body with ``model``'s fields (image as a binary part)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    for prop in schema.get("properties", {}).values():
+        # OpenAPI 3.1 multipart: a file part is a string with contentMediaType/format binary.
+        if prop.get("format") == "binary" or any(
+            option.get("format") == "binary" for option in prop.get("anyOf", [])
+        ):
+            prop.pop("anyOf", None)
+            prop.update(
+                {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+            )
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }

@@ -1,0 +1,60 @@
+"""``/api/v1/models`` (the registry) and ``/api/v1/plan`` (a dry run on this device, no weights loaded)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from stillmotion.models.registry import list_specs
+from stillmotion.server.deps import get_service
+from stillmotion.server.forms import multipart_body, multipart_form, parse_fields
+from stillmotion.server.routes.jobs import _errors
+from stillmotion.server.schemas import ModelList, ModelOut, PlanForm, PlanOut
+from stillmotion.server.service import JobService
+
+router = APIRouter(tags=["models"])
+
+ServiceDep = Annotated[JobService, Depends(get_service)]
+
+
+@router.get("/models", response_model=ModelList, summary="Registered models", responses=_errors(401))
+async def models(service: ServiceDep) -> ModelList:
+    default = service.settings.default_model
+    return ModelList(
+        default_model=default,
+        models=[
+            ModelOut(
+                name=spec.name,
+                family=spec.family,
+                description=spec.description,
+                source=spec.source,
+                tiny=spec.tiny,
+                default=spec.name == default or default in spec.aliases,
+                defaults=asdict(spec.defaults),
+                limits=asdict(spec.limits),
+            )
+            for spec in list_specs()
+        ],
+    )
+
+
+@router.post(
+    "/plan",
+    response_model=PlanOut,
+    summary="Plan a request without running it",
+    description="The same fields as POST /jobs, the image optional. Answers the memory plan and estimate "
+    "for this server's device; when nothing fits, `fits` is false and `message` says what would.",
+    responses=_errors(400, 401, 403, 413, 415, 422),
+    openapi_extra=multipart_body(PlanForm, description="The generation fields and, optionally, the image."),
+)
+async def plan(request: Request, service: ServiceDep) -> PlanOut:
+    async with multipart_form(request, service) as form:
+        fields = parse_fields(form)
+        size = None
+        if form.file_path is not None:
+            image = await run_in_threadpool(service.load_image, form.file_path)
+            size = (image.width, image.height)
+    return await run_in_threadpool(service.plan, fields, size)

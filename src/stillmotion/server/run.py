@@ -1,0 +1,98 @@
+"""``serve(settings)``: run the app under uvicorn on ``settings.host:settings.port``.
+
+Refuses (exit 2) to bind a non-loopback address without ``STILLMOTION_API_TOKEN``: the API would otherwise
+accept jobs from the whole network. ``python -m stillmotion.server.run`` serves with the environment's
+settings (what ``stillmotion serve`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+from stillmotion.config import Settings
+from stillmotion.server.security import is_loopback
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_REFUSED = 2
+GRACEFUL_TIMEOUT_S = 45  # the worker's own grace (app.SHUTDOWN_GRACE_S) plus margin
+
+
+def check_bind(settings: Settings) -> str | None:
+    """Why this bind is refused, or None when it is allowed."""
+    if is_loopback(settings.host) or settings.api_token:
+        return None
+    return (
+        f"Refusing to listen on {settings.host}:{settings.port} without an API token: anyone on the network "
+        "could submit jobs. Set STILLMOTION_API_TOKEN to a long random secret (clients send "
+        "'Authorization: Bearer <token>'), or bind 127.0.0.1 (the default)."
+    )
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; returns the process exit code (2 when the bind is refused)."""
+    refusal = check_bind(settings)
+    if refusal is not None:
+        logger.error("%s", refusal)
+        sys.stderr.write(f"stillmotion serve: {refusal}\n")
+        return EXIT_REFUSED
+
+    import uvicorn
+
+    from stillmotion.server.app import create_app
+
+    _Server = _server_class()
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+        proxy_headers=False,
+        server_header=False,
+    )
+    server = _Server(config)
+    url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    logger.info(
+        "stillmotion UI at http://%s:%d/ ; API at /api/v1 ; docs at /api/v1/docs", url_host, settings.port
+    )
+    server.run()
+    return EXIT_OK if server.started else 1
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown (exit status -15); a clean stop is 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Submission and read-side logic shared by the REST routes and the web UI, so both use one path.
+
+``JobService.submit`` is the whole "accept a job" rule: admission (draining, queue depth, free disk) ->
+image validation -> request validation -> input moved into the job's folder -> row committed. Any failure
+before the commit leaves no row and no file. Every method here blocks (SQLite, files); async callers run
+them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from stillmotion.config import Settings
+from stillmotion.engine.request import GenerationRequest, ResolvedRequest
+from stillmotion.errors import CannotFit, JobNotFound
+from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
+from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
+from stillmotion.models.registry import get_spec
+from stillmotion.server.errors import RETRY_AFTER_QUEUE_FULL_S, ApiError
+from stillmotion.server.schemas import (
+    ErrorBody,
+    GenerationFields,
+    JobLinks,
+    JobOut,
+    JobResultOut,
+    PlanOut,
+    ProgressOut,
+    ResolvedRequestOut,
+)
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class JobService:
+    """Accepts, plans and describes jobs over one ``JobStore`` (the API and the UI each hold one)."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.accepting = True  # False while shutting down: new jobs get 503 (F4)
+        self._engine: Any = None
+        self._engine_lock = threading.Lock()
+
+    # -- limits ------------------------------------------------------------------------------------------
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 2**20)
+
+    @property
+    def upload_tmp_dir(self) -> Path:
+        """Uploads stream here, on the data disk, so the move into the job folder is a rename."""
+        return self.settings.data_dir / "tmp"
+
+    def free_disk_mb(self) -> float:
+        path = self.settings.data_dir if self.settings.data_dir.exists() else Path(".")
+        return shutil.disk_usage(path).free / 2**20
+
+    def check_admission(self) -> None:
+        """Cheap checks before reading an upload: shutting down (503), queue full (429), low disk (507)."""
+        if not self.accepting:
+            raise ApiError(
+                503,
+                "shutting_down",
+                "The server is shutting down; submit again once it is back.",
+                headers={"Retry-After": "10"},
+            )
+        depth = self.store.queue_depth()
+        if depth >= self.settings.max_queue_size:
+            raise self._queue_full()
+        free_mb = self.free_disk_mb()
+        if free_mb < self.settings.min_free_disk_mb:
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                f"Only {free_mb:.0f} MB free on the data disk; new jobs need at least "
+                f"{self.settings.min_free_disk_mb:g} MB (STILLMOTION_MIN_FREE_DISK_MB).",
+            )
+
+    def _queue_full(self) -> ApiError:
+        return ApiError(
+            429,
+            "queue_full",
+            f"The queue is full ({self.settings.max_queue_size} jobs waiting); retry later.",
+            headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL_S)},
+        )
+
+    # -- validation --------------------------------------------------------------------------------------
+
+    def load_image(self, path: Path) -> InputImage:
+        """Decode and validate an uploaded image (raises InvalidImage with its own code)."""
+        return load_image_file(path, ImageLimits(max_bytes=self.max_upload_bytes))
+
+    def resolve(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> ResolvedRequest:
+        """Validate the fields against the model's limits (raises InvalidRequest / UnknownModel)."""
+        request = self._request(fields)
+        spec = get_spec(request.model or self.settings.default_model)
+        return request.resolve(spec, image_size)
+
+    @staticmethod
+    def _request(fields: GenerationFields) -> GenerationRequest:
+        return GenerationRequest(**fields.model_dump())
+
+    # -- submit ------------------------------------------------------------------------------------------
+
+    def submit(
+        self, fields: GenerationFields, upload: Path, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Validate, move ``upload`` into a new job folder and commit the row; returns (job, created).
+
+        ``upload`` is consumed: moved on success, deleted on any failure. A repeated ``idempotency_key``
+        returns the first job and ``created=False``.
+        """
+        job_dir: Path | None = None
+        try:
+            self.check_admission()
+            image = self.load_image(upload)
+            if fields.seed is None and idempotency_key is not None:
+                # A retry must store the same request as the first try, so its "random" seed is the key's.
+                seed = int.from_bytes(hashlib.sha256(idempotency_key.encode()).digest()[:4], "big")
+                fields = fields.model_copy(update={"seed": seed})
+            resolved = self.resolve(fields, (image.width, image.height))
+            stored = self._stored_request(fields, resolved)
+            job_id = str(uuid.uuid4())
+            job_dir = self.store.job_dir(job_id)
+            job_dir.mkdir(parents=True, exist_ok=False)
+            input_filename = f"input.{image.format}"
+            os.replace(upload, job_dir / input_filename)
+            try:
+                job, created = self.store.create(
+                    job_id=job_id,
+                    request=stored,
+                    input_filename=input_filename,
+                    idempotency_key=idempotency_key,
+                )
+            except QueueFull:
+                raise self._queue_full() from None
+            if not created:  # an idempotent replay: the first job stands, this copy of the input goes
+                shutil.rmtree(job_dir, ignore_errors=True)
+            job_dir = None
+            logger.info("job %s %s (model %s)", job.id, "accepted" if created else "replayed", job.model)
+            return job, created
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                upload.unlink()
+            if job_dir is not None:
+                shutil.rmtree(job_dir, ignore_errors=True)
+
+    @staticmethod
+    def _stored_request(fields: GenerationFields, resolved: ResolvedRequest) -> dict[str, Any]:
+        """What the row keeps: the fields as given plus the model and seed actually chosen.
+
+        A preset stays a preset (its size follows from the stored input image), so "reuse settings" gets
+        back what the user picked, and the run is still exactly repeatable.
+        """
+        stored = GenerationRequest(**fields.model_dump()).to_dict()
+        stored["model"] = resolved.model
+        stored["seed"] = resolved.seed
+        if stored["height"] is None and stored["resolution"] is None:
+            stored["resolution"] = resolved.resolution
+        return stored
+
+    # -- plan --------------------------------------------------------------------------------------------
+
+    def plan(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> PlanOut:
+        """The engine's plan for these fields on this device; ``fits=False`` (not an error) on CannotFit."""
+        resolved = self.resolve(fields, image_size)
+        request_out = ResolvedRequestOut(**resolved.to_dict())
+        try:
+            report = self._get_engine().plan(self._request(fields), image_size=image_size)
+        except CannotFit as exc:
+            return PlanOut(fits=False, message=exc.message, request=request_out)
+        data = report.to_dict()
+        plan = data.get("plan") or {}
+        return PlanOut(
+            fits=True,
+            message=plan.get("reason") or None,
+            request=ResolvedRequestOut(**data["request"]),
+            budget=_jsonable(data.get("budget")),
+            plan=_jsonable(plan),
+        )
+
+    def _get_engine(self) -> Any:
+        # The Engine is cheap (weights load lazily, and plan() loads none); imported here so the API and
+        # UI start without pulling in diffusers until a plan is asked for.
+        with self._engine_lock:
+            if self._engine is None:
+                from stillmotion.engine.engine import Engine
+
+                self._engine = Engine(self.settings)
+            return self._engine
+
+    # -- read side ---------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job, or JobNotFound (also for ids that are not UUIDs: B27)."""
+        return self.store.get(parse_job_id(job_id))
+
+    def job_out(self, job: Job, *, with_position: bool = True) -> JobOut:
+        """The public view of a stored job."""
+        data = job.to_dict()
+        status = JobStatus(data["status"])
+        base = f"{API_PREFIX}/jobs/{job.id}"
+        position = None
+        if with_position and status == JobStatus.QUEUED:
+            position = self.store.queue_position(job.id)
+        error = None
+        if data.get("error_code"):
+            error = ErrorBody(
+                code=data["error_code"], message=data.get("error_message") or data["error_code"]
+            )
+        result = data.get("result") or None
+        return JobOut(
+            id=job.id,
+            status=status.value,
+            model=data.get("model"),
+            request=data.get("request") or {},
+            created_at=data["created_at"],
+            updated_at=data.get("updated_at"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            attempts=int(data.get("attempts") or 0),
+            cancel_requested=bool(data.get("cancel_requested")),
+            queue_position=position,
+            progress=_progress(data.get("progress")),
+            plan=_jsonable(data.get("plan")),
+            error=error,
+            result=None
+            if result is None
+            else JobResultOut(
+                sha256=data.get("output_sha256") or result.get("sha256"),
+                warnings=[str(w) for w in result.get("warnings") or []],
+                downgrades=list(result.get("downgrades") or []),
+                timings={k: float(v) for k, v in (result.get("timings") or {}).items() if _is_number(v)},
+            ),
+            links=JobLinks(
+                self=base,
+                events=f"{base}/events",
+                cancel=f"{base}/cancel",
+                video=f"{base}/video" if status == JobStatus.SUCCEEDED else None,
+            ),
+        )
+
+    def video_path(self, job_id: str) -> Path:
+        """The finished video's path: 409 if not finished, 410 if its file has gone (F22)."""
+        job = self.get(job_id)
+        if job.status != JobStatus.SUCCEEDED or not job.output_filename:
+            raise ApiError(409, "job_not_finished", f"job {job.id} is {job.status}; it has no video yet.")
+        job_dir = self.store.job_dir(job.id).resolve()
+        path = (job_dir / job.output_filename).resolve()
+        # Second line of defence behind UUID ids: the file must sit inside the job's own folder.
+        if os.path.commonpath([job_dir, path]) != str(job_dir):
+            raise JobNotFound(f"job {job.id} has no video.")
+        if not path.is_file():
+            raise ApiError(
+                410,
+                "output_deleted",
+                f"job {job.id}'s video was deleted from the data folder; the job record is kept.",
+            )
+        return path
+
+
+def parse_job_id(job_id: str) -> str:
+    """The canonical UUID string, or JobNotFound: ids never reach a path or a query unvalidated."""
+    if len(job_id) > 64:
+        raise JobNotFound("No job with that id (job ids are UUIDs).")
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError:
+        raise JobNotFound(f"No job {job_id[:40]!r} (job ids are UUIDs).") from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _progress(data: object) -> ProgressOut | None:
+    if not isinstance(data, dict):
+        return None
+    known = set(ProgressOut.model_fields)
+    return ProgressOut(**{k: v for k, v in data.items() if k in known})
+
+
+def _jsonable(data: object) -> dict[str, Any] | None:
+    """Plan/budget dicts as JSON-safe values (no NaN/inf, enums and paths as strings)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return {"value": str(data)}
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        return str(value)
+
+    result: dict[str, Any] = clean(data)
+    return result

@@ -1,0 +1,1 @@
+"""The Gradio web UI (``build_ui``), mounted at ``/`` by the server."""

@@ -1,0 +1,103 @@
+"""Loads L1 and L2 from RELIABILITY 3.4, scaled to CI time (no worker: the queue only fills)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from stillmotion.jobs.store import JobStore
+from stillmotion.server.app import create_app
+from tests.server.helpers import live_server, make_settings, png_bytes, small_job_fields
+
+pytestmark = pytest.mark.timeout(240)
+
+PENDING = 2000
+
+
+def _p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100)[98]
+
+
+def test_l1_enqueue_and_status_stay_fast_at_depth(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", max_queue_size=PENDING + 500)
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+        request = {
+            "prompt": "x",
+            "negative_prompt": None,
+            "model": "tiny-i2vgen-xl",
+            "resolution": "512p",
+            "height": None,
+            "width": None,
+            "num_frames": 8,
+            "num_inference_steps": 2,
+            "guidance_scale": None,
+            "fps": None,
+            "seed": 1,
+        }
+        ids = [str(uuid.uuid4()) for _ in range(PENDING)]
+        for job_id in ids:  # pending jobs straight into the store (their inputs are not read here)
+            store.create(job_id=job_id, request=request, input_filename="input.png")
+        image = png_bytes()
+        enqueue, status = [], []
+        for _ in range(150):
+            started = time.perf_counter()
+            response = client.post(
+                "/api/v1/jobs", files={"image": ("a.png", image, "image/png")}, data=small_job_fields()
+            )
+            enqueue.append(time.perf_counter() - started)
+            assert response.status_code == 202
+        for job_id in ids[::10]:
+            started = time.perf_counter()
+            assert client.get(f"/api/v1/jobs/{job_id}").status_code == 200
+            status.append(time.perf_counter() - started)
+        total = client.get("/api/v1/jobs", params={"limit": 1}).json()["total"]
+        assert total == PENDING + 150
+        assert client.get(f"/api/v1/jobs/{ids[-1]}").json()["queue_position"] == PENDING
+    assert _p99(enqueue) < 0.1, f"enqueue p99 {_p99(enqueue) * 1000:.0f} ms at depth {PENDING}"
+    assert _p99(status) < 0.05, f"GET /jobs/{{id}} p99 {_p99(status) * 1000:.0f} ms"
+
+
+def test_l2_burst_over_the_queue_limit_gets_429_never_5xx(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", max_queue_size=200)
+    image = png_bytes()
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        app = client.app
+        store: JobStore = app.state.store  # type: ignore[attr-defined]
+        with live_server(app) as base:  # type: ignore[arg-type]
+
+            def client_run(_: int) -> list[tuple[int, str | None, str | None]]:
+                out = []
+                with httpx.Client(base_url=base, timeout=60) as http:
+                    for _ in range(10):
+                        r = http.post(
+                            "/api/v1/jobs",
+                            files={"image": ("a.png", image, "image/png")},
+                            data=small_job_fields(),
+                        )
+                        job_id = r.json().get("id") if r.status_code == 202 else None
+                        out.append((r.status_code, job_id, r.headers.get("Retry-After")))
+                return out
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=30) as pool:
+                results = [x for batch in pool.map(client_run, range(30)) for x in batch]
+            elapsed = time.monotonic() - started
+        codes = [code for code, _, _ in results]
+        assert len(results) == 300
+        assert not [c for c in codes if c >= 500], f"5xx answers: {codes}"
+        assert codes.count(202) == 200 and codes.count(429) == 100, sorted(set(codes))
+        assert all(retry and int(retry) > 0 for code, _, retry in results if code == 429)
+        accepted = sorted(job_id for code, job_id, _ in results if code == 202 and job_id)
+        rows = sorted(job.id for job in store.list(limit=500)[0])
+        assert rows == accepted  # acknowledged = stored; the refused have no rows
+        assert sorted(p.name for p in settings.jobs_dir.iterdir()) == accepted
+        assert not list((settings.data_dir / "tmp").iterdir())
+        assert elapsed < 120
