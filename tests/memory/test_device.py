@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -44,3 +47,18 @@ def test_measure_is_not_called_at_import() -> None:
 
     module = importlib.reload(device)
     assert not hasattr(module, "BUDGET")
+
+
+def test_a_process_without_cuda_context_measures_through_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server plans for the UI without creating a CUDA context (it would hold part of the card)."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '6144, 8192, NVIDIA GeForce RTX 4060'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    budget = DeviceBudget.measure(torch.device("cuda"), reserve_vram_gb=0.5)
+    assert budget.device_type == "cuda" and budget.name == "NVIDIA GeForce RTX 4060"
+    assert budget.total_bytes == 8 * GIB and budget.free_bytes == 6 * GIB
+    assert budget.budget_bytes == int(5.5 * GIB)
+    assert not torch.cuda.is_initialized()

@@ -128,13 +128,23 @@ class DeviceBudget:
         user = None if vram_budget_gb is None else int(vram_budget_gb * GIB)
         host_free = _host_free_bytes()
         if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            free, total = torch.cuda.mem_get_info(index)
-            cached = int(torch.cuda.memory_reserved(index))  # ours, reusable by this job
-            free_now = int(free) + cached
+            queried = None
+            if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+                # A process that has not touched CUDA yet (the API server planning for the UI) asks the
+                # driver through nvidia-smi: creating a CUDA context would hold ~0.3-0.5 GiB of the card.
+                queried = _query_nvidia_smi(device.index or 0)
+            if queried is not None:
+                free_now, total, name = queried
+                fraction = 1.0
+            else:
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                free, total = torch.cuda.mem_get_info(index)
+                cached = int(torch.cuda.memory_reserved(index))  # ours, reusable by this job
+                free_now = int(free) + cached
+                name = torch.cuda.get_device_name(index)
+                fraction = _memory_fraction(index)
             reserve = int(reserve_vram_gb * GIB)
             budget = free_now - reserve
-            fraction = _memory_fraction(index)
             if fraction < 1.0:  # set_per_process_memory_fraction caps the caching allocator, not the card
                 budget = min(budget, int(fraction * total))
             if user is not None:
@@ -145,7 +155,7 @@ class DeviceBudget:
                 free_bytes=free_now,
                 budget_bytes=max(0, budget),
                 reserve_bytes=reserve,
-                name=torch.cuda.get_device_name(index),
+                name=name,
                 host_free_bytes=host_free,
                 expandable_segments=expandable_segments_enabled(),
                 user_budget_bytes=user,
@@ -164,6 +174,27 @@ class DeviceBudget:
             expandable_segments=False,
             user_budget_bytes=user,
         )
+
+
+def _query_nvidia_smi(index: int) -> tuple[int, int, str] | None:
+    """(free bytes, total bytes, name) of GPU ``index`` from nvidia-smi, without a CUDA context, or None."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = [
+        "nvidia-smi",
+        f"--id={index}",
+        "--query-gpu=memory.free,memory.total,name",
+        "--format=csv,noheader,nounits",
+    ]
+    try:
+        line = subprocess.run(query, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        free_mib, total_mib, name = (part.strip() for part in line.split(",", 2))
+        return int(float(free_mib)) * 1024**2, int(float(total_mib)) * 1024**2, name
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def _memory_fraction(index: int) -> float:
