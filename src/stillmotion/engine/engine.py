@@ -115,6 +115,7 @@ class _Clock:
         self.total_steps = total_steps
         self.start = time.perf_counter()
         self.step_times: list[float] = []
+        self.gpu_step_times: list[float] = []  # CUDA-event times, read once the loop is over
 
     def stage(self, stage: Stage, step: int = 0, message: str = "") -> None:
         self._emit(ProgressEvent(stage, step, self.total_steps, self.elapsed, self._eta(step), message))
@@ -129,8 +130,10 @@ class _Clock:
 
     @property
     def per_step_s(self) -> float | None:
-        # Skip the first step when there are others: it carries lazy initialisation.
-        times = self.step_times[1:] or self.step_times
+        # Skip the first step when there are others: it carries lazy initialisation. On CUDA the host's
+        # clock only sees kernel launches, so the GPU's own event times are preferred once available.
+        measured = self.gpu_step_times or self.step_times
+        times = measured[1:] or measured
         return sum(times) / len(times) if times else None
 
     def _eta(self, steps_done: int) -> float | None:
@@ -142,6 +145,28 @@ class _Clock:
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress is not None:
             self.on_progress(event)
+
+
+class _GpuStepTimer:
+    """CUDA events at step boundaries, read after the loop: true GPU step times with no sync per step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._events: list[Any] = []
+        if device.type == "cuda":
+            self._events.append(torch.cuda.Event(enable_timing=True))  # type: ignore[no-untyped-call]
+            self._events[0].record()
+
+    def step_done(self) -> None:
+        if self._events:
+            event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            event.record()
+            self._events.append(event)
+
+    def durations_s(self) -> list[float]:
+        if len(self._events) < 2:
+            return []
+        self._events[-1].synchronize()  # once, after the last step
+        return [a.elapsed_time(b) / 1000 for a, b in zip(self._events, self._events[1:], strict=False)]
 
 
 @dataclass
@@ -386,6 +411,7 @@ class Engine:
                 scheduler.init_noise_sigma,
             )
         latents = state.latents.to(device=self.device, dtype=dtype)
+        gpu_timer = _GpuStepTimer(self.device)
         for index in range(state.steps_done, len(scheduler.timesteps)):
             cancel.raise_if_cancelled()
             faults.maybe_raise("denoise", step=index + 1)
@@ -399,7 +425,9 @@ class Engine:
             )
             latents = model.scheduler_step(scheduler, noise_pred, timestep, latents)
             state.latents, state.steps_done = latents, index + 1
+            gpu_timer.step_done()
             clock.step_done(index + 1, time.perf_counter() - started)
+        clock.gpu_step_times.extend(gpu_timer.durations_s())
         return latents
 
     def _conditioning(
