@@ -6,8 +6,13 @@ weights (models/random_full.py; built once, then loaded from its cached safetens
 starts the cell turns on expandable segments and caps the process with
 ``torch.cuda.set_per_process_memory_fraction``. Peak allocated / reserved memory is read per phase from the
 engine's own progress events (LOAD, ENCODE, DENOISE, DECODE), plus the first UNet call as the end of the
-encode phase; seconds per step and OOM downgrades come from the engine's result. The decoded frames go to a
-.npy file in the results folder's tmp area and the parent compares them with the uncapped run's.
+encode phase; step times are CUDA events recorded at the step boundaries the callback sees (no extra
+synchronisation; the engine's own figure is kept beside them); OOM downgrades come from the engine's result.
+An optional warm-up render precedes ``--repeats`` timed renders (BENCHMARKING 5.2.3-4); the step statistics
+exclude each run's first step and flag a coefficient of variation over 2 %. The decoded frames go to a .npy
+file in the results folder's tmp area and the parent compares them with the uncapped run's, and adds the
+UNet FLOPs per step (counted on ``meta``, bench/flops.py) and the MFU. ``--quick`` is the one-command subset;
+``--deadline-s`` and ``--skip-done`` split the full grid into device commands of at most 10 minutes.
 
 A stock cell runs diffusers' deprecated ``I2VGenXLPipeline`` as-is with its documented memory recipe, on
 the same cached random weights, prompt, image and seed, for the side-by-side.
@@ -38,6 +43,8 @@ from stillmotion.bench.scenarios import (
     ISSUE3_CAPS_GIB,
     ISSUE3_FRAMES,
     ISSUE3_SIZES,
+    QUICK,
+    STOCK_RECIPES,
     Scenario,
     grid,
 )
@@ -49,6 +56,9 @@ REFERENCE_STEPS = 50  # totals are extrapolated to the product's default step co
 DEFAULT_CELL_TIMEOUT_S = 1800
 PROMPT = "a lighthouse on a cliff, waves rolling in"  # content does not change memory or time
 POLL_INTERVAL_S = 0.02
+CV_LIMIT = 0.02  # BENCHMARKING 5.2.4: extrapolate a few steps to 50 only below 2 % per-step variation
+DEFAULT_WARMUP_STEPS = 3  # BENCHMARKING 5.2.3: one full call of three steps warms an eager recipe up
+DEADLINE_MARGIN_S = 30  # a cell is not started with less than this left before --deadline-s
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -130,14 +140,64 @@ class Poller:
             self._sample()
 
 
+class StepMarks:
+    """Denoising-step boundaries: CUDA events on the current stream, or the host clock on the CPU.
+
+    An event is recorded at each boundary without synchronising, so the engine's loop runs as it does for a
+    user (it never synchronises either) and an event gap is the GPU's own time for that step, launch stalls
+    and waits on offload copies included. The events are read once the run is over. Boundaries come in
+    segments: one per start of the denoising loop (a fresh render, or a resume after an OOM retry); the first
+    step of every segment carries lazy initialisation and first transfers and is excluded from the statistics
+    (BENCHMARKING 5.1).
+    """
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.segments: list[list[Any]] = []
+        self.open = False
+
+    def start(self) -> None:
+        self.segments.append([self._mark()])
+        self.open = True
+
+    def mark(self) -> None:
+        if self.open:
+            self.segments[-1].append(self._mark())
+
+    def close(self) -> None:
+        self.open = False
+
+    def _mark(self) -> Any:
+        if self.cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _gap(self, a: Any, b: Any) -> float:
+        return float(a.elapsed_time(b)) / 1000 if self.cuda else float(b - a)
+
+    def step_times(self) -> tuple[list[float], list[float]]:
+        """(first step of each segment, every other step) in seconds; call once the device is synchronised."""
+        first: list[float] = []
+        kept: list[float] = []
+        for marks in self.segments:
+            gaps = [self._gap(a, b) for a, b in zip(marks, marks[1:], strict=False)]
+            first.extend(gaps[:1])
+            kept.extend(gaps[1:])
+        return first, kept
+
+
 class PhaseMeter:
     """Peak allocated / reserved memory and wall time per phase, switched by the engine's progress events.
 
     ``on_progress`` is the engine's callback: LOAD, ENCODE and DECODE start their phase; the denoise phase
     starts at the first UNet call after ENCODE (a self-removing global forward pre-hook, since the first
-    DENOISE event only arrives after step 1). Every switch synchronises the device, reads the peaks of the
-    phase that ends and resets them. A phase repeated after an OOM retry keeps its maxima and adds its time.
-    DENOISE events also stamp synchronised step boundaries (``step_gaps``).
+    DENOISE event only arrives after step 1). Every phase switch synchronises the device, reads the peaks of
+    the phase that ends and resets them. A phase repeated after an OOM retry keeps its maxima and adds its
+    time. The UNet hook and the DENOISE events also mark step boundaries (``steps``), without synchronising.
     """
 
     def __init__(self, device: Any) -> None:
@@ -147,8 +207,7 @@ class PhaseMeter:
         self.current: str | None = None
         self.started = 0.0
         self.resident_gib: float | None = None
-        self.step_stamps: list[float] = []
-        self.step_gaps: list[float] = []
+        self.steps = StepMarks(self.cuda)
         self._hook: Any = None
 
     def sync(self) -> None:
@@ -188,28 +247,27 @@ class PhaseMeter:
 
         if event.stage is Stage.LOAD:
             self._disarm()
-            self.step_stamps = []  # a retry: gaps across the reload are not step times
+            self.steps.close()  # a retry: the step that failed has no end; the resume starts a new segment
             self.enter("load")
         elif event.stage is Stage.ENCODE:
             self.enter("encode")
             self._arm_unet_hook()
         elif event.stage is Stage.DENOISE:
             self.enter("denoise")
-            self.sync()
-            now = time.perf_counter()
-            if self.step_stamps:
-                self.step_gaps.append(now - self.step_stamps[-1])
-            self.step_stamps.append(now)
+            self.steps.mark()
         elif event.stage is Stage.DECODE:
             self._disarm()
+            self.steps.close()
             self.enter("decode")
 
     def unet_started(self, module: Any) -> None:
         self._disarm()
         self.enter("denoise")
+        self.steps.start()
 
     def finish(self) -> None:
         self._disarm()
+        self.steps.close()
         self.enter(None)
 
     def peak(self, key: str) -> float | None:
@@ -234,12 +292,66 @@ class PhaseMeter:
             self._hook = None
 
 
-def _median_after_first(values: list[float]) -> float | None:
-    values = values[1:] if len(values) > 1 else values
+def merge_phases(every: list[PhaseMeter], timed: list[PhaseMeter]) -> dict[str, dict[str, float]]:
+    """Per phase: peak memory over every run of the process (warm-up included: the process reached it), and
+    the median seconds over the timed runs."""
+    merged: dict[str, dict[str, float]] = {}
+    for meter in every:
+        for name, entry in meter.phases.items():
+            target = merged.setdefault(name, {})
+            for key in ("peak_alloc_gib", "peak_reserved_gib"):
+                if key in entry:
+                    target[key] = max(target.get(key, 0.0), entry[key])
+    for name, target in merged.items():
+        seconds = [m.phases[name]["s"] for m in timed if name in m.phases]
+        target["s"] = round(statistics.median(seconds), 4) if seconds else 0.0
+    return merged
+
+
+def step_statistics(first: list[float], kept: list[float]) -> dict[str, Any]:
+    """Median and min-max of the timed steps (first step of each run excluded) and their steadiness.
+
+    ``per_step_cv`` is the sample standard deviation over the mean. Above ``CV_LIMIT`` (or with fewer than
+    two timed steps, where it cannot be judged) ``extrapolation_flagged`` is true and ``note`` says why:
+    BENCHMARKING 5.2.4 allows extrapolating a few steps to 50 only for steady steps.
+    """
+    values = kept or first  # no step but the first timed: report it rather than nothing (flagged below)
+    out: dict[str, Any] = {
+        "per_step_s": round(statistics.median(values), 4) if values else None,
+        "per_step_min_s": round(min(values), 4) if values else None,
+        "per_step_max_s": round(max(values), 4) if values else None,
+        "per_step_n": len(kept),
+        "per_step_cv": None,
+        "first_step_s": [round(t, 4) for t in first],
+        "step_times_s": [round(t, 4) for t in kept],
+        "extrapolation_flagged": True,
+        "note": None,
+    }
+    if len(kept) < 2:
+        out["note"] = (
+            f"only {len(kept)} timed step(s) after excluding each run's first"
+            + ("" if kept else " (per_step_s is the first step's time)")
+            + f": steadiness cannot be judged, est_{REFERENCE_STEPS}_steps_s is unvalidated "
+            "(use more --steps or --repeats)"
+        )
+        return out
+    cv = statistics.stdev(kept) / statistics.mean(kept)
+    out["per_step_cv"] = round(cv, 4)
+    out["extrapolation_flagged"] = cv > CV_LIMIT
+    if cv > CV_LIMIT:
+        out["note"] = (
+            f"per-step coefficient of variation {cv:.1%} > {CV_LIMIT:.0%}: "
+            f"est_{REFERENCE_STEPS}_steps_s extrapolates unsteady steps; validate with a real "
+            f"{REFERENCE_STEPS}-step run"
+        )
+    return out
+
+
+def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
-def _estimate_vs_measured(plan: Any, meter: PhaseMeter) -> dict[str, Any]:
+def _estimate_vs_measured(plan: Any, phases: dict[str, dict[str, float]]) -> dict[str, Any]:
     est = plan.estimate
     if est is None:
         return {}
@@ -249,24 +361,30 @@ def _estimate_vs_measured(plan: Any, meter: PhaseMeter) -> dict[str, Any]:
     }
     for name in ("encode", "denoise", "decode"):
         phase = getattr(est, name)
-        measured = meter.phases.get(name, {})
+        measured = phases.get(name, {})
         out[f"est_{name}_reserved_gib"] = round(phase.reserved_gib, 3)
         out[f"est_{name}_alloc_gib"] = round(phase.allocated_gib, 3)
         if measured.get("peak_reserved_gib", 0.0) > 0:
             out[f"err_{name}_reserved"] = round(phase.reserved_gib / measured["peak_reserved_gib"] - 1, 4)
-    measured_peak = meter.peak("peak_reserved_gib")
+    measured_peak = max((p.get("peak_reserved_gib", 0.0) for p in phases.values()), default=0.0)
     if measured_peak:
         out["err_peak_reserved"] = round(est.peak_reserved_gib / measured_peak - 1, 4)
     return out
 
 
-def _memory_fields(meter: PhaseMeter, poller: Poller) -> dict[str, Any]:
+def _memory_summary(
+    phases: dict[str, dict[str, float]], timed: list[PhaseMeter], poller: Poller
+) -> dict[str, Any]:
+    def peak(key: str) -> float | None:
+        values = [p[key] for p in phases.values() if key in p]
+        return max(values) if values else None
+
+    resident = [m.resident_gib for m in timed if m.resident_gib is not None]
     return {
-        "phases": meter.phases,
-        "peak_alloc_gib": meter.peak("peak_alloc_gib"),
-        "peak_reserved_gib": meter.peak("peak_reserved_gib"),
+        "peak_alloc_gib": peak("peak_alloc_gib"),
+        "peak_reserved_gib": peak("peak_reserved_gib"),
         "peak_nvml_gib": round(poller.peak_device / GIB, 3) if poller.cuda else None,
-        "resident_gib": meter.resident_gib,
+        "resident_gib": resident[0] if resident else None,
         "host_rss_gib": round(poller.peak_rss / GIB, 3),
     }
 
@@ -291,8 +409,48 @@ def _attention_backend(device: Any) -> str:
 # ----------------------------------------------------------------------------------------------- our plans
 
 
+def _runs(args: argparse.Namespace) -> list[int | None]:
+    """Step overrides per call: the warm-up call's steps (if any), then None for each timed repeat."""
+    warmup = int(getattr(args, "warmup_steps", 0) or 0)
+    return ([warmup] if warmup > 0 else []) + [None] * max(1, int(getattr(args, "repeats", 1) or 1))
+
+
+def _repeat_diff(frames: list[Any]) -> dict[str, Any]:
+    """Determinism across the timed repeats (same seed, same process): max abs difference from the first."""
+    import numpy as np
+
+    if len(frames) < 2:
+        return {}
+    worst = max(float(np.abs(f.astype(np.float64) - frames[0]).max()) for f in frames[1:])
+    return {"repeat_max_abs_diff": worst}
+
+
+def _timing_fields(
+    every: list[PhaseMeter], timed: list[PhaseMeter], totals: list[float], warmup_s: float | None
+) -> dict[str, Any]:
+    first: list[float] = []
+    kept: list[float] = []
+    for meter in timed:
+        a, b = meter.steps.step_times()
+        first.extend(a)
+        kept.extend(b)
+    return {
+        **step_statistics(first, kept),
+        "repeats": len(timed),
+        "warmup_runs": len(every) - len(timed),
+        "warmup_s": None if warmup_s is None else round(warmup_s, 3),
+        "total_s": _median(totals),
+        "total_min_s": round(min(totals), 3) if totals else None,
+        "total_max_s": round(max(totals), 3) if totals else None,
+    }
+
+
 def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Path) -> dict[str, Any]:
-    """Engine.render on the scenario, as a user's generation would run (same planner, same recovery)."""
+    """Engine.render on the scenario, as a user's generation would run (same planner, same recovery).
+
+    With ``--warmup-steps N`` a first full render of N steps (same shape) warms the process up; then
+    ``--repeats`` timed renders. Every render re-plans, as a user's would; the weights stay loaded.
+    """
     import numpy as np
 
     from stillmotion.config import Settings
@@ -317,44 +475,66 @@ def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pat
     except CannotFit as exc:  # refused up front, before any weight is loaded: handled, not failed
         return {"ok": True, "refused": exc.message, "refused_details": exc.details}
     record: dict[str, Any] = {"budget": planned.budget.to_dict(), "plan": planned.plan.to_dict()}
-    meter = PhaseMeter(engine.device)
+    every: list[PhaseMeter] = []
+    timed: list[tuple[PhaseMeter, Any]] = []
+    warmup_s: float | None = None
+    cold_start: float | None = None
     with Poller(engine.device) as poller:
-        rendered = engine.render(request, image, on_progress=meter.on_progress, strategy=scenario.strategy)
-        meter.finish()
-    frames = rendered.frames.numpy()
+        for steps in _runs(args):
+            meter = PhaseMeter(engine.device)
+            call = request if steps is None else replace(request, num_inference_steps=steps)
+            started = time.perf_counter()
+            rendered = engine.render(call, image, on_progress=meter.on_progress, strategy=scenario.strategy)
+            meter.finish()
+            every.append(meter)
+            if cold_start is None:  # the first render of the process loads (and at first builds) the weights
+                cold_start = rendered.timings.get("load_s", 0.0)
+            if steps is None:
+                timed.append((meter, rendered))
+            else:
+                warmup_s = time.perf_counter() - started
+    meters = [m for m, _ in timed]
+    renders = [r for _, r in timed]
+    frames = [r.frames.numpy() for r in renders]
     frames_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(frames_path, frames)
-    timings = rendered.timings
-    per_step = timings.get("per_step_s", 0.0)
-    pre = timings.get("load_s", 0.0) + timings.get("encode_s", 0.0)
-    decode = timings.get("decode_s", 0.0)
-    downgrades = list(rendered.downgrades)
-    synced = _median_after_first(meter.step_gaps) if meter.cuda else None
-    record.update(_memory_fields(meter, poller))
+    np.save(frames_path, frames[0])
+    last = renders[-1]
+    timings = last.timings
+    engine_steps = [r.timings["per_step_s"] for r in renders if "per_step_s" in r.timings]
+    pre = _median([r.timings.get("encode_s", 0.0) for r in renders]) or 0.0
+    decode = _median([r.timings.get("decode_s", 0.0) for r in renders]) or 0.0
+    downgrades = list(last.downgrades)
+    fields_ = _timing_fields(every, meters, [r.clock.elapsed for r in renders], warmup_s)
+    per_step = fields_["per_step_s"] if fields_["per_step_s"] is not None else _median(engine_steps)
+    fields_["per_step_s"] = per_step
+    phases = merge_phases(every, meters)
+    record.update({"phases": phases, **_memory_summary(phases, meters, poller)})
     record.update(
         {
             "ok": True,
-            "dtype": rendered.plan.dtype,
+            "dtype": last.plan.dtype,
             "backend": _attention_backend(engine.device),
-            "final_plan": rendered.plan.rung,
+            "final_plan": last.plan.rung,
+            "final_plans": [r.plan.rung for r in renders],
             "downgrades": downgrades,
             "oom_retries": len(downgrades),
             "oom_phase": downgrades[0]["phase"] if downgrades else None,
             "steps": scenario.num_inference_steps,
             "timings": timings,
-            "per_step_s": round(per_step, 4),
-            "per_step_synced_s": synced,
+            **fields_,
+            # The engine's own figure (its step clock, or its CUDA events where it records them).
+            "per_step_engine_s": _median(engine_steps),
             "pre_s": round(pre, 3),
+            "load_s": round(_median([r.timings.get("load_s", 0.0) for r in renders]) or 0.0, 3),
             "decode_s": round(decode, 3),
-            "total_s": round(rendered.clock.elapsed, 3),
-            "cold_start_s": round(timings.get("load_s", 0.0), 3),
-            # The engine's step clock does not synchronise the device; the synchronised gap is the honest one.
-            "est_50_steps_s": round(pre + REFERENCE_STEPS * (synced or per_step) + decode, 2),
-            "nan": bool(np.isnan(frames).any()),
-            "warnings": rendered.warnings,
+            "cold_start_s": round(cold_start or 0.0, 3),
+            "est_50_steps_s": round(pre + REFERENCE_STEPS * (per_step or 0.0) + decode, 2),
+            "nan": any(bool(np.isnan(f).any()) for f in frames),
+            "warnings": last.warnings,
+            **_repeat_diff(frames),
         }
     )
-    record.update(_estimate_vs_measured(rendered.plan, meter))
+    record.update(_estimate_vs_measured(last.plan, phases))
     engine.unload()
     return record
 
@@ -363,7 +543,11 @@ def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pat
 
 
 def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Path) -> dict[str, Any]:
-    """diffusers' own I2VGenXLPipeline, as-is, with its documented memory recipe, on the same weights."""
+    """diffusers' own I2VGenXLPipeline, as-is, with its documented memory recipe, on the same weights.
+
+    Warm-up and repeats as for plan cells: pipeline calls on the same pipeline object. Step boundaries are the
+    UNet calls (one batched-guidance call per step), so a run of n steps times steps 2 .. n-1.
+    """
     import numpy as np
     import torch
     from diffusers import I2VGenXLPipeline
@@ -377,8 +561,13 @@ def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pa
     request = bench_request(scenario, args.seed)
     image = bench_image(scenario.width, scenario.height)
     resolved = request.resolve(spec, (image.width, image.height))
-    meter = PhaseMeter(device)
+    every: list[PhaseMeter] = []
+    timed: list[PhaseMeter] = []
+    totals: list[float] = []
+    frames: list[Any] = []
+    warmup_s: float | None = None
     with Poller(device) as poller:
+        meter = PhaseMeter(device)
         meter.enter("load")
         components = load_components(spec, dtype, cache_dir=models_dir(scenario, Path(args.work_dir)))
         parts = {f.name: getattr(components, f.name) for f in fields(components)}
@@ -400,59 +589,74 @@ def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pa
                 )
         else:
             raise SystemExit(f"unknown recipe {scenario.recipe!r}")
-        stamps: list[float] = []
+        meter.enter(None)
+        cold_start = meter.phases["load"]["s"]
+        current = [meter]
 
         def unet_called(*_: Any) -> None:  # one batched-CFG UNet call per step
-            meter.enter("denoise")
-            meter.sync()
-            stamps.append(time.perf_counter())
+            if current[0].current != "denoise":
+                current[0].enter("denoise")
+                current[0].steps.start()
+            else:
+                current[0].steps.mark()
 
         def decode_started(*_: Any) -> None:
-            meter.enter("decode")
+            current[0].steps.close()
+            current[0].enter("decode")
 
         components.unet.register_forward_pre_hook(unet_called)
         components.vae.decoder.register_forward_pre_hook(decode_started)
-        meter.enter("encode")
-        started = time.perf_counter()
-        # Same seeds as the engine: the pipeline draws the VAE posterior sample from the global RNG.
-        torch.manual_seed(args.seed)
-        output = pipe(
-            prompt=resolved.prompt,
-            negative_prompt=resolved.negative_prompt,
-            image=image.image,
-            height=resolved.height,
-            width=resolved.width,
-            target_fps=resolved.fps,
-            num_frames=resolved.num_frames,
-            num_inference_steps=resolved.num_inference_steps,
-            guidance_scale=resolved.guidance_scale,
-            decode_chunk_size=1,
-            output_type="np",
-            generator=torch.Generator("cpu").manual_seed(args.seed),
-        )
-        meter.finish()
-        total = time.perf_counter() - started
-    frames = np.asarray(output.frames[0], dtype=np.float32)
+        for index, steps in enumerate(_runs(args)):
+            meter = meter if index == 0 else PhaseMeter(device)  # the first call's meter holds the load
+            current[0] = meter
+            meter.enter("encode")
+            started = time.perf_counter()
+            # Same seeds as the engine: the pipeline draws the VAE posterior sample from the global RNG.
+            torch.manual_seed(args.seed)
+            output = pipe(
+                prompt=resolved.prompt,
+                negative_prompt=resolved.negative_prompt,
+                image=image.image,
+                height=resolved.height,
+                width=resolved.width,
+                target_fps=resolved.fps,
+                num_frames=resolved.num_frames,
+                num_inference_steps=steps or resolved.num_inference_steps,
+                guidance_scale=resolved.guidance_scale,
+                decode_chunk_size=1,
+                output_type="np",
+                generator=torch.Generator("cpu").manual_seed(args.seed),
+            )
+            meter.finish()
+            elapsed = time.perf_counter() - started
+            every.append(meter)
+            if steps is None:
+                timed.append(meter)
+                totals.append(elapsed)
+                frames.append(np.asarray(output.frames[0], dtype=np.float32))
+            else:
+                warmup_s = elapsed
     frames_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(frames_path, frames)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    per_step = _median_after_first(gaps) or 0.0
-    pre = meter.phases.get("encode", {}).get("s", 0.0)
-    decode = meter.phases.get("decode", {}).get("s", 0.0)
+    np.save(frames_path, frames[0])
+    phases = merge_phases(every, timed)
+    pre = _median([m.phases.get("encode", {}).get("s", 0.0) for m in timed]) or 0.0
+    decode = _median([m.phases.get("decode", {}).get("s", 0.0) for m in timed]) or 0.0
+    fields_ = _timing_fields(every, timed, totals, warmup_s)
     return {
         "ok": True,
         "dtype": str(dtype).removeprefix("torch."),
         "backend": _attention_backend(device),
-        **_memory_fields(meter, poller),
+        "phases": phases,
+        **_memory_summary(phases, timed, poller),
         "oom_retries": 0,
         "steps": scenario.num_inference_steps,
-        "per_step_s": per_step,
+        **fields_,
         "pre_s": round(pre, 3),
         "decode_s": round(decode, 3),
-        "total_s": round(total, 3),
-        "cold_start_s": meter.phases.get("load", {}).get("s"),
-        "est_50_steps_s": round(pre + REFERENCE_STEPS * per_step + decode, 2),
-        "nan": bool(np.isnan(frames).any()),
+        "cold_start_s": round(cold_start, 3),
+        "est_50_steps_s": round(pre + REFERENCE_STEPS * (fields_["per_step_s"] or 0.0) + decode, 2),
+        "nan": any(bool(np.isnan(f).any()) for f in frames),
+        **_repeat_diff(frames),
     }
 
 
@@ -564,70 +768,125 @@ def run_cell(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
         "frames": scenario.num_frames,
         "alloc_conf": alloc_conf,
         "wall_s": round(time.perf_counter() - start, 2),
-        "tflop_per_step": None,  # not measured yet (FlopCounterMode over one UNet call)
-        "mfu": None,
         **body,
     }
 
 
+def flop_fields(scenario: Scenario, per_step_s: float | None) -> dict[str, Any]:
+    """``tflop_per_step`` (counted on meta, cached per shape) and ``mfu`` for the full-size architecture.
+
+    Other models (the tiny CPU model) are a different network: null, not a wrong number.
+    """
+    from stillmotion.bench.flops import FULL_SIZE_MODELS, PEAK_TFLOPS, mfu, tflop_per_step
+
+    if scenario.model not in FULL_SIZE_MODELS:
+        return {"tflop_per_step": None, "mfu": None}
+    tflop = tflop_per_step(scenario.height, scenario.width, scenario.num_frames, scenario.guidance_scale)
+    ratio = mfu(tflop, per_step_s)
+    return {
+        "tflop_per_step": round(tflop, 3),
+        "tflops_achieved": None if not per_step_s else round(tflop / per_step_s, 1),
+        "mfu": None if ratio is None else round(ratio, 4),
+        "mfu_peak_tflops": PEAK_TFLOPS,
+    }
+
+
+def _done_names(out_path: Path) -> set[str]:
+    """Cells already finished in this results file (ok, or refused up front): ``--skip-done`` resumes."""
+    if not out_path.exists():
+        return set()
+    names = set()
+    for line in out_path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("ok") and "name" in row:
+            names.add(row["name"])
+    return names
+
+
 def run_grid(scenarios: list[Scenario], args: argparse.Namespace, out_path: Path, command: str) -> int:
-    """Parent: one subprocess per cell; every cell writes exactly one line, crashes included."""
+    """Parent: one subprocess per cell; every cell writes exactly one line, crashes and skips included.
+
+    With ``--deadline-s`` no cell starts with less than ``DEADLINE_MARGIN_S`` left, a started cell is cut at
+    the deadline, and the cells left are written as ``skipped`` (not failed): re-running the same command
+    with ``--skip-done`` picks them up.
+    """
     header = {"command": command, **environment(args.device)}
     failures = 0
+    began = time.perf_counter()
+    deadline = getattr(args, "deadline_s", None)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for scenario in scenarios:
+        timeout = float(args.cell_timeout_s)
+        skipped = None
+        if deadline:
+            left = deadline - (time.perf_counter() - began)
+            timeout = min(timeout, left)
+            if left < DEADLINE_MARGIN_S:
+                skipped = f"deadline: {deadline:g} s for the command, {max(left, 0):.0f} s left"
         frames_path = _tmp_dir(args) / f"{scenario.name}-{os.getpid()}.npy"
-        child = [
-            sys.executable,
-            "-m",
-            "stillmotion.bench",
-            "--cell",
-            json.dumps(scenario.to_dict()),
-            "--device",
-            args.device,
-            "--seed",
-            str(args.seed),
-            "--work-dir",
-            str(args.work_dir),
-            "--frames-out",
-            str(frames_path),
-        ]
-        try:
-            proc = subprocess.run(
-                child, capture_output=True, text=True, timeout=args.cell_timeout_s, check=False
-            )
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode == 0 and lines:
-                row = json.loads(lines[-1])
-            else:
-                row = {
-                    "scenario": scenario.to_dict(),
-                    "ok": False,
-                    "error": f"cell process exited with {proc.returncode}",
-                    "stderr_tail": proc.stderr[-2000:],
-                }
-        except subprocess.TimeoutExpired:
-            row = {
-                "scenario": scenario.to_dict(),
-                "ok": False,
-                "error": f"timeout after {args.cell_timeout_s} s",
-            }
+        if skipped is not None:
+            row: dict[str, Any] = {"scenario": scenario.to_dict(), "ok": None, "skipped": skipped}
+        else:
+            row = _run_child(scenario, args, frames_path, timeout)
         if row.get("ok") and "refused" not in row:
             row.update(_compare_cell(scenario, frames_path, args))
+            row.update(flop_fields(scenario, row.get("per_step_s")))
         frames_path.unlink(missing_ok=True)
         row = {"name": scenario.name, **header, **row}
-        failures += 0 if row.get("ok") else 1
+        failures += 0 if row.get("ok") or "skipped" in row else 1
         with out_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         summary = (
             f"{scenario.name}: ok={row.get('ok')} "
-            f"plan={row.get('final_plan') or str(row.get('refused', ''))[:60]} "
+            f"plan={row.get('final_plan') or str(row.get('refused') or row.get('skipped') or '')[:60]} "
             f"reserved={row.get('peak_reserved_gib')} est={row.get('est_peak_reserved_gib')} "
-            f"s/step={row.get('per_step_s')} diff={row.get('max_abs_diff_vs_uncapped')}\n"
+            f"s/step={row.get('per_step_s')} cv={row.get('per_step_cv')} mfu={row.get('mfu')} "
+            f"diff={row.get('max_abs_diff_vs_uncapped')} wall={row.get('wall_s')}\n"
         )
         sys.stdout.write(summary)
         sys.stdout.flush()
     return failures
+
+
+def _run_child(
+    scenario: Scenario, args: argparse.Namespace, frames_path: Path, timeout: float
+) -> dict[str, Any]:
+    child = [
+        sys.executable,
+        "-m",
+        "stillmotion.bench",
+        "--cell",
+        json.dumps(scenario.to_dict()),
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+        "--work-dir",
+        str(args.work_dir),
+        "--frames-out",
+        str(frames_path),
+        "--repeats",
+        str(args.repeats),
+        "--warmup-steps",
+        str(args.warmup_steps),
+    ]
+    try:
+        proc = subprocess.run(child, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"scenario": scenario.to_dict(), "ok": False, "error": f"timeout after {timeout:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        row: dict[str, Any] = json.loads(lines[-1])
+        return row
+    return {
+        "scenario": scenario.to_dict(),
+        "ok": False,
+        "error": f"cell process exited with {proc.returncode}",
+        "stderr_tail": proc.stderr[-2000:],
+    }
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -644,18 +903,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default="bench/results")
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
     parser.add_argument("--model", default=BENCH_MODEL, help="registered model (default: %(default)s)")
-    parser.add_argument(
-        "--sizes", default=",".join(map(str, ISSUE3_SIZES)), help="square sizes, e.g. 512,768"
-    )
-    parser.add_argument("--frames", default=",".join(map(str, ISSUE3_FRAMES)))
+    parser.add_argument("--sizes", default=None, help="square sizes, e.g. 512,768 (default: 512,768,1024)")
+    parser.add_argument("--frames", default=None, help="frame counts (default: 16,32)")
     parser.add_argument(
         "--caps",
-        default=",".join(f"{c:g}" for c in ISSUE3_CAPS_GIB),
-        help="per-process caps in GiB (the uncapped reference always runs first)",
+        default=None,
+        help="per-process caps in GiB (default: 3,4,6,8,12,24; the uncapped reference always runs first)",
     )
     parser.add_argument(
-        "--steps", type=int, default=4, help="denoising steps measured; totals extrapolate to 50"
+        "--quick",
+        action="store_true",
+        help="the one-command subset (512,1024 x 16 frames x uncapped, 4, 6 GiB + stock model offload, "
+        "6 steps, 3 warm-up steps, 540 s deadline); explicit options override it",
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps timed per run (default 4); totals extrapolate",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help=f"steps of one full warm-up call before timing, 0 = none (default {DEFAULT_WARMUP_STEPS})",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed runs per cell, in its process (default 1)"
+    )
+    parser.add_argument(
+        "--deadline-s", type=float, default=None, help="start no cell after this many seconds (quick: 540)"
+    )
+    parser.add_argument("--skip-done", action="store_true", help="skip cells with an ok line in the file")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock diffusers recipes")
     parser.add_argument("--only", default="", help="run only cells whose name contains this")
     parser.add_argument("--strategy", default=None, help="force a rung in every capped plan cell")
@@ -675,23 +954,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tiny:
         args.model = "tiny-i2vgen-xl"
+    preset = QUICK if args.quick else None
+    if args.steps is None:
+        args.steps = preset.steps if preset else 4
+    if args.warmup_steps is None:
+        args.warmup_steps = preset.warmup_steps if preset else DEFAULT_WARMUP_STEPS
+    if args.deadline_s is None and preset:
+        args.deadline_s = preset.deadline_s
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.cell is not None:
-        scenario = Scenario(**json.loads(args.cell))
-        sys.stdout.write(json.dumps(run_cell(scenario, args)) + "\n")
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def select(args: argparse.Namespace) -> list[Scenario]:
+    """The cells the options ask for, in run order (each shape's uncapped reference first)."""
+    preset = QUICK if args.quick else None
+    sizes = _ints(args.sizes) if args.sizes else (preset.sizes if preset else ISSUE3_SIZES)
+    frames = _ints(args.frames) if args.frames else (preset.frames if preset else ISSUE3_FRAMES)
+    caps = _floats(args.caps) if args.caps else (preset.caps_gib if preset else ISSUE3_CAPS_GIB)
     scenarios = grid(
-        _ints(args.sizes),
-        _ints(args.frames),
-        _floats(args.caps),
+        sizes,
+        frames,
+        caps,
         steps=args.steps,
         stock=not args.no_stock,
         model=args.model,
+        stock_recipes=preset.stock_recipes if preset else STOCK_RECIPES,
     )
     if args.strategy or args.allow_approximate:
         scenarios = [
@@ -702,10 +988,24 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if args.only:
         scenarios = [s for s in scenarios if args.only in s.name]
+    return scenarios
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cell is not None:
+        scenario = Scenario(**json.loads(args.cell))
+        sys.stdout.write(json.dumps(run_cell(scenario, args)) + "\n")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    scenarios = select(args)
     command = "python -m stillmotion.bench " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
     out_path = Path(args.out_dir) / f"{args.name}.jsonl"
+    if args.skip_done:
+        done = _done_names(out_path)
+        scenarios = [s for s in scenarios if s.name not in done]
     failures = run_grid(scenarios, args, out_path, command)
     sys.stdout.write(f"{len(scenarios)} cells, {failures} failed -> {out_path}\n")
     return 1 if failures else 0

@@ -1,0 +1,75 @@
+"""Floating point work of one denoising step, counted on the ``meta`` device (no GPU, no memory, no weights).
+
+``torch.utils.flop_counter.FlopCounterMode`` counts the matrix multiplications, convolutions and attention
+of one forward of the full-size I2VGen-XL UNet built from its shipped config on ``meta`` (bench/simulate.py).
+Counts depend only on shapes, so they are computed once per (size, frames, batch) in the benchmark's parent
+process and cached. One step is one UNet call on the guidance batch of 2, or two batch-1 calls when the plan
+splits guidance: the same work. Plans that chunk the feed-forwards or offload weights do the same work too,
+so every recipe is put on one axis: ``mfu = tflop_per_step / (per_step_s * PEAK_TFLOPS)``.
+
+Counted at 512x512, 768x768 and 1024x1024 (16 frames, batch 2): 41.9, 104.9 and 213.8 TFLOP, the figures of
+../shared/measurements/README.md (tests/bench/test_flops.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stillmotion.bench.simulate import meta_unet
+
+# Peak dense bf16/fp16 matrix throughput used for MFU: ~790 TFLOP/s, *measured* on the H100 80GB HBM3 this
+# project benchmarks on (../shared/measurements/README.md, "the measured bf16 matrix peak of that card";
+# BENCHMARKING.md 5.1 uses the same 790e12). It is below the datasheet's 989 TFLOP/s (dense, SXM), so MFU
+# here is against what the card really reaches. The H200 has the same compute die: same constant.
+PEAK_TFLOPS = 790.0
+# Models whose network is the full-size I2VGen-XL UNet the count is for.
+FULL_SIZE_MODELS = frozenset({"i2vgen-xl", "i2vgen-xl-random"})
+CROSS_ATTENTION_DIM = 1024  # I2VGen-XL's text / image embedding width (unet config)
+
+
+@functools.cache
+def _unet() -> torch.nn.Module:
+    return meta_unet()
+
+
+@functools.cache
+def unet_call_flops(height: int, width: int, num_frames: int, batch: int) -> int:
+    """FLOPs of one full-size I2VGen-XL UNet forward at ``height x width`` pixels (latent / 8); cached."""
+    unet = _unet()
+    dtype = next(unet.parameters()).dtype
+    h, w = height // 8, width // 8
+
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, device="meta", dtype=dtype)
+
+    sample, image_latents = empty(batch, 4, num_frames, h, w), empty(batch, 4, num_frames, h, w)
+    text, image_emb = empty(batch, 77, CROSS_ATTENTION_DIM), empty(batch, CROSS_ATTENTION_DIM)
+    fps = torch.full((batch,), 16, device="meta", dtype=torch.int64)
+    timestep = torch.tensor(500, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(
+            sample,
+            timestep,
+            fps=fps,
+            image_latents=image_latents,
+            image_embeddings=image_emb,
+            encoder_hidden_states=text,
+            return_dict=False,
+        )
+    return int(counter.get_total_flops())
+
+
+def tflop_per_step(height: int, width: int, num_frames: int, guidance_scale: float) -> float:
+    """TFLOP of one denoising step: the guidance batch of 2 (or split into two batch-1 calls), else 1."""
+    batch = 2 if guidance_scale > 1.0 else 1
+    return unet_call_flops(height, width, num_frames, batch) / 1e12
+
+
+def mfu(tflop: float | None, per_step_s: float | None, peak_tflops: float = PEAK_TFLOPS) -> float | None:
+    """Model FLOP utilisation: achieved TFLOP/s over the card's measured peak; None without a time."""
+    if tflop is None or not per_step_s or per_step_s <= 0:
+        return None
+    return tflop / (per_step_s * peak_tflops)
