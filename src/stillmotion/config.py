@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     min_free_disk_mb: float = Field(
         default=500.0, ge=0, description="Refuse new jobs while the data folder's disk has less free space."
     )
+    upload_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="An upload (the whole request body) slower than this is abandoned with 408: a slow-loris "
+        "client must not hold a connection and a temp file forever.",
+    )
 
     @property
     def db_path(self) -> Path:

@@ -22,7 +22,7 @@ from jobs_helpers import TINY_MODEL, add_job, make_settings
 
 from stillmotion.config import Settings
 from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, Job, JobStore
+from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, Job, JobStore
 from stillmotion.jobs.supervisor import WorkerSupervisor
 from stillmotion.jobs.worker import FAULTS_ENV, OUTPUT_FILENAME
 
@@ -138,7 +138,10 @@ def test_f1_f2_killed_worker_is_restarted_and_a_poison_job_is_quarantined(
     kinds = [e["kind"] for e in store.events("crash-once")]
     assert kinds == ["created", "running", "interrupted", "running", "succeeded"]
     interrupted = next(e for e in store.events("crash-once") if e["kind"] == "interrupted")
-    assert "SIGKILL" in interrupted["detail"]["reason"]
+    # F8: a SIGKILL the watchdog did not decide (the kernel's OOM killer looks the same) is named honestly.
+    assert interrupted["detail"]["reason_code"] == WORKER_KILLED
+    assert "killed (signal 9)" in interrupted["detail"]["reason"]
+    assert "out of host memory" in interrupted["detail"]["reason"]
 
     # F2: the job that kills the worker every time ends failed, with a stable code and message (I5).
     poison = store.get("poison")
@@ -148,6 +151,9 @@ def test_f1_f2_killed_worker_is_restarted_and_a_poison_job_is_quarantined(
         2,
     )
     assert poison.error_message and "2 attempts" in poison.error_message
+    assert "killed (signal 9)" in poison.error_message and WORKER_KILLED in poison.error_message
+    failed = store.events("poison")[-1]
+    assert failed["kind"] == "failed" and failed["detail"]["reason_code"] == WORKER_KILLED
     assert_no_output(store, poison)
 
     # The queue moved on and the service is healthy (I6).

@@ -43,12 +43,14 @@ __all__ = [
     "JobStore",
     "QueueFull",
     "WORKER_CRASHED_REPEATEDLY",
+    "WORKER_KILLED",
     "TIMEOUT",
 ]
 
 logger = logging.getLogger(__name__)
 
 WORKER_CRASHED_REPEATEDLY = "worker_crashed_repeatedly"
+WORKER_KILLED = "worker_killed"  # reason code: SIGKILL without a watchdog decision (e.g. the host OOM killer)
 TIMEOUT = "timeout"
 MAX_LIST_LIMIT = 500
 # Job ids name folders, so they are restricted to a safe alphabet (UUIDs fit); anything else is "not found".
@@ -612,9 +614,13 @@ class JobStore:
         *,
         worker_id: str | None = None,
         exhausted_code: str = WORKER_CRASHED_REPEATEDLY,
+        reason_code: str | None = None,
     ) -> builtins.list[Job]:
         """At start-up: every job left running (by ``worker_id``, or by anyone) was interrupted; requeue
-        each (attempts + 1) or fail it when its attempts are spent. Returns the jobs as they are now."""
+        each (attempts + 1) or fail it when its attempts are spent. Returns the jobs as they are now.
+
+        ``reason_code`` (e.g. ``worker_killed``) is a stable name for ``reason``: kept in the event's
+        detail and, when the job fails, at the end of its message."""
 
         def write(conn: Connection) -> builtins.list[Job]:
             query = select(jobs).where(jobs.c.status == JobStatus.RUNNING.value)
@@ -623,7 +629,7 @@ class JobStore:
             found = [
                 _row_to_job(r) for r in conn.execute(query.order_by(jobs.c.created_at, jobs.c.seq)).all()
             ]
-            return [self._requeue_row(conn, job, reason, True, exhausted_code) for job in found]
+            return [self._requeue_row(conn, job, reason, True, exhausted_code, reason_code) for job in found]
 
         moved = self.db.run_with_retry(write, what="requeue interrupted jobs")
         for job in moved:
@@ -633,10 +639,19 @@ class JobStore:
         return moved
 
     def _requeue_row(
-        self, conn: Connection, job: Job, reason: str, count_attempt: bool, exhausted_code: str
+        self,
+        conn: Connection,
+        job: Job,
+        reason: str,
+        count_attempt: bool,
+        exhausted_code: str,
+        reason_code: str | None = None,
     ) -> Job:
         now = self._clock()
-        detail = {"reason": reason, "attempt": job.attempts, "worker_id": job.worker_id}
+        detail: dict[str, Any] = {"reason": reason, "attempt": job.attempts, "worker_id": job.worker_id}
+        if reason_code is not None:
+            detail["reason_code"] = reason_code
+        last = f"{reason} ({reason_code})" if reason_code is not None else reason
         if job.cancel_requested:
             moved = transition(
                 conn,
@@ -662,7 +677,7 @@ class JobStore:
                 error_code=exhausted_code,
                 error_message=(
                     f"Gave up after {job.attempts} attempts (max_attempts={self.settings.max_attempts}); "
-                    f"each one ended without a result. The last: {reason}."
+                    f"each one ended without a result. The last: {last}."
                 ),
             )
         else:

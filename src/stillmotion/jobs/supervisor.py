@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, JobStore
+from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, JobStore
 from stillmotion.jobs.worker import DEFAULT_WORKER_ID
 
 logger = logging.getLogger(__name__)
@@ -173,11 +173,23 @@ class WorkerSupervisor:
                 "the watchdog killed the worker"
             )
             exhausted = TIMEOUT
+            reason_code: str | None = TIMEOUT
+        elif code == -signal.SIGKILL:
+            # Not our watchdog: someone SIGKILLed it, most often the kernel's OOM killer (host RAM, F8).
+            reason = (
+                f"the worker process was killed (signal {signal.SIGKILL.value}), e.g. by the system running "
+                "out of host memory"
+            )
+            exhausted = WORKER_CRASHED_REPEATEDLY
+            reason_code = WORKER_KILLED
         else:
             reason = f"the worker process died ({how}) during the job"
             exhausted = WORKER_CRASHED_REPEATEDLY
+            reason_code = None
         try:
-            moved = self.store.requeue_interrupted(reason, worker_id=self.worker_id, exhausted_code=exhausted)
+            moved = self.store.requeue_interrupted(
+                reason, worker_id=self.worker_id, exhausted_code=exhausted, reason_code=reason_code
+            )
         except Exception:  # the restarted worker re-queues at its start-up too; keep supervising
             logger.exception("could not re-queue the jobs of the dead worker")
             moved = []

@@ -10,7 +10,10 @@ Signals: the first SIGTERM drains (finish the current job, claim no more, exit 0
 SIGINT interrupts (stop at the next step boundary, re-queue the job without spending an attempt, exit 0).
 
 Test-only fault hooks come from ``STILLMOTION_FAULTS`` (docs/jobs.md): ``kill@step:3``, ``hang@step:2``,
-``slow@step:all``, ``enospc@write``, optionally ``@attempt:N|all`` and ``@job:ID``.
+``slow@step:all``, ``oom@step:all``, ``enospc@write``, optionally ``@attempt:N|all`` and ``@job:ID``.
+
+After start and after every job the worker publishes its device state (``jobs/worker_state.py``) so the API
+plans with the memory this worker will really have.
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ from stillmotion.config import Settings
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
-from stillmotion.errors import BadOutput, Cancelled, InvalidTransition, StillmotionError
+from stillmotion.errors import (
+    BadOutput,
+    Cancelled,
+    InvalidTransition,
+    ModelUnavailable,
+    StillmotionError,
+    UnknownModel,
+)
+from stillmotion.jobs import worker_state
 from stillmotion.jobs.logging_setup import job_context, setup_logging
 from stillmotion.jobs.store import Job, JobStore
 from stillmotion.media.image_input import InputImage, load_image_file
@@ -45,7 +56,7 @@ from stillmotion.media.image_input import InputImage, load_image_file
 logger = logging.getLogger(__name__)
 
 FAULTS_ENV = "STILLMOTION_FAULTS"
-DEFAULT_WORKER_ID = "worker-0"
+DEFAULT_WORKER_ID = worker_state.DEFAULT_WORKER_ID
 OUTPUT_FILENAME = "video.mp4"
 IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
 PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
@@ -77,7 +88,7 @@ class EngineLike(Protocol):
 class Fault:
     """One injected fault: ``action`` at ``step`` (None: every step) or at the write stage."""
 
-    action: str  # kill | hang | slow | enospc
+    action: str  # kill | hang | slow | oom | enospc
     step: int | None
     at_write: bool
     attempt: int | None  # None: every attempt
@@ -87,7 +98,7 @@ class Fault:
         return (self.attempt is None or self.attempt == job.attempts) and self.job_id in (None, job.id)
 
 
-FAULT_ACTIONS = frozenset({"kill", "hang", "slow", "enospc"})
+FAULT_ACTIONS = frozenset({"kill", "hang", "slow", "oom", "enospc"})
 
 
 def parse_faults(text: str) -> tuple[Fault, ...]:
@@ -150,6 +161,14 @@ class FaultHooks:
             threading.Event().wait()  # never set: a step that never returns
         elif fault.action == "slow":
             time.sleep(SLOW_FAULT_S)
+        elif fault.action == "oom":
+            # Raised inside the engine's step (the progress callback runs there), so the engine's own OOM
+            # recovery sees it: free, step down the ladder, resume. With step:all every rung fails.
+            import torch
+
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory (injected by {FAULTS_ENV} at step {event.step})"
+            )
         elif fault.action == "enospc" and self._saved_fsync is None:
             # The video writer fsyncs its temp file before the rename: fail there, like a full disk would.
             self._saved_fsync = os.fsync
@@ -206,6 +225,7 @@ class Worker:
         """Claim and run jobs until drained (or ``max_jobs`` ran); returns how many ran."""
         done = 0
         next_purge = time.monotonic()
+        self.publish_state()
         while not self._draining.is_set() and (max_jobs is None or done < max_jobs):
             job = self.store.claim_next(self.worker_id)
             if job is None:
@@ -215,8 +235,41 @@ class Worker:
                 self._draining.wait(IDLE_POLL_S)
                 continue
             self.run_one(job)
+            self.publish_state()
             done += 1
         return done
+
+    def publish_state(self) -> None:
+        """Write this worker's device state for the API's planner (worker_state.py); never fails a job."""
+        device = getattr(self.engine, "device", None)
+        if device is None:  # a test double without a device: nothing to tell
+            return
+        try:
+            import torch
+
+            from stillmotion.memory.device import DeviceBudget
+
+            index = device.index
+            reusable = 0
+            if device.type == "cuda" and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                reusable = int(torch.cuda.memory_reserved(index))
+            budget = DeviceBudget.measure(
+                device,
+                vram_budget_gb=self.settings.vram_budget_gb,
+                reserve_vram_gb=self.settings.reserve_vram_gb,
+            )
+            loaded = getattr(self.engine, "_loaded", None)
+            worker_state.publish(
+                worker_state.state_path(self.settings.data_dir, self.worker_id),
+                pid=os.getpid(),
+                device=worker_state.device_key(device.type, index),
+                budget=budget.to_dict(),
+                reusable_bytes=reusable,
+                model=loaded[0] if isinstance(loaded, tuple) and loaded else None,
+            )
+        except Exception:
+            logger.exception("could not publish the worker's device state")
 
     def _purge(self) -> None:
         """Apply the retention policy while idle; a failure is logged and retried at the next interval."""
@@ -240,8 +293,16 @@ class Worker:
                 return self._generate(job, job_dir, output_path, token)
             except Cancelled:
                 return self._after_cancel(job, output_path)
+            except UnknownModel as exc:
+                # It resolved when the job was accepted: the model (a local folder) moved or vanished since.
+                message = f"{exc.message} It was available when the job was accepted; it has moved or gone."
+                logger.warning("job %s failed: model_unavailable: %s", job.id, message)
+                return self._fail(job, output_path, ModelUnavailable.code, message)
             except StillmotionError as exc:
                 logger.warning("job %s failed: %s: %s", job.id, exc.code, exc.message)
+                for downgrade in exc.details.get("downgrades") or ():
+                    # The OOM steps tried before giving up: kept in the job's history (I5).
+                    self._note(job, "downgrade", downgrade)
                 return self._fail(job, output_path, exc.code, exc.message)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -318,6 +379,13 @@ class Worker:
             return requeued or self.store.get(job.id)
         logger.info("job %s cancelled by the user", job.id)
         return self.store.finish_cancelled(job.id)
+
+    def _note(self, job: Job, kind: str, detail: object) -> None:
+        if isinstance(detail, dict):
+            try:
+                self.store.add_event(job.id, kind, detail)
+            except StillmotionError as exc:
+                logger.error("job %s: could not record a %s event: %s", job.id, kind, exc.message)
 
     def _fail(self, job: Job, output_path: Path, code: str, message: str) -> Job:
         _remove_output(output_path)

@@ -51,6 +51,7 @@ async def multipart_form(request: Request, service: JobService) -> AsyncIterator
         tmp_dir=service.upload_tmp_dir,
         file_fields={IMAGE_FIELD},
         max_file_bytes=service.max_upload_bytes,
+        timeout_s=service.settings.upload_timeout_s,
     )
     try:
         yield form

@@ -176,6 +176,12 @@ class WorkerOut(_Out):
     device: str | None = None
 
 
+class ModelReadinessOut(_Out):
+    name: str = Field(description="The server's default model.")
+    available: bool = Field(description="Its files are on this machine (checked on disk; nothing loaded).")
+    detail: str = Field(description="Where the files are, or what is missing and what jobs will do.")
+
+
 class HealthOut(_Out):
     ok: bool = Field(description="True when the API accepts jobs and a worker is running (or disabled).")
     version: str
@@ -184,6 +190,11 @@ class HealthOut(_Out):
     max_queue_size: int
     worker: WorkerOut
     free_disk_mb: float
+    default_model: ModelReadinessOut | None = Field(
+        default=None,
+        description="The default model's readiness; null until the first check (in the background) ends. "
+        "Jobs are accepted either way; with the model unavailable they fail with model_unavailable.",
+    )
 
 
 class PlanOut(_Out):

@@ -14,13 +14,15 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.errors import CannotFit, JobNotFound
+from stillmotion.errors import CannotFit, JobNotFound, StillmotionError, UnknownModel
+from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
@@ -31,6 +33,7 @@ from stillmotion.server.schemas import (
     JobLinks,
     JobOut,
     JobResultOut,
+    ModelReadinessOut,
     PlanOut,
     ProgressOut,
     ResolvedRequestOut,
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+READINESS_TTL_S = 30.0  # the default model's readiness (files on disk) is re-checked at most this often
 
 
 class JobService:
@@ -51,6 +55,10 @@ class JobService:
         self.accepting = True  # False while shutting down: new jobs get 503 (F4)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
+        self._readiness: ModelReadinessOut | None = None
+        self._readiness_at = 0.0
+        self._readiness_thread: threading.Thread | None = None
+        self._readiness_lock = threading.Lock()
 
     # -- limits ------------------------------------------------------------------------------------------
 
@@ -105,7 +113,18 @@ class JobService:
     def resolve(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> ResolvedRequest:
         """Validate the fields against the model's limits (raises InvalidRequest / UnknownModel)."""
         request = self._request(fields)
-        spec = get_spec(request.model or self.settings.default_model)
+        try:
+            spec = get_spec(request.model or self.settings.default_model)
+        except UnknownModel as exc:
+            if request.model:
+                raise  # the client named it: 422
+            # The server's own default (a local folder) vanished: not the client's fault (F20).
+            raise ApiError(
+                503,
+                "model_unavailable",
+                f"The server's default model is unavailable: {exc.message}",
+                headers={"Retry-After": "60"},
+            ) from None
         return request.resolve(spec, image_size)
 
     @staticmethod
@@ -178,7 +197,10 @@ class JobService:
         resolved = self.resolve(fields, image_size)
         request_out = ResolvedRequestOut(**resolved.to_dict())
         try:
-            report = self._get_engine().plan(self._request(fields), image_size=image_size)
+            engine = self._get_engine()
+            report = engine.plan(
+                self._request(fields), image_size=image_size, budget=self.plan_budget(engine)
+            )
         except CannotFit as exc:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()
@@ -190,6 +212,64 @@ class JobService:
             budget=_jsonable(data.get("budget")),
             plan=_jsonable(plan),
         )
+
+    def plan_budget(self, engine: Any) -> Any:
+        """This process's measurement of the engine's device, plus what the worker will reuse there.
+
+        The worker keeps its weights and PyTorch cache on the GPU between jobs; measured from here they look
+        taken, yet the worker's next job reuses them (jobs/worker_state.py). CPU budgets are unchanged.
+        """
+        from stillmotion.memory.device import DeviceBudget
+
+        device = getattr(engine, "device", None)
+        if device is None:  # an engine without a device (a test double) measures for itself
+            return None
+        budget = DeviceBudget.measure(
+            device, vram_budget_gb=self.settings.vram_budget_gb, reserve_vram_gb=self.settings.reserve_vram_gb
+        )
+        state = worker_state.read_state(
+            worker_state.state_path(self.settings.data_dir, worker_state.DEFAULT_WORKER_ID)
+        )
+        return worker_state.budget_with_worker(
+            budget, worker_state.device_key(device.type, device.index), state
+        )
+
+    # -- model readiness (F20) ---------------------------------------------------------------------------
+
+    def model_readiness(self) -> ModelReadinessOut | None:
+        """The default model's readiness as last checked; never blocks (None until the first check ends).
+
+        A check older than ``READINESS_TTL_S`` starts a new one in a background thread: the first one imports
+        the model code (seconds), and ``/health`` must answer at once.
+        """
+        with self._readiness_lock:
+            stale = time.monotonic() - self._readiness_at > READINESS_TTL_S
+            running = self._readiness_thread is not None and self._readiness_thread.is_alive()
+            if stale and not running:
+                self._readiness_thread = threading.Thread(
+                    target=self._refresh_readiness, name="model-readiness", daemon=True
+                )
+                self._readiness_thread.start()
+            return self._readiness
+
+    def check_model_readiness(self) -> ModelReadinessOut:
+        """Whether the default model's files are here, checked on disk only: no network, no weights loaded."""
+        name = self.settings.default_model
+        try:
+            available, detail = _model_files_ready(self.settings)
+        except StillmotionError as exc:  # e.g. a local folder that no longer exists
+            available, detail = False, exc.message
+        except Exception as exc:  # a readiness probe must never take the health check down
+            logger.exception("model readiness check failed")
+            available, detail = False, f"the check failed: {type(exc).__name__}"
+        return ModelReadinessOut(name=name, available=available, detail=detail)
+
+    def _refresh_readiness(self) -> None:
+        result = self.check_model_readiness()
+        with self._readiness_lock:
+            if not result.available and (self._readiness is None or self._readiness.available):
+                logger.error("default model %s is not available: %s", result.name, result.detail)
+            self._readiness, self._readiness_at = result, time.monotonic()
 
     def _get_engine(self) -> Any:
         # The Engine is cheap (weights load lazily, and plan() loads none); imported here so the API and
@@ -269,6 +349,40 @@ class JobService:
                 f"job {job.id}'s video was deleted from the data folder; the job record is kept.",
             )
         return path
+
+
+def _model_files_ready(settings: Settings) -> tuple[bool, str]:
+    """(available, detail) for ``settings.default_model`` from the files alone; raises StillmotionError."""
+    import torch
+
+    from stillmotion.models.loader import WEIGHT_FILES, is_cached
+
+    spec = get_spec(settings.default_model)
+    if spec.tiny or spec.random_weights:
+        return True, "built in (random weights, no files needed)"
+    if spec.local_path is not None:
+        folder = spec.local_path
+        missing = [
+            pattern.format(variant="")
+            for pattern in WEIGHT_FILES.values()
+            if not any((folder / pattern.format(variant=v)).is_file() for v in ("", ".fp16"))
+        ]
+        if not folder.is_dir():
+            return False, f"the model folder {folder} does not exist; jobs will fail with model_unavailable."
+        if missing:
+            return False, (
+                f"the model folder {folder} lacks {', '.join(missing)}; jobs will fail with "
+                "model_unavailable. Download the model again into that folder."
+            )
+        return True, f"local folder {folder}"
+    if any(is_cached(spec, dtype, settings.models_dir) for dtype in (torch.float16, torch.float32)):
+        return True, f"{spec.repo_id} is in the local cache"
+    where = str(settings.models_dir) if settings.models_dir else "the Hugging Face cache"
+    if settings.offline:
+        then = "offline mode is on, so jobs will fail with model_unavailable until it is downloaded"
+    else:
+        then = "the first job downloads it (or fails with model_unavailable if the hub cannot be reached)"
+    return False, f"{spec.repo_id} is not in {where}; {then}."
 
 
 def parse_job_id(job_id: str) -> str:

@@ -30,7 +30,7 @@ MAX_FIELD_BYTES = (
 MAX_PARTS = 32
 MAX_HEADER_BYTES = 64 * 1024  # per part header: room for absurd filenames, which are ignored (B17)
 MULTIPART_OVERHEAD_BYTES = 2 << 20  # headers and text fields on top of the file limit
-UPLOAD_TIMEOUT_S = 300.0  # a whole upload slower than this is a slow-loris, not a user (B28)
+DEFAULT_UPLOAD_TIMEOUT_S = 300.0  # settings.upload_timeout_s: a slower whole upload is a slow-loris (B28)
 
 
 @dataclass
@@ -164,9 +164,18 @@ class _Collector:
 
 
 async def read_multipart(
-    request: Request, *, tmp_dir: Path, file_fields: set[str], max_file_bytes: int
+    request: Request,
+    *,
+    tmp_dir: Path,
+    file_fields: set[str],
+    max_file_bytes: int,
+    timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
 ) -> ParsedForm:
-    """Parse a ``multipart/form-data`` body, streaming the file part to ``tmp_dir``; raise ``ApiError``."""
+    """Parse a ``multipart/form-data`` body, streaming the file part to ``tmp_dir``; raise ``ApiError``.
+
+    A body that takes longer than ``timeout_s`` to arrive is abandoned with 408 (B28); only this request's
+    task waits on it, so other requests are served meanwhile.
+    """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     limit = max_file_bytes + MULTIPART_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
@@ -179,7 +188,7 @@ async def read_multipart(
             field="image",
         )
     if content_type == b"application/x-www-form-urlencoded":
-        return await _read_urlencoded(request)
+        return await _read_urlencoded(request, timeout_s)
     if content_type != b"multipart/form-data":
         raise ApiError(
             415,
@@ -207,7 +216,7 @@ async def read_multipart(
     received = 0
     done = False
     try:
-        async with asyncio.timeout(UPLOAD_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
@@ -223,7 +232,7 @@ async def read_multipart(
             raise ApiError(400, "malformed_body", "The multipart body ended early.")
         done = True
     except TimeoutError:
-        raise ApiError(408, "request_timeout", "The upload was too slow and was abandoned.") from None
+        raise _too_slow(timeout_s) from None
     except FormParserError:
         raise ApiError(400, "malformed_body", "The multipart body is malformed.") from None
     finally:
@@ -233,13 +242,25 @@ async def read_multipart(
     return collector.form
 
 
-async def _read_urlencoded(request: Request) -> ParsedForm:
-    """A form without a file (``POST /plan`` from simple clients); the same field-size rule applies."""
+def _too_slow(timeout_s: float) -> ApiError:
+    return ApiError(
+        408,
+        "request_timeout",
+        f"The upload took longer than {timeout_s:g} s (STILLMOTION_UPLOAD_TIMEOUT_S) and was abandoned.",
+    )
+
+
+async def _read_urlencoded(request: Request, timeout_s: float) -> ParsedForm:
+    """A form without a file (``POST /plan`` from simple clients); the same size and time rules apply."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FIELD_BYTES:
-            raise ApiError(413, "field_too_large", f"The form exceeds {MAX_FIELD_BYTES // 1024} KB.")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FIELD_BYTES:
+                    raise ApiError(413, "field_too_large", f"The form exceeds {MAX_FIELD_BYTES // 1024} KB.")
+    except TimeoutError:
+        raise _too_slow(timeout_s) from None
     form = ParsedForm()
     try:
         pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=False, errors="strict")

@@ -171,6 +171,13 @@ def progress_view(job: Job) -> tuple[str, str]:
     elif status == JobStatus.SUCCEEDED:
         text = f"Job `{short}` **succeeded**"
         step = total = max(total, 1)
+        downgrades = (job.result or {}).get("downgrades") or []
+        if downgrades:
+            rungs = " → ".join([str(downgrades[0].get("from")), *(str(d.get("to")) for d in downgrades)])
+            text += (
+                f"\n\nRan out of memory {len(downgrades)}× and was downgraded ({rungs}); "
+                "the output is the same request, produced more slowly."
+            )
     elif status == JobStatus.CANCELLED:
         text = f"Job `{short}` **cancelled**"
     else:

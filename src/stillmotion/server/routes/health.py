@@ -34,6 +34,7 @@ async def health(request: Request, service: Annotated[JobService, Depends(get_se
         max_queue_size=service.settings.max_queue_size,
         worker=worker,
         free_disk_mb=round(service.free_disk_mb(), 1),
+        default_model=service.model_readiness(),
     )
 
 
