@@ -18,7 +18,7 @@ import functools
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stillmotion.bench.simulate import meta_unet
+from stillmotion.bench.simulate import meta_unet, meta_unet_inputs
 
 # Peak dense bf16/fp16 matrix throughput used for MFU: ~790 TFLOP/s, *measured* on the H100 80GB HBM3 this
 # project benchmarks on (../shared/measurements/README.md, "the measured bf16 matrix peak of that card";
@@ -39,26 +39,9 @@ def _unet() -> torch.nn.Module:
 def unet_call_flops(height: int, width: int, num_frames: int, batch: int) -> int:
     """FLOPs of one full-size I2VGen-XL UNet forward at ``height x width`` pixels (latent / 8); cached."""
     unet = _unet()
-    dtype = next(unet.parameters()).dtype
-    h, w = height // 8, width // 8
-
-    def empty(*shape: int) -> torch.Tensor:
-        return torch.empty(*shape, device="meta", dtype=dtype)
-
-    sample, image_latents = empty(batch, 4, num_frames, h, w), empty(batch, 4, num_frames, h, w)
-    text, image_emb = empty(batch, 77, CROSS_ATTENTION_DIM), empty(batch, CROSS_ATTENTION_DIM)
-    fps = torch.full((batch,), 16, device="meta", dtype=torch.int64)
-    timestep = torch.tensor(500, device="meta")
+    inputs = meta_unet_inputs(unet, height, width, num_frames, batch, CROSS_ATTENTION_DIM)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(
-            sample,
-            timestep,
-            fps=fps,
-            image_latents=image_latents,
-            image_embeddings=image_emb,
-            encoder_hidden_states=text,
-            return_dict=False,
-        )
+        unet(**inputs, return_dict=False)
     return int(counter.get_total_flops())
 
 

@@ -103,6 +103,31 @@ def meta_vae(config_dir: Path = CONFIG_DIR, dtype: torch.dtype = torch.float16) 
     return vae.to(dtype=dtype)  # type: ignore[no-any-return]
 
 
+def meta_unet_inputs(
+    unet: torch.nn.Module,
+    height: int,
+    width: int,
+    num_frames: int,
+    batch: int,
+    cross_attention_dim: int = 1024,
+) -> dict[str, torch.Tensor]:
+    """Keyword arguments of one UNet forward at ``height x width`` pixels (latent / 8), on ``meta``."""
+    dtype = next(unet.parameters()).dtype
+    h, w = height // 8, width // 8
+
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, device="meta", dtype=dtype)
+
+    return {
+        "sample": empty(batch, 4, num_frames, h, w),
+        "timestep": torch.tensor(500, device="meta"),
+        "fps": torch.full((batch,), 16, device="meta", dtype=torch.int64),
+        "image_latents": empty(batch, 4, num_frames, h, w),
+        "image_embeddings": empty(batch, cross_attention_dim),
+        "encoder_hidden_states": empty(batch, 77, cross_attention_dim),
+    }
+
+
 def unet_activation_peak_bytes(
     unet: torch.nn.Module,
     height: int,
@@ -113,27 +138,9 @@ def unet_activation_peak_bytes(
     cross_attention_dim: int = 1024,
 ) -> int:
     """Simulated activation peak of one UNet forward at ``height x width`` pixels (latent / 8)."""
-    dtype = next(unet.parameters()).dtype
-    h, w = height // 8, width // 8
-
-    def empty(*shape: int) -> torch.Tensor:
-        return torch.empty(*shape, device="meta", dtype=dtype)
-
-    sample, image_latents = empty(batch, 4, num_frames, h, w), empty(batch, 4, num_frames, h, w)
-    text, image_emb = empty(batch, 77, cross_attention_dim), empty(batch, cross_attention_dim)
-    fps = torch.full((batch,), 16, device="meta", dtype=torch.int64)
-    timestep = torch.tensor(500, device="meta")
-    inputs = [sample, image_latents, text, image_emb, fps, timestep]
-    with tracking([*unet.parameters(), *unet.buffers(), *inputs]) as tracker:
-        unet(
-            sample,
-            timestep,
-            fps=fps,
-            image_latents=image_latents,
-            image_embeddings=image_emb,
-            encoder_hidden_states=text,
-            return_dict=False,
-        )
+    inputs = meta_unet_inputs(unet, height, width, num_frames, batch, cross_attention_dim)
+    with tracking([*unet.parameters(), *unet.buffers(), *inputs.values()]) as tracker:
+        unet(**inputs, return_dict=False)
     return tracker.peak
 
 
