@@ -25,9 +25,11 @@ class StillmotionError(Exception):
         field: str | None = None,
         http_status: int | None = None,
         details: dict[str, Any] | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = retry_after_s  # when retrying later may succeed (HTTP Retry-After)
         if code is not None:
             self.code = code
         if http_status is not None:
@@ -43,6 +45,24 @@ class StillmotionError(Exception):
         if self.details:
             out["details"] = self.details
         return out
+
+
+class ServiceRefused(StillmotionError):
+    """The job service refuses a request for a reason of its own state (shutting down, queue full, low disk,
+    a job without a video); ``code`` and ``http_status`` say which, ``retry_after_s`` when to try again."""
+
+    def __init__(
+        self,
+        http_status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=code, field=field, http_status=http_status, retry_after_s=retry_after_s
+        )
 
 
 class InvalidRequest(StillmotionError):

@@ -47,7 +47,7 @@ def test_bench_cpu_smoke_with_injected_oom_and_stock(tmp_path: Path, monkeypatch
     ]  # fmt: skip
     assert main([*common, "--only", "uncapped"]) == 0
     assert main([*common, "--only", "stock-model-offload"]) == 0
-    monkeypatch.setenv("STILLMOTION_INJECT_OOM_AT_STEP", "2")
+    monkeypatch.setenv("STILLMOTION_FAULTS", "oom@step:2")
     assert main([*common, "--only", "cap1"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "smoke.jsonl").read_text().splitlines()]
     assert [r["name"] for r in rows] == ["64x64x8-uncapped", "64x64x8-stock-model-offload", "64x64x8-cap1"]

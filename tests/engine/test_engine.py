@@ -9,10 +9,11 @@ import av
 import pytest
 import torch
 
-from stillmotion.engine.engine import INJECT_OOM_AT_STEP_ENV, INJECT_OOM_IN_ENV, Engine
+from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.errors import Cancelled, InvalidRequest, OutOfMemory
+from stillmotion.faults import FAULTS_ENV
 from stillmotion.media.image_input import InputImage
 from stillmotion.media.video_output import read_metadata
 
@@ -126,7 +127,7 @@ def test_oom_at_a_step_resumes_on_a_cheaper_plan_with_identical_frames(
     request = GenerationRequest(prompt="a fox", seed=5, **{**SMALL, "num_inference_steps": 5})
     clean = engine.render(request, input_image)
 
-    monkeypatch.setenv(INJECT_OOM_AT_STEP_ENV, "3")
+    monkeypatch.setenv(FAULTS_ENV, "oom@step:3")
     events: list[ProgressEvent] = []
     resumed = engine.render(request, input_image, on_progress=events.append)
 
@@ -143,7 +144,7 @@ def test_oom_at_a_step_resumes_on_a_cheaper_plan_with_identical_frames(
 def test_oom_in_other_phases_is_recovered_and_recorded(
     engine: Engine, input_image: InputImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str
 ) -> None:
-    monkeypatch.setenv(INJECT_OOM_IN_ENV, phase)
+    monkeypatch.setenv(FAULTS_ENV, f"oom@{phase}")
     result = engine.generate(GenerationRequest(prompt="x", seed=2, **SMALL), input_image, tmp_path / "o.mp4")
     assert [d["phase"] for d in result.downgrades] == [phase]
     assert read_metadata(result.video_path)["runtime"]["downgrades"][0]["phase"] == phase

@@ -21,10 +21,11 @@ import pytest
 from jobs_helpers import TINY_MODEL, add_job, make_settings
 
 from stillmotion.config import Settings
+from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.states import JobStatus
 from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, Job, JobStore
 from stillmotion.jobs.supervisor import WorkerSupervisor
-from stillmotion.jobs.worker import FAULTS_ENV, OUTPUT_FILENAME
+from stillmotion.jobs.worker import OUTPUT_FILENAME
 
 POLL_S = 0.2
 SERVICE_HOST = Path(__file__).with_name("service_host.py")

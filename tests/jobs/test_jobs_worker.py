@@ -19,10 +19,11 @@ from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
+from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
 from stillmotion.jobs.states import TERMINAL, JobStatus
 from stillmotion.jobs.store import Job, JobStore
-from stillmotion.jobs.worker import OUTPUT_FILENAME, Fault, Worker, parse_faults
+from stillmotion.jobs.worker import OUTPUT_FILENAME, Worker
 from stillmotion.media.image_input import InputImage
 
 
@@ -173,31 +174,17 @@ def test_f15_cancel_racing_completion_gives_exactly_one_terminal_state(
 
 @pytest.mark.timeout(120)
 def test_f9_disk_full_while_writing_fails_cleanly_and_the_next_job_succeeds(
-    settings: Settings, store: JobStore, engine: Engine
+    settings: Settings, store: JobStore, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_job(store, "full")
     add_job(store, "next")
-    worker = Worker(settings, store, engine, faults=parse_faults("enospc@write@job:full"))
-    worker.run(max_jobs=2)
+    monkeypatch.setenv(FAULTS_ENV, "enospc@write@job:full")
+    Worker(settings, store, engine).run(max_jobs=2)
     job = store.get("full")
     assert (job.status, job.error_code) == (JobStatus.FAILED, "disk_full")
     assert job.error_message
     assert_no_output(store, job)  # no file at the final path, no temp file left beside it
     assert_succeeded_with_one_output(store, store.get("next"))
-
-
-def test_fault_spec_parsing() -> None:
-    assert parse_faults("kill@step:3") == (Fault("kill", 3, False, 1, None),)
-    assert parse_faults("kill@step:1@attempt:all, hang@step:2@job:abc") == (
-        Fault("kill", 1, False, None, None),
-        Fault("hang", 2, False, 1, "abc"),
-    )
-    assert parse_faults("enospc@write") == (Fault("enospc", None, True, 1, None),)
-    assert parse_faults("slow@step:all@attempt:2") == (Fault("slow", None, False, 2, None),)
-    assert parse_faults("") == ()
-    for bad in ("explode@step:1", "kill", "kill@stage:1", "kill@step:1@color:red"):
-        with pytest.raises(ValueError):
-            parse_faults(bad)
 
 
 def test_log_lines_carry_the_job_id_and_a_full_disk_never_raises(settings: Settings) -> None:

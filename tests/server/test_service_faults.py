@@ -21,10 +21,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.config import Settings
-from stillmotion.engine.engine import INJECT_OOM_AT_STEP_ENV, INJECT_OOM_IN_ENV, Engine
+from stillmotion.engine.engine import Engine
+from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import JobStore
-from stillmotion.jobs.worker import FAULTS_ENV, Worker, parse_faults
+from stillmotion.jobs.worker import Worker
 from stillmotion.memory.device import GIB, DeviceBudget
 from stillmotion.server.app import create_app
 from stillmotion.webui.app import progress_view
@@ -51,8 +52,10 @@ def submit(client: httpx.Client | TestClient, **fields: str) -> dict[str, Any]:
 
 
 def run_worker(settings: Settings, store: JobStore, engine: Engine, faults: str = "") -> None:
-    """Run exactly one queued job in this process, as the worker process would."""
-    assert Worker(settings, store, engine, faults=parse_faults(faults)).run(max_jobs=1) == 1
+    """Run exactly one queued job in this process, as the worker process would, with ``faults`` set."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FAULTS_ENV, faults)
+        assert Worker(settings, store, engine).run(max_jobs=1) == 1
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +72,7 @@ def test_f5_f6_oom_in_denoise_and_decode_recovered_by_the_running_service(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The supervisor hands its own environment to the worker: every job OOMs at step 2 and in decode.
-    monkeypatch.setenv(INJECT_OOM_AT_STEP_ENV, "2")
-    monkeypatch.setenv(INJECT_OOM_IN_ENV, "decode")
-    monkeypatch.delenv(FAULTS_ENV, raising=False)
+    monkeypatch.setenv(FAULTS_ENV, "oom@step:2@attempt:all,oom@decode@attempt:all")
     settings = make_settings(tmp_path / "data")
     app = create_app(settings)
     with live_server(app) as base, httpx.Client(base_url=base, timeout=10) as client:
@@ -106,13 +107,11 @@ def test_f7_oom_at_load_then_oom_on_every_rung_fails_clearly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # F7: out of memory while placing the weights: dropped, re-placed one rung down, job succeeds.
-    monkeypatch.setenv(INJECT_OOM_IN_ENV, "load")
     loaded = submit(client)
-    run_worker(settings, store, cpu_engine)
+    run_worker(settings, store, cpu_engine, faults="oom@load")
     job = client.get(f"{JOBS}/{loaded['id']}").json()
     assert job["status"] == "succeeded", job["error"]
     assert [d["phase"] for d in job["result"]["downgrades"]] == ["load"]
-    monkeypatch.delenv(INJECT_OOM_IN_ENV)
 
     # Every rung runs out of memory (4 steps > the CPU ladder's 3 rungs): failed, code oom, actionable.
     doomed = submit(client, num_inference_steps="4")
@@ -132,11 +131,6 @@ def test_f7_oom_at_load_then_oom_on_every_rung_fails_clearly(
     assert job["status"] == "succeeded" and job["result"]["downgrades"] == []
     text, _ = progress_view(store.get(after["id"]))
     assert "downgraded" not in text
-
-
-def test_oom_fault_hook_parses() -> None:
-    (fault,) = parse_faults("oom@step:all")
-    assert (fault.action, fault.step, fault.attempt) == ("oom", None, 1)
 
 
 # ---- F20 --------------------------------------------------------------------------------------------------

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 import stillmotion
+from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
 from stillmotion.engine.cache import EmbeddingCache
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
@@ -40,11 +40,6 @@ from stillmotion.speed.compile import apply_speed, mark_step_begin, undo_speed
 from stillmotion.speed.options import SpeedOptions, choose_speed
 
 logger = logging.getLogger(__name__)
-
-# Test switches (documented in docs/engine.md): raise a CUDA-style out-of-memory once, so OOM recovery
-# is exercised on machines without a GPU.
-INJECT_OOM_AT_STEP_ENV = "STILLMOTION_INJECT_OOM_AT_STEP"  # 1-based denoising step
-INJECT_OOM_IN_ENV = "STILLMOTION_INJECT_OOM_IN"  # comma list of phases: load, encode, decode
 
 MAX_OOM_RECOVERIES = 8  # more than the ladder has rungs: the ladder, not this, normally ends the retries
 
@@ -79,32 +74,6 @@ class DenoiseState:
     latents: torch.Tensor | None = None
     steps_done: int = 0
     phase: str = "plan"  # the phase running now, named in an OOM report
-
-
-@dataclass
-class _Faults:
-    """Injected out-of-memory errors for tests; each fires once per generation."""
-
-    oom_at_step: int | None = None
-    oom_in: set[str] = field(default_factory=set)
-
-    @classmethod
-    def from_env(cls) -> _Faults:
-        step = os.environ.get(INJECT_OOM_AT_STEP_ENV, "").strip()
-        phases = os.environ.get(INJECT_OOM_IN_ENV, "").strip()
-        return cls(
-            oom_at_step=int(step) if step else None,
-            oom_in={p.strip() for p in phases.split(",") if p.strip()},
-        )
-
-    def maybe_raise(self, phase: str, step: int | None = None) -> None:
-        hit = (step is not None and step == self.oom_at_step) or (step is None and phase in self.oom_in)
-        if hit:
-            if step is not None:
-                self.oom_at_step = None
-            else:
-                self.oom_in.discard(phase)
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by stillmotion in {phase})")
 
 
 class _Clock:
@@ -182,6 +151,7 @@ class Rendered:
     timings: dict[str, float]
     clock: _Clock
     cancel: CancelToken
+    faults: fault_switches.FaultRun
 
 
 class Engine:
@@ -242,7 +212,8 @@ class Engine:
         clock.stage(Stage.WRITE, req.num_inference_steps, f"writing {output_path.name}")
         started = time.perf_counter()
         metadata = self._recipe(rendered.spec, req, image, rendered.plan, rendered.downgrades, warnings)
-        video = write_video(to_uint8(frames), output_path, fps=req.fps, metadata=metadata)
+        with rendered.faults.phase("write"):
+            video = write_video(to_uint8(frames), output_path, fps=req.fps, metadata=metadata)
         timings = {**rendered.timings, "write_s": time.perf_counter() - started, "total_s": clock.elapsed}
         clock.stage(Stage.DONE, req.num_inference_steps, "done")
         return GenerationResult(
@@ -267,7 +238,7 @@ class Engine:
     ) -> Rendered:
         """Steps 1-5 of a generation: the decoded frames as float32 (frames, height, width, 3) in [0, 1]."""
         cancel = cancel or CancelToken()
-        faults = _Faults.from_env()
+        faults = fault_switches.active().for_run()  # test-only switches (faults.py); usually none
 
         # 1. Validate against the model's limits (one clear error per broken rule; nothing runs before).
         spec = get_spec(request.model or self.settings.default_model)
@@ -310,6 +281,7 @@ class Engine:
             timings=timings,
             clock=clock,
             cancel=cancel,
+            faults=faults,
         )
 
     def unload(self) -> None:
@@ -331,7 +303,7 @@ class Engine:
         state: DenoiseState,
         clock: _Clock,
         cancel: CancelToken,
-        faults: _Faults,
+        faults: fault_switches.FaultRun,
         timings: dict[str, float],
         warnings: list[str],
     ) -> torch.Tensor:
@@ -344,8 +316,8 @@ class Engine:
         started = time.perf_counter()
         if self._loaded is not None and needs_reload(self._loaded[2].modules(), plan):
             self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
-        components = self._components(spec, dtype)
-        faults.maybe_raise("load")
+        with faults.phase("load"):
+            components = self._components(spec, dtype)
         if self._placed != plan:  # placed once per plan: offload hooks bring released models back themselves
             self._reset(components)
             apply_plan(components.modules(), plan, self.device)
@@ -358,8 +330,8 @@ class Engine:
         cancel.raise_if_cancelled()
         clock.stage(Stage.ENCODE, state.steps_done, "encoding prompt and image")
         started = time.perf_counter()
-        faults.maybe_raise("encode")
-        cond = self._conditioning(spec, components, req, image, dtype, warnings)
+        with faults.phase("encode"):
+            cond = self._conditioning(spec, components, req, image, dtype, warnings)
         release_encoders(components.modules(), plan)
         timings["encode_s"] = timings.get("encode_s", 0.0) + time.perf_counter() - started
 
@@ -376,8 +348,8 @@ class Engine:
         cancel.raise_if_cancelled()
         clock.stage(Stage.DECODE, req.num_inference_steps, "decoding frames")
         started = time.perf_counter()
-        faults.maybe_raise("decode")
-        frames = model.decode_latents(components, latents, plan.decode_chunk_size, plan.vae_tiling)
+        with faults.phase("decode"):
+            frames = model.decode_latents(components, latents, plan.decode_chunk_size, plan.vae_tiling)
         timings["decode_s"] = time.perf_counter() - started
         return frames[: req.num_frames]
 
@@ -390,7 +362,7 @@ class Engine:
         state: DenoiseState,
         clock: _Clock,
         cancel: CancelToken,
-        faults: _Faults,
+        faults: fault_switches.FaultRun,
         dtype: torch.dtype,
     ) -> torch.Tensor:
         # A fresh scheduler per run: schedulers keep per-run state (timesteps).
@@ -414,7 +386,7 @@ class Engine:
         gpu_timer = _GpuStepTimer(self.device)
         for index in range(state.steps_done, len(scheduler.timesteps)):
             cancel.raise_if_cancelled()
-            faults.maybe_raise("denoise", step=index + 1)
+            faults.step(index + 1)
             started = time.perf_counter()
             timestep = scheduler.timesteps[index]
             if self._speed is not None:

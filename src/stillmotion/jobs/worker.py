@@ -9,8 +9,8 @@ that writes progress to the store and turns a stored cancel request into the Can
 Signals: the first SIGTERM drains (finish the current job, claim no more, exit 0); a second SIGTERM or a
 SIGINT interrupts (stop at the next step boundary, re-queue the job without spending an attempt, exit 0).
 
-Test-only fault hooks come from ``STILLMOTION_FAULTS`` (docs/jobs.md): ``kill@step:3``, ``hang@step:2``,
-``slow@step:all``, ``oom@step:all``, ``enospc@write``, optionally ``@attempt:N|all`` and ``@job:ID``.
+Test-only fault switches (``STILLMOTION_FAULTS``, ``stillmotion/faults.py``) fire inside the engine; the
+worker only scopes each generation to its job and attempt so ``@job`` and ``@attempt`` qualifiers match.
 
 After start and after every job the worker publishes its device state (``jobs/worker_state.py``) so the API
 plans with the memory this worker will really have.
@@ -31,11 +31,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
@@ -60,7 +60,6 @@ DEFAULT_WORKER_ID = worker_state.DEFAULT_WORKER_ID
 OUTPUT_FILENAME = "video.mp4"
 IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
 PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
-SLOW_FAULT_S = 1.0
 PURGE_INTERVAL_S = 3600.0  # retention (settings.retention_days) is applied this often, when idle
 HASH_CHUNK_BYTES = 1 << 20
 STDIN_FD = 0
@@ -81,109 +80,6 @@ class EngineLike(Protocol):
     ) -> GenerationResult: ...
 
 
-# ---- test-only fault hooks --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected fault: ``action`` at ``step`` (None: every step) or at the write stage."""
-
-    action: str  # kill | hang | slow | oom | enospc
-    step: int | None
-    at_write: bool
-    attempt: int | None  # None: every attempt
-    job_id: str | None  # None: every job
-
-    def applies(self, job: Job) -> bool:
-        return (self.attempt is None or self.attempt == job.attempts) and self.job_id in (None, job.id)
-
-
-FAULT_ACTIONS = frozenset({"kill", "hang", "slow", "oom", "enospc"})
-
-
-def parse_faults(text: str) -> tuple[Fault, ...]:
-    """Parse ``action@step:N|step:all|write[@attempt:N|all][@job:ID]``, comma-separated."""
-    faults = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        action, *qualifiers = item.split("@")
-        if action not in FAULT_ACTIONS or not qualifiers:
-            raise ValueError(
-                f"{FAULTS_ENV}: {item!r} is not action@trigger (actions: {sorted(FAULT_ACTIONS)})"
-            )
-        trigger, *rest = qualifiers
-        step: int | None = None
-        at_write = trigger == "write"
-        if not at_write:
-            kind, _, value = trigger.partition(":")
-            if kind != "step" or not value:
-                raise ValueError(f"{FAULTS_ENV}: {item!r}: trigger must be step:N, step:all or write")
-            step = None if value == "all" else int(value)
-        attempt: int | None = 1  # by default a fault fires on the first attempt only, so a retry can succeed
-        job_id = None
-        for qualifier in rest:
-            key, _, value = qualifier.partition(":")
-            if key == "attempt":
-                attempt = None if value == "all" else int(value)
-            elif key == "job":
-                job_id = value
-            else:
-                raise ValueError(f"{FAULTS_ENV}: {item!r}: unknown qualifier {qualifier!r}")
-        faults.append(Fault(action, step, at_write, attempt, job_id))
-    return tuple(faults)
-
-
-class FaultHooks:
-    """Fires the configured faults from inside the progress callback of a running job."""
-
-    def __init__(self, faults: Sequence[Fault]) -> None:
-        self.faults = tuple(faults)
-        self._saved_fsync: Any = None
-
-    def on_event(self, job: Job, event: ProgressEvent) -> None:
-        for fault in self.faults:
-            if not fault.applies(job):
-                continue
-            if fault.at_write and event.stage == Stage.WRITE:
-                self._fire(fault, job, event)
-            elif (
-                not fault.at_write
-                and event.stage == Stage.DENOISE
-                and event.step > 0
-                and fault.step in (None, event.step)
-            ):
-                self._fire(fault, job, event)
-
-    def _fire(self, fault: Fault, job: Job, event: ProgressEvent) -> None:
-        logger.warning("fault hook %s fires at %s step %d", fault.action, event.stage, event.step)
-        if fault.action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        elif fault.action == "hang":
-            threading.Event().wait()  # never set: a step that never returns
-        elif fault.action == "slow":
-            time.sleep(SLOW_FAULT_S)
-        elif fault.action == "oom":
-            # Raised inside the engine's step (the progress callback runs there), so the engine's own OOM
-            # recovery sees it: free, step down the ladder, resume. With step:all every rung fails.
-            import torch
-
-            raise torch.OutOfMemoryError(
-                f"CUDA out of memory (injected by {FAULTS_ENV} at step {event.step})"
-            )
-        elif fault.action == "enospc" and self._saved_fsync is None:
-            # The video writer fsyncs its temp file before the rename: fail there, like a full disk would.
-            self._saved_fsync = os.fsync
-
-            def no_space(fd: object) -> None:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-            os.fsync = no_space
-
-    def restore(self) -> None:
-        if self._saved_fsync is not None:
-            os.fsync = self._saved_fsync
-            self._saved_fsync = None
-
-
 # ---- the worker -------------------------------------------------------------------------------------------
 
 
@@ -197,13 +93,11 @@ class Worker:
         engine: EngineLike,
         *,
         worker_id: str = DEFAULT_WORKER_ID,
-        faults: Sequence[Fault] = (),
     ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.worker_id = worker_id
-        self.hooks = FaultHooks(faults)
         self._draining = threading.Event()
         self._interrupting = threading.Event()
         self._lock = threading.Lock()
@@ -316,7 +210,6 @@ class Worker:
                 logger.exception("job %s: unexpected error", job.id)
                 return self._fail(job, output_path, "internal_error", _internal_message(exc, job.id))
             finally:
-                self.hooks.restore()
                 with self._lock:
                     self._token = None
                 gc.collect()  # drop this job's tensors now, so memory is back to baseline between jobs
@@ -332,13 +225,14 @@ class Worker:
         )
         loading = _LoadHeartbeat(self.store, job.id, self.settings.step_timeout_s / 4)
         try:
-            result = self.engine.generate(
-                request,
-                image=image,
-                output_path=output_path,
-                on_progress=self._progress(job, token, loading),
-                cancel=token,
-            )
+            with fault_switches.job_scope(job.id, job.attempts):
+                result = self.engine.generate(
+                    request,
+                    image=image,
+                    output_path=output_path,
+                    on_progress=self._progress(job, token, loading),
+                    cancel=token,
+                )
         finally:
             loading.stop()
         sha256 = _sha256(output_path)
@@ -365,7 +259,6 @@ class Worker:
             if important or now - last_write >= PROGRESS_MIN_INTERVAL_S:
                 self.store.update_progress(job.id, event.to_dict())  # also the watchdog's heartbeat
                 last_write, last_stage = now, event.stage
-            self.hooks.on_event(job, event)
             if self._interrupting.is_set() or self.store.is_cancel_requested(job.id):
                 token.cancel()  # the engine raises Cancelled before the next step
 
@@ -511,16 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings, "worker")
     if args.settings_from_stdin:
         threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
-    faults = parse_faults(os.environ.get(FAULTS_ENV, ""))
-    if faults:
-        logger.warning("test fault hooks active: %s", os.environ[FAULTS_ENV])
+    if fault_switches.active():
+        logger.warning("test fault switches active: %s", os.environ[fault_switches.FAULTS_ENV])
 
     from stillmotion.engine.engine import Engine  # torch and diffusers load here, after the cheap setup
 
     store = JobStore.open(settings)
     try:
         store.requeue_interrupted("the worker restarted", worker_id=args.worker_id)
-        worker = Worker(settings, store, Engine(settings), worker_id=args.worker_id, faults=faults)
+        worker = Worker(settings, store, Engine(settings), worker_id=args.worker_id)
         with _signals(worker):
             logger.info("worker %s ready (pid %d, device %s)", args.worker_id, os.getpid(), settings.device)
             worker.run()

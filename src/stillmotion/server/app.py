@@ -21,7 +21,7 @@ from stillmotion.jobs.store import JobStore
 from stillmotion.server.errors import ApiError, register_error_handlers
 from stillmotion.server.routes import health, jobs, models
 from stillmotion.server.security import OriginGuard, is_loopback, require_token
-from stillmotion.server.service import API_PREFIX, JobService
+from stillmotion.service.job_service import API_PREFIX, JobService
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
             path, api_not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
         )
 
-    blocks = build_ui(settings, store)
+    blocks = build_ui(service)
     token = settings.api_token
     gr.mount_gradio_app(
         app,

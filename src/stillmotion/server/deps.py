@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from stillmotion.config import Settings
-from stillmotion.server.service import JobService
+from stillmotion.service.job_service import JobService
 
 
 def get_service(request: Request) -> JobService:

@@ -21,10 +21,10 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stillmotion.errors import StillmotionError, UnknownModel
+from stillmotion.service.validation import validation_message
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_QUEUE_FULL_S = 30
 RETRY_AFTER_STORAGE_S = 5
 
 # UnknownModel is 404 in errors.py (for the CLI); over HTTP the model is always a field of the request
@@ -56,24 +56,6 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def field_from_loc(loc: tuple[int | str, ...]) -> str | None:
-    """('body', 'seed') -> 'seed'; ('query', 'limit') -> 'limit'."""
-    names = [str(part) for part in loc if part not in ("body", "query", "path", "header", "form")]
-    return ".".join(names) or None
-
-
-def validation_message(errors: list[Any]) -> tuple[str, str | None]:
-    """First pydantic error as 'field: rule (got value)', plus the field name."""
-    first = errors[0]
-    field = field_from_loc(tuple(first.get("loc", ())))
-    rule = str(first.get("msg", "invalid value"))
-    if first.get("type") == "extra_forbidden":
-        rule = "unknown field (not part of the API; see /openapi.json)"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) or value is None else f" (got {str(value)[:80]!r})"
-    return f"{field or 'request'}: {rule}{shown}.", field
-
-
 def _storage_error(exc: Exception) -> JSONResponse:
     text = str(exc).lower()
     reason = "the database disk is full" if "full" in text else "the database is busy (locked)"
@@ -93,6 +75,8 @@ def register_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StillmotionError)
         status = _STATUS_OVERRIDES.get(type(exc), exc.http_status)
         headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
+        if exc.retry_after_s is not None:
+            headers.setdefault("Retry-After", str(exc.retry_after_s))
         if status in (429, 503):
             headers.setdefault("Retry-After", str(RETRY_AFTER_STORAGE_S))
         if status >= 500:

@@ -12,9 +12,9 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from stillmotion.server.errors import ApiError
-from stillmotion.server.schemas import GenerationFields
-from stillmotion.server.service import JobService
 from stillmotion.server.upload import ParsedForm, read_multipart
+from stillmotion.service.job_service import JobService
+from stillmotion.service.schemas import GenerationFields
 
 IMAGE_FIELD = "image"
 # Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value.

@@ -1,7 +1,8 @@
 """The Gradio web UI: a thin shell over the same job store and submission path as the REST API.
 
-``build_ui(settings, store)`` returns the Blocks that ``server/app.py`` mounts at ``/``. Submitting goes
-through ``JobService.submit`` (so UI and API jobs are the same rows), progress is read back from the store
+``build_ui(service)`` returns the Blocks that ``server/app.py`` mounts at ``/``, over the app's one
+``JobService``: submitting goes through ``JobService.submit`` (so UI and API jobs are the same rows, and a
+shutting-down service refuses both), progress is read back from the store
 (a generator that waits 0.5 s between reads, never a busy loop), and errors are shown with ``gr.Error``
 (``_shown_errors`` is the one place that maps them). Nothing here imports diffusers.
 """
@@ -22,14 +23,13 @@ from typing import Any, TypeVar
 import gradio as gr
 from pydantic import ValidationError
 
-from stillmotion.config import Settings
 from stillmotion.engine.request import MAX_SEED
 from stillmotion.errors import StillmotionError
-from stillmotion.jobs.store import Job, JobStatus, JobStore
+from stillmotion.jobs.store import Job, JobStatus
 from stillmotion.models.registry import ModelSpec, get_spec, list_specs
-from stillmotion.server.errors import validation_message
-from stillmotion.server.schemas import GenerationFields
-from stillmotion.server.service import TERMINAL_STATUSES, JobService
+from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
+from stillmotion.service.schemas import GenerationFields
+from stillmotion.service.validation import validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,9 @@ def history_rows(jobs: list[Job]) -> list[list[Any]]:
     return rows
 
 
-def build_ui(settings: Settings, store: JobStore) -> gr.Blocks:
+def build_ui(service: JobService) -> gr.Blocks:
     """The Blocks for ``/``: generate (with plan and live progress) and history (with reuse and download)."""
-    service = JobService(settings, store)
+    settings, store = service.settings, service.store
     specs = list_specs()
     model_choices = [spec.name for spec in specs]
     if settings.default_model not in model_choices:

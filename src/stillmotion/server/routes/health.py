@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from stillmotion import __version__
 from stillmotion.server.deps import get_service
-from stillmotion.server.schemas import HealthOut, WorkerOut
-from stillmotion.server.service import JobService
+from stillmotion.service.job_service import JobService
+from stillmotion.service.schemas import HealthOut, WorkerOut
 
 router = APIRouter(tags=["health"])
 

@@ -19,8 +19,8 @@ from stillmotion.jobs.store import JobStatus
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
-from stillmotion.server.schemas import ErrorResponse, JobForm, JobList, JobOut, JobStatusName
-from stillmotion.server.service import TERMINAL_STATUSES, JobService
+from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
+from stillmotion.service.schemas import ErrorResponse, JobForm, JobList, JobOut, JobStatusName
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -12,8 +12,8 @@ from stillmotion.models.registry import list_specs
 from stillmotion.server.deps import get_service
 from stillmotion.server.forms import multipart_body, multipart_form, parse_fields
 from stillmotion.server.routes.jobs import _errors
-from stillmotion.server.schemas import ModelList, ModelOut, PlanForm, PlanOut
-from stillmotion.server.service import JobService
+from stillmotion.service.job_service import JobService
+from stillmotion.service.schemas import ModelList, ModelOut, PlanForm, PlanOut
 
 router = APIRouter(tags=["models"])
 

@@ -21,13 +21,12 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.errors import CannotFit, JobNotFound, StillmotionError, UnknownModel
+from stillmotion.errors import CannotFit, JobNotFound, ServiceRefused, StillmotionError, UnknownModel
 from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
-from stillmotion.server.errors import RETRY_AFTER_QUEUE_FULL_S, ApiError
-from stillmotion.server.schemas import (
+from stillmotion.service.schemas import (
     ErrorBody,
     GenerationFields,
     JobLinks,
@@ -43,11 +42,14 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-READINESS_TTL_S = 30.0  # the default model's readiness (files on disk) is re-checked at most this often
+READINESS_TTL_S = 30.0
+RETRY_AFTER_QUEUE_FULL_S = 30
+RETRY_AFTER_SHUTDOWN_S = 10
+RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
 
 
 class JobService:
-    """Accepts, plans and describes jobs over one ``JobStore`` (the API and the UI each hold one)."""
+    """Accepts, plans and describes jobs over one ``JobStore``: the one service the API and the UI share."""
 
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
@@ -78,30 +80,30 @@ class JobService:
     def check_admission(self) -> None:
         """Cheap checks before reading an upload: shutting down (503), queue full (429), low disk (507)."""
         if not self.accepting:
-            raise ApiError(
+            raise ServiceRefused(
                 503,
                 "shutting_down",
                 "The server is shutting down; submit again once it is back.",
-                headers={"Retry-After": "10"},
+                retry_after_s=RETRY_AFTER_SHUTDOWN_S,
             )
         depth = self.store.queue_depth()
         if depth >= self.settings.max_queue_size:
             raise self._queue_full()
         free_mb = self.free_disk_mb()
         if free_mb < self.settings.min_free_disk_mb:
-            raise ApiError(
+            raise ServiceRefused(
                 507,
                 "insufficient_storage",
                 f"Only {free_mb:.0f} MB free on the data disk; new jobs need at least "
                 f"{self.settings.min_free_disk_mb:g} MB (STILLMOTION_MIN_FREE_DISK_MB).",
             )
 
-    def _queue_full(self) -> ApiError:
-        return ApiError(
+    def _queue_full(self) -> ServiceRefused:
+        return ServiceRefused(
             429,
             "queue_full",
             f"The queue is full ({self.settings.max_queue_size} jobs waiting); retry later.",
-            headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL_S)},
+            retry_after_s=RETRY_AFTER_QUEUE_FULL_S,
         )
 
     # -- validation --------------------------------------------------------------------------------------
@@ -119,11 +121,11 @@ class JobService:
             if request.model:
                 raise  # the client named it: 422
             # The server's own default (a local folder) vanished: not the client's fault (F20).
-            raise ApiError(
+            raise ServiceRefused(
                 503,
                 "model_unavailable",
                 f"The server's default model is unavailable: {exc.message}",
-                headers={"Retry-After": "60"},
+                retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
         return request.resolve(spec, image_size)
 
@@ -336,14 +338,16 @@ class JobService:
         """The finished video's path: 409 if not finished, 410 if its file has gone (F22)."""
         job = self.get(job_id)
         if job.status != JobStatus.SUCCEEDED or not job.output_filename:
-            raise ApiError(409, "job_not_finished", f"job {job.id} is {job.status}; it has no video yet.")
+            raise ServiceRefused(
+                409, "job_not_finished", f"job {job.id} is {job.status}; it has no video yet."
+            )
         job_dir = self.store.job_dir(job.id).resolve()
         path = (job_dir / job.output_filename).resolve()
         # Second line of defence behind UUID ids: the file must sit inside the job's own folder.
         if os.path.commonpath([job_dir, path]) != str(job_dir):
             raise JobNotFound(f"job {job.id} has no video.")
         if not path.is_file():
-            raise ApiError(
+            raise ServiceRefused(
                 410,
                 "output_deleted",
                 f"job {job.id}'s video was deleted from the data folder; the job record is kept.",
