@@ -185,3 +185,55 @@ def test_plan_for_another_card_steps_down_the_ladder_and_refuses_with_what_fits(
     assert main([*base, "--gpu-gb", "2"]) == 3
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["code"] == "cannot_fit" and "Largest that fits" in error["message"]
+
+
+def test_plan_needs_no_prompt(capsys: pytest.CaptureFixture[str]) -> None:
+    """Memory does not depend on the words: `plan` without --prompt answers the plan."""
+    code = main(["plan", "--model", "i2vgen-xl", "--resolution", "768p", "--gpu-gb", "8", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["plan"]["rung"] and report["request"]["prompt"] == ""
+    assert main(["plan", "--model", "i2vgen-xl", "--num-frames", "99", "--gpu-gb", "8"]) == 2  # still checked
+
+
+@pytest.mark.timeout(180)
+def test_oom_on_every_rung_exits_3_and_leaves_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "never.mp4"
+    env = {**os.environ, "STILLMOTION_FAULTS": "oom@step:all", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stillmotion.cli",
+            "generate",
+            *TINY,
+            "--num-inference-steps",
+            "3",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--output",
+            str(out),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=150,
+    )
+    assert proc.returncode == 3, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error [oom]: out of memory in denoise") and "no cheaper plan" in last
+    assert "Traceback" not in proc.stderr
+    # Every rung of the ladder was tried before giving up, each one logged.
+    assert proc.stderr.count("out of memory in denoise with plan") >= 3
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []  # no video, no sidecar, no temp file
+
+
+def test_serve_without_the_server_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if `pip install stillmotion` without [server]
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error [missing_extra]:") and "pip install 'stillmotion[server]'" in err
+    assert "gradio" in err and "fastapi" not in err and "Traceback" not in err

@@ -21,6 +21,13 @@ from typing import Any
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError
 
+
+class MissingExtra(StillmotionError):
+    """An optional part of stillmotion is not installed; the message names the pip extra."""
+
+    code = "missing_extra"
+
+
 logger = logging.getLogger("stillmotion.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_CANNOT_FIT, EXIT_CANCELLED = 0, 1, 2, 3, 130
@@ -37,7 +44,12 @@ def out(text: str) -> None:
 
 def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -> None:
     parser.add_argument("--image", type=Path, required=need_image, help="input image (PNG, JPEG or WebP)")
-    parser.add_argument("--prompt", required=True, help="what should move, and how")
+    parser.add_argument(
+        "--prompt",
+        required=need_image,  # `plan` needs none: memory does not depend on the words
+        default="",
+        help="what should move, and how" + ("" if need_image else " (optional: the plan does not use it)"),
+    )
     parser.add_argument("--negative-prompt", help="what to avoid (default: the model's recommended one)")
     parser.add_argument(
         "--model", help="registered name, Hugging Face repo id, local folder, or tiny-i2vgen-xl"
@@ -194,7 +206,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# What `serve` needs beyond the engine: the `server` extra of pyproject.toml (import name -> package).
+SERVER_EXTRA = {
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "multipart": "python-multipart",
+    "sqlalchemy": "sqlalchemy",
+    "gradio": "gradio",
+}
+
+
+def check_server_extra() -> None:
+    """Raise one plain error naming the extra to install when a server package is missing."""
+    import importlib.util
+
+    missing = []
+    for module, package in SERVER_EXTRA.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module shadowed by None in sys.modules, or a broken one
+            found = False
+        if not found:
+            missing.append(package)
+    if missing:
+        raise MissingExtra(
+            f"`stillmotion serve` needs the server extra, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install it with: "
+            "pip install 'stillmotion[server]' (from a checkout: pip install -e '.[server]')."
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    check_server_extra()
     from stillmotion.server.run import serve
 
     return serve(_settings(args))

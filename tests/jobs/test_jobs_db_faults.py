@@ -17,11 +17,14 @@ from stillmotion.jobs.db import DatabaseUnavailable
 from stillmotion.jobs.store import JobStore
 
 SHORT_BUSY_TIMEOUT_S = 0.3  # keeps the "lock held longer than the busy timeout" case quick
+SHORT_SUBMIT_WAIT_S = 0.5  # a submission gives up after this (the default is SUBMIT_WAIT_S)
 
 
 @pytest.fixture
 def quick_store(tmp_path: Path) -> Iterator[JobStore]:
-    store = JobStore.open(make_settings(tmp_path), busy_timeout_s=SHORT_BUSY_TIMEOUT_S)
+    store = JobStore.open(
+        make_settings(tmp_path), busy_timeout_s=SHORT_BUSY_TIMEOUT_S, submit_wait_s=SHORT_SUBMIT_WAIT_S
+    )
     try:
         yield store
     finally:
@@ -76,7 +79,7 @@ def test_f11_locked_database_writers_wait_or_503_progress_never_dropped(
     holder.start()
     try:
         assert locked.wait(10)
-        # An API write gives up after the busy timeout with a 503, not a 500, and leaves no row.
+        # An API write retries past the busy timeout, then gives up with a 503, not a 500, and leaves no row.
         with pytest.raises(DatabaseUnavailable) as info:
             add_job(quick_store, "during-lock")
         assert (info.value.code, info.value.http_status) == ("database_busy", 503)
@@ -106,3 +109,39 @@ def test_f11_a_short_lock_is_waited_out(tmp_path: Path) -> None:
         assert store.get("waited").status == "queued"
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_f11_a_submission_outlasts_a_lock_longer_than_the_busy_timeout(tmp_path: Path) -> None:
+    """busy_timeout alone would answer 503 after 0.3 s; the submission retries and lands once it is free."""
+    store = JobStore.open(make_settings(tmp_path), busy_timeout_s=SHORT_BUSY_TIMEOUT_S, submit_wait_s=10.0)
+    try:
+        locked = threading.Event()
+        holder = threading.Thread(target=_hold_exclusive, args=(store.settings.db_path, 1.5, locked))
+        holder.start()
+        assert locked.wait(10)
+        started = time.monotonic()
+        add_job(store, "patient")
+        assert time.monotonic() - started > 1.0  # it really waited for the lock, across several busy timeouts
+        holder.join(timeout=30)
+        assert store.get("patient").status == "queued"
+    finally:
+        store.close()
+
+
+def test_database_errors_are_classified_by_their_code_not_their_text() -> None:
+    from stillmotion.jobs.db import error_kind, translate_error
+
+    def sqlite_error(code: int, text: str) -> sqlite3.OperationalError:
+        exc = sqlite3.OperationalError(text)
+        exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+        return exc
+
+    assert error_kind(sqlite_error(sqlite3.SQLITE_BUSY, "whatever the locale says")) == "busy"
+    assert error_kind(sqlite_error(sqlite3.SQLITE_LOCKED, "")) == "busy"
+    assert error_kind(sqlite_error(sqlite3.SQLITE_BUSY_SNAPSHOT, "")) == "busy"  # extended code
+    assert error_kind(sqlite_error(sqlite3.SQLITE_FULL, "")) == "full"
+    assert error_kind(sqlite_error(sqlite3.SQLITE_IOERR_WRITE, "")) == "full"
+    assert error_kind(sqlite_error(sqlite3.SQLITE_ERROR, "database is locked")) is None  # text is ignored
+    full = translate_error(sqlite_error(sqlite3.SQLITE_FULL, ""))
+    assert full is not None and (full.code, full.http_status) == ("database_full", 503)

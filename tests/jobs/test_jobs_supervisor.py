@@ -1,7 +1,8 @@
-"""The worker as a real subprocess under WorkerSupervisor: kills, poison jobs, hangs, shutdown, service kill.
+"""The worker as a real subprocess under WorkerSupervisor: kills, poison jobs, hangs, shutdown.
 
-F1 (kill at step k), F2 (poison job), F3 (SIGKILL of the whole service), F4 (SIGTERM mid-job) and F18 (hung
-step) from ../shared/RELIABILITY.md, each asserting I1-I6 where they apply. Fault hooks: docs/jobs.md.
+F1 (kill at step k), F2 (poison job), F4 (SIGTERM mid-job) and F18 (hung step) from ../shared/RELIABILITY.md,
+each asserting I1-I6 where they apply; F3 (SIGKILL of the whole service) runs against the real `stillmotion
+serve` in tests/server/test_kill_service.py. Fault switches: stillmotion/faults.py.
 """
 
 from __future__ import annotations
@@ -9,14 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from jobs_helpers import TINY_MODEL, add_job, make_settings
 
@@ -28,7 +26,6 @@ from stillmotion.jobs.supervisor import WorkerSupervisor
 from stillmotion.jobs.worker import OUTPUT_FILENAME
 
 POLL_S = 0.2
-SERVICE_HOST = Path(__file__).with_name("service_host.py")
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout_s: float) -> None:
@@ -218,50 +215,3 @@ def test_f4_sigterm_mid_job_requeues_or_finishes_and_exits_0(
     job = store.get("long")
     assert_one_output(store, job)
     assert job.attempts == 1
-
-
-@pytest.mark.timeout(240)
-def test_f3_sigkill_of_the_whole_service_loses_nothing(tmp_path: Path, processes: list[int]) -> None:
-    settings, store = _store(tmp_path)
-    ids = [f"job{i}" for i in range(5)]
-    add_job(store, ids[0], steps=3)
-    for job_id in ids[1:]:
-        add_job(store, job_id)
-    env = worker_env("slow@step:all@job:job0")
-
-    def start_service() -> subprocess.Popen[bytes]:
-        host = subprocess.Popen(
-            [sys.executable, str(SERVICE_HOST), str(settings.data_dir)], env=env, start_new_session=True
-        )
-        processes.append(host.pid)
-        return host
-
-    host = start_service()
-    wait_for("job0 to be mid-run", running_at_step(store, "job0", 1), 90)
-    (worker,) = psutil.Process(host.pid).children()
-    processes.append(worker.pid)
-    host.kill()  # SIGKILL: no cleanup runs in the service
-    host.wait(timeout=10)
-    # The worker notices its supervisor is gone and kills itself: no orphan races the next service.
-    wait_for("the orphaned worker to exit", lambda: _gone(worker), 15)
-    assert store.get("job0").status == JobStatus.RUNNING  # I1: nothing lost, nothing cleaned up yet
-    assert [store.get(i).status for i in ids[1:]] == [JobStatus.QUEUED] * 4
-
-    env = worker_env()
-    host = start_service()
-    wait_for("every job to finish", all_terminal(store, ids), 180)
-    jobs = [store.get(i) for i in ids]
-    for job in jobs:
-        assert_one_output(store, job)  # none cancelled, none failed
-    assert [j.attempts for j in jobs] == [2, 1, 1, 1, 1]
-    started = sorted(jobs, key=lambda j: j.started_at or j.created_at)
-    assert [j.id for j in started] == ids  # FIFO, the interrupted job first
-    host.send_signal(signal.SIGTERM)
-    assert host.wait(timeout=60) == 0
-
-
-def _gone(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True

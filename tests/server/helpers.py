@@ -142,7 +142,9 @@ def server_process(data_dir: Path, port: int, **env: str) -> Iterator[subprocess
 def wait_healthy(
     base: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 90
 ) -> dict[str, Any]:
-    """Poll /api/v1/health until ok (the worker is up); fail fast if the process died."""
+    """Poll /api/v1/health until the service is settled: ok (its worker is ready) and the default model's
+    readiness checked (that first check imports the model code in the API process); fail fast if the process
+    died. Tests that measure the service measure it from here, not its start-up."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -150,7 +152,7 @@ def wait_healthy(
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             last = httpx.get(f"{base}/api/v1/health", timeout=2).json()
-            if last.get("ok"):
+            if last.get("ok") and last.get("default_model") is not None:
                 return dict(last)
         except httpx.HTTPError as exc:
             last = exc

@@ -178,9 +178,12 @@ class Engine:
         strategy: str | None = None,
         budget: DeviceBudget | None = None,
     ) -> PlanReport:
-        """The plan ``generate`` would use now (or on ``budget``, e.g. another card); loads no weights."""
+        """The plan ``generate`` would use now (or on ``budget``, e.g. another card); loads no weights.
+
+        The prompt may be empty: memory does not depend on it.
+        """
         spec = get_spec(request.model or self.settings.default_model)
-        resolved = request.resolve(spec, image_size)
+        resolved = request.resolve(spec, image_size, need_prompt=False)
         budget = budget or self._measure_budget()
         plan = plan_memory(
             spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy

@@ -51,10 +51,15 @@ class GenerationRequest:
             )
         return cls(**data)
 
-    def resolve(self, spec: ModelSpec, image_size: tuple[int, int] | None) -> ResolvedRequest:
-        """Validate against ``spec`` and fill every default; ``image_size`` is the input's (width, height)."""
+    def resolve(
+        self, spec: ModelSpec, image_size: tuple[int, int] | None, *, need_prompt: bool = True
+    ) -> ResolvedRequest:
+        """Validate against ``spec`` and fill every default; ``image_size`` is the input's (width, height).
+
+        ``need_prompt=False`` (planning only: memory does not depend on the words) accepts an empty prompt.
+        """
         limits = spec.limits
-        prompt = _check_text("prompt", self.prompt, limits, allow_empty=False)
+        prompt = _check_text("prompt", self.prompt, limits, allow_empty=not need_prompt)
         negative = self.negative_prompt if self.negative_prompt is not None else spec.defaults.negative_prompt
         negative = _check_text("negative_prompt", negative, limits, allow_empty=True)
 

@@ -13,6 +13,7 @@ stayed held past the busy timeout, ``database_full`` when the disk (or ``max_pag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -35,6 +36,8 @@ BUSY_TIMEOUT_S = 5.0  # how long one statement waits for another writer's lock b
 RETRY_INITIAL_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 1.0
 DEFAULT_RETRY_DEADLINE_S = 120.0  # worker writes keep retrying this long before the error surfaces
+RETRY_AFTER_BUSY_S = 5
+RETRY_AFTER_FULL_S = 60
 _WRITE_OPTION = "stillmotion_write"
 
 
@@ -45,27 +48,60 @@ class DatabaseUnavailable(StillmotionError):
     http_status = 503
 
 
-def _is_locked(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+# SQLite result codes (the primary code is the low byte of the extended one): https://sqlite.org/rescode.html
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+SQLITE_IOERR = 10
+SQLITE_FULL = 13
+# PostgreSQL SQLSTATEs: disk_full, out_of_memory/insufficient_resources; lock_not_available, deadlock,
+# serialization_failure.
+PG_FULL_STATES = frozenset({"53100", "53000", "53200"})
+PG_BUSY_STATES = frozenset({"55P03", "40P01", "40001"})
 
 
-def _is_full(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database or disk is full" in text or "disk i/o error" in text or "no space left" in text
+def _driver_error(exc: BaseException) -> BaseException:
+    """The DB-API exception under SQLAlchemy's wrapper (or ``exc`` itself)."""
+    return getattr(exc, "orig", None) or exc
 
 
-def translate_error(exc: DBAPIError) -> DatabaseUnavailable | None:
+def error_kind(exc: BaseException) -> str | None:
+    """'busy', 'full' or None, from the driver's error code (never from the message text).
+
+    SQLite: SQLITE_BUSY / SQLITE_LOCKED are 'busy'; SQLITE_FULL and SQLITE_IOERR (what a disk that fills
+    during a write gives) are 'full'. PostgreSQL: by SQLSTATE.
+    """
+    orig = _driver_error(exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        primary = code & 0xFF
+        if primary in (SQLITE_BUSY, SQLITE_LOCKED):
+            return "busy"
+        if primary in (SQLITE_FULL, SQLITE_IOERR):
+            return "full"
+        return None
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str):
+        if state in PG_BUSY_STATES:
+            return "busy"
+        if state in PG_FULL_STATES:
+            return "full"
+    return None
+
+
+def translate_error(exc: BaseException) -> DatabaseUnavailable | None:
     """The user-facing error for a driver failure we can name, else None (a bug: let it propagate)."""
-    if _is_locked(exc):
+    kind = error_kind(exc)
+    if kind == "busy":
         return DatabaseUnavailable(
             "The job database is busy (another process holds its write lock); try again in a few seconds.",
             code="database_busy",
+            retry_after_s=RETRY_AFTER_BUSY_S,
         )
-    if _is_full(exc):
+    if kind == "full":
         return DatabaseUnavailable(
             "The job database's disk is full; free space in the data folder and try again.",
             code="database_full",
+            retry_after_s=RETRY_AFTER_FULL_S,
         )
     return None
 
@@ -87,6 +123,13 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, **engine_kwargs)
         self._closed = threading.Event()
+        # SQLite takes one writer at a time anyway. Queueing this process's writers on a lock, instead of
+        # letting each poll SQLite's busy handler, keeps a burst of submissions from starving one of them
+        # past busy_timeout (seen: 1 of 300 burst POSTs answered 503). Other processes (the worker) still
+        # meet the busy handler, and writes that must not be dropped retry (run_with_retry).
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else contextlib.nullcontext()
+        )
 
     @classmethod
     def sqlite(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Database:
@@ -119,7 +162,7 @@ class Database:
         Driver errors we can explain (lock held too long, disk full) are raised as ``DatabaseUnavailable``.
         """
         try:
-            with self.engine.connect() as conn:
+            with self._write_lock if write else contextlib.nullcontext(), self.engine.connect() as conn:
                 conn = conn.execution_options(**{_WRITE_OPTION: write})
                 with conn.begin():
                     yield conn
@@ -153,7 +196,7 @@ class Database:
                     raise
                 logger.warning("%s: database locked (attempt %d); retrying in %.2fs", what, attempt, delay)
             except OperationalError as exc:  # locked errors raised outside the busy handler's reach
-                if not _is_locked(exc) or time.monotonic() + delay > deadline:
+                if error_kind(exc) != "busy" or time.monotonic() + delay > deadline:
                     raise
                 logger.warning("%s: database locked (attempt %d); retrying in %.2fs", what, attempt, delay)
             # Waiting on an Event (never set) instead of time.sleep keeps this interruptible by close().

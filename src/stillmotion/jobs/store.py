@@ -56,6 +56,9 @@ MAX_LIST_LIMIT = 500
 # Job ids name folders, so they are restricted to a safe alphabet (UUIDs fit); anything else is "not found".
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A submission waits this long for a locked database (retrying after each busy timeout) before answering 503:
+# a client would rather wait seconds than retry, and a lock held longer than this is an incident.
+SUBMIT_WAIT_S = 15.0
 
 
 class QueueFull(StillmotionError):
@@ -168,10 +171,18 @@ def _statuses(status: JobStatus | Sequence[JobStatus] | None) -> list[str] | Non
 class JobStore:
     """The job table plus each job's folder (``settings.jobs_dir / job_id``)."""
 
-    def __init__(self, db: Database, settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        submit_wait_s: float = SUBMIT_WAIT_S,
+    ) -> None:
         self.db = db
         self.settings = settings
         self._clock = clock
+        self.submit_wait_s = submit_wait_s
 
     @classmethod
     def open(
@@ -181,8 +192,12 @@ class JobStore:
         url: str | None = None,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         clock: Callable[[], datetime] = _utcnow,
+        submit_wait_s: float = SUBMIT_WAIT_S,
     ) -> JobStore:
-        """Open (creating and migrating) the database: SQLite at ``settings.db_path`` unless ``url`` given."""
+        """Open (creating and migrating) the database: SQLite at ``settings.db_path`` unless ``url`` given.
+
+        ``submit_wait_s``: how long ``create`` keeps retrying a locked database before it gives up (503).
+        """
         db = (
             Database(url, busy_timeout_s=busy_timeout_s)
             if url
@@ -190,7 +205,7 @@ class JobStore:
         )
         migrate(db)
         settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        return cls(db, settings, clock=clock)
+        return cls(db, settings, clock=clock, submit_wait_s=submit_wait_s)
 
     def close(self) -> None:
         self.db.close()
@@ -246,33 +261,37 @@ class JobStore:
             existing = self._by_idempotency_key(idempotency_key, request)
             if existing is not None:
                 return existing, False
-        now = self._clock()
-        try:
-            with self.db.transaction() as conn:
-                depth = conn.execute(
-                    select(func.count()).select_from(jobs).where(jobs.c.status == JobStatus.QUEUED.value)
-                ).scalar_one()
-                if depth >= self.settings.max_queue_size:
-                    raise QueueFull(
-                        f"The queue is full ({depth} jobs waiting, max_queue_size="
-                        f"{self.settings.max_queue_size}); try again later.",
-                        details={"queue_depth": depth},
-                    )
-                conn.execute(
-                    insert(jobs).values(
-                        id=job_id,
-                        status=JobStatus.QUEUED.value,
-                        request=request,
-                        model=model,
-                        created_at=now,
-                        updated_at=now,
-                        attempts=1,
-                        cancel_requested=False,
-                        input_filename=input_filename,
-                        idempotency_key=idempotency_key,
-                    )
+
+        def insert_job(conn: Connection) -> None:
+            now = self._clock()
+            depth = conn.execute(
+                select(func.count()).select_from(jobs).where(jobs.c.status == JobStatus.QUEUED.value)
+            ).scalar_one()
+            if depth >= self.settings.max_queue_size:
+                raise QueueFull(
+                    f"The queue is full ({depth} jobs waiting, max_queue_size="
+                    f"{self.settings.max_queue_size}); try again later.",
+                    details={"queue_depth": depth},
                 )
-                conn.execute(insert(job_events).values(job_id=job_id, at=now, kind="created", detail=None))
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    status=JobStatus.QUEUED.value,
+                    request=request,
+                    model=model,
+                    created_at=now,
+                    updated_at=now,
+                    attempts=1,
+                    cancel_requested=False,
+                    input_filename=input_filename,
+                    idempotency_key=idempotency_key,
+                )
+            )
+            conn.execute(insert(job_events).values(job_id=job_id, at=now, kind="created", detail=None))
+
+        try:
+            # Retried while the database is locked (each try is a whole transaction, rolled back on failure).
+            self.db.run_with_retry(insert_job, deadline_s=self.submit_wait_s, what=f"create job {job_id}")
         except IntegrityError:
             # Two submissions with one key raced (the check above ran outside this transaction).
             if idempotency_key is not None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stillmotion.config import Settings
+from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, JobStore
 from stillmotion.jobs.worker import DEFAULT_WORKER_ID
 
@@ -94,9 +95,17 @@ class WorkerSupervisor:
         return code
 
     def status(self) -> dict[str, Any]:
-        """alive, pid, restarts, current_job_id, device, worker_id, last_exit_code, stopping."""
+        """alive, ready, pid, restarts, current_job_id, device, worker_id, last_exit_code, stopping.
+
+        ``ready``: the worker process has finished starting (imports, engine) and takes jobs: it published
+        its device state (jobs/worker_state.py) under its own pid.
+        """
         proc = self._proc
         alive = proc is not None and proc.poll() is None
+        ready = False
+        if alive and proc is not None:
+            state = worker_state.read_state(worker_state.state_path(self.settings.data_dir, self.worker_id))
+            ready = state is not None and state.get("pid") == proc.pid
         current: str | None = None
         try:
             running = self.store.running_jobs(self.worker_id)
@@ -105,6 +114,7 @@ class WorkerSupervisor:
             logger.exception("status: could not read the running job")
         return {
             "alive": alive,
+            "ready": ready,
             "pid": proc.pid if proc is not None and alive else None,
             "restarts": self._restarts,
             "current_job_id": current,

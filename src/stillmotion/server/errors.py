@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stillmotion.errors import StillmotionError, UnknownModel
+from stillmotion.jobs.db import translate_error
 from stillmotion.service.validation import validation_message
 
 logger = logging.getLogger(__name__)
@@ -57,14 +58,18 @@ def error_response(
 
 
 def _storage_error(exc: Exception) -> JSONResponse:
-    text = str(exc).lower()
-    reason = "the database disk is full" if "full" in text else "the database is busy (locked)"
+    """A driver error that escaped the store: named by its error code, never a 500 with a traceback."""
+    known = translate_error(exc)
+    if known is None:
+        ref = uuid.uuid4().hex[:12]
+        logger.error("database error ref=%s", ref, exc_info=exc)
+        return error_response(500, "internal_error", f"Internal error (reference {ref}); see the server log.")
     logger.warning("storage unavailable: %s", exc)
     return error_response(
         503,
-        "storage_unavailable",
-        f"Cannot record the job right now: {reason}. Nothing was created; retry later.",
-        headers={"Retry-After": str(RETRY_AFTER_STORAGE_S)},
+        known.code,
+        f"{known.message} Nothing was created.",
+        headers={"Retry-After": str(known.retry_after_s or RETRY_AFTER_STORAGE_S)},
     )
 
 

@@ -21,9 +21,12 @@ IMAGE_FIELD = "image"
 _TEXT_FIELDS = frozenset({"prompt", "negative_prompt"})
 
 
-def parse_fields(form: ParsedForm) -> GenerationFields:
-    """Turn the text parts into ``GenerationFields``; duplicates, unknown names and bad values are 422."""
-    values: dict[str, Any] = {}
+def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> GenerationFields:
+    """Turn the text parts into ``GenerationFields``; duplicates, unknown names and bad values are 422.
+
+    ``prompt_optional`` (``POST /plan``): a missing prompt is an empty one; the plan does not use it.
+    """
+    values: dict[str, Any] = {"prompt": ""} if prompt_optional else {}
     for name, given in form.fields.items():
         if name == IMAGE_FIELD:
             raise ApiError(

@@ -112,7 +112,9 @@ class JobService:
         """Decode and validate an uploaded image (raises InvalidImage with its own code)."""
         return load_image_file(path, ImageLimits(max_bytes=self.max_upload_bytes))
 
-    def resolve(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> ResolvedRequest:
+    def resolve(
+        self, fields: GenerationFields, image_size: tuple[int, int] | None, *, need_prompt: bool = True
+    ) -> ResolvedRequest:
         """Validate the fields against the model's limits (raises InvalidRequest / UnknownModel)."""
         request = self._request(fields)
         try:
@@ -127,7 +129,7 @@ class JobService:
                 f"The server's default model is unavailable: {exc.message}",
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
-        return request.resolve(spec, image_size)
+        return request.resolve(spec, image_size, need_prompt=need_prompt)
 
     @staticmethod
     def _request(fields: GenerationFields) -> GenerationRequest:
@@ -195,8 +197,10 @@ class JobService:
     # -- plan --------------------------------------------------------------------------------------------
 
     def plan(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> PlanOut:
-        """The engine's plan for these fields on this device; ``fits=False`` (not an error) on CannotFit."""
-        resolved = self.resolve(fields, image_size)
+        """The engine's plan for these fields on this device; ``fits=False`` (not an error) on CannotFit.
+
+        The prompt may be empty: memory does not depend on it."""
+        resolved = self.resolve(fields, image_size, need_prompt=False)
         request_out = ResolvedRequestOut(**resolved.to_dict())
         try:
             engine = self._get_engine()

@@ -78,6 +78,8 @@ class JobForm(GenerationFields):
 class PlanForm(GenerationFields):
     """Multipart body of ``POST /plan``: the generation fields and, optionally, the image."""
 
+    prompt: str = Field(default="", description="Optional here: the memory plan does not depend on it.")
+
     image: bytes | None = Field(
         default=None,
         json_schema_extra={"format": "binary"},
@@ -169,7 +171,10 @@ class ModelList(_Out):
 
 
 class WorkerOut(_Out):
-    status: Literal["running", "starting", "down", "disabled"]
+    status: Literal["running", "starting", "down", "disabled"] = Field(
+        description="running: takes jobs; starting: its process is loading (jobs wait in the queue); down: "
+        "dead and being restarted; disabled: this server runs no worker."
+    )
     pid: int | None = None
     restarts: int = 0
     current_job_id: str | None = None
@@ -183,7 +188,9 @@ class ModelReadinessOut(_Out):
 
 
 class HealthOut(_Out):
-    ok: bool = Field(description="True when the API accepts jobs and a worker is running (or disabled).")
+    ok: bool = Field(
+        description="True when the API accepts jobs and its worker is ready to run them (or disabled)."
+    )
     version: str
     accepting_jobs: bool
     queue_depth: int | None = Field(description="Queued jobs; null if the database did not answer in time.")

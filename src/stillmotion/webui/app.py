@@ -284,10 +284,7 @@ def build_ui(service: JobService) -> gr.Blocks:
             if image:
                 loaded = service.load_image(Path(image))
                 size = (loaded.width, loaded.height)
-            fields = _fields(*values)
-            if not fields.prompt.strip():  # the plan does not depend on the words; don't nag before typing
-                fields = fields.model_copy(update={"prompt": "plan"})
-            out = service.plan(fields, size)
+            out = service.plan(_fields(*values), size)  # an empty prompt is fine: memory does not use it
         except StillmotionError as exc:
             return f"**Cannot plan:** {exc.message}"
         except ValidationError as exc:

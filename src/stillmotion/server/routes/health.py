@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -44,8 +44,11 @@ def worker_out(supervisor: Any) -> WorkerOut:
         return WorkerOut(status="disabled")
     info = supervisor.status()
     alive = bool(info.get("alive"))
+    status: Literal["running", "starting", "down"] = (
+        "down" if not alive else "running" if info.get("ready") else "starting"
+    )
     return WorkerOut(
-        status="running" if alive else "down",
+        status=status,
         pid=info.get("pid"),
         restarts=int(info.get("restarts") or 0),
         current_job_id=info.get("current_job_id"),

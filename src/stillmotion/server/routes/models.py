@@ -52,7 +52,7 @@ async def models(service: ServiceDep) -> ModelList:
 )
 async def plan(request: Request, service: ServiceDep) -> PlanOut:
     async with multipart_form(request, service) as form:
-        fields = parse_fields(form)
+        fields = parse_fields(form, prompt_optional=True)
         size = None
         if form.file_path is not None:
             image = await run_in_threadpool(service.load_image, form.file_path)

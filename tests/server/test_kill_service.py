@@ -1,0 +1,149 @@
+"""F3 (RELIABILITY 3.2): SIGKILL of the whole real service (`stillmotion serve`: uvicorn, the API, the
+supervisor and its worker) with one job running and 50 queued, then a restart on the same data folder.
+
+Expected (I1, I2, I4): every acknowledged job is still there; after the restart all of them finish, in
+submission order (the interrupted one first, re-queued with attempt 2, never `cancelled`), each exactly once
+with exactly one output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from stillmotion.faults import FAULTS_ENV
+from tests.server.helpers import BASE, REPO_ROOT, free_port, png_bytes, small_job_fields, wait_healthy
+
+pytestmark = pytest.mark.timeout(420)
+
+QUEUED = 50
+
+
+def _serve(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`stillmotion serve` (the CLI's own entry point) as the leader of a new process group."""
+    environ = dict(os.environ)
+    environ.pop(FAULTS_ENV, None)
+    environ.update(
+        STILLMOTION_DATA_DIR=str(data_dir),
+        STILLMOTION_DEFAULT_MODEL="tiny-i2vgen-xl",
+        STILLMOTION_DEVICE="cpu",
+        STILLMOTION_MIN_FREE_DISK_MB="0",
+        GRADIO_ANALYTICS_ENABLED="False",
+        OMP_NUM_THREADS="1",  # two torch threads fighting the API and the test for 2 cores run 5-10x slower
+        **env,
+    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stillmotion.cli", "serve", "--port", str(port)],
+            env=environ,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture
+def groups() -> Iterator[list[int]]:
+    """Process groups to SIGKILL at the end, pass or fail (the service's and its worker's)."""
+    started: list[int] = []
+    try:
+        yield started
+    finally:
+        for pgid in started:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_f3_sigkill_of_the_real_service_group_loses_nothing(tmp_path: Path, groups: list[int]) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"{BASE}:{port}"
+    log = tmp_path / "serve.log"
+    # First life: every step takes a second, so the first job is mid-run and the other 50 wait.
+    service = _serve(data_dir, port, log, **{FAULTS_ENV: "slow@step:all"})
+    groups.append(service.pid)
+    wait_healthy(base, service)
+    worker_pid = psutil.Process(service.pid).children()[0].pid
+    groups.append(worker_pid)  # the worker leads a group of its own
+    with httpx.Client(base_url=base, timeout=30) as http:
+
+        def submit(index: int) -> str:
+            response = http.post(
+                "/api/v1/jobs",
+                files={"image": ("in.png", png_bytes(), "image/png")},
+                data=small_job_fields(prompt=f"job {index}", num_inference_steps="4"),
+            )
+            assert response.status_code == 202, response.text
+            job_id: str = response.json()["id"]
+            return job_id
+
+        ids = [submit(0)]
+        deadline = time.monotonic() + 60
+        while (http.get(f"/api/v1/jobs/{ids[0]}").json()["progress"] or {}).get("step", 0) < 1:
+            assert time.monotonic() < deadline, "the first job never started"
+            time.sleep(0.1)
+        ids += [submit(i) for i in range(1, QUEUED + 1)]
+
+    os.killpg(service.pid, signal.SIGKILL)  # uvicorn, the app, the supervisor: no cleanup runs
+    service.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while not _gone(worker_pid):  # the orphaned worker sees its supervisor gone and kills itself
+        assert time.monotonic() < deadline, "the worker outlived its service"
+        time.sleep(0.1)
+
+    # Second life on the same data folder, without the slow switch.
+    service = _serve(data_dir, port, log)
+    groups.append(service.pid)
+    wait_healthy(base, service)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        deadline = time.monotonic() + 300
+        while True:
+            listed = http.get("/api/v1/jobs", params={"limit": 500}).json()
+            if all(job["status"] in ("succeeded", "failed", "cancelled") for job in listed["jobs"]):
+                break
+            assert time.monotonic() < deadline, "the jobs did not all finish after the restart"
+            time.sleep(0.5)
+        assert listed["total"] == QUEUED + 1  # I1: every acknowledged job is still there, none added
+        jobs = {job["id"]: job for job in listed["jobs"]}
+        assert [jobs[i]["status"] for i in ids] == ["succeeded"] * len(ids)  # none cancelled or failed
+        assert [jobs[i]["attempts"] for i in ids] == [2] + [1] * QUEUED
+        finished = sorted(ids, key=lambda i: jobs[i]["finished_at"])
+        assert finished == ids  # FIFO, the interrupted job first
+        for job_id in ids:
+            kinds = [e["kind"] for e in service_events(data_dir, job_id)]
+            assert kinds.count("succeeded") == 1 and kinds.count("running") == jobs[job_id]["attempts"]
+            folder = data_dir / "jobs" / job_id
+            assert sorted(p.name for p in folder.iterdir()) == ["input.png", "video.mp4", "video.mp4.json"]
+        assert "interrupted" in [e["kind"] for e in service_events(data_dir, ids[0])]
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(timeout=60) == 0
+
+
+def service_events(data_dir: Path, job_id: str) -> list[dict[str, object]]:
+    """The job's history from the store the service wrote (read-only; the service is still running)."""
+    from stillmotion.jobs.store import JobStore
+    from tests.server.helpers import make_settings
+
+    store = JobStore.open(make_settings(data_dir))
+    try:
+        return store.events(job_id)
+    finally:
+        store.close()
