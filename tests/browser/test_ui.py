@@ -1,7 +1,9 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright (headless) against the served app.
 
-Upload an image, choose a 64x64 custom size, 8 frames, 2 steps and the tiny model, submit, wait for the
-video and check that it plays; a job submitted through the REST API must show in the UI's history.
+What a user sees at 1366x768 and 400 px wide: the first screen holds image, prompt, Generate and status; the
+plan readout follows every edit; a non-image upload and an out-of-range value are refused in plain words
+naming the field; a queued job shows its place in the queue; a finished one its seed (kept with one click),
+a video that plays and a download named after the job; the history shows thumbnails and pixel sizes.
 Screenshots go to STILLMOTION_SCREENSHOT_DIR (default: the test's tmp dir). Install the browser with
 scripts/install-browser.sh (`make test` does). A missing browser is a failure, never a silent skip: the
 `chromium` fixture looks for it before anything starts, and only STILLMOTION_SKIP_BROWSER_TESTS=1, set by
@@ -20,6 +22,9 @@ import httpx
 import pytest
 
 from tests.server.helpers import BASE, free_port, png_bytes, server_process, small_job_fields, wait_terminal
+
+WIDE = {"width": 1366, "height": 768}
+NARROW = {"width": 400, "height": 860}
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -59,7 +64,7 @@ def chromium() -> str:
 def served(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("browser")
     port = free_port()
-    with server_process(root / "data", port):
+    with server_process(root / "data", port, OMP_NUM_THREADS="1"):
         yield f"{BASE}:{port}", root
 
 
@@ -70,102 +75,205 @@ def shots(served: tuple[str, Path]) -> Path:
     return folder
 
 
-def _slider(page: Any, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _open(browser: Any, base: str, viewport: dict[str, int], outside: list[str] | None = None) -> Any:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=viewport)
+    page.set_default_timeout(30_000)
+    if outside is not None:
+        page.on(
+            "request",
+            lambda r: outside.append(r.url) if not r.url.startswith((base, "data:", "blob:")) else None,
+        )
+    page.goto(base + "/", wait_until="load")
+    expect(page.locator("#sm-submit")).to_be_visible()
+    expect(page.locator("#sm-plan")).to_contain_text("steps")  # the first readout has arrived
+    return page
+
+
+def _number(page: Any, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input")
     box.fill(value)
-    box.press("Enter")
+    box.press("Tab")
 
 
-def test_generate_in_the_browser(chromium: str, served: tuple[str, Path], shots: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def _settings(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    if not page.locator("#sm-frames").is_visible():
+        page.locator("#sm-settings").get_by_text("Settings").click()
+    expect(page.locator("#sm-frames")).to_be_visible()
+
+
+def _bottom(page: Any, selector: str) -> float:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return float(box["y"] + box["height"])
+
+
+def test_the_first_screen_holds_image_prompt_generate_and_status(
+    browser: Any, served: tuple[str, Path], shots: Path
+) -> None:
+    base, _ = served
+    page = _open(browser, base, WIDE)
+    for selector in ("#sm-image", "#sm-prompt", "#sm-submit", "#sm-status", "#sm-plan"):
+        assert _bottom(page, selector) <= WIDE["height"], f"{selector} is below the first 1366x768 screen"
+    page.screenshot(path=str(shots / "1366-01-loaded.png"))
+    narrow = _open(browser, base, NARROW)
+    assert narrow.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]  # no sideways scroll
+    assert _bottom(narrow, "#sm-submit") <= NARROW["height"]
+    narrow.screenshot(path=str(shots / "400-01-loaded.png"), full_page=True)
+
+
+def test_a_non_image_upload_gets_the_plain_error_and_no_plan(
+    browser: Any, served: tuple[str, Path], shots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base, root = served
+    notes = root / "notes.png"  # named like an image, holding text
+    notes.write_bytes(b"these are my notes, not a picture\n" * 10)
+    page = _open(browser, base, WIDE)
+    page.locator("#sm-image input[type=file]").set_input_files(str(notes))
+    readout = page.locator("#sm-plan")
+    expect(readout).to_contain_text("unsupported_format", timeout=30_000)
+    expect(readout).to_contain_text("PNG, JPEG and WebP")
+    expect(readout).not_to_contain_text("steps")  # the old plan is gone
+    page.locator("#sm-prompt textarea").fill("a picture that is not one")
+    page.locator("#sm-submit").click()
+    toast = page.get_by_test_id("toast-body").last
+    expect(toast).to_contain_text("Input image: unsupported format")
+    page.screenshot(path=str(shots / "1366-02-not-an-image.png"))
+    text = page.locator("body").inner_text()
+    assert "Could not preprocess" not in text and "/tmp/gradio" not in text and "Unidentified" not in text
+
+
+def test_out_of_range_values_are_refused_naming_the_field(browser: Any, served: tuple[str, Path]) -> None:
+    from playwright.sync_api import expect
+
+    base, root = served
+    image = root / "refused.png"
+    image.write_bytes(png_bytes(96, 64))
+    page = _open(browser, base, WIDE)
+    page.locator("#sm-image input[type=file]").set_input_files(str(image))
+    page.locator("#sm-prompt textarea").fill("too many frames")
+    _settings(page)
+    _number(page, "sm-frames", "1000")
+    expect(page.locator("#sm-frames input")).to_have_value("1000")  # not clamped behind the user's back
+    page.locator("#sm-submit").click()
+    toast = page.get_by_test_id("toast-body").last
+    expect(toast).to_contain_text("Frames: 1000 is above the maximum of")
+    with httpx.Client(base_url=base, timeout=30) as http:
+        prompts = [j["request"]["prompt"] for j in http.get("/api/v1/jobs").json()["jobs"]]
+    assert "too many frames" not in prompts  # nothing was queued
+
+
+def test_generate_queue_seed_download_and_history(
+    browser: Any, served: tuple[str, Path], shots: Path
+) -> None:
+    from playwright.sync_api import expect
 
     base, root = served
     image_path = root / "photo.png"
     image_path.write_bytes(png_bytes(128, 96))
-    with httpx.Client(base_url=base, timeout=30) as http:  # a job from the API, to find in the UI history
-        api_job = http.post(
-            "/api/v1/jobs",
-            files={"image": ("p.png", png_bytes(), "image/png")},
-            data=small_job_fields(prompt="submitted through the REST API"),
-        ).json()
-        wait_terminal(http, api_job["id"])
-
     outside: list[str] = []
     console_errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.on(
-                "request",
-                lambda r: outside.append(r.url) if not r.url.startswith((base, "data:", "blob:")) else None,
-            )
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-            page.goto(base + "/", wait_until="load")
-            expect(page.locator("#sm-submit")).to_be_visible()
-            page.screenshot(path=str(shots / "01-loaded.png"), full_page=True)
+    page = _open(browser, base, WIDE, outside)
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.locator("#sm-image input[type=file]").set_input_files(str(image_path))
+    page.locator("#sm-prompt textarea").fill("a red square drifting slowly to the right")
+    readout = page.locator("#sm-plan")
+    expect(readout).to_contain_text("576×448 px")  # 512p in the image's 4:3, width x height
+    _settings(page)
+    page.locator("#sm-size").get_by_text("Custom").click()
+    _number(page, "sm-width", "64")
+    _number(page, "sm-height", "64")
+    _number(page, "sm-frames", "8")
+    expect(readout).to_contain_text("64×64 px, 8 frames")  # no button: the readout follows the form
+    _number(page, "sm-steps", "3")
+    expect(readout).to_contain_text("3 steps")
+    _number(page, "sm-steps", "2")
+    expect(readout).to_contain_text("2 steps")
+    page.screenshot(path=str(shots / "1366-03-settings-and-plan.png"), full_page=True)
 
-            page.locator("#sm-image input[type=file]").set_input_files(str(image_path))
-            expect(page.locator("#sm-image img")).to_be_visible()
-            page.locator("#sm-prompt textarea").fill("a red square drifting slowly to the right")
-            model = page.locator("#sm-model input")
-            model.fill("tiny-i2vgen-xl")
-            model.press("Enter")
-            # Choosing a model resets frames/steps to its defaults: let that land before setting them.
-            expect(page.locator("#sm-steps input[type=number]")).to_have_value("4")
-            page.locator("#sm-size").get_by_text("Custom").click()
-            page.locator("#sm-height input").fill("64")
-            page.locator("#sm-width input").fill("64")
-            page.locator("#sm-width input").press("Tab")
-            _slider(page, "sm-frames", "8")
-            _slider(page, "sm-steps", "2")
-            page.locator("#sm-plan-btn").click()
-            expect(page.locator("#sm-plan")).to_contain_text("64×64", timeout=30_000)
-            page.screenshot(path=str(shots / "02-filled-with-plan.png"), full_page=True)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        # A long job from the API first, so the UI's job waits in the queue behind it.
+        blocker = http.post(
+            "/api/v1/jobs",
+            files={"image": ("p.png", png_bytes(), "image/png")},
+            data=small_job_fields(
+                prompt="submitted through the REST API", height="256", width="256", num_inference_steps="60"
+            ),
+        ).json()
+        page.locator("#sm-submit").click()
+        status = page.locator("#sm-status")
+        expect(status).to_contain_text("number 1 in the queue", timeout=30_000)
+        page.screenshot(path=str(shots / "1366-04-queued.png"))
+        http.post(f"/api/v1/jobs/{blocker['id']}/cancel")
+        expect(status).to_contain_text("Done", timeout=180_000)
+        assert wait_terminal(http, blocker["id"])["status"] == "cancelled"
+        ui_job = next(
+            j for j in http.get("/api/v1/jobs").json()["jobs"] if j["request"]["prompt"].startswith("a red")
+        )
+    seed = ui_job["request"]["seed"]
+    expect(status).to_contain_text(f"Seed {seed}")
+    video = page.locator("#sm-video video")
+    expect(video).to_have_count(1, timeout=30_000)
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#sm-video video');"
+        " return v && v.readyState >= 2 && v.duration > 0 && v.currentTime > 0; }",
+        timeout=30_000,
+    )
+    state = video.evaluate("v => ({w: v.videoWidth, h: v.videoHeight, d: v.duration})")
+    assert (state["w"], state["h"]) == (64, 64) and state["d"] > 0, state
+    download = page.locator("#sm-download")
+    expect(download).to_be_visible()
+    with page.expect_download() as info:
+        download.click()
+    assert info.value.suggested_filename == f"stillmotion-{ui_job['id']}.mp4"  # the API's name too
+    page.locator("#sm-keep-seed").click()
+    expect(page.locator("#sm-seed input")).to_have_value(str(seed))
+    # A job has run: the readout now says how long the next one should take here.
+    expect(readout).to_contain_text("measured on this machine from 1 earlier job")
+    page.screenshot(path=str(shots / "1366-05-done.png"), full_page=True)
 
-            page.locator("#sm-submit").click()
-            expect(page.locator("#sm-status")).to_contain_text("Job", timeout=30_000)
-            page.screenshot(path=str(shots / "03-submitted.png"), full_page=True)
-            expect(page.locator("#sm-status")).to_contain_text("succeeded", timeout=180_000)
-            video = page.locator("#sm-video video")
-            expect(video).to_have_count(1, timeout=30_000)
-            video.evaluate("v => { v.muted = true; return v.play(); }")
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#sm-video video');"
-                " return v && v.readyState >= 2 && v.duration > 0 && v.currentTime > 0; }",
-                timeout=30_000,
-            )
-            state = video.evaluate(
-                "v => ({ready: v.readyState, duration: v.duration, t: v.currentTime,"
-                " w: v.videoWidth, h: v.videoHeight})"
-            )
-            assert state["ready"] >= 2 and state["duration"] > 0 and state["t"] > 0, state
-            assert (state["w"], state["h"]) == (64, 64), state
-            expect(page.locator("#sm-download")).to_be_visible()
-            page.screenshot(path=str(shots / "04-video.png"), full_page=True)
+    page.get_by_role("tab", name="History").click()
+    history = page.locator("#sm-history")
+    expect(history).to_contain_text(ui_job["id"][:8], timeout=30_000)
+    expect(history).to_contain_text("64×64")
+    expect(history).to_contain_text(str(seed))
+    poster = history.locator("img:visible").first  # the poster frame of the video
+    expect(poster).to_be_visible(timeout=30_000)
+    loaded = poster.evaluate("i => ({w: i.naturalWidth, ok: i.complete})")
+    assert loaded["ok"] and loaded["w"] > 0, loaded
+    page.screenshot(path=str(shots / "1366-06-history.png"), full_page=True)
+    history.get_by_text(blocker["id"][:8]).click()
+    expect(page.locator("#sm-detail")).to_contain_text("submitted through the REST API")
+    page.locator("#sm-reuse").click()
+    expect(page.locator("#sm-prompt textarea")).to_have_value("submitted through the REST API")
 
-            page.get_by_role("tab", name="History").click()
-            history = page.locator("#sm-history")
-            expect(history).to_contain_text(api_job["id"][:8], timeout=30_000)
-            expect(history).to_contain_text("succeeded")
-            history.get_by_text(api_job["id"][:8]).click()
-            expect(page.locator("#sm-detail")).to_contain_text("submitted through the REST API")
-            page.screenshot(path=str(shots / "05-history.png"), full_page=True)
-            page.locator("#sm-reuse").click()
-            expect(page.locator("#sm-prompt textarea")).to_have_value("submitted through the REST API")
-            page.screenshot(path=str(shots / "06-reused.png"), full_page=True)
-        finally:
-            browser.close()
+    narrow = _open(browser, base, NARROW)
+    narrow.get_by_role("tab", name="History").click()
+    expect(narrow.locator("#sm-history")).to_contain_text(ui_job["id"][:8], timeout=30_000)
+    narrow.screenshot(path=str(shots / "400-02-history.png"), full_page=True)
 
     assert outside == [], f"the UI made requests off this server: {outside[:5]}"
-    with httpx.Client(base_url=base, timeout=30) as http:
-        jobs = http.get("/api/v1/jobs").json()["jobs"]
-    ui_jobs = [j for j in jobs if j["request"]["prompt"].startswith("a red square")]
-    assert len(ui_jobs) == 1 and ui_jobs[0]["status"] == "succeeded"
-    assert ui_jobs[0]["request"]["height"] == 64 and ui_jobs[0]["request"]["num_frames"] == 8
-    assert ui_jobs[0]["request"]["num_inference_steps"] == 2
-    assert ui_jobs[0]["request"]["seed"] != 0  # -1 in the UI means a random seed, not 0
+    assert ui_job["request"]["height"] == 64 and ui_job["request"]["num_frames"] == 8
+    assert ui_job["request"]["num_inference_steps"] == 2
+    assert seed != 0  # -1 in the UI means a random seed, not 0
 
 
 def test_a_missing_browser_fails_unless_the_skip_is_explicit(tmp_path: Path) -> None:

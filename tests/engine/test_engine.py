@@ -71,6 +71,7 @@ def test_progress_reports_every_step_in_order_with_an_eta(
     assert [e.stage for e in events][-3:] == [Stage.DECODE, Stage.WRITE, Stage.DONE]
     denoise = [e for e in events if e.stage is Stage.DENOISE]
     assert denoise[-1].eta_s is not None and denoise[-1].eta_s >= 0
+    assert events[-1].stage is Stage.DONE and events[-1].eta_s is None  # done: nothing left to wait for
 
 
 def test_cancel_stops_within_one_step_and_writes_nothing(

@@ -23,7 +23,7 @@ from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.states import JobStatus
 from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, Job, JobStore
 from stillmotion.jobs.supervisor import WorkerSupervisor
-from stillmotion.jobs.worker import OUTPUT_FILENAME
+from stillmotion.jobs.worker import output_filename
 
 POLL_S = 0.2
 
@@ -60,10 +60,10 @@ def assert_one_output(store: JobStore, job: Job) -> None:
     job_dir = store.job_dir(job.id)
     assert sorted(p.name for p in job_dir.iterdir()) == [
         "input.png",
-        OUTPUT_FILENAME,
-        OUTPUT_FILENAME + ".json",
+        output_filename(job.id),
+        output_filename(job.id) + ".json",
     ]
-    assert hashlib.sha256((job_dir / OUTPUT_FILENAME).read_bytes()).hexdigest() == job.output_sha256
+    assert hashlib.sha256((job_dir / output_filename(job.id)).read_bytes()).hexdigest() == job.output_sha256
 
 
 def assert_no_output(store: JobStore, job: Job) -> None:

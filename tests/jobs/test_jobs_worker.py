@@ -23,7 +23,7 @@ from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
 from stillmotion.jobs.states import TERMINAL, JobStatus
 from stillmotion.jobs.store import Job, JobStore
-from stillmotion.jobs.worker import OUTPUT_FILENAME, Worker
+from stillmotion.jobs.worker import Worker, output_filename
 from stillmotion.media.image_input import InputImage
 
 
@@ -71,14 +71,14 @@ def assert_succeeded_with_one_output(store: JobStore, job: Job) -> None:
     """I2 + I3: terminal, exactly one complete output whose sha256 is the recorded one, no temp files."""
     assert job.status == JobStatus.SUCCEEDED, (job.error_code, job.error_message)
     job_dir = store.job_dir(job.id)
-    video = job_dir / OUTPUT_FILENAME
-    assert job.output_filename == OUTPUT_FILENAME
+    video = job_dir / output_filename(job.id)
+    assert job.output_filename == output_filename(job.id)
     assert video.stat().st_size > 0
     assert hashlib.sha256(video.read_bytes()).hexdigest() == job.output_sha256
     assert sorted(p.name for p in job_dir.iterdir()) == [
         "input.png",
-        OUTPUT_FILENAME,
-        OUTPUT_FILENAME + ".json",
+        output_filename(job.id),
+        output_filename(job.id) + ".json",
     ]
     assert job.result is not None and isinstance(job.result["request"]["seed"], int)
     assert job.plan is not None

@@ -294,3 +294,17 @@ def test_shutting_down_refuses_new_jobs(client: TestClient, settings: Any) -> No
     response = _post(client)
     assert response.status_code == 503 and response.json()["error"]["code"] == "shutting_down"
     assert client.get("/api/v1/health").json()["accepting_jobs"] is False
+
+
+def test_a_finished_job_has_no_eta(client: TestClient, store: JobStore) -> None:
+    """The last progress write can carry a small ETA; once the job is done nothing is left to wait for."""
+    job_id = _post(client).json()["id"]
+    assert store.claim_next(WORKER) is not None
+    store.update_progress(
+        job_id, {"stage": "write", "step": 2, "total_steps": 2, "elapsed_s": 1, "eta_s": 0.77}
+    )
+    running = client.get(f"/api/v1/jobs/{job_id}").json()
+    assert running["progress"]["eta_s"] == 0.77
+    _finish_claimed(store, job_id)
+    done = client.get(f"/api/v1/jobs/{job_id}").json()
+    assert done["status"] == "succeeded" and done["progress"]["eta_s"] is None

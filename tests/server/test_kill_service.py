@@ -131,7 +131,8 @@ def test_f3_sigkill_of_the_real_service_group_loses_nothing(tmp_path: Path, grou
             kinds = [e["kind"] for e in service_events(data_dir, job_id)]
             assert kinds.count("succeeded") == 1 and kinds.count("running") == jobs[job_id]["attempts"]
             folder = data_dir / "jobs" / job_id
-            assert sorted(p.name for p in folder.iterdir()) == ["input.png", "video.mp4", "video.mp4.json"]
+            video = f"stillmotion-{job_id}.mp4"
+            assert sorted(p.name for p in folder.iterdir()) == ["input.png", video, f"{video}.json"]
         assert "interrupted" in [e["kind"] for e in service_events(data_dir, ids[0])]
     service.send_signal(signal.SIGTERM)
     assert service.wait(timeout=60) == 0

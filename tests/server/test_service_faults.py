@@ -28,7 +28,7 @@ from stillmotion.jobs.store import JobStore
 from stillmotion.jobs.worker import Worker
 from stillmotion.memory.device import GIB, DeviceBudget
 from stillmotion.server.app import create_app
-from stillmotion.webui.app import progress_view
+from stillmotion.webui.views import status_markdown
 from tests.server.helpers import (
     leftovers,
     live_server,
@@ -88,7 +88,7 @@ def test_f5_f6_oom_in_denoise_and_decode_recovered_by_the_running_service(
         store: JobStore = app.state.store
         kinds = [e["kind"] for e in store.events(first["id"])]
         assert kinds.count("downgrade") == 2 and "succeeded" in kinds and "failed" not in kinds
-        text, _ = progress_view(store.get(first["id"]))
+        text = status_markdown(store.get(first["id"]), None)
         assert "downgraded" in text and downgrades[1]["to"] in text
 
         health = client.get("/api/v1/health").json()
@@ -129,7 +129,7 @@ def test_f7_oom_at_load_then_oom_on_every_rung_fails_clearly(
     run_worker(settings, store, cpu_engine)
     job = client.get(f"{JOBS}/{after['id']}").json()
     assert job["status"] == "succeeded" and job["result"]["downgrades"] == []
-    text, _ = progress_view(store.get(after["id"]))
+    text = status_markdown(store.get(after["id"]), None)
     assert "downgraded" not in text
 
 

@@ -87,7 +87,8 @@ class _Clock:
         self.gpu_step_times: list[float] = []  # CUDA-event times, read once the loop is over
 
     def stage(self, stage: Stage, step: int = 0, message: str = "") -> None:
-        self._emit(ProgressEvent(stage, step, self.total_steps, self.elapsed, self._eta(step), message))
+        eta = None if stage is Stage.DONE else self._eta(step)  # nothing is left once it is done
+        self._emit(ProgressEvent(stage, step, self.total_steps, self.elapsed, eta, message))
 
     def step_done(self, step: int, duration_s: float) -> None:
         self.step_times.append(duration_s)

@@ -35,6 +35,8 @@ class GenerationResult:
             "downgrades": list(self.downgrades),
             "warnings": list(self.warnings),
             "timings": self.timings,
+            # Where it ran, so timings are compared like with like (service/expected_time.py).
+            "device": (self.metadata.get("runtime") or {}).get("device_name"),
         }
 
 

@@ -57,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 FAULTS_ENV = "STILLMOTION_FAULTS"
 DEFAULT_WORKER_ID = worker_state.DEFAULT_WORKER_ID
-OUTPUT_FILENAME = "video.mp4"
 IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
 PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
 PURGE_INTERVAL_S = 3600.0  # retention (settings.retention_days) is applied this often, when idle
@@ -78,6 +77,11 @@ class EngineLike(Protocol):
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> GenerationResult: ...
+
+
+def output_filename(job_id: str) -> str:
+    """The video's name: the same in the job folder, the API's download and the UI's download button."""
+    return f"stillmotion-{job_id}.mp4"
 
 
 # ---- the worker -------------------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ class Worker:
             if self._interrupting.is_set():
                 token.cancel()
         job_dir = self.store.job_dir(job.id)
-        output_path = job_dir / OUTPUT_FILENAME
+        output_path = job_dir / output_filename(job.id)
         with job_context(job.id):
             logger.info("starting job %s (attempt %d)", job.id, job.attempts)
             try:

@@ -94,7 +94,7 @@ def fit_memory_facts(
     unet = _of(activation_rows, "unet")
     decode = _of(activation_rows, "vae_decode")
     encode = _of(activation_rows, "vae_encode")
-    fitted: dict[str, float] = {}
+    fitted: dict[str, Any] = {}
 
     # Activations: linear in latent tokens (UNet), in pixels x frames decoded at once (VAE), in pixels.
     fitted["unet_act_gib_per_unit"] = _through_origin(

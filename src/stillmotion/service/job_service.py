@@ -26,6 +26,7 @@ from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
+from stillmotion.service.expected_time import ExpectedTime, expected_time
 from stillmotion.service.schemas import (
     ErrorBody,
     GenerationFields,
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 READINESS_TTL_S = 30.0
+HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_QUEUE_FULL_S = 30
 RETRY_AFTER_SHUTDOWN_S = 10
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
@@ -211,13 +213,21 @@ class JobService:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()
         plan = data.get("plan") or {}
+        expected = self.expected_time(data["request"])
         return PlanOut(
             fits=True,
             message=plan.get("reason") or None,
             request=ResolvedRequestOut(**data["request"]),
             budget=_jsonable(data.get("budget")),
             plan=_jsonable(plan),
+            expected_time_s=None if expected is None else round(expected.seconds, 1),
+            expected_time_basis=None if expected is None else expected.basis,
         )
+
+    def expected_time(self, request: dict[str, Any]) -> ExpectedTime | None:
+        """How long ``request`` (resolved) should take here, from this service's finished jobs."""
+        finished, _ = self.store.list(status=JobStatus.SUCCEEDED, limit=HISTORY_FOR_TIMING)
+        return expected_time(request, [job.result for job in finished])
 
     def plan_budget(self, engine: Any) -> Any:
         """This process's measurement of the engine's device, plus what the worker will reuse there.
@@ -319,7 +329,7 @@ class JobService:
             attempts=int(data.get("attempts") or 0),
             cancel_requested=bool(data.get("cancel_requested")),
             queue_position=position,
-            progress=_progress(data.get("progress")),
+            progress=_progress(data.get("progress"), terminal=status in TERMINAL_STATUSES),
             plan=_jsonable(data.get("plan")),
             error=error,
             result=None
@@ -407,11 +417,13 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _progress(data: object) -> ProgressOut | None:
+def _progress(data: object, *, terminal: bool) -> ProgressOut | None:
     if not isinstance(data, dict):
         return None
     known = set(ProgressOut.model_fields)
-    return ProgressOut(**{k: v for k, v in data.items() if k in known})
+    progress = ProgressOut(**{k: v for k, v in data.items() if k in known})
+    # A finished job has nothing left to wait for, whatever its last progress write said.
+    return progress.model_copy(update={"eta_s": None}) if terminal else progress
 
 
 def _jsonable(data: object) -> dict[str, Any] | None:

@@ -212,3 +212,9 @@ class PlanOut(_Out):
     request: ResolvedRequestOut
     budget: dict[str, Any] | None = Field(default=None, description="The device budget measured now.")
     plan: dict[str, Any] | None = Field(default=None, description="The chosen plan and its estimates.")
+    expected_time_s: float | None = Field(
+        default=None,
+        description="Expected seconds for the whole job on this machine, learned from its earlier jobs of "
+        "the same model; null until one has run.",
+    )
+    expected_time_basis: str | None = Field(default=None, description="What the expected time rests on.")

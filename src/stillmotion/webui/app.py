@@ -1,10 +1,14 @@
-"""The Gradio web UI: a thin shell over the same job store and submission path as the REST API.
+"""The Gradio web UI: a thin shell over the same job service as the REST API.
 
 ``build_ui(service)`` returns the Blocks that ``server/app.py`` mounts at ``/``, over the app's one
 ``JobService``: submitting goes through ``JobService.submit`` (so UI and API jobs are the same rows, and a
-shutting-down service refuses both), progress is read back from the store
-(a generator that waits 0.5 s between reads, never a busy loop), and errors are shown with ``gr.Error``
-(``_shown_errors`` is the one place that maps them). Nothing here imports diffusers.
+shutting-down service refuses both), progress is read back from the store (a generator that waits 0.5 s
+between reads, never a busy loop), and errors are shown with ``gr.Error`` (``_shown_errors`` is the one place
+that maps them, naming the form's field). What is shown is worded in ``views.py``; the components that let
+stillmotion's own validation speak are in ``components.py``. Nothing here imports diffusers.
+
+Layout: what a user needs every time (image, prompt, Generate, the status and the plan readout) fits one
+1366x768 screen; the settings are in an accordion; the video sits beside (below, on a phone).
 """
 
 from __future__ import annotations
@@ -23,13 +27,26 @@ from typing import Any, TypeVar
 import gradio as gr
 from pydantic import ValidationError
 
-from stillmotion.engine.request import MAX_SEED
-from stillmotion.errors import StillmotionError
+from stillmotion.engine.request import MAX_SEED, preset_size
+from stillmotion.errors import InvalidImage, StillmotionError
 from stillmotion.jobs.store import Job, JobStatus
-from stillmotion.models.registry import ModelSpec, get_spec, list_specs
+from stillmotion.media.poster import ensure_poster
+from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec, get_spec, list_specs
 from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
 from stillmotion.service.schemas import GenerationFields
 from stillmotion.service.validation import validation_message
+from stillmotion.webui.components import field_number, uploaded_image
+from stillmotion.webui.views import (
+    FIELD_LABELS,
+    HISTORY_DATATYPES,
+    HISTORY_HEADERS,
+    HISTORY_WIDTHS,
+    error_text,
+    history_row,
+    plan_markdown,
+    progress_bar,
+    status_markdown,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +54,15 @@ WATCH_INTERVAL_S = 0.5  # how often the progress view re-reads its job
 HISTORY_REFRESH_S = 5.0
 HISTORY_ROWS = 50
 CUSTOM = "Custom"
-PRESETS = ["512p", "768p", "1024p", CUSTOM]
-HISTORY_HEADERS = [
-    "id",
-    "status",
-    "created",
-    "prompt",
-    "model",
-    "size",
-    "frames",
-    "steps",
-    "cfg",
-    "fps",
-    "seed",
-]
+PRESETS = [*RESOLUTION_PRESETS, CUSTOM]
 
 CSS = """
-#sm-progress .bar { height: 10px; border-radius: 5px; background: var(--neutral-200); overflow: hidden; }
+#sm-progress .bar { height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden; }
 #sm-progress .fill { height: 100%; background: var(--color-accent); transition: width .4s; }
-#sm-plan { font-size: 0.9em; }
+#sm-plan { font-size: 0.88em; line-height: 1.35; }
+#sm-plan small { opacity: .75; }
+#sm-title h3 { margin: 0; }
+#sm-status p { margin: 0; }
 """
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,19 +74,24 @@ def ui_theme() -> Any:
 
 
 def _shown_errors(fn: F) -> F:
-    """The UI's error mapping: expected errors become ``gr.Error`` with their message, nothing else leaks."""
+    """The UI's error mapping: expected errors become ``gr.Error`` naming the field, nothing else leaks."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except StillmotionError as exc:
-            raise gr.Error(exc.message, title=exc.code) from None
+            raise gr.Error(error_text(exc), title=exc.code) from None
         except ValidationError as exc:
-            message, _ = validation_message(list(exc.errors()))
-            raise gr.Error(message, title="invalid_request") from None
+            raise gr.Error(_validation_text(exc), title="invalid_request") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _validation_text(exc: ValidationError) -> str:
+    message, field = validation_message(list(exc.errors()))
+    label = FIELD_LABELS.get(field or "")
+    return f"{label} ({message})" if label else message
 
 
 def _none_if_blank(value: Any) -> Any:
@@ -120,108 +132,21 @@ def _fields(
     )
 
 
-def _gib(value: Any) -> str:
-    return f"{value / 2**30:.2f} GiB" if isinstance(value, int | float) and value > 1e6 else str(value)
+def _range_info(low: float, high: float) -> str:
+    return f"{low:g} to {high:g} for this model"
 
 
-def plan_markdown(out: dict[str, Any]) -> str:
-    """The plan readout: size, steps, and what the planner chose with its memory estimate."""
-    req = out["request"]
-    head = (
-        f"**{req['width']}×{req['height']}**, {req['num_frames']} frames, "
-        f"{req['num_inference_steps']} steps, model `{req['model']}`"
-    )
-    if not out["fits"]:
-        return f"**Does not fit this device:** {head}. {out.get('message') or ''}"
-    plan = out.get("plan") or {}
-    budget = out.get("budget") or {}
-    parts = [f"**Plan:** {head}"]
-    chosen = list(dict.fromkeys(str(plan[k]) for k in ("rung", "placement", "dtype") if plan.get(k)))
-    if chosen:
-        parts.append(" / ".join(chosen))
-    estimate = plan.get("estimate") or {}
-    peak = estimate.get("peak_reserved_gib")
-    if isinstance(peak, int | float):
-        parts.append(f"estimated peak {peak:.2f} GiB")
-    device = budget.get("name") or budget.get("device_type")
-    if device:
-        budget_bytes = budget.get("budget_bytes")
-        parts.append(f"on {device}" + (f" (budget {_gib(budget_bytes)})" if budget_bytes else ""))
-    text = " · ".join(parts)
-    if plan.get("reason"):
-        text += f"\n\n_{plan['reason']}_"
-    return text
-
-
-def progress_view(job: Job) -> tuple[str, str]:
-    """(status markdown, progress bar html) for a job."""
-    status = JobStatus(job.status)
-    progress = job.progress or {}
-    step, total = int(progress.get("step") or 0), int(progress.get("total_steps") or 0)
-    short = job.id[:8]
-    if status == JobStatus.QUEUED:
-        text = f"Job `{short}` is **queued**" + (" (cancel requested)" if job.cancel_requested else "")
-    elif status == JobStatus.RUNNING:
-        eta = progress.get("eta_s")
-        eta_text = f", ETA {eta:.0f} s" if isinstance(eta, int | float) else ""
-        stage = progress.get("stage") or "starting"
-        text = f"Job `{short}` **running**: {stage}, step {step}/{total}{eta_text}"
-        if job.cancel_requested:
-            text += " (cancelling…)"
-    elif status == JobStatus.SUCCEEDED:
-        text = f"Job `{short}` **succeeded**"
-        step = total = max(total, 1)
-        downgrades = (job.result or {}).get("downgrades") or []
-        if downgrades:
-            rungs = " → ".join([str(downgrades[0].get("from")), *(str(d.get("to")) for d in downgrades)])
-            text += (
-                f"\n\nRan out of memory {len(downgrades)}× and was downgraded ({rungs}); "
-                "the output is the same request, produced more slowly."
-            )
-    elif status == JobStatus.CANCELLED:
-        text = f"Job `{short}` **cancelled**"
-    else:
-        text = f"Job `{short}` **failed** ({job.error_code}): {job.error_message or ''}"
-    fraction = step / total if total else 0.0
-    bar = (
-        f"<div class='bar' title='{step}/{total}'><div class='fill' style='width:{fraction * 100:.0f}%'>"
-        f"</div></div>"
-    )
-    return text, bar
-
-
-def history_rows(jobs: list[Job]) -> list[list[Any]]:
-    rows = []
-    for job in jobs:
-        spec = _spec_or_none(job.model)
-        r = dict(job.request)
-        if spec is not None:  # fields left out took the model's defaults
-            for name in ("num_frames", "num_inference_steps", "guidance_scale", "fps"):
-                if r.get(name) is None:
-                    r[name] = getattr(spec.defaults, name)
-        size = f"{r['width']}×{r['height']}" if r.get("height") else (r.get("resolution") or "")
-        created = job.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        prompt = str(r.get("prompt") or "")
-        rows.append(
-            [
-                job.id[:8],
-                job.status.value,
-                created,
-                prompt[:60] + ("…" if len(prompt) > 60 else ""),
-                job.model,
-                size,
-                r.get("num_frames") or "",
-                r.get("num_inference_steps") or "",
-                r.get("guidance_scale") or "",
-                r.get("fps") or "",
-                r.get("seed"),
-            ]
-        )
-    return rows
+def _spec_or_none(name: str | None) -> ModelSpec | None:
+    if not name:
+        return None
+    try:
+        return get_spec(name)
+    except StillmotionError:
+        return None
 
 
 def build_ui(service: JobService) -> gr.Blocks:
-    """The Blocks for ``/``: generate (with plan and live progress) and history (with reuse and download)."""
+    """The Blocks for ``/``: generate (with a live plan readout and progress) and history (with reuse)."""
     settings, store = service.settings, service.store
     specs = list_specs()
     model_choices = [spec.name for spec in specs]
@@ -229,7 +154,7 @@ def build_ui(service: JobService) -> gr.Blocks:
         model_choices.insert(0, settings.default_model)
     default_spec = _spec_or_none(settings.default_model) or specs[0]
 
-    # -- handlers ----------------------------------------------------------------------------------------
+    # -- reading jobs ------------------------------------------------------------------------------------
 
     def output_path(job: Job) -> str | None:
         if job.status != JobStatus.SUCCEEDED or not job.output_filename:
@@ -237,10 +162,46 @@ def build_ui(service: JobService) -> gr.Blocks:
         path = store.job_dir(job.id) / job.output_filename
         return str(path) if path.is_file() else None
 
+    def shown_request(job: Job) -> dict[str, Any]:
+        """Size, frames and steps as the job ran (or will run): the result's, else resolved from the row."""
+        resolved = (job.result or {}).get("request")
+        if isinstance(resolved, dict):
+            return resolved
+        request = dict(job.request)
+        spec = _spec_or_none(job.model)
+        if spec is not None:
+            for name in ("num_frames", "num_inference_steps"):
+                if request.get(name) is None:
+                    request[name] = getattr(spec.defaults, name)
+            preset = request.get("resolution")
+            if request.get("height") is None and preset in RESOLUTION_PRESETS:
+                try:  # the preset's size follows the input's aspect ratio: read its header only
+                    from PIL import Image
+
+                    with Image.open(store.job_dir(job.id) / job.input_filename) as image:
+                        size = image.size
+                except OSError:
+                    size = None
+                request["height"], request["width"] = preset_size(
+                    RESOLUTION_PRESETS[preset], size, spec.limits
+                )
+        return request
+
+    def poster_url(job: Job) -> str | None:
+        video = output_path(job)
+        poster = ensure_poster(Path(video)) if video else None
+        return None if poster is None else f"/gradio_api/file={poster.resolve()}"
+
+    def job_view(job: Job) -> tuple[str, str]:
+        position = store.queue_position(job.id) if job.status == JobStatus.QUEUED else None
+        return status_markdown(job, position), progress_bar(job)
+
+    # -- generate ----------------------------------------------------------------------------------------
+
     @_shown_errors
     def submit(image: str | None, *values: Any) -> str:
         if not image:
-            raise gr.Error("Add an input image first.", title="invalid_request")
+            raise gr.Error("Input image: add an image first (PNG, JPEG or WebP).", title="invalid_request")
         fields = _fields(*values)
         # The service consumes its upload; give it a copy so Gradio's cached file stays for a re-submit.
         service.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -259,17 +220,31 @@ def build_ui(service: JobService) -> gr.Blocks:
         last: tuple[Any, ...] | None = None
         while True:
             job = store.get(job_id)
-            text, bar = progress_view(job)
+            text, bar = job_view(job)
             video = output_path(job)
+            seed = job.request.get("seed")
             key = (text, bar, video)
             if key != last:
                 last = key
-                yield (text, bar, gr.update(value=video), gr.update(value=video, visible=video is not None))
+                yield (
+                    text,
+                    bar,
+                    gr.update(value=video),
+                    gr.update(value=video, visible=video is not None),
+                    gr.update(visible=isinstance(seed, int), value=f"Keep seed {seed}"),
+                )
             if job.status in TERMINAL_STATUSES:
                 if job.status == JobStatus.FAILED:
                     gr.Warning(f"Job {job.id[:8]} failed: {job.error_message}")
                 return
             time.sleep(WATCH_INTERVAL_S)
+
+    @_shown_errors
+    def keep_seed(job_id: str | None) -> Any:
+        if not job_id:
+            raise gr.Error("Seed: no job yet to take the seed from.", title="invalid_request")
+        seed = store.get(job_id).request.get("seed")
+        return gr.update(value=seed)
 
     @_shown_errors
     def cancel(job_id: str | None) -> None:
@@ -279,16 +254,21 @@ def build_ui(service: JobService) -> gr.Blocks:
         gr.Info(f"Cancel requested for job {job_id[:8]}.")
 
     def plan(image: str | None, *values: Any) -> str:
+        """The readout for the form as it is now; an unusable image or value replaces it with the error."""
         try:
             size = None
             if image:
                 loaded = service.load_image(Path(image))
                 size = (loaded.width, loaded.height)
-            out = service.plan(_fields(*values), size)  # an empty prompt is fine: memory does not use it
+            out = service.plan(_fields(*values), size)  # the prompt may be empty: memory does not use it
+        except InvalidImage as exc:
+            return f"**This file cannot be used** ({exc.code}): {html.escape(exc.message)}"
         except StillmotionError as exc:
-            return f"**Cannot plan:** {exc.message}"
+            return f"**Cannot plan:** {html.escape(error_text(exc))}"
         except ValidationError as exc:
-            return f"**Cannot plan:** {validation_message(list(exc.errors()))[0]}"
+            return f"**Cannot plan:** {html.escape(_validation_text(exc))}"
+        except (TypeError, ValueError):  # a half-typed number box: wait for the next edit
+            return "**Cannot plan:** a number field is not a number."
         return plan_markdown(out.model_dump(mode="json"))
 
     def on_model(name: str) -> tuple[Any, ...]:
@@ -297,27 +277,45 @@ def build_ui(service: JobService) -> gr.Blocks:
             return (gr.update(),) * 4
         d, lim = spec.defaults, spec.limits
         return (
-            gr.update(minimum=lim.min_frames, maximum=lim.max_frames, value=d.num_frames),
-            gr.update(maximum=min(lim.max_inference_steps, 150), value=d.num_inference_steps),
-            gr.update(minimum=lim.min_guidance_scale, maximum=lim.max_guidance_scale, value=d.guidance_scale),
-            gr.update(minimum=lim.min_fps, maximum=lim.max_fps, value=d.fps),
+            gr.update(
+                minimum=lim.min_frames,
+                maximum=lim.max_frames,
+                value=d.num_frames,
+                info=_range_info(lim.min_frames, lim.max_frames),
+            ),
+            gr.update(
+                maximum=lim.max_inference_steps,
+                value=d.num_inference_steps,
+                info=_range_info(1, lim.max_inference_steps),
+            ),
+            gr.update(
+                minimum=lim.min_guidance_scale,
+                maximum=lim.max_guidance_scale,
+                value=d.guidance_scale,
+                info=_range_info(lim.min_guidance_scale, lim.max_guidance_scale),
+            ),
+            gr.update(
+                minimum=lim.min_fps,
+                maximum=lim.max_fps,
+                value=d.fps,
+                info=_range_info(lim.min_fps, lim.max_fps),
+            ),
         )
+
+    # -- history -----------------------------------------------------------------------------------------
 
     def refresh_history() -> tuple[Any, list[str]]:
         jobs, _ = store.list(limit=HISTORY_ROWS)
-        return gr.update(value=history_rows(jobs)), [job.id for job in jobs]
+        rows = [history_row(job, shown_request(job), poster_url(job)) for job in jobs]
+        return gr.update(value=rows), [job.id for job in jobs]
 
     def select_job(ids: list[str], evt: gr.SelectData) -> tuple[Any, ...]:
         row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
         if not isinstance(row, int) or not 0 <= row < len(ids):
             return None, "", gr.update(value=None), gr.update(visible=False)
         job = store.get(ids[row])
-        text, _ = progress_view(job)
-        r = job.request
-        details = (
-            f"{text}\n\n**Prompt:** {html.escape(str(r.get('prompt', '')))}\n\n"
-            f"`{job.id}` · seed {r.get('seed')} · created {job.created_at.astimezone():%Y-%m-%d %H:%M}"
-        )
+        text, _ = job_view(job)
+        details = f"{text}\n\n**Prompt:** {html.escape(str(job.request.get('prompt', '')))}\n\n`{job.id}`"
         video = output_path(job)
         return job.id, details, gr.update(value=video), gr.update(value=video, visible=video is not None)
 
@@ -353,135 +351,163 @@ def build_ui(service: JobService) -> gr.Blocks:
     d, lim = default_spec.defaults, default_spec.limits
     with gr.Blocks(title="stillmotion", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
-        gr.Markdown("## stillmotion · one still image and a sentence in, a short video out")
+        gr.Markdown(
+            "### stillmotion · one still image and a sentence in, a short video out", elem_id="sm-title"
+        )
         job_state = gr.State(None)
         history_ids = gr.State([])
         selected = gr.State(None)
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=5):
-                        image = gr.Image(
-                            type="filepath",
+                    with gr.Column(scale=5, min_width=320):
+                        image = uploaded_image(
                             label="Input image",
                             sources=["upload", "clipboard"],
-                            height=260,
+                            height=210,
                             elem_id="sm-image",
                         )
                         prompt = gr.Textbox(
                             label="Prompt",
                             lines=2,
+                            max_lines=4,
                             elem_id="sm-prompt",
                             placeholder="e.g. waves rolling onto the beach, gentle camera pan",
                         )
-                        negative = gr.Textbox(
-                            label="Negative prompt",
-                            lines=1,
-                            elem_id="sm-negative",
-                            placeholder="default: the model's",
-                        )
-                        model = gr.Dropdown(
-                            model_choices,
-                            value=settings.default_model,
-                            label="Model",
-                            allow_custom_value=True,
-                            elem_id="sm-model",
-                            info="A registered model, a Hugging Face repo id or a local folder",
-                        )
-                        size_mode = gr.Radio(
-                            PRESETS,
-                            value=d.resolution,
-                            label="Size",
-                            elem_id="sm-size",
-                            info="Presets keep the image's aspect ratio",
-                        )
-                        with gr.Row(visible=False) as custom_row:
-                            height = gr.Number(
-                                value=512,
-                                precision=0,
-                                label="Height",
-                                elem_id="sm-height",
-                                minimum=lim.min_side,
-                                step=8,
-                            )
-                            width = gr.Number(
-                                value=512,
-                                precision=0,
-                                label="Width",
-                                elem_id="sm-width",
-                                minimum=lim.min_side,
-                                step=8,
-                            )
                         with gr.Row():
-                            frames = gr.Slider(
-                                lim.min_frames,
-                                lim.max_frames,
-                                value=d.num_frames,
-                                step=1,
-                                label="Frames",
-                                elem_id="sm-frames",
-                            )
-                            steps = gr.Slider(
-                                1,
-                                min(lim.max_inference_steps, 150),
-                                value=d.num_inference_steps,
-                                step=1,
-                                label="Steps",
-                                elem_id="sm-steps",
-                            )
-                        with gr.Row():
-                            guidance = gr.Slider(
-                                lim.min_guidance_scale,
-                                lim.max_guidance_scale,
-                                step=0.5,
-                                value=d.guidance_scale,
-                                label="Guidance",
-                                elem_id="sm-guidance",
-                            )
-                            fps = gr.Slider(
-                                lim.min_fps, lim.max_fps, value=d.fps, step=1, label="FPS", elem_id="sm-fps"
-                            )
-                        with gr.Row(equal_height=True):
-                            seed = gr.Number(
-                                value=-1,
-                                precision=0,
-                                label="Seed (-1 = random)",
-                                elem_id="sm-seed",
-                                minimum=-1,
-                                maximum=MAX_SEED,
-                                scale=3,
-                            )
-                            dice = gr.Button("Random seed", elem_id="sm-dice", scale=1)
-                        plan_md = gr.Markdown("_The plan for this device appears here._", elem_id="sm-plan")
-                        with gr.Row():
-                            plan_btn = gr.Button("Plan", elem_id="sm-plan-btn", scale=1)
                             submit_btn = gr.Button(
-                                "Generate", variant="primary", elem_id="sm-submit", scale=2
+                                "Generate", variant="primary", elem_id="sm-submit", scale=3
                             )
                             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="sm-cancel", scale=1)
-                    with gr.Column(scale=6):
                         status_md = gr.Markdown("No job yet.", elem_id="sm-status")
-                        progress_html = gr.HTML("", elem_id="sm-progress")
+                        progress_html = gr.HTML("", elem_id="sm-progress", padding=False)
+                        plan_md = gr.Markdown("_The plan for this device appears here._", elem_id="sm-plan")
+                        with gr.Accordion("Settings", open=False, elem_id="sm-settings"):
+                            model = gr.Dropdown(
+                                model_choices,
+                                value=settings.default_model,
+                                label="Model",
+                                allow_custom_value=True,
+                                elem_id="sm-model",
+                                info="A model from the list, a Hugging Face repo id or a local folder",
+                            )
+                            size_mode = gr.Radio(
+                                PRESETS,
+                                value=d.resolution,
+                                label="Size",
+                                elem_id="sm-size",
+                                info="Presets keep the image's aspect ratio (each side a multiple of 64)",
+                            )
+                            with gr.Row(visible=False) as custom_row:
+                                width = field_number(
+                                    value=512,
+                                    precision=0,
+                                    label="Width",
+                                    elem_id="sm-width",
+                                    minimum=lim.min_side,
+                                    maximum=lim.max_side,
+                                    step=8,
+                                )
+                                height = field_number(
+                                    value=512,
+                                    precision=0,
+                                    label="Height",
+                                    elem_id="sm-height",
+                                    minimum=lim.min_side,
+                                    maximum=lim.max_side,
+                                    step=8,
+                                )
+                            # Number boxes, not sliders: a slider's box clamps a typed 1000 to its maximum
+                            # without a word; these refuse it naming the field and the model's rule.
+                            with gr.Row():
+                                frames = field_number(
+                                    value=d.num_frames,
+                                    precision=0,
+                                    minimum=lim.min_frames,
+                                    maximum=lim.max_frames,
+                                    step=1,
+                                    label="Frames",
+                                    info=_range_info(lim.min_frames, lim.max_frames),
+                                    elem_id="sm-frames",
+                                )
+                                steps = field_number(
+                                    value=d.num_inference_steps,
+                                    precision=0,
+                                    minimum=1,
+                                    maximum=lim.max_inference_steps,
+                                    step=1,
+                                    label="Steps",
+                                    info=_range_info(1, lim.max_inference_steps),
+                                    elem_id="sm-steps",
+                                )
+                            with gr.Row():
+                                guidance = field_number(
+                                    value=d.guidance_scale,
+                                    minimum=lim.min_guidance_scale,
+                                    maximum=lim.max_guidance_scale,
+                                    step=0.5,
+                                    label="Guidance",
+                                    info=_range_info(lim.min_guidance_scale, lim.max_guidance_scale),
+                                    elem_id="sm-guidance",
+                                )
+                                fps = field_number(
+                                    value=d.fps,
+                                    precision=0,
+                                    minimum=lim.min_fps,
+                                    maximum=lim.max_fps,
+                                    step=1,
+                                    label="FPS",
+                                    info=_range_info(lim.min_fps, lim.max_fps),
+                                    elem_id="sm-fps",
+                                )
+                            negative = gr.Textbox(
+                                label="Negative prompt",
+                                lines=1,
+                                elem_id="sm-negative",
+                                placeholder="default: the model's",
+                            )
+                            with gr.Row(equal_height=True):
+                                seed = field_number(
+                                    value=-1,
+                                    precision=0,
+                                    label="Seed (-1 = random)",
+                                    elem_id="sm-seed",
+                                    minimum=-1,
+                                    maximum=MAX_SEED,
+                                    scale=3,
+                                )
+                                dice = gr.Button("Random seed", elem_id="sm-dice", scale=1)
+                    with gr.Column(scale=6, min_width=320):
                         video = gr.Video(
                             label="Video",
                             autoplay=True,
                             loop=True,
                             interactive=False,
                             elem_id="sm-video",
-                            height=420,
+                            height=400,
                         )
-                        download = gr.DownloadButton("Download video", visible=False, elem_id="sm-download")
+                        with gr.Row():
+                            download = gr.DownloadButton(
+                                "Download video", visible=False, elem_id="sm-download", scale=2
+                            )
+                            keep_seed_btn = gr.Button(
+                                "Keep seed", visible=False, elem_id="sm-keep-seed", size="sm", scale=1
+                            )
             with gr.Tab("History", id="history"):
                 with gr.Row():
-                    refresh_btn = gr.Button("Refresh", elem_id="sm-refresh", scale=0)
-                    reuse_btn = gr.Button("Reuse settings", variant="primary", elem_id="sm-reuse", scale=0)
+                    refresh_btn = gr.Button("Refresh", elem_id="sm-refresh", scale=0, size="sm")
+                    reuse_btn = gr.Button(
+                        "Reuse settings", variant="primary", elem_id="sm-reuse", scale=0, size="sm"
+                    )
                 history = gr.Dataframe(
                     headers=HISTORY_HEADERS,
+                    datatype=HISTORY_DATATYPES,
+                    column_widths=HISTORY_WIDTHS,
                     value=[],
                     interactive=False,
-                    wrap=True,
+                    wrap=False,
                     elem_id="sm-history",
-                    max_height=360,
+                    max_height=420,
                 )
                 with gr.Row(equal_height=False):
                     detail_md = gr.Markdown("Select a job to see it here.", elem_id="sm-detail")
@@ -503,11 +529,13 @@ def build_ui(service: JobService) -> gr.Blocks:
         plan_opts: dict[str, Any] = {
             "concurrency_limit": 1,
             "concurrency_id": "plan",
-            "show_progress": "minimal",
+            "show_progress": "hidden",
+            "trigger_mode": "always_last",
         }
-        plan_btn.click(plan, plan_inputs, plan_md, **plan_opts)
-        for component in (image, model, size_mode, height, width, frames):
-            component.change(plan, plan_inputs, plan_md, trigger_mode="always_last", **plan_opts)
+        # The readout describes the form as it is now: every field that changes what runs, or how long it
+        # takes, re-plans (the prompt and the seed change neither).
+        for component in (image, model, size_mode, height, width, frames, steps, guidance, fps, negative):
+            component.change(plan, plan_inputs, plan_md, **plan_opts)
         submit_btn.click(
             submit,
             plan_inputs,
@@ -515,26 +543,23 @@ def build_ui(service: JobService) -> gr.Blocks:
         ).success(
             watch,
             job_state,
-            [status_md, progress_html, video, download],
-        ).then(refresh_history, None, [history, history_ids])
+            [status_md, progress_html, video, download, keep_seed_btn],
+        ).then(refresh_history, None, [history, history_ids]).then(
+            plan,
+            plan_inputs,
+            plan_md,
+            **plan_opts,  # a finished job teaches the expected time: say it
+        )
         cancel_btn.click(cancel, job_state, None)
+        keep_seed_btn.click(keep_seed, job_state, seed)
         refresh_btn.click(refresh_history, None, [history, history_ids])
         history.select(select_job, history_ids, [selected, detail_md, detail_video, detail_download])
         reuse_btn.click(reuse, selected, [image, *form[:6], custom_row, *form[6:], tabs])
         timer = gr.Timer(HISTORY_REFRESH_S)
         timer.tick(refresh_history, None, [history, history_ids], show_progress="hidden")
         demo.load(refresh_history, None, [history, history_ids])
-        demo.load(plan, plan_inputs, plan_md, **plan_opts)
+        demo.load(plan, plan_inputs, plan_md, **{k: v for k, v in plan_opts.items() if k != "trigger_mode"})
     # Watchers wait most of the time: let many run side by side (Gradio's default is one per event).
     demo.queue(default_concurrency_limit=16)
     blocks: gr.Blocks = demo
     return blocks
-
-
-def _spec_or_none(name: str | None) -> ModelSpec | None:
-    if not name:
-        return None
-    try:
-        return get_spec(name)
-    except StillmotionError:
-        return None

@@ -1,0 +1,97 @@
+"""How long a request will take on this machine, learned from the jobs it already ran. Pure: no I/O.
+
+Speed depends on the device far more than on anything the planner knows (an H100 and a laptop GPU differ
+10x), so the figure comes from this service's own finished jobs of the same model on the same device: the
+denoising time per latent token and step, and the decode time per output pixel per frame, each the median
+over those jobs, scaled to the new request; the rest (encoders, writing) is their median as measured. With no
+such job yet there is no figure: the first job measures the device.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LATENT_FACTOR = 8
+MAX_HISTORY = 20  # the most recent jobs are the ones that describe the device as it is now
+
+
+@dataclass(frozen=True)
+class ExpectedTime:
+    """Expected seconds for the whole job, and how many earlier jobs the figure rests on."""
+
+    seconds: float
+    jobs: int
+
+    @property
+    def basis(self) -> str:
+        return f"measured on this machine from {self.jobs} earlier job{'s' if self.jobs != 1 else ''}"
+
+
+def _tokens(request: Mapping[str, Any]) -> int:
+    batch = 2 if float(request.get("guidance_scale") or 0) > 1.0 else 1
+    latent = (int(request["height"]) // LATENT_FACTOR) * (int(request["width"]) // LATENT_FACTOR)
+    return batch * int(request["num_frames"]) * latent
+
+
+def _pixel_frames(request: Mapping[str, Any]) -> int:
+    return int(request["height"]) * int(request["width"]) * int(request["num_frames"])
+
+
+def _usable(result: Mapping[str, Any] | None, model: str, device: str | None) -> bool:
+    if not isinstance(result, Mapping):
+        return False
+    request, timings = result.get("request"), result.get("timings")
+    if not isinstance(request, Mapping) or not isinstance(timings, Mapping):
+        return False
+    if request.get("model") != model or (device is not None and result.get("device") != device):
+        return False
+    if result.get("downgrades"):  # an OOM recovery's time says nothing about a normal run
+        return False
+    needed = ("denoise_s", "decode_s", "total_s")
+    return (
+        all(isinstance(timings.get(k), int | float) for k in needed)
+        and int(request["num_inference_steps"]) > 0
+    )
+
+
+def expected_time(
+    request: Mapping[str, Any], results: Iterable[Mapping[str, Any] | None], *, device: str | None = None
+) -> ExpectedTime | None:
+    """Expected seconds of ``request`` (a resolved request dict) from earlier job ``results`` (newest first).
+
+    ``results`` are ``GenerationResult.to_dict()`` values of finished jobs; only those of the same model (and
+    ``device`` when given) without out-of-memory downgrades count. None when none does.
+    """
+    model = str(request["model"])
+    history = [r for r in results if r is not None and _usable(r, model, device)][:MAX_HISTORY]
+    if not history:
+        return None
+    per_token_step, per_pixel_frame, rest = [], [], []
+    for result in history:
+        past, timings = result["request"], result["timings"]
+        per_token_step.append(timings["denoise_s"] / (_tokens(past) * int(past["num_inference_steps"])))
+        per_pixel_frame.append(timings["decode_s"] / _pixel_frames(past))
+        rest.append(max(0.0, timings["total_s"] - timings["denoise_s"] - timings["decode_s"]))
+    seconds = (
+        statistics.median(per_token_step) * _tokens(request) * int(request["num_inference_steps"])
+        + statistics.median(per_pixel_frame) * _pixel_frames(request)
+        + statistics.median(rest)
+    )
+    return ExpectedTime(seconds=seconds, jobs=len(history))
+
+
+def format_duration(seconds: float | None) -> str:
+    """'45 s', '1 min 5 s', '2 h 3 min': how a person reads a wait ('' for None)."""
+    if seconds is None:
+        return ""
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

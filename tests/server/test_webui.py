@@ -1,0 +1,165 @@
+"""The web UI's words as pure functions (webui/views.py, service/expected_time.py): what a user reads.
+
+The browser test (tests/browser) checks that these reach the page; here every wording case is a table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from stillmotion.errors import InvalidImage, InvalidRequest
+from stillmotion.jobs.store import Job, JobStatus
+from stillmotion.service.expected_time import expected_time, format_duration
+from stillmotion.webui.views import error_text, history_row, plan_markdown, status_markdown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, ""), (0.4, "0 s"), (45, "45 s"), (59.6, "1 min"), (65, "1 min 5 s"), (1138, "18 min 58 s"),
+     (3600, "1 h"), (3725, "1 h 2 min")],
+)  # fmt: skip
+def test_durations_read_as_minutes_and_seconds(seconds: float | None, shown: str) -> None:
+    assert format_duration(seconds) == shown
+
+
+def job(status: JobStatus, **values: Any) -> Job:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "id": "0123456789abcdef",
+        "status": status,
+        "request": {"prompt": "waves", "seed": 42, "num_frames": None, "num_inference_steps": None},
+        "model": "tiny-i2vgen-xl",
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 1,
+        "cancel_requested": False,
+        "progress": None,
+        "plan": None,
+        "result": None,
+        "error_code": None,
+        "error_message": None,
+        "input_filename": "input.png",
+        "output_filename": None,
+        "output_sha256": None,
+        "idempotency_key": None,
+        "worker_id": None,
+        "heartbeat_at": None,
+    }
+    fields.update(values)
+    return Job(**fields)
+
+
+@pytest.mark.parametrize(
+    ("the_job", "position", "expected", "absent"),
+    [
+        (job(JobStatus.QUEUED), 3, ["**Queued**", "number 3 in the queue", "Seed **42**"], ["ETA"]),
+        (
+            job(JobStatus.RUNNING,
+                progress={"stage": "denoise", "step": 12, "total_steps": 50, "eta_s": 1138}),
+            None,
+            ["**Running**", "step 12 of 50", "about 18 min 58 s left"],
+            ["1138"],
+        ),
+        (
+            job(JobStatus.SUCCEEDED, progress={"stage": "done", "step": 50, "total_steps": 50, "eta_s": 0.77},
+                result={"timings": {"total_s": 92.4}}),
+            None,
+            ["**Done**", "took 1 min 32 s", "Seed **42**"],
+            ["left", "0.77"],
+        ),
+        (
+            job(JobStatus.FAILED, error_code="oom", error_message="out of memory in denoise"),
+            None,
+            ["**Failed**", "oom: out of memory in denoise"],
+            [],
+        ),
+    ],
+)  # fmt: skip
+def test_status_says_where_the_job_is(
+    the_job: Job, position: int | None, expected: list[str], absent: list[str]
+) -> None:
+    text = status_markdown(the_job, position)
+    for part in expected:
+        assert part in text, (part, text)
+    for part in absent:
+        assert part not in text, (part, text)
+
+
+def test_errors_name_the_field_the_form_shows() -> None:
+    frames = InvalidRequest("num_frames=99 is out of range; allowed: 8 to 32.", field="num_frames")
+    assert error_text(frames) == "Frames: num_frames=99 is out of range; allowed: 8 to 32."
+    image = InvalidImage(
+        "image: unsupported format; only PNG, JPEG and WebP", code="unsupported_format", field="image"
+    )
+    assert error_text(image) == "Input image: unsupported format; only PNG, JPEG and WebP"
+    assert error_text(InvalidRequest("no field here")) == "no field here"
+
+
+def plan_out(**extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "fits": True,
+        "request": {"width": 576, "height": 448, "num_frames": 16, "num_inference_steps": 50, "model": "m"},
+        "plan": {
+            "rung": "resident",
+            "dtype": "float16",
+            "estimate": {"peak_reserved_gib": 7.4},
+            "reason": "r",
+        },
+        "budget": {"name": "NVIDIA RTX 4090", "budget_bytes": 22 * 2**30},
+    }
+    out.update(extra)
+    return out
+
+
+def test_the_plan_readout_prints_width_by_height_the_peak_and_the_time() -> None:
+    text = plan_markdown(
+        plan_out(expected_time_s=95.0, expected_time_basis="measured on this machine from 2")
+    )
+    assert "576×448 px" in text and "16 frames, 50 steps" in text
+    assert "peak about 7.4 GiB of 22.0 GiB on NVIDIA RTX 4090" in text
+    assert "about **1 min 35 s**" in text
+    assert "known after a first job here" in plan_markdown(plan_out())
+    refused = plan_markdown(plan_out(fits=False, message="Largest that fits: 384x384"))
+    assert refused.startswith("**Does not fit this device:**") and "Largest that fits" in refused
+
+
+def result(
+    model: str, h: int, w: int, frames: int, steps: int, denoise: float, decode: float, total: float
+) -> Any:
+    return {
+        "request": {"model": model, "height": h, "width": w, "num_frames": frames,
+                    "num_inference_steps": steps, "guidance_scale": 9.0},
+        "timings": {"denoise_s": denoise, "decode_s": decode, "total_s": total},
+        "downgrades": [],
+    }  # fmt: skip
+
+
+def test_expected_time_scales_this_machines_measurements_to_the_request() -> None:
+    request = {"model": "m", "height": 512, "width": 512, "num_frames": 16, "num_inference_steps": 50,
+               "guidance_scale": 9.0}  # fmt: skip
+    assert expected_time(request, []) is None  # nothing measured here yet
+    same = result("m", 512, 512, 16, 25, denoise=10.0, decode=1.0, total=13.0)
+    estimate = expected_time(request, [same])
+    assert estimate is not None and estimate.jobs == 1
+    assert estimate.seconds == pytest.approx(2 * 10.0 + 1.0 + 2.0)  # twice the steps; same decode; the rest
+    bigger = expected_time({**request, "height": 1024, "width": 1024}, [same])
+    assert bigger is not None and bigger.seconds == pytest.approx(4 * 20.0 + 4 * 1.0 + 2.0)
+    other_model = result("other", 512, 512, 16, 25, denoise=1.0, decode=0.1, total=2.0)
+    recovered = {**same, "downgrades": [{"from": "resident"}]}  # an OOM recovery's time is not typical
+    assert expected_time(request, [other_model, recovered]) is None
+    assert "1 earlier job" in estimate.basis
+
+
+def test_history_rows_show_pixels_and_the_whole_seed() -> None:
+    row = history_row(
+        job(JobStatus.SUCCEEDED, request={"prompt": "waves", "seed": 4294967295}),
+        {"width": 576, "height": 448, "num_frames": 16, "num_inference_steps": 50},
+        "/gradio_api/file=/data/jobs/x/poster.jpg",
+    )
+    assert row[0] == "![first frame](/gradio_api/file=/data/jobs/x/poster.jpg)"
+    assert row[6] == "576×448" and row[7:] == [16, 50, "4294967295"]
