@@ -132,8 +132,40 @@ def _fields(
     )
 
 
-def _range_info(low: float, high: float) -> str:
-    return f"{low:g} to {high:g} for this model"
+# The number boxes whose range and default follow the chosen model: name -> (label, step, whole number?).
+MODEL_NUMBERS: dict[str, tuple[str, float, bool]] = {
+    "num_frames": ("Frames", 1, True),
+    "num_inference_steps": ("Steps", 1, True),
+    "guidance_scale": ("Guidance", 0.5, False),
+    "fps": ("FPS", 1, True),
+}
+
+
+def model_range(name: str, spec: ModelSpec) -> tuple[float, float]:
+    """The model's allowed range of a number field (the same bounds ``GenerationRequest.resolve`` checks)."""
+    lim = spec.limits
+    return {
+        "num_frames": (lim.min_frames, lim.max_frames),
+        "num_inference_steps": (1, lim.max_inference_steps),
+        "guidance_scale": (lim.min_guidance_scale, lim.max_guidance_scale),
+        "fps": (lim.min_fps, lim.max_fps),
+    }[name]
+
+
+def _model_number(name: str, spec: ModelSpec) -> dict[str, Any]:
+    """Label, range, step, default and the range stated under the label, of one model number box."""
+    label, step, whole = MODEL_NUMBERS[name]
+    low, high = model_range(name, spec)
+    return {
+        "label": label,
+        "minimum": low,
+        "maximum": high,
+        "step": step,
+        "precision": 0 if whole else None,
+        "value": getattr(spec.defaults, name),
+        "info": f"{low:g} to {high:g} for this model",
+        "elem_id": f"sm-{label.lower()}",
+    }
 
 
 def _spec_or_none(name: str | None) -> ModelSpec | None:
@@ -275,32 +307,8 @@ def build_ui(service: JobService) -> gr.Blocks:
         spec = _spec_or_none(name)
         if spec is None:
             return (gr.update(),) * 4
-        d, lim = spec.defaults, spec.limits
-        return (
-            gr.update(
-                minimum=lim.min_frames,
-                maximum=lim.max_frames,
-                value=d.num_frames,
-                info=_range_info(lim.min_frames, lim.max_frames),
-            ),
-            gr.update(
-                maximum=lim.max_inference_steps,
-                value=d.num_inference_steps,
-                info=_range_info(1, lim.max_inference_steps),
-            ),
-            gr.update(
-                minimum=lim.min_guidance_scale,
-                maximum=lim.max_guidance_scale,
-                value=d.guidance_scale,
-                info=_range_info(lim.min_guidance_scale, lim.max_guidance_scale),
-            ),
-            gr.update(
-                minimum=lim.min_fps,
-                maximum=lim.max_fps,
-                value=d.fps,
-                info=_range_info(lim.min_fps, lim.max_fps),
-            ),
-        )
+        # The same properties the boxes were built with, for the chosen model.
+        return tuple(gr.update(**_model_number(name, spec)) for name in MODEL_NUMBERS)
 
     # -- history -----------------------------------------------------------------------------------------
 
@@ -420,46 +428,11 @@ def build_ui(service: JobService) -> gr.Blocks:
                             # Number boxes, not sliders: a slider's box clamps a typed 1000 to its maximum
                             # without a word; these refuse it naming the field and the model's rule.
                             with gr.Row():
-                                frames = field_number(
-                                    value=d.num_frames,
-                                    precision=0,
-                                    minimum=lim.min_frames,
-                                    maximum=lim.max_frames,
-                                    step=1,
-                                    label="Frames",
-                                    info=_range_info(lim.min_frames, lim.max_frames),
-                                    elem_id="sm-frames",
-                                )
-                                steps = field_number(
-                                    value=d.num_inference_steps,
-                                    precision=0,
-                                    minimum=1,
-                                    maximum=lim.max_inference_steps,
-                                    step=1,
-                                    label="Steps",
-                                    info=_range_info(1, lim.max_inference_steps),
-                                    elem_id="sm-steps",
-                                )
+                                frames = field_number(**_model_number("num_frames", default_spec))
+                                steps = field_number(**_model_number("num_inference_steps", default_spec))
                             with gr.Row():
-                                guidance = field_number(
-                                    value=d.guidance_scale,
-                                    minimum=lim.min_guidance_scale,
-                                    maximum=lim.max_guidance_scale,
-                                    step=0.5,
-                                    label="Guidance",
-                                    info=_range_info(lim.min_guidance_scale, lim.max_guidance_scale),
-                                    elem_id="sm-guidance",
-                                )
-                                fps = field_number(
-                                    value=d.fps,
-                                    precision=0,
-                                    minimum=lim.min_fps,
-                                    maximum=lim.max_fps,
-                                    step=1,
-                                    label="FPS",
-                                    info=_range_info(lim.min_fps, lim.max_fps),
-                                    elem_id="sm-fps",
-                                )
+                                guidance = field_number(**_model_number("guidance_scale", default_spec))
+                                fps = field_number(**_model_number("fps", default_spec))
                             negative = gr.Textbox(
                                 label="Negative prompt",
                                 lines=1,
