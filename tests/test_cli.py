@@ -237,3 +237,33 @@ def test_serve_without_the_server_extra_names_it(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error [missing_extra]:") and "pip install 'stillmotion[server]'" in err
     assert "gradio" in err and "fastapi" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("card", "cap", "budget"), [("24", "8", 8.0), ("6", "8", 6.0)])
+def test_plan_for_another_card_keeps_the_users_cap(
+    card: str, cap: str, budget: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--gpu-gb replaces the device, not the user's cap: the budget is the smaller, and both are shown."""
+    base = [
+        "plan",
+        "--model",
+        "i2vgen-xl",
+        "--resolution",
+        "1024p",
+        "--gpu-gb",
+        card,
+        "--vram-budget-gb",
+        cap,
+    ]
+    assert main([*base, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["budget"]["budget_bytes"] == int(budget * 2**30)
+    assert report["budget"]["free_bytes"] == int(float(card) * 2**30)
+    assert report["budget"]["user_budget_bytes"] == int(float(cap) * 2**30)
+    assert main(base) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"budget {budget:.2f} GiB: the smaller of {float(card):.2f} GiB free and your cap of {float(cap):.2f}"
+        in text
+    )
+    assert "1024x1024, 16 frames" in text  # width x height, as everywhere

@@ -189,7 +189,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         if args.gpu_gb <= 0:
             raise InvalidRequest(f"gpu_gb={args.gpu_gb} must be above 0.", field="gpu_gb")
-        budget = DeviceBudget.fixed(args.gpu_gb, "cuda", name=f"a CUDA card with {args.gpu_gb:g} GiB free")
+        # The card replaces this machine's device; the user's cap still applies (the smaller one wins).
+        budget = DeviceBudget.fixed(
+            args.gpu_gb,
+            "cuda",
+            name=f"a CUDA card with {args.gpu_gb:g} GiB free",
+            user_budget_gb=settings.vram_budget_gb,
+        )
     report = Engine(settings).plan(
         _request(args), image_size=image_size, strategy=args.strategy, budget=budget
     )

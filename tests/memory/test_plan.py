@@ -55,7 +55,7 @@ def test_three_gib_cannot_fit_1024p_and_says_what_would() -> None:
         plan_memory(SPEC, Shape(1024, 1024, 16), DeviceBudget.fixed(3))
     error = info.value
     assert "Largest that fits" in error.message
-    assert error.details["largest_size"] == [768, 768]
+    assert error.details["largest_size"] == {"width": 768, "height": 768}
     assert error.details["largest_num_frames"] == 14
     assert error.details["needed_gib"] > 3
     # And the suggestions really fit.
@@ -69,10 +69,24 @@ def test_nothing_fits_in_three_quarters_of_a_gib() -> None:
     assert info.value.exit_code == 3
 
 
-def test_cpu_plans_resident_float32() -> None:
-    plan = plan_memory(SPEC, Shape(512, 512, 16), DeviceBudget.fixed(2, device_type="cpu"))
-    assert (plan.rung, plan.placement, plan.dtype) == ("resident", Placement.RESIDENT, "float32")
-    assert plan.ff_chunk_size is None and not plan.split_guidance
+@pytest.mark.parametrize(
+    ("size", "host_gib", "rung"),
+    [(512, 20, "resident"), (1024, 32, "ff_chunks"), (1024, 20, "split_guidance")],
+)
+def test_cpu_plans_float32_in_the_host_memory_available(size: int, host_gib: float, rung: str) -> None:
+    plan = plan_memory(SPEC, Shape(size, size, 16), DeviceBudget.fixed(host_gib, device_type="cpu"))
+    assert (plan.rung, plan.placement, plan.dtype) == (rung, Placement.RESIDENT, "float32")
+    assert not plan.release_encoders  # nowhere to release them to: every weight stays in host memory
+    assert plan.estimate is not None and plan.estimate.peak_reserved_gib * 1.1 <= host_gib
+    assert "host memory available" in plan.reason
+
+
+def test_cpu_refuses_what_the_host_memory_cannot_hold() -> None:
+    """Never "fits" for a plan that cannot fit: the CPU is planned like a card, against host memory."""
+    with pytest.raises(CannotFit) as info:
+        plan_memory(SPEC, Shape(1024, 1024, 32), DeviceBudget.fixed(20, device_type="cpu"))
+    message = info.value.message
+    assert "host memory available (running on the CPU)" in message and "Largest that fits" in message
 
 
 @pytest.mark.parametrize("name", [n for n in RUNG_NAMES if n not in ("fp8_weights", "vae_tiling")])

@@ -17,7 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.jobs.store import JobStore
-from tests.server.helpers import leftovers, live_server, png_bytes, small_job_fields
+from stillmotion.server.app import create_app
+from tests.server.helpers import leftovers, live_server, make_settings, png_bytes, small_job_fields
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -308,3 +309,14 @@ def test_a_finished_job_has_no_eta(client: TestClient, store: JobStore) -> None:
     _finish_claimed(store, job_id)
     done = client.get(f"/api/v1/jobs/{job_id}").json()
     assert done["status"] == "succeeded" and done["progress"]["eta_s"] is None
+
+
+def test_plan_on_a_cpu_checks_host_memory_and_needs_no_prompt(tmp_path: Path) -> None:
+    """A CPU-only server never answers fits: true for what its memory cannot hold."""
+    settings = make_settings(tmp_path / "data", vram_budget_gb=4)  # the cap applies to host memory too
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        big = client.post("/api/v1/plan", data={"model": "i2vgen-xl", "resolution": "512p"}).json()
+        assert big["fits"] is False and "host memory available (running on the CPU)" in big["message"]
+        assert big["request"]["width"] == 512 and big["request"]["prompt"] == ""
+        small = client.post("/api/v1/plan", data={"height": "64", "width": "64", "num_frames": "8"}).json()
+        assert small["fits"] is True and "host memory available" in small["plan"]["reason"]

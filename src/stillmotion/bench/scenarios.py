@@ -39,7 +39,7 @@ class Scenario:
 
     @property
     def shape_key(self) -> str:
-        return f"{self.height}x{self.width}x{self.num_frames}"
+        return f"{self.width}x{self.height}x{self.num_frames}"  # width x height, as everywhere
 
     @property
     def is_reference(self) -> bool:

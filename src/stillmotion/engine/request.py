@@ -124,7 +124,7 @@ class GenerationRequest:
                     )
             if height * width > limits.max_pixels:
                 raise InvalidRequest(
-                    f"height x width = {height}x{width} = {height * width} pixels exceeds {spec.name}'s "
+                    f"width x height = {width}x{height} = {height * width} pixels exceeds {spec.name}'s "
                     "limit of "
                     f"{limits.max_pixels} pixels per frame.",
                     field="height",

@@ -92,6 +92,9 @@ class DeviceBudget:
             "reserve_gib": round(self.reserve_bytes / GIB, 2),
             "host_free_gib": round(self.host_free_bytes / GIB, 2),
             "expandable_segments": self.expandable_segments,
+            "user_budget_gib": None
+            if self.user_budget_bytes is None
+            else round(self.user_budget_bytes / GIB, 2),
         }
 
     @classmethod
@@ -103,18 +106,22 @@ class DeviceBudget:
         total_gib: float | None = None,
         expandable_segments: bool = True,
         name: str = "fixed",
+        user_budget_gb: float | None = None,
     ) -> DeviceBudget:
-        """A budget of exactly ``gib`` GiB (tests, ``stillmotion plan`` without a device, benchmark caps)."""
-        budget = int(gib * GIB)
+        """``gib`` GiB free (tests, ``stillmotion plan --gpu-gb``, benchmark caps), capped by the user's
+        ``vram_budget_gb`` when given: the budget is the smaller of the two, as on a measured card."""
+        free = int(gib * GIB)
+        user = None if user_budget_gb is None else int(user_budget_gb * GIB)
         total = int((total_gib if total_gib is not None else gib) * GIB)
         return cls(
             device_type=device_type,
             total_bytes=total,
-            free_bytes=budget,
-            budget_bytes=budget,
+            free_bytes=free,
+            budget_bytes=free if user is None else min(free, user),
             reserve_bytes=0,
             name=name,
             expandable_segments=expandable_segments,
+            user_budget_bytes=user,
         )
 
     @classmethod

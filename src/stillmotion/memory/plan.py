@@ -140,8 +140,15 @@ _APPROXIMATE = {
 }
 
 
-def ladder(*, allow_approximate: bool = False) -> tuple[Rung, ...]:
-    """The rungs in order, fastest first; approximate ones only when allowed."""
+# On a CPU every weight lives in host memory whatever the placement, so only the savers that shrink the
+# activations apply: feed-forward chunks and split guidance (exact). fp8 storage is not offered there.
+HOST_MEMORY_RUNGS = ("resident", "ff_chunks", "split_guidance")
+
+
+def ladder(*, allow_approximate: bool = False, device_type: str = "cuda") -> tuple[Rung, ...]:
+    """The rungs in order, fastest first; approximate ones only if allowed; on a CPU the host-memory ones."""
+    if device_type == "cpu":
+        return tuple(rung for rung in _EXACT if rung.name in HOST_MEMORY_RUNGS)
     rungs: list[Rung] = []
     for rung in _EXACT:
         rungs.append(rung)
@@ -169,11 +176,12 @@ def build_plan(
     """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given."""
     dtype = DTYPE_BY_DEVICE.get(budget.device_type, "float32")
     batch = unet_batch(request, rung.split_guidance)
+    host = budget.device_type == "cpu"
     plan = MemoryPlan(
         rung=rung.name,
         placement=rung.placement,
         dtype=dtype,
-        release_encoders=rung.release_encoders,
+        release_encoders=rung.release_encoders and not host,  # on a CPU there is nowhere to release them to
         decode_chunk_size=1,
         ff_chunk_size=ff_chunk_mib_for(spec, request, batch=batch) if rung.ff_chunks else None,
         split_guidance=rung.split_guidance,
@@ -181,7 +189,8 @@ def build_plan(
         vae_tiling=rung.vae_tiling,
         group_offload_type=rung.group_offload_type,
     )
-    expandable = budget.expandable_segments
+    # Host memory has no caching allocator holding freed blocks: what is reserved is what is allocated.
+    expandable = budget.expandable_segments or host
     if decode_chunk_size is None:
         decode_chunk_size = _choose_decode_chunk(spec, request, budget, plan)
     plan = replace(plan, decode_chunk_size=decode_chunk_size)
@@ -230,9 +239,14 @@ def _reason(plan: MemoryPlan, rung: Rung, budget: DeviceBudget, *, forced: bool,
     est = plan.estimate
     budget_gib = budget.budget_bytes / GIB
     head = f"forced strategy {rung.name}" if forced else f"{rung.name}: {rung.summary}"
+    against = (
+        f"{budget_gib:.2f} GiB of host memory available (CPU: activations scaled from GPU measurements)"
+        if budget.device_type == "cpu"
+        else f"budget {budget_gib:.2f} GiB"
+    )
     why = (
         f"estimated peak {est.peak_reserved_gib:.2f} GiB ({est.peak_phase}) x {ESTIMATE_MARGIN:.2f} margin "
-        f"vs budget {budget_gib:.2f} GiB"
+        f"vs {against}"
     )
     if not forced and skipped:
         why += f"; the {skipped} rung(s) above it do not fit or are expected slower"
@@ -254,16 +268,14 @@ def plan_memory(
     """Pick the fastest plan whose estimated peak reserved memory x ESTIMATE_MARGIN fits ``budget``.
 
     Raises ``CannotFit`` (saying the largest frame count and size that would fit) when no rung fits, and
-    ``InvalidRequest`` for an unknown or disallowed ``strategy``. On a CPU the plan is resident float32.
+    ``InvalidRequest`` for an unknown or disallowed ``strategy``. On a CPU the plan is float32 in host
+    memory, planned against the memory the host has available (HOST_MEMORY_RUNGS).
     """
     if strategy is not None:
         rung = _rung_by_name(strategy, allow_approximate)
         plan = build_plan(spec, request, budget, rung)
         return replace(plan, reason=_reason(plan, rung, budget, forced=True, skipped=0))
-    if budget.device_type == "cpu":
-        plan = build_plan(spec, request, budget, _EXACT[0])
-        return replace(plan, reason="CPU: everything resident in float32 (host memory is not planned)")
-    rungs = ladder(allow_approximate=allow_approximate)
+    rungs = ladder(allow_approximate=allow_approximate, device_type=budget.device_type)
     candidates = [(rung, build_plan(spec, request, budget, rung)) for rung in rungs]
     chosen = fastest_fitting(candidates, budget)
     if chosen is None:
@@ -296,7 +308,7 @@ def smallest_estimate_gib(
 ) -> float:
     """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
     values = []
-    for rung in ladder(allow_approximate=allow_approximate):
+    for rung in ladder(allow_approximate=allow_approximate, device_type=budget.device_type):
         estimate = build_plan(spec, request, budget, rung, decode_chunk_size=1).estimate
         assert estimate is not None
         values.append(estimate.peak_reserved_gib)
@@ -330,7 +342,7 @@ def cannot_fit(
             allow_approximate,
         ):
             details["largest_num_frames"] = frames
-            hints.append(f"{frames} frames at {request.height}x{request.width}")
+            hints.append(f"{frames} frames at {request.width}x{request.height}")
             break
     aspect = request.width / request.height
     step = limits.preset_multiple
@@ -342,15 +354,18 @@ def cannot_fit(
         if _fits_any(
             spec, Shape(height, width, request.num_frames, request.guidance_scale), budget, allow_approximate
         ):
-            details["largest_size"] = [height, width]
-            hints.append(f"{height}x{width} at {request.num_frames} frames")
+            details["largest_size"] = {"width": width, "height": height}
+            hints.append(f"{width}x{height} at {request.num_frames} frames")
             break
     what = " or ".join(hints) if hints else "nothing this model can make"
     extra = "" if allow_approximate else " (approximate savings not allowed)"
+    if budget.device_type == "cpu":
+        where = f"but this machine has {budget_gib:.2f} GiB of host memory available (running on the CPU)"
+    else:
+        where = f"but the budget is {budget_gib:.2f} GiB"
     message = (
-        f"{request.height}x{request.width} x {request.num_frames} frames needs at least "
-        f"{need * ESTIMATE_MARGIN:.2f} "
-        f"GiB with the most memory-saving plan{extra}, but the budget is {budget_gib:.2f} GiB. "
+        f"{request.width}x{request.height} x {request.num_frames} frames needs at least "
+        f"{need * ESTIMATE_MARGIN:.2f} GiB with the most memory-saving plan{extra}, {where}. "
         f"Largest that fits: {what}."
     )
     return CannotFit(message, details=details)

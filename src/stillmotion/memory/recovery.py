@@ -25,6 +25,9 @@ def next_plan(
     allow_approximate: bool = False,
 ) -> MemoryPlan | None:
     """The plan to retry with after ``failed`` ran out of memory; None when nothing cheaper is left."""
+    # The whole ladder, whatever the device: on a CPU PyTorch never raises out-of-memory (the OS kills the
+    # process instead), so the only OOMs there are the test switches, and walking the full ladder exercises
+    # the same placements and resumes a GPU would.
     rungs = ladder(allow_approximate=allow_approximate or failed.approximate)
     names = [rung.name for rung in rungs]
     start = names.index(failed.rung) + 1 if failed.rung in names else 0

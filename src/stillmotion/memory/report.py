@@ -7,6 +7,21 @@ from stillmotion.memory.plan import ESTIMATE_MARGIN
 from stillmotion.memory.types import GIB, MemoryPlan
 
 
+def budget_text(budget: DeviceBudget) -> str:
+    """'budget 8.00 GiB: the smaller of 24.00 GiB free and your cap of 8.00 GiB' (both always shown)."""
+    free = budget.free_bytes / GIB
+    memory = "host memory available" if budget.device_type == "cpu" else "free"
+    text = f"budget {budget.budget_bytes / GIB:.2f} GiB"
+    parts = [f"{free:.2f} GiB {memory}"]
+    if budget.reserve_bytes:
+        parts[0] += f" less a {budget.reserve_bytes / GIB:.2f} GiB reserve"
+    if budget.user_budget_bytes is not None:
+        cap = budget.user_budget_bytes / GIB
+        parts.append(f"your cap of {cap:.2f} GiB (--vram-budget-gb / STILLMOTION_VRAM_BUDGET_GB)")
+        return f"{text}: the smaller of {' and '.join(parts)}"
+    return f"{text} ({parts[0]})"
+
+
 def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
     """Rung, why, estimated peak per phase (GiB), expected slowdown and approximations, one fact per line."""
     knobs = [f"placement {plan.placement.value}"]
@@ -27,9 +42,7 @@ def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
     lines = [
         f"plan: {plan.rung}",
         f"why: {plan.reason}" if plan.reason else "why: -",
-        f"device: {budget.device_type} {budget.name}".rstrip()
-        + f", budget {budget.budget_bytes / GIB:.2f} GiB (free {budget.free_bytes / GIB:.2f}, "
-        f"reserve {budget.reserve_bytes / GIB:.2f})",
+        f"device: {budget.device_type} {budget.name}".rstrip() + f", {budget_text(budget)}",
         "uses: " + "; ".join(knobs),
     ]
     est = plan.estimate
