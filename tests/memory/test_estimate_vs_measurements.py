@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from stillmotion.memory.estimate import (
+    denoiser_activation_gib,
     estimate_memory,
     phase_estimate,
-    unet_activation_gib,
     vae_decode_gib,
 )
 from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement, Shape
@@ -92,12 +92,12 @@ def _stock_cases() -> list[tuple[str, dict[str, Any], float]]:
 
 def _component_cases() -> list[tuple[str, dict[str, Any], float]]:
     """Single UNet / VAE-decode calls with UNet + VAE resident, no expandable segments."""
-    weights = (SPEC.params.unet + SPEC.params.vae) * 2 / GIB
+    weights = (SPEC.params.denoiser + SPEC.params.vae) * 2 / GIB
     cases = []
     for row in _rows("h100-i2vgenxl-activation-memory.jsonl"):
         shape = Shape(row["res"], row["res"], row["frames"], 9.0)
         if row["component"] == "unet":
-            act = unet_activation_gib(SPEC, shape, batch=row["batch"], ff_chunk_mib=None)
+            act = denoiser_activation_gib(SPEC, shape, batch=row["batch"], ff_chunk_mib=None)
             phase = phase_estimate(SPEC, weights, act, 0.0, expandable=False)
         elif row["component"] == "vae_decode":
             act = vae_decode_gib(SPEC, shape, row["frames"], tiling=False, dtype="float16")
@@ -149,7 +149,7 @@ def test_unet_activation_model_matches_measured_activation_peaks_within_2_percen
         if row["component"] != "unet":
             continue
         shape = Shape(row["res"], row["res"], row["frames"])
-        est = unet_activation_gib(SPEC, shape, batch=row["batch"], ff_chunk_mib=None)
+        est = denoiser_activation_gib(SPEC, shape, batch=row["batch"], ff_chunk_mib=None)
         assert est == pytest.approx(row["act_peak_gib"], rel=0.02)  # 256p: 0.162 vs 0.164
 
 
@@ -175,7 +175,7 @@ def test_chunked_estimate_matches_the_simulator() -> None:
         enable_ff_chunking(unet, cap)
         simulated = _simulate(unet, res, frames, batch)
         disable_ff_chunking(unet)
-        estimated = unet_activation_gib(SPEC, shape, batch=batch, ff_chunk_mib=cap)
+        estimated = denoiser_activation_gib(SPEC, shape, batch=batch, ff_chunk_mib=cap)
         assert estimated == pytest.approx(simulated, rel=0.02), (res, frames, batch, cap)
 
 

@@ -55,11 +55,12 @@ def test_three_gib_cannot_fit_1024p_and_says_what_would() -> None:
         plan_memory(SPEC, Shape(1024, 1024, 16), DeviceBudget.fixed(3))
     error = info.value
     assert "Largest that fits" in error.message
-    assert error.details["largest_size"] == [768, 768]
+    # The largest preset below 1024p ("720p": the area of 720x1280, 960x960 for a square image).
+    assert error.details["largest_size"] == [960, 960]
     assert error.details["largest_num_frames"] == 14
     assert error.details["needed_gib"] > 3
     # And the suggestions really fit.
-    plan_memory(SPEC, Shape(768, 768, 16), DeviceBudget.fixed(3))
+    plan_memory(SPEC, Shape(960, 960, 16), DeviceBudget.fixed(3))
     plan_memory(SPEC, Shape(1024, 1024, 14), DeviceBudget.fixed(3))
 
 

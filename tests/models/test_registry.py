@@ -91,7 +91,7 @@ def test_offline_mode_never_touches_the_network(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_half_precision_fetches_only_the_fp16_weight_files() -> None:
-    patterns = loader.hub_patterns(torch.float16)
+    patterns = loader.hub_patterns(I2VGENXL, torch.float16)
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
     assert not any(p.endswith("model.safetensors") and ".fp16" not in p for p in patterns)
-    assert "unet/diffusion_pytorch_model.safetensors" in loader.hub_patterns(torch.float32)
+    assert "unet/diffusion_pytorch_model.safetensors" in loader.hub_patterns(I2VGENXL, torch.float32)

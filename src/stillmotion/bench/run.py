@@ -552,6 +552,7 @@ def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pa
     import torch
     from diffusers import I2VGenXLPipeline
 
+    from stillmotion.models.i2vgen_xl import I2VGenXLComponents
     from stillmotion.models.loader import load_components
     from stillmotion.models.registry import get_spec
 
@@ -570,6 +571,10 @@ def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pa
         meter = PhaseMeter(device)
         meter.enter("load")
         components = load_components(spec, dtype, cache_dir=models_dir(scenario, Path(args.work_dir)))
+        if not isinstance(components, I2VGenXLComponents):
+            raise SystemExit(
+                f"stock recipes run I2VGenXLPipeline; {scenario.model} is not an I2VGen-XL model"
+            )
         parts = {f.name: getattr(components, f.name) for f in fields(components)}
         text_encoder = parts["text_encoder"]
         if not hasattr(text_encoder, "text_model"):

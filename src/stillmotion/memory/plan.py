@@ -14,8 +14,10 @@ The rungs, fastest first; each keeps every saver of the rungs above it and adds 
     sequential_offload+ every layer copied in synchronously on use (accelerate cpu_offload): the floor
 
 In every rung the VAE decode chunk is the largest power of two (<= MAX_DECODE_CHUNK) that keeps the decode
-phase from raising the plan's peak and inside the budget: smaller decode chunks are exact and nearly free, so
-they are not a rung of their own. Approximate rungs (``fp8_weights``: UNet weights stored in float8;
+phase from raising the plan's peak and inside the budget: for a per-frame decoder smaller decode chunks are
+exact and nearly free, so they are not a rung of their own. A temporal decoder (SVD) decodes every frame at
+once in exact rungs, since its chunks change the output; a whole-video VAE (Wan, LTX) has no chunk to choose.
+Approximate rungs (``fp8_weights``: UNet weights stored in float8;
 ``vae_tiling``: tiled decode with fp8 and sequential offload) join the ladder only with
 ``allow_approximate=True`` and are labelled in the plan. ``strategy=`` forces a rung by name (RUNG_NAMES).
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass, replace
 
 from stillmotion.errors import CannotFit, InvalidRequest
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, unet_batch
+from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, guidance_batch
 from stillmotion.memory.types import (
     GIB,
     GroupOffloadType,
@@ -36,6 +38,7 @@ from stillmotion.memory.types import (
     RequestShape,
     Shape,
 )
+from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec
 
 __all__ = [
@@ -57,10 +60,16 @@ __all__ = [
 ESTIMATE_MARGIN = 1.10
 # Largest VAE decode chunk: beyond 8 frames the decode is no faster on an H100 and only costs memory.
 MAX_DECODE_CHUNK = 8
-# dtype per device type: the published weights are fp16; CPUs run fp32 (fp16 matmuls are slow or missing).
 # Expected-time differences below this are noise in the speed model: the earlier, simpler rung wins.
 SPEED_TIE = 0.005
-DTYPE_BY_DEVICE = {"cuda": "float16", "mps": "float16", "cpu": "float32"}
+# Devices that run a model in its 16-bit dtype (ModelSpec.half_dtype); CPUs run float32 (16-bit matmuls are
+# slow or missing there).
+HALF_PRECISION_DEVICES = ("cuda", "mps")
+
+
+def plan_dtype(spec: ModelSpec, device_type: str) -> str:
+    """The dtype a model runs in on this kind of device."""
+    return spec.half_dtype if device_type in HALF_PRECISION_DEVICES else "float32"
 
 
 @dataclass(frozen=True)
@@ -167,8 +176,8 @@ def build_plan(
     decode_chunk_size: int | None = None,
 ) -> MemoryPlan:
     """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given."""
-    dtype = DTYPE_BY_DEVICE.get(budget.device_type, "float32")
-    batch = unet_batch(request, rung.split_guidance)
+    dtype = plan_dtype(spec, budget.device_type)
+    batch = guidance_batch(request, rung.split_guidance)
     plan = MemoryPlan(
         rung=rung.name,
         placement=rung.placement,
@@ -182,16 +191,27 @@ def build_plan(
         group_offload_type=rung.group_offload_type,
     )
     expandable = budget.expandable_segments
-    if decode_chunk_size is None:
+    chunking = spec.memory.decode_chunking
+    if chunking is DecodeChunking.WHOLE_VIDEO or (
+        chunking is DecodeChunking.APPROXIMATE and not rung.approximate
+    ):
+        decode_chunk_size = request.num_frames  # nothing to choose, or only the exact whole-video decode
+    elif decode_chunk_size is None:
         decode_chunk_size = _choose_decode_chunk(spec, request, budget, plan)
-    plan = replace(plan, decode_chunk_size=decode_chunk_size)
+    approximate_chunks = chunking is DecodeChunking.APPROXIMATE and decode_chunk_size < request.num_frames
+    plan = replace(plan, decode_chunk_size=decode_chunk_size, decode_chunk_approximate=approximate_chunks)
     return replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
 
 
 def _choose_decode_chunk(
     spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan
 ) -> int:
-    """Largest power-of-two chunk that neither raises the plan's peak nor leaves the budget (at least 1)."""
+    """Largest power-of-two chunk that neither raises the plan's peak nor leaves the budget (at least 1).
+
+    A temporal decoder (approximate chunks) starts from the whole video: fewer, longer chunks flicker less.
+    """
+    if spec.memory.decode_chunking is DecodeChunking.APPROXIMATE:
+        return _largest_fitting_temporal_chunk(spec, request, budget, plan)
     base = estimate_memory(spec, request, plan, expandable_segments=budget.expandable_segments)
     other_peak = max(base.encode.reserved_gib, base.denoise.reserved_gib)
     chunk = 1
@@ -208,6 +228,24 @@ def _choose_decode_chunk(
             break
         chunk = candidate
         candidate *= 2
+    return chunk
+
+
+def _largest_fitting_temporal_chunk(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan
+) -> int:
+    """The longest decode chunk (all frames, then halving) whose decode phase fits the budget; at least 1."""
+    chunk = request.num_frames
+    while chunk > 1:
+        trial = estimate_memory(
+            spec,
+            request,
+            replace(plan, decode_chunk_size=chunk),
+            expandable_segments=budget.expandable_segments,
+        )
+        if trial.decode.reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes:
+            break
+        chunk = -(-chunk // 2)
     return chunk
 
 

@@ -19,8 +19,9 @@ I2VGENXL_NEGATIVE_PROMPT = (
     "disconnected limbs, Ugly faces, incomplete arms"
 )
 
-# Resolution presets: the output area is about preset**2 pixels, the input's aspect ratio is kept.
-RESOLUTION_PRESETS: dict[str, int] = {"512p": 512, "768p": 768, "1024p": 1024}
+# Resolution presets: the output area is about side**2 pixels, the input's aspect ratio is kept. "480p" and
+# "720p" are the areas of 16:9 frames of that height (480x854, 720x1280), the sizes video models train at.
+RESOLUTION_PRESETS: dict[str, int] = {"512p": 512, "480p": 640, "768p": 768, "720p": 960, "1024p": 1024}
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,17 @@ class Limits:
 
     min_frames: int = 8
     max_frames: int = 32
+    # num_frames must be frame_step x k + 1: a causal video VAE packs frame_step frames per latent frame after
+    # the first (Wan 4, LTX 8); 1 = any count.
+    frame_step: int = 1
     min_side: int = 256
     max_side: int = 1536
     max_pixels: int = 1536 * 1024
-    size_multiple: int = 8  # the VAE's downsampling factor: explicit sizes must be multiples of it
+    # Explicit sizes must be multiples of this: the VAE's downsampling (x the transformer's patch size).
+    size_multiple: int = 8
+    size_rule: str = "the VAE's downsampling factor"  # why size_multiple, for error messages
     preset_multiple: int = 64  # presets snap to this, so every UNet level divides evenly
+    accepts_prompt: bool = True  # False: the model animates the image alone (no text encoder)
     max_inference_steps: int = 500
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 30.0
@@ -56,19 +63,19 @@ class Limits:
 
 @dataclass(frozen=True)
 class ComponentParams:
-    """Parameter counts per component (exact, from the configs in shared/model-configs)."""
+    """Parameter counts per role (exact, counted on the meta device from the shipped configs); 0 = absent."""
 
-    unet: int
+    denoiser: int  # the UNet or the transformer
     vae: int
-    text_encoder: int
-    image_encoder: int
+    text_encoder: int = 0
+    image_encoder: int = 0
 
-    def bytes(self, component: str, bytes_per_param: int) -> int:
-        return int(getattr(self, component)) * bytes_per_param
+    def bytes(self, role: str, bytes_per_param: int) -> int:
+        return int(getattr(self, role)) * bytes_per_param
 
     @property
     def total(self) -> int:
-        return self.unet + self.vae + self.text_encoder + self.image_encoder
+        return self.denoiser + self.vae + self.text_encoder + self.image_encoder
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,8 @@ class Architecture:
     """Shape facts the estimator and the engine need before any weight is loaded."""
 
     latent_channels: int = 4
-    vae_scale_factor: int = 8
+    vae_scale_factor: int = 8  # pixels per latent pixel, per side
+    temporal_compression: int = 1  # frames per latent frame after the first (1: one latent per frame)
     unet_block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
     text_max_length: int = 77
 
@@ -96,6 +104,12 @@ class ModelSpec:
     architecture: Architecture
     memory: MemoryFacts
     description: str = ""
+    # Weight variants the repo publishes besides the full-precision files ("fp16": *.fp16.safetensors).
+    variants: tuple[str, ...] = ("fp16",)
+    # The 16-bit dtype a GPU runs it in: the dtype its weights were published and trained in (T5-family text
+    # encoders overflow in float16, so Wan and LTX run in bfloat16).
+    half_dtype: str = "float16"
+    config_name: str | None = None  # shipped full-size configs: models/configs/<config_name> (random builds)
     tiny: bool = False  # built in memory with random weights, no download
     random_weights: bool = False  # full size, seeded random weights built offline (models/random_full.py)
     aliases: tuple[str, ...] = field(default=())
@@ -116,12 +130,12 @@ I2VGENXL_MEMORY = MemoryFacts(
     # Sources: ../shared/measurements (H100, fp16, diffusers 0.42.1); the meta-device simulator
     # (stillmotion.bench.simulate); PRIOR = not yet checked on a GPU. Derivations: docs/memory.md.
     # 2.588 GiB for batch 2 x 16 frames x 64x64 latent (512p); linear in tokens to 0.1% over all 24 cells.
-    unet_act_gib_per_unit=2.588 / (2 * 16 * 64 * 64),
+    denoiser_act_gib_per_unit=2.588 / (2 * 16 * 64 * 64),
     # Simulator: with every feed-forward chunked, the peak is 0.516-0.517 of the unchunked one on every shape.
-    unet_ff_floor_fraction=0.517,
+    denoiser_ff_floor_fraction=0.517,
     # transformer_in: width 8 heads x 64 = 512, GEGLU projection 2 x 4 x 512.
-    unet_ff_proj_width=4096,
-    unet_ff_out_width=512,
+    denoiser_ff_proj_width=4096,
+    denoiser_ff_out_width=512,
     # Pipeline runs peak 1.5% above the bare UNet call (fp16-group / fp16-offload-exp rows).
     loop_extra_fraction=0.015,
     loop_extra_gib=0.02,
@@ -138,7 +152,7 @@ I2VGENXL_MEMORY = MemoryFacts(
     group_block_resident_fraction=0.6,
     group_leaf_resident_gib=0.06,  # largest leaf 56 MiB, running + prefetched
     reserved_ratio_expandable=1.025,  # measured 1.020-1.027 (fp16-offload-exp)
-    reserved_act_ratio_unet=1.35,  # fitted on the unet rows of the activation table
+    reserved_act_ratio_denoiser=1.35,  # fitted on the unet rows of the activation table
     reserved_act_ratio_vae=2.0,  # fitted on the vae_decode rows
     reserved_extra_gib=0.2,
     # s/step 0.2304 at 512p and 0.9044 at 1024p (batch 2 x 16 frames, fp16 recipe).
@@ -166,11 +180,12 @@ I2VGENXL = ModelSpec(
     defaults=Defaults(),
     limits=Limits(),
     params=ComponentParams(
-        unet=1_420_469_224, vae=83_653_863, text_encoder=352_984_064, image_encoder=632_076_800
+        denoiser=1_420_469_224, vae=83_653_863, text_encoder=352_984_064, image_encoder=632_076_800
     ),
     architecture=Architecture(),
     memory=I2VGENXL_MEMORY,
     description="I2VGen-XL (Alibaba, 2023): image + text to 16-32 frames, trained at 1280x704.",
+    config_name="i2vgen-xl",
     aliases=("ali-vilab/i2vgen-xl",),
 )
 
@@ -183,7 +198,7 @@ TINY_I2VGENXL = ModelSpec(
     defaults=Defaults(resolution="512p", num_frames=8, num_inference_steps=4),
     limits=Limits(min_side=32),
     # Counted from the tiny build (tests/test_tiny_model.py keeps this honest).
-    params=ComponentParams(unet=0, vae=0, text_encoder=0, image_encoder=0),
+    params=ComponentParams(denoiser=0, vae=0),
     architecture=Architecture(unet_block_out_channels=(8, 16), text_max_length=77),
     memory=I2VGENXL_MEMORY,
     description="The I2VGen-XL architecture at tiny sizes with random weights: for tests and offline demos. "
