@@ -418,7 +418,9 @@ class Engine:
             timestep = scheduler.timesteps[index]
             if self._speed is not None:
                 mark_step_begin(self._speed[2])
-            noise_pred = family.predict_noise(components, latents, timestep, cond, req, plan.split_guidance)
+            noise_pred = family.predict_noise(
+                components, scheduler, latents, timestep, cond, req, plan.split_guidance
+            )
             latents = family.scheduler_step(scheduler, noise_pred, timestep, latents, cond)
             state.latents, state.steps_done = latents, index + 1
             state.scheduler = snapshot_scheduler(scheduler)

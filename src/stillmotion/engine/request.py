@@ -22,9 +22,10 @@ MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A request as received: everything but the prompt may be left out."""
+    """A request as received: everything may be left out but the prompt, which a model without a text
+    encoder (``Limits.accepts_prompt`` False, e.g. svd-xt) refuses instead."""
 
-    prompt: str
+    prompt: str = ""
     negative_prompt: str | None = None
     model: str | None = None
     resolution: str | None = None
@@ -54,15 +55,13 @@ class GenerationRequest:
     def resolve(self, spec: ModelSpec, image_size: tuple[int, int] | None) -> ResolvedRequest:
         """Validate against ``spec`` and fill every default; ``image_size`` is the input's (width, height)."""
         limits = spec.limits
-        prompt = _check_text("prompt", self.prompt, limits, allow_empty=False)
-        negative = self.negative_prompt if self.negative_prompt is not None else spec.defaults.negative_prompt
-        negative = _check_text("negative_prompt", negative, limits, allow_empty=True)
-
+        prompt, negative = self._resolve_prompts(spec)
         height, width, resolution = self._resolve_size(spec, image_size)
 
         num_frames = _check_int(
             "num_frames", self.num_frames, spec.defaults.num_frames, limits.min_frames, limits.max_frames
         )
+        _check_frame_rule(num_frames, spec)
         steps = _check_int(
             "num_inference_steps",
             self.num_inference_steps,
@@ -93,6 +92,23 @@ class GenerationRequest:
             seed=seed,
         )
 
+    def _resolve_prompts(self, spec: ModelSpec) -> tuple[str, str]:
+        """(prompt, negative prompt); a model without a text encoder refuses either rather than ignore it."""
+        limits = spec.limits
+        if not limits.accepts_prompt:
+            for name, value in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
+                text = _check_text(name, value or "", limits, allow_empty=True)
+                if text:
+                    raise InvalidRequest(
+                        f"{name}={_shorten(text)!r} cannot be used: {spec.name} has no text encoder and "
+                        f"animates the image alone; leave {name} empty.",
+                        field=name,
+                    )
+            return "", ""
+        prompt = _check_text("prompt", self.prompt, limits, allow_empty=False)
+        negative = self.negative_prompt if self.negative_prompt is not None else spec.defaults.negative_prompt
+        return prompt, _check_text("negative_prompt", negative, limits, allow_empty=True)
+
     def _resolve_size(
         self, spec: ModelSpec, image_size: tuple[int, int] | None
     ) -> tuple[int, int, str | None]:
@@ -113,8 +129,8 @@ class GenerationRequest:
             for name, value in (("height", height), ("width", width)):
                 if value % limits.size_multiple:
                     raise InvalidRequest(
-                        f"{name}={value} is not a multiple of {limits.size_multiple} (the VAE's downsampling "
-                        f"factor); try {_nearest_multiple(value, limits.size_multiple)}.",
+                        f"{name}={value} is not a multiple of {limits.size_multiple} for {spec.name} "
+                        f"({limits.size_rule}); try {_nearest_multiple(value, limits.size_multiple)}.",
                         field=name,
                     )
             if height * width > limits.max_pixels:
@@ -181,6 +197,25 @@ def preset_size(side: int, image_size: tuple[int, int] | None, limits: Limits) -
         else:
             w -= step
     return h, w
+
+
+def _check_frame_rule(num_frames: int, spec: ModelSpec) -> None:
+    """A causal video VAE takes frame_step x k + 1 frames; name the nearest count that works."""
+    step = spec.limits.frame_step
+    if step == 1 or (num_frames - 1) % step == 0:
+        return
+    low = (num_frames - 1) // step * step + 1
+    candidates = [n for n in (low, low + step) if spec.limits.min_frames <= n <= spec.limits.max_frames]
+    nearest = min(candidates, key=lambda n: (abs(n - num_frames), n))
+    raise InvalidRequest(
+        f"num_frames={num_frames} is not {step}k+1 for {spec.name} (its VAE packs {step} frames into each "
+        f"latent frame after the first); try {nearest}.",
+        field="num_frames",
+    )
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ceil_multiple(value: int, step: int) -> int:

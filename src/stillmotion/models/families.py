@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from stillmotion.models import i2vgen_xl
+from stillmotion.models import i2vgen_xl, ltx, svd, wan
 from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.registry import ModelSpec
 
 __all__ = ["FAMILIES", "Components", "family_of"]
 
-FAMILIES: dict[str, ModelFamily[Any, Any]] = {family.name: family for family in (i2vgen_xl.FAMILY,)}
+FAMILIES: dict[str, ModelFamily[Any, Any]] = {
+    family.name: family for family in (i2vgen_xl.FAMILY, wan.FAMILY, svd.FAMILY, ltx.FAMILY)
+}
 
 
 def family_of(spec: ModelSpec) -> ModelFamily[Any, Any]:

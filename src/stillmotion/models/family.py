@@ -14,12 +14,12 @@ A family has three kinds of parts:
   them in (``roles``; the loader derives the weight files from it), the repeated blocks worth compiling.
 - **Steps**, below, called by the engine in this order for every generation::
 
-      components = load_folder(...) | build_tiny(seed) | assemble(random networks)
+      components = load_folder(...) | build_tiny(spec, seed) | assemble(random networks)
       cond       = encode(components, request, image, generator, cached)           # once per attempt
       scheduler  = new_scheduler(components, request)                                # once per generation
       latents    = initial_latents(components, request, cond, scheduler, generator)  # once per generation
       for t in scheduler.timesteps[steps_done:]:                                      # resumable after OOM
-          noise  = predict_noise(components, latents, t, cond, request, split_guidance)
+          noise  = predict_noise(components, scheduler, latents, t, cond, request, split_guidance)
           latents = scheduler_step(scheduler, noise, t, latents, cond)
       frames     = decode(components, latents, cond, request, decode_chunk_size, vae_tiling)
 
@@ -36,6 +36,7 @@ Rules every adapter keeps, because the engine relies on them:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
@@ -48,6 +49,7 @@ from stillmotion.memory.types import ModuleRoles
 
 if TYPE_CHECKING:  # the request module imports the registry; adapters need the type only
     from stillmotion.engine.request import ResolvedRequest
+    from stillmotion.models.registry import ModelSpec
 
 
 class Components(Protocol):
@@ -85,7 +87,7 @@ class ModelFamily(ABC, Generic[C, K]):
         """Every component from a diffusers-format folder (local files only), weights in ``dtype``."""
 
     @abstractmethod
-    def build_tiny(self, seed: int) -> C:
+    def build_tiny(self, spec: ModelSpec, seed: int) -> C:
         """The real classes at tiny sizes, seeded random weights, fp32 on the CPU (tests, offline demos)."""
 
     @abstractmethod
@@ -132,13 +134,17 @@ class ModelFamily(ABC, Generic[C, K]):
     def predict_noise(
         self,
         components: C,
+        scheduler: Any,
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: K,
         request: ResolvedRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
-        """The guided model output for one step; the guidance halves batched or, if split, one by one."""
+        """The guided model output for one step; the guidance halves batched or, if split, one by one.
+
+        ``scheduler`` is there for schedulers that scale the model input first (Euler's scale_model_input).
+        """
 
     @abstractmethod
     def scheduler_step(
@@ -157,3 +163,9 @@ class ModelFamily(ABC, Generic[C, K]):
         vae_tiling: bool,
     ) -> torch.Tensor:
         """Latents -> float32 frames (frames, height, width, 3) in [0, 1] on the CPU."""
+
+
+def read_config(folder: Path, file: str = "config.json") -> dict[str, Any]:
+    """A shipped config file (models/configs/...) as a dict, for ``network_builders`` and ``assemble``."""
+    config: dict[str, Any] = json.loads((folder / file).read_text())
+    return config

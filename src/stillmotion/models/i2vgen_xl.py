@@ -7,7 +7,6 @@ pipelines/deprecated/i2vgen_xl) so the frames agree with it (tests/engine/test_e
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
 from stillmotion.memory.types import ModuleRoles
-from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders
+from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
 
 if TYPE_CHECKING:
     from stillmotion.engine.request import ResolvedRequest
+    from stillmotion.models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         check_components(components)
         return components
 
-    def build_tiny(self, seed: int) -> I2VGenXLComponents:
+    def build_tiny(self, spec: ModelSpec, seed: int) -> I2VGenXLComponents:
         from stillmotion.models.tiny import build_tiny_components
 
         return I2VGenXLComponents(**build_tiny_components(seed))
@@ -349,8 +349,8 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         )
 
         return {
-            "unet": lambda: I2VGenXLUNet.from_config(_read_config(config_dir, "unet")),
-            "vae": lambda: AutoencoderKL.from_config(_read_config(config_dir, "vae")),
+            "unet": lambda: I2VGenXLUNet.from_config(read_config(config_dir / "unet")),
+            "vae": lambda: AutoencoderKL.from_config(read_config(config_dir / "vae")),
             "text_encoder": lambda: CLIPTextModel(
                 CLIPTextConfig.from_json_file(config_dir / "text_encoder" / "config.json")
             ),
@@ -371,7 +371,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
                 str(config_dir / "feature_extractor"), local_files_only=True
             ),
             scheduler=DDIMScheduler.from_config(
-                _read_config(config_dir, "scheduler", "scheduler_config.json")
+                read_config(config_dir / "scheduler", "scheduler_config.json")
             ),
         )
 
@@ -442,13 +442,17 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
     def predict_noise(
         self,
         components: I2VGenXLComponents,
+        scheduler: Any,
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: Conditioning,
         request: ResolvedRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
-        return predict_noise(components, latents, timestep, cond, request.guidance_scale, split_guidance)
+        model_input = scheduler.scale_model_input(
+            latents, timestep
+        )  # DDIM: the identity, kept for schedulers
+        return predict_noise(components, model_input, timestep, cond, request.guidance_scale, split_guidance)
 
     def scheduler_step(
         self,
@@ -470,11 +474,6 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         vae_tiling: bool,
     ) -> torch.Tensor:
         return decode_latents(components, latents, decode_chunk_size, vae_tiling)
-
-
-def _read_config(config_dir: Path, name: str, file: str = "config.json") -> dict[str, Any]:
-    config: dict[str, Any] = json.loads((config_dir / name / file).read_text())
-    return config
 
 
 FAMILY = I2VGenXLFamily()

@@ -174,7 +174,7 @@ def load_components(
     family = family_of(spec)
     components: Components
     if spec.tiny:
-        components = family.build_tiny(seed=0)
+        components = family.build_tiny(spec, seed=0)
         if dtype != torch.float32:  # built in float32
             for module in components.modules().values():
                 module.to(dtype=dtype)

@@ -55,7 +55,11 @@ def empty_modules(spec: ModelSpec) -> dict[str, torch.nn.Module]:
     modules = {}
     for name, build in module_builders(spec).items():
         with init_empty_weights():
-            modules[name] = build()
+            module = build()
+            tie_weights = getattr(module, "tie_weights", None)
+            if callable(tie_weights):  # transformers ties T5's embeddings in __init__, but not on meta
+                tie_weights()
+        modules[name] = module
     return modules
 
 
@@ -103,7 +107,13 @@ def _load(spec: ModelSpec, path: Path) -> dict[str, torch.nn.Module]:
     for name, module in modules.items():
         prefix = f"{name}."
         part = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-        module.load_state_dict(part, strict=True, assign=True)
+        # Tied weights (T5's shared embedding) were saved once: load the rest, then tie them again.
+        result = module.load_state_dict(part, strict=False, assign=True)
+        if result.unexpected_keys:
+            raise ValueError(f"{path}: {name} has unknown weights {result.unexpected_keys[:3]}")
+        tie_weights = getattr(module, "tie_weights", None)
+        if callable(tie_weights):
+            tie_weights()
         left = [n for n, p in module.named_parameters() if p.device.type == "meta"]
         if left:
             raise ValueError(f"{path}: {name} has no weights for {left[:3]}")
@@ -112,12 +122,18 @@ def _load(spec: ModelSpec, path: Path) -> dict[str, torch.nn.Module]:
 
 
 def _save(modules: dict[str, torch.nn.Module], path: Path, seed: int) -> None:
-    """Write every state dict into one safetensors file: temp file in the same folder, fsync, rename."""
-    state = {
-        f"{name}.{key}": tensor.detach().contiguous()
-        for name, module in modules.items()
-        for key, tensor in module.state_dict().items()
-    }
+    """Write every state dict into one safetensors file: temp file in the same folder, fsync, rename.
+
+    A tied weight (two names, one tensor: T5's shared embedding) is written once; ``_load`` ties it again.
+    """
+    state: dict[str, torch.Tensor] = {}
+    saved: set[int] = set()
+    for name, module in modules.items():
+        for key, tensor in module.state_dict().items():
+            if tensor.data_ptr() in saved:
+                continue
+            saved.add(tensor.data_ptr())
+            state[f"{name}.{key}"] = tensor.detach().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(handle)

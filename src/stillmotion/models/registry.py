@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stillmotion.errors import UnknownModel
-from stillmotion.models.memory_facts import MemoryFacts
+from stillmotion.models.memory_facts import DecodeChunking, MemoryFacts
 
 I2VGENXL_NEGATIVE_PROMPT = (
     "Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, "
@@ -169,6 +169,12 @@ I2VGENXL_MEMORY = MemoryFacts(
     sequential_step_overhead_s=1.0,  # PRIOR
 )
 
+# PLACEHOLDERS, replaced by the simulator's figures below
+WAN21_14B_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.WHOLE_VIDEO)
+WAN22_5B_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.WHOLE_VIDEO)
+SVD_XT_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.APPROXIMATE)
+LTX_VIDEO_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.WHOLE_VIDEO)
+
 I2VGENXL = ModelSpec(
     name="i2vgen-xl",
     family="i2vgen-xl",
@@ -218,7 +224,292 @@ RANDOM_I2VGENXL = replace(
     aliases=(),
 )
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (I2VGENXL, TINY_I2VGENXL, RANDOM_I2VGENXL)}
+# -- Wan (models/wan.py) --------------------------------------------------------------------------------
+# The English negative prompt of diffusers' Wan examples (a translation of Wan's own default).
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
+    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, "
+    "still picture, messy background, three legs, many people in the background, walking backwards"
+)
+WAN21_LIMITS = Limits(
+    min_frames=5,
+    max_frames=81,  # the length Wan 2.1 was trained at (5 s at 16 fps)
+    frame_step=4,  # the causal VAE packs 4 frames per latent frame after the first
+    min_side=256,
+    max_side=1280,
+    max_pixels=1280 * 720,
+    size_multiple=16,
+    size_rule="the VAE's 8x downsampling times the transformer's 2x2 patches",
+    preset_multiple=16,
+    max_prompt_chars=2000,
+)
+WAN21_I2V_480P = ModelSpec(
+    name="wan2.1-i2v-14b-480p",
+    family="wan",
+    repo_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+    # A commit of the diffusers repo seen in a file URL of its transformer shards
+    # (../shared/model-configs/NOTES.md, section 4).
+    revision="7eb2e28a1a610bb8c3f7a056e7c1f63a0230744b",
+    local_path=None,
+    defaults=Defaults(
+        resolution="480p",
+        num_frames=81,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        fps=16,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+    ),
+    limits=WAN21_LIMITS,
+    # Counted on the meta device from models/configs/wan2.1-i2v-14b (tests/models/test_families.py).
+    params=ComponentParams(
+        denoiser=16_394_878_784, vae=126_892_531, text_encoder=5_680_910_336, image_encoder=630_766_080
+    ),
+    architecture=Architecture(
+        latent_channels=16, vae_scale_factor=8, temporal_compression=4, text_max_length=512
+    ),
+    memory=WAN21_14B_MEMORY,
+    description="Wan 2.1 I2V 14B, 480P (Alibaba, 2025): image + text to 81 frames at 832x480, 16 fps. "
+    "About 33 GB of bf16 transformer weights and an 11 GB UMT5-XXL text encoder: offloaded on most cards.",
+    half_dtype="bfloat16",
+    variants=(),  # the Wan-AI diffusers repos publish one precision per network
+    config_name="wan2.1-i2v-14b",
+    aliases=("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",),
+)
+WAN21_I2V_720P = replace(
+    WAN21_I2V_480P,
+    name="wan2.1-i2v-14b-720p",
+    repo_id="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+    revision=None,  # no commit of this repo could be read offline: the hub's main branch until one is pinned
+    defaults=replace(WAN21_I2V_480P.defaults, resolution="720p"),
+    description="Wan 2.1 I2V 14B, 720P: the 480P model's architecture trained for 1280x720; same limits.",
+    aliases=("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
+)
+TINY_WAN21_I2V = replace(
+    WAN21_I2V_480P,
+    name="tiny-wan2.1-i2v",
+    repo_id=None,
+    revision=None,
+    defaults=replace(WAN21_I2V_480P.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
+    limits=replace(WAN21_LIMITS, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The Wan 2.1 I2V architecture at tiny sizes with random weights (models/tiny.py): for tests "
+    "and offline demos. Its videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_WAN21_I2V = replace(
+    WAN21_I2V_480P,
+    name="wan2.1-i2v-14b-random",
+    repo_id=None,
+    revision=None,
+    description="The full-size Wan 2.1 I2V 14B architecture with seeded random weights, built offline: for "
+    "GPU memory and speed testing. Its videos are noise. Building it needs ~70 GB of host RAM once.",
+    random_weights=True,
+    aliases=(),
+)
+
+WAN22_TI2V_LIMITS = replace(
+    WAN21_LIMITS,
+    max_frames=121,  # 5 s at 24 fps
+    size_multiple=32,
+    size_rule="the VAE's 16x downsampling times the transformer's 2x2 patches",
+    preset_multiple=32,
+)
+WAN22_TI2V_5B = ModelSpec(
+    name="wan2.2-ti2v-5b",
+    family="wan",
+    repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    revision=None,  # no commit of this repo could be read offline: the hub's main branch until one is pinned
+    local_path=None,
+    defaults=Defaults(
+        resolution="720p",
+        num_frames=121,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        fps=24,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+    ),
+    limits=WAN22_TI2V_LIMITS,
+    params=ComponentParams(denoiser=4_999_787_712, vae=704_688_668, text_encoder=5_680_910_336),
+    architecture=Architecture(
+        latent_channels=48, vae_scale_factor=16, temporal_compression=4, text_max_length=512
+    ),
+    memory=WAN22_5B_MEMORY,
+    description="Wan 2.2 TI2V 5B (Alibaba, 2025): image + text to 121 frames at 1280x704, 24 fps; a "
+    "16x-compressing VAE and no CLIP encoder.",
+    half_dtype="bfloat16",
+    variants=(),
+    config_name="wan2.2-ti2v-5b",
+    aliases=("Wan-AI/Wan2.2-TI2V-5B-Diffusers",),
+)
+TINY_WAN22_TI2V = replace(
+    WAN22_TI2V_5B,
+    name="tiny-wan2.2-ti2v",
+    repo_id=None,
+    defaults=replace(WAN22_TI2V_5B.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
+    limits=replace(WAN22_TI2V_LIMITS, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The Wan 2.2 TI2V architecture at tiny sizes with random weights: for tests and offline "
+    "demos. Its videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_WAN22_TI2V = replace(
+    WAN22_TI2V_5B,
+    name="wan2.2-ti2v-5b-random",
+    repo_id=None,
+    description="The full-size Wan 2.2 TI2V 5B architecture with seeded random weights, built offline: for "
+    "GPU memory and speed testing. Its videos are noise.",
+    random_weights=True,
+    aliases=(),
+)
+
+# -- Stable Video Diffusion (models/svd.py) --------------------------------------------------------------
+SVD_XT = ModelSpec(
+    name="svd-xt",
+    family="svd",
+    repo_id="stabilityai/stable-video-diffusion-img2vid-xt",
+    # A commit whose unet folder lists both the fp16 and fp32 weights; the diffusers files have not changed
+    # since "Add diffusers weights (#22)" (../shared/model-configs/NOTES.md, section 2).
+    revision="73f66ee1e2809f07cfac237618b88379a1b866e6",
+    local_path=None,
+    # guidance_scale is the last frame's guidance (the pipeline's max_guidance_scale; the first frame's is 1).
+    defaults=Defaults(
+        resolution="768p",
+        num_frames=25,
+        num_inference_steps=25,
+        guidance_scale=3.0,
+        fps=7,
+        negative_prompt="",
+    ),
+    limits=Limits(
+        min_frames=2,
+        max_frames=25,  # the length SVD-XT was trained at
+        min_side=256,
+        max_side=1536,
+        max_pixels=1024 * 1024,
+        size_multiple=8,
+        preset_multiple=64,
+        max_fps=30,
+        accepts_prompt=False,
+    ),
+    params=ComponentParams(denoiser=1_524_623_082, vae=97_742_847, image_encoder=632_076_800),
+    architecture=Architecture(latent_channels=4, vae_scale_factor=8, text_max_length=0),
+    memory=SVD_XT_MEMORY,
+    description="Stable Video Diffusion XT (Stability AI, 2023): an image alone (no prompt) to 25 frames at "
+    "1024x576.",
+    config_name="svd-xt",
+    aliases=("stabilityai/stable-video-diffusion-img2vid-xt",),
+)
+TINY_SVD_XT = replace(
+    SVD_XT,
+    name="tiny-svd-xt",
+    repo_id=None,
+    revision=None,
+    defaults=replace(SVD_XT.defaults, resolution="512p", num_frames=8, num_inference_steps=4),
+    limits=replace(SVD_XT.limits, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The SVD-XT architecture at tiny sizes with random weights: for tests and offline demos. Its "
+    "videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_SVD_XT = replace(
+    SVD_XT,
+    name="svd-xt-random",
+    repo_id=None,
+    revision=None,
+    description="The full-size SVD-XT architecture with seeded random weights, built offline: for GPU memory "
+    "and speed testing. Its videos are noise.",
+    random_weights=True,
+    aliases=(),
+)
+
+# -- LTX-Video (models/ltx.py) --------------------------------------------------------------------------
+LTX_NEGATIVE_PROMPT = (
+    "worst quality, inconsistent motion, blurry, jittery, distorted"  # diffusers' LTX examples
+)
+LTX_VIDEO = ModelSpec(
+    name="ltx-video",
+    family="ltx",
+    repo_id="Lightricks/LTX-Video",
+    revision=None,  # no commit of this repo could be read offline (its configs came from refs/pr/91)
+    local_path=None,
+    defaults=Defaults(
+        resolution="480p",
+        num_frames=121,
+        num_inference_steps=50,
+        guidance_scale=3.0,
+        fps=25,
+        negative_prompt=LTX_NEGATIVE_PROMPT,
+    ),
+    limits=Limits(
+        min_frames=9,
+        max_frames=257,
+        frame_step=8,  # the VAE packs 8 frames per latent frame after the first
+        min_side=256,
+        max_side=1280,
+        max_pixels=1280 * 720,
+        size_multiple=32,
+        size_rule="the VAE's 32x downsampling",
+        preset_multiple=32,
+    ),
+    params=ComponentParams(denoiser=1_923_385_472, vae=419_193_649, text_encoder=4_762_310_656),
+    architecture=Architecture(
+        latent_channels=128, vae_scale_factor=32, temporal_compression=8, text_max_length=128
+    ),
+    memory=LTX_VIDEO_MEMORY,
+    description="LTX-Video 0.9 2B (Lightricks, 2024): image + text to up to 257 frames, 25 fps; fast, with a "
+    "32x / 8x compressing VAE and a T5-XXL text encoder.",
+    half_dtype="bfloat16",
+    variants=(),
+    config_name="ltx-video",
+    aliases=("Lightricks/LTX-Video",),
+)
+TINY_LTX_VIDEO = replace(
+    LTX_VIDEO,
+    name="tiny-ltx-video",
+    repo_id=None,
+    defaults=replace(LTX_VIDEO.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
+    limits=replace(LTX_VIDEO.limits, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The LTX-Video architecture at tiny sizes with random weights: for tests and offline demos. "
+    "Its videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_LTX_VIDEO = replace(
+    LTX_VIDEO,
+    name="ltx-video-random",
+    repo_id=None,
+    description="The full-size LTX-Video 2B architecture with seeded random weights, built offline: for GPU "
+    "memory and speed testing. Its videos are noise.",
+    random_weights=True,
+    aliases=(),
+)
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        I2VGENXL,
+        TINY_I2VGENXL,
+        RANDOM_I2VGENXL,
+        WAN21_I2V_480P,
+        WAN21_I2V_720P,
+        TINY_WAN21_I2V,
+        RANDOM_WAN21_I2V,
+        WAN22_TI2V_5B,
+        TINY_WAN22_TI2V,
+        RANDOM_WAN22_TI2V,
+        SVD_XT,
+        TINY_SVD_XT,
+        RANDOM_SVD_XT,
+        LTX_VIDEO,
+        TINY_LTX_VIDEO,
+        RANDOM_LTX_VIDEO,
+    )
+}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
