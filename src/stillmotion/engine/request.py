@@ -176,6 +176,29 @@ class ResolvedRequest:
         return self.guidance_scale > 1.0
 
 
+def describe_rules(spec: ModelSpec) -> list[str]:
+    """The rules ``resolve`` enforces for ``spec``, in words (GET /models, the UI, ``stillmotion models``)."""
+    limits = spec.limits
+    frames = f"num_frames: {limits.min_frames} to {limits.max_frames}"
+    if limits.frame_step > 1:
+        first = [limits.min_frames + limits.frame_step * i for i in range(3)]
+        frames += f", {limits.frame_step}k+1 ({', '.join(map(str, first))}, ...)"
+    prompt = (
+        "prompt: required; negative_prompt optional"
+        if limits.accepts_prompt
+        else f"prompt, negative_prompt: none ({spec.name} animates the image alone); leave them empty"
+    )
+    return [
+        prompt,
+        frames,
+        f"height, width: multiples of {limits.size_multiple} ({limits.size_rule}), {limits.min_side} to "
+        f"{limits.max_side} per side, at most {limits.max_pixels} pixels",
+        f"num_inference_steps: 1 to {limits.max_inference_steps}",
+        f"guidance_scale: {limits.min_guidance_scale:g} to {limits.max_guidance_scale:g}",
+        f"fps: {limits.min_fps} to {limits.max_fps}",
+    ]
+
+
 def preset_size(side: int, image_size: tuple[int, int] | None, limits: Limits) -> tuple[int, int]:
     """(height, width) of about side**2 pixels in the image's aspect ratio, snapped to preset_multiple.
 
@@ -208,8 +231,8 @@ def _check_frame_rule(num_frames: int, spec: ModelSpec) -> None:
     candidates = [n for n in (low, low + step) if spec.limits.min_frames <= n <= spec.limits.max_frames]
     nearest = min(candidates, key=lambda n: (abs(n - num_frames), n))
     raise InvalidRequest(
-        f"num_frames={num_frames} is not {step}k+1 for {spec.name} (its VAE packs {step} frames into each "
-        f"latent frame after the first); try {nearest}.",
+        f"num_frames={num_frames} is not {step}k+1 for {spec.name}; try {nearest} (its VAE packs {step} "
+        "frames into each latent frame after the first).",
         field="num_frames",
     )
 

@@ -162,11 +162,16 @@ def estimate_memory(
     # 1. encode: two prompts through the text encoder, the image through the image encoder and the VAE.
     vae_encode = facts.vae_encode_gib_per_pixel + facts.vae_encode_gib_per_pixel_frame * request.num_frames
     encode_act = (facts.encoder_act_gib + vae_encode * pixels) * act_scale(dtype)
-    if plan.placement is Placement.MODEL_OFFLOAD:
-        # One model at a time, except the VAE encode, which runs while the image encoder is still loaded.
-        encode_weights = max(w["text_encoder"], w["image_encoder"] + w["vae"])
-    else:
+    encoders = max(w["text_encoder"], w["image_encoder"])
+    if plan.placement is Placement.RESIDENT and not plan.release_encoders:
         encode_weights = sum(w.values())
+    elif plan.placement is Placement.RESIDENT:
+        # The encoders' offload hooks bring in one at a time; the denoiser and the VAE stay.
+        encode_weights = w["denoiser"] + w["vae"] + encoders
+    else:
+        # Offload hooks bring in one model at a time (the denoiser not at all), except the VAE encode, which
+        # runs while the image encoder is still loaded.
+        encode_weights = max(w["text_encoder"], w["image_encoder"] + w["vae"])
     encode = phase_estimate(spec, encode_weights, 0.0, encode_act, expandable=expandable_segments)
 
     # 2. denoise: the denoiser at its activation peak.
@@ -175,18 +180,17 @@ def estimate_memory(
     act += act * facts.loop_extra_fraction + facts.loop_extra_gib
     if plan.placement is Placement.MODEL_OFFLOAD:
         denoise_weights = w["denoiser"] + (0.0 if plan.release_encoders else w["vae"])
-    else:
+    elif plan.placement is Placement.RESIDENT:
         denoise_weights = w["denoiser"] + w["vae"]
         if not plan.release_encoders:
             denoise_weights += w["text_encoder"] + w["image_encoder"]
+    else:  # group or sequential offload: idle models are off the device
+        denoise_weights = w["denoiser"]
     denoise = phase_estimate(spec, denoise_weights, act, 0.0, expandable=expandable_segments)
 
-    # 3. decode: the VAE on ``decode_chunk_size`` frames at once.
+    # 3. decode: the VAE on ``decode_chunk_size`` frames at once (or the whole video).
     decode_act = vae_decode_gib(spec, request, plan.decode_chunk_size, tiling=plan.vae_tiling, dtype=dtype)
-    if plan.placement is Placement.MODEL_OFFLOAD:
-        decode_weights = w["vae"]
-    else:
-        decode_weights = denoise_weights
+    decode_weights = denoise_weights if plan.placement is Placement.RESIDENT else w["vae"]
     decode = phase_estimate(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
 
     s_per_step, total_s = expected_time(spec, request, plan)

@@ -56,9 +56,11 @@ def empty_modules(spec: ModelSpec) -> dict[str, torch.nn.Module]:
     for name, build in module_builders(spec).items():
         with init_empty_weights():
             module = build()
-            tie_weights = getattr(module, "tie_weights", None)
-            if callable(tie_weights):  # transformers ties T5's embeddings in __init__, but not on meta
-                tie_weights()
+        # transformers ties T5's embeddings in __init__, but not under init_empty_weights (which re-registers
+        # parameters as it goes): tie them after it.
+        tie_weights = getattr(module, "tie_weights", None)
+        if callable(tie_weights):
+            tie_weights()
         modules[name] = module
     return modules
 

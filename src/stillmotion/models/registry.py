@@ -169,12 +169,6 @@ I2VGENXL_MEMORY = MemoryFacts(
     sequential_step_overhead_s=1.0,  # PRIOR
 )
 
-# PLACEHOLDERS, replaced by the simulator's figures below
-WAN21_14B_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.WHOLE_VIDEO)
-WAN22_5B_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.WHOLE_VIDEO)
-SVD_XT_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.APPROXIMATE)
-LTX_VIDEO_MEMORY = replace(I2VGENXL_MEMORY, decode_chunking=DecodeChunking.WHOLE_VIDEO)
-
 I2VGENXL = ModelSpec(
     name="i2vgen-xl",
     family="i2vgen-xl",
@@ -210,6 +204,157 @@ TINY_I2VGENXL = ModelSpec(
     description="The I2VGen-XL architecture at tiny sizes with random weights: for tests and offline demos. "
     "Its videos are noise.",
     tiny=True,
+)
+
+# -- Memory facts of the other families: ESTIMATED, never measured on a GPU --------------------------------
+# Each is `python -m stillmotion.bench.simulate <model>` (the meta-device simulator, which reproduces the
+# H100 measurements of I2VGen-XL: tests/memory) at the model's native shape, adjusted (docs/memory.md):
+# - VAE decode terms x DECODE_WORKSPACE (per frame) and x SINGLE_FRAME_WORKSPACE (one frame): the measured /
+#   simulated ratios of I2VGen-XL's VAE, i.e. the cuDNN workspaces the simulator cannot see;
+# - allocator behaviour (reserved / allocated), workspace and loop extras: I2VGen-XL's, the same PyTorch;
+# - speed (PRIOR, it only ranks the rungs): FLOPs per step from the meta device at ASSUMED_MFU (UNets at
+#   the 23.6% I2VGen-XL measured), offload overheads scaled from I2VGen-XL's by the denoiser's bytes.
+DECODE_WORKSPACE = 0.5 / 0.469  # measured 0.500 GiB per 512x512 frame, simulated 0.469
+SINGLE_FRAME_WORKSPACE = 0.596 / 0.469
+UNET_STEP_S_PER_TFLOP = 0.2304 / 41.87  # I2VGen-XL: 0.2304 s/step measured for 41.87 TFLOP (23.6% MFU)
+TRANSFORMER_STEP_S_PER_TFLOP = 1 / (0.4 * 790.0)  # PRIOR: 40% of the H100's measured 790 TFLOP/s
+
+
+def _with_offload_costs(facts: MemoryFacts, denoiser_gb: float) -> MemoryFacts:
+    """I2VGen-XL's offload costs (2.84 GB UNet) scaled by the denoiser's 16-bit bytes (PRIOR)."""
+    scale = denoiser_gb / 2.84
+    return replace(
+        facts,
+        model_offload_fixed_s=I2VGENXL_MEMORY.model_offload_fixed_s * scale,
+        group_block_step_overhead_s=I2VGENXL_MEMORY.group_block_step_overhead_s * scale,
+        group_leaf_step_overhead_s=I2VGENXL_MEMORY.group_leaf_step_overhead_s * scale,
+        sequential_step_overhead_s=I2VGENXL_MEMORY.sequential_step_overhead_s * scale,
+    )
+
+
+# What the families without measurements share with I2VGen-XL: the allocator and PyTorch's workspaces.
+_UNMEASURED = MemoryFacts(
+    denoiser_act_gib_per_unit=0.0,  # each family sets its own below
+    loop_extra_fraction=I2VGENXL_MEMORY.loop_extra_fraction,
+    workspace_gib=I2VGENXL_MEMORY.workspace_gib,
+    reserved_ratio_expandable=I2VGENXL_MEMORY.reserved_ratio_expandable,
+    reserved_act_ratio_denoiser=I2VGENXL_MEMORY.reserved_act_ratio_denoiser,
+    reserved_act_ratio_vae=I2VGENXL_MEMORY.reserved_act_ratio_vae,
+    reserved_extra_gib=I2VGENXL_MEMORY.reserved_extra_gib,
+    split_guidance_step_factor=1.02,  # PRIOR: two half batches of a large transformer
+    ff_chunk_step_factor=1.03,  # PRIOR
+    fp8_step_factor=1.10,  # PRIOR: diffusers reports +8-13% for layerwise casting
+)
+
+# Wan 2.1 I2V 14B at 480x832 x 81 frames (21 x 60 x 104 latent elements per row).
+WAN21_14B_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=3.119e-5,  # 4.09 GiB per call of one row; two rows: 2.00x
+        # Chunking the feed-forwards leaves the peak where it is (1.000): it is outside them.
+        denoiser_ff_floor_fraction=1.0,
+        denoiser_ff_proj_width=13824 / 4,  # ffn 13824 per token, a token is 2x2 latent pixels
+        denoiser_ff_out_width=5120 / 4,
+        loop_extra_gib=0.05,
+        decode_chunking=DecodeChunking.WHOLE_VIDEO,
+        vae_decode_fixed_gib_per_pixel=1.0142e-5 * DECODE_WORKSPACE,  # 4.3 GiB at 480x832, any length
+        vae_decode_gib_per_pixel_frame=5.82e-9 * DECODE_WORKSPACE,
+        vae_decode_single_gib_per_pixel=3.402e-6 * SINGLE_FRAME_WORKSPACE,
+        vae_tile_side=256,  # AutoencoderKLWan's tile_sample_min_height / width
+        # The image and 80 black frames through the causal encoder: 3.0 GiB at 480x832.
+        vae_encode_gib_per_pixel=7.638e-6,
+        vae_encode_gib_per_pixel_frame=5.82e-9,
+        encoder_act_gib=0.2,  # PRIOR: UMT5-XXL on 2 x 512 tokens, CLIP on one image
+        group_block_resident_fraction=0.064,  # 40 blocks of 0.4B: the unmatched group and 2 blocks
+        group_leaf_resident_gib=0.342,
+        encoder_leaf_resident_gib=1.987,  # UMT5's 256k x 4096 embedding, 2 GiB, is one leaf
+        step_s_fixed=0.05,
+        step_s_per_unit=3372.8 * TRANSFORMER_STEP_S_PER_TFLOP / (2 * 131040),  # 3373 TFLOP per guided step
+        pre_s=3.0,
+        decode_s_per_pixel_frame=5e-7,  # PRIOR
+    ),
+    32.8,
+)
+
+# Wan 2.2 TI2V 5B at 704x1280 x 121 frames (31 x 44 x 80 latent elements per row).
+WAN22_5B_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=4.640e-5,  # 5.06 GiB per call of one row
+        denoiser_ff_floor_fraction=0.990,
+        denoiser_ff_proj_width=14336 / 4,
+        denoiser_ff_out_width=3072 / 4,
+        loop_extra_gib=0.05,
+        decode_chunking=DecodeChunking.WHOLE_VIDEO,
+        vae_decode_fixed_gib_per_pixel=1.0489e-5 * DECODE_WORKSPACE,  # 10.1 GiB at 704x1280
+        vae_decode_gib_per_pixel_frame=5.76e-9 * DECODE_WORKSPACE,
+        vae_decode_single_gib_per_pixel=2.824e-6 * SINGLE_FRAME_WORKSPACE,
+        vae_tile_side=256,
+        vae_encode_gib_per_pixel=9.87e-7,  # the image alone
+        encoder_act_gib=0.2,  # PRIOR
+        group_block_resident_fraction=0.0835,
+        group_leaf_resident_gib=0.164,
+        encoder_leaf_resident_gib=1.987,
+        step_s_fixed=0.05,
+        step_s_per_unit=1041.3 * TRANSFORMER_STEP_S_PER_TFLOP / (2 * 109120),
+        pre_s=3.0,
+        decode_s_per_pixel_frame=5e-7,  # PRIOR
+    ),
+    10.0,
+)
+
+# SVD-XT at 576x1024 x 25 frames (25 x 72 x 128 latent elements per row).
+SVD_XT_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=1.677e-5,  # the batch of 2 (3.7 GiB a row, 4% above linear)
+        denoiser_ff_floor_fraction=0.593,
+        denoiser_ff_proj_width=2 * 4 * 320,  # the GEGLUs of the full-resolution blocks
+        denoiser_ff_out_width=320,
+        loop_extra_gib=0.02,
+        # The temporal decoder: 2.0 GiB per 1024x576 frame decoded at once, all 25 by default (exact).
+        decode_chunking=DecodeChunking.APPROXIMATE,
+        vae_decode_gib_per_pixel_frame=1.907e-6 * DECODE_WORKSPACE,
+        vae_decode_single_gib_per_pixel=1.907e-6 * SINGLE_FRAME_WORKSPACE,
+        vae_encode_gib_per_pixel=1.437e-6,
+        encoder_act_gib=0.1,  # PRIOR: ViT-H/14 on one image
+        group_block_resident_fraction=0.575,
+        group_leaf_resident_gib=0.058,
+        encoder_leaf_resident_gib=0.024,
+        step_s_fixed=I2VGENXL_MEMORY.step_s_fixed,
+        step_s_per_unit=159.9 * UNET_STEP_S_PER_TFLOP / (2 * 230400),  # 159.9 TFLOP per guided step
+        pre_s=2.0,
+        decode_s_per_pixel_frame=I2VGENXL_MEMORY.decode_s_per_pixel_frame,  # PRIOR: the same SD VAE decoder
+        split_guidance_step_factor=I2VGENXL_MEMORY.split_guidance_step_factor,  # a UNet, like I2VGen-XL
+    ),
+    3.05,
+)
+
+# LTX-Video 2B at 512x704 x 121 frames (16 x 16 x 22 latent elements per row).
+LTX_VIDEO_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=1.1834e-4,  # 0.67 GiB per call of one row
+        denoiser_ff_floor_fraction=1.0,
+        denoiser_ff_proj_width=4 * 2048,  # one token per latent element (patch size 1)
+        denoiser_ff_out_width=2048,
+        loop_extra_gib=0.02,
+        decode_chunking=DecodeChunking.WHOLE_VIDEO,
+        vae_decode_fixed_gib_per_pixel=1.883e-8 * DECODE_WORKSPACE,
+        vae_decode_gib_per_pixel_frame=9.339e-8 * DECODE_WORKSPACE,  # 4.3 GiB for 121 frames at 512x704
+        vae_decode_single_gib_per_pixel=1.567e-7 * SINGLE_FRAME_WORKSPACE,
+        vae_tile_side=512,  # AutoencoderKLLTXVideo's tile_sample_min_height / width
+        vae_encode_gib_per_pixel=1.546e-7,
+        encoder_act_gib=0.2,  # PRIOR: T5-XXL on 2 x 128 tokens
+        group_block_resident_fraction=0.092,
+        group_leaf_resident_gib=0.119,
+        encoder_leaf_resident_gib=0.276,
+        step_s_fixed=0.02,
+        step_s_per_unit=52.73 * TRANSFORMER_STEP_S_PER_TFLOP / (2 * 5632),
+        pre_s=2.0,
+        decode_s_per_pixel_frame=2e-8,  # PRIOR
+    ),
+    3.85,
 )
 
 RANDOM_I2VGENXL = replace(

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import gradio as gr
 from pydantic import ValidationError
 
-from stillmotion.engine.request import MAX_SEED
+from stillmotion.engine.request import MAX_SEED, describe_rules
 from stillmotion.errors import StillmotionError
 from stillmotion.jobs.store import Job, JobStatus
-from stillmotion.models.registry import ModelSpec, get_spec, list_specs
+from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec, get_spec, list_specs
 from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
 from stillmotion.service.schemas import GenerationFields
 from stillmotion.service.validation import validation_message
@@ -37,7 +37,8 @@ WATCH_INTERVAL_S = 0.5  # how often the progress view re-reads its job
 HISTORY_REFRESH_S = 5.0
 HISTORY_ROWS = 50
 CUSTOM = "Custom"
-PRESETS = ["512p", "768p", "1024p", CUSTOM]
+PRESETS = [*RESOLUTION_PRESETS, CUSTOM]
+NO_PROMPT = "{model} takes no prompt: it animates the image alone"
 HISTORY_HEADERS = [
     "id",
     "status",
@@ -151,6 +152,56 @@ def plan_markdown(out: dict[str, Any]) -> str:
     if plan.get("reason"):
         text += f"\n\n_{plan['reason']}_"
     return text
+
+
+def model_fields(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """What the generate form shows for ``spec``: each field's bounds, step, default (``gr.update`` kwargs).
+
+    Switching models applies it, so a Wan model's frame slider steps by 4 from 5 and its size fields by 16,
+    and SVD's prompt boxes are emptied and locked with a note instead of being silently ignored.
+    """
+    d, lim = spec.defaults, spec.limits
+    prompt: dict[str, Any] = {"interactive": True, "placeholder": "e.g. waves rolling onto the beach"}
+    negative: dict[str, Any] = {"interactive": True, "placeholder": "default: the model's"}
+    if not lim.accepts_prompt:
+        note = NO_PROMPT.format(model=spec.name)
+        prompt = {"interactive": False, "value": "", "placeholder": note}
+        negative = {"interactive": False, "value": "", "placeholder": note}
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "size_mode": {"value": d.resolution},
+        "height": {"minimum": lim.min_side, "maximum": lim.max_side, "step": lim.size_multiple},
+        "width": {"minimum": lim.min_side, "maximum": lim.max_side, "step": lim.size_multiple},
+        "num_frames": {
+            "minimum": lim.min_frames,
+            "maximum": lim.max_frames,
+            "step": lim.frame_step,
+            "value": d.num_frames,
+        },
+        "num_inference_steps": {"maximum": min(lim.max_inference_steps, 150), "value": d.num_inference_steps},
+        "guidance_scale": {
+            "minimum": lim.min_guidance_scale,
+            "maximum": lim.max_guidance_scale,
+            "value": d.guidance_scale,
+        },
+        "fps": {"minimum": lim.min_fps, "maximum": lim.max_fps, "value": d.fps},
+        "rules": {"value": "**Rules:** " + "; ".join(describe_rules(spec))},
+    }
+
+
+MODEL_FIELD_ORDER = (
+    "prompt",
+    "negative_prompt",
+    "size_mode",
+    "height",
+    "width",
+    "num_frames",
+    "num_inference_steps",
+    "guidance_scale",
+    "fps",
+    "rules",
+)
 
 
 def progress_view(job: Job) -> tuple[str, str]:
@@ -297,14 +348,9 @@ def build_ui(service: JobService) -> gr.Blocks:
     def on_model(name: str) -> tuple[Any, ...]:
         spec = _spec_or_none(name)
         if spec is None:
-            return (gr.update(),) * 4
-        d, lim = spec.defaults, spec.limits
-        return (
-            gr.update(minimum=lim.min_frames, maximum=lim.max_frames, value=d.num_frames),
-            gr.update(maximum=min(lim.max_inference_steps, 150), value=d.num_inference_steps),
-            gr.update(minimum=lim.min_guidance_scale, maximum=lim.max_guidance_scale, value=d.guidance_scale),
-            gr.update(minimum=lim.min_fps, maximum=lim.max_fps, value=d.fps),
-        )
+            return (gr.update(),) * len(MODEL_FIELD_ORDER)
+        fields = model_fields(spec)
+        return tuple(gr.update(**fields[field]) for field in MODEL_FIELD_ORDER)
 
     def refresh_history() -> tuple[Any, list[str]]:
         jobs, _ = store.list(limit=HISTORY_ROWS)
@@ -354,6 +400,7 @@ def build_ui(service: JobService) -> gr.Blocks:
     # -- layout ------------------------------------------------------------------------------------------
 
     d, lim = default_spec.defaults, default_spec.limits
+    initial = model_fields(default_spec)
     with gr.Blocks(title="stillmotion", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
         gr.Markdown("## stillmotion · one still image and a sentence in, a short video out")
@@ -371,17 +418,12 @@ def build_ui(service: JobService) -> gr.Blocks:
                             height=260,
                             elem_id="sm-image",
                         )
-                        prompt = gr.Textbox(
-                            label="Prompt",
-                            lines=2,
-                            elem_id="sm-prompt",
-                            placeholder="e.g. waves rolling onto the beach, gentle camera pan",
-                        )
+                        prompt = gr.Textbox(label="Prompt", lines=2, elem_id="sm-prompt", **initial["prompt"])
                         negative = gr.Textbox(
                             label="Negative prompt",
                             lines=1,
                             elem_id="sm-negative",
-                            placeholder="default: the model's",
+                            **initial["negative_prompt"],
                         )
                         model = gr.Dropdown(
                             model_choices,
@@ -391,6 +433,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                             elem_id="sm-model",
                             info="A registered model, a Hugging Face repo id or a local folder",
                         )
+                        rules = gr.Markdown(initial["rules"]["value"], elem_id="sm-rules")
                         size_mode = gr.Radio(
                             PRESETS,
                             value=d.resolution,
@@ -404,26 +447,13 @@ def build_ui(service: JobService) -> gr.Blocks:
                                 precision=0,
                                 label="Height",
                                 elem_id="sm-height",
-                                minimum=lim.min_side,
-                                step=8,
+                                **initial["height"],
                             )
                             width = gr.Number(
-                                value=512,
-                                precision=0,
-                                label="Width",
-                                elem_id="sm-width",
-                                minimum=lim.min_side,
-                                step=8,
+                                value=512, precision=0, label="Width", elem_id="sm-width", **initial["width"]
                             )
                         with gr.Row():
-                            frames = gr.Slider(
-                                lim.min_frames,
-                                lim.max_frames,
-                                value=d.num_frames,
-                                step=1,
-                                label="Frames",
-                                elem_id="sm-frames",
-                            )
+                            frames = gr.Slider(label="Frames", elem_id="sm-frames", **initial["num_frames"])
                             steps = gr.Slider(
                                 1,
                                 min(lim.max_inference_steps, 150),
@@ -500,7 +530,12 @@ def build_ui(service: JobService) -> gr.Blocks:
         # -- events -----------------------------------------------------------------------------------------
         size_mode.change(lambda m: gr.update(visible=m == CUSTOM), size_mode, custom_row, queue=False)
         dice.click(lambda: secrets.randbelow(MAX_SEED + 1), None, seed, queue=False)
-        model.change(on_model, model, [frames, steps, guidance, fps], queue=False)
+        model.change(
+            on_model,
+            model,
+            [prompt, negative, size_mode, height, width, frames, steps, guidance, fps, rules],
+            queue=False,
+        )
         plan_inputs = [image, *form]
         # One plan at a time, in order: a slow early plan must never overwrite the answer to a later edit.
         plan_opts: dict[str, Any] = {
