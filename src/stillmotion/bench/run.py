@@ -782,11 +782,23 @@ def flop_fields(scenario: Scenario, per_step_s: float | None) -> dict[str, Any]:
 
     Other models (the tiny CPU model) are a different network: null, not a wrong number.
     """
-    from stillmotion.bench.flops import FULL_SIZE_MODELS, PEAK_TFLOPS, mfu, tflop_per_step
+    from stillmotion.bench.flops import (
+        FULL_SIZE_MODELS,
+        PEAK_TFLOPS,
+        family_tflop_per_step,
+        mfu,
+        tflop_per_step,
+    )
+    from stillmotion.models.registry import get_spec
 
-    if scenario.model not in FULL_SIZE_MODELS:
+    shape = (scenario.height, scenario.width, scenario.num_frames, scenario.guidance_scale)
+    spec = get_spec(scenario.model)
+    if scenario.model in FULL_SIZE_MODELS:
+        tflop = tflop_per_step(*shape)
+    elif spec.family != "i2vgen-xl" and not spec.tiny and spec.config_name is not None:
+        tflop = family_tflop_per_step(scenario.model, *shape)  # Wan, SVD, LTX at full size
+    else:
         return {"tflop_per_step": None, "mfu": None}
-    tflop = tflop_per_step(scenario.height, scenario.width, scenario.num_frames, scenario.guidance_scale)
     ratio = mfu(tflop, per_step_s)
     return {
         "tflop_per_step": round(tflop, 3),

@@ -54,6 +54,9 @@ def weight_patterns(spec: ModelSpec, variant: str | None) -> dict[str, list[str]
     suffix = f".{variant}" if variant else ""
     patterns = {}
     for name in roles.offload_order:
+        role = "denoiser" if name == roles.denoiser else name
+        if not getattr(spec.params, role):  # a network this model does not have (Wan 2.2 TI2V: no CLIP)
+            continue
         stem = TRANSFORMERS_STEM if name in roles.encoders else DIFFUSERS_STEM
         patterns[name] = [f"{name}/{stem}{suffix}.safetensors", f"{name}/{stem}{suffix}-*-of-*.safetensors"]
     return patterns

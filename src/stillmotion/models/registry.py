@@ -686,25 +686,54 @@ def get_spec(name: str) -> ModelSpec:
     )
 
 
+# The diffusers pipelines whose folders stillmotion runs, and the spec whose defaults, limits and memory facts
+# a folder of that pipeline gets (Wan folders are told apart by their transformer: models/wan.py).
+FOLDER_SPECS: dict[str, ModelSpec] = {
+    "I2VGenXLPipeline": I2VGENXL,
+    "StableVideoDiffusionPipeline": SVD_XT,
+    "WanImageToVideoPipeline": WAN21_I2V_480P,
+    "WanPipeline": WAN22_TI2V_5B,
+    "LTXImageToVideoPipeline": LTX_VIDEO,
+    "LTXPipeline": LTX_VIDEO,
+}
+
+
 def _spec_for_folder(path: Path) -> ModelSpec:
-    index = path / "model_index.json"
-    if not index.is_file():
+    index_file = path / "model_index.json"
+    supported = ", ".join(FOLDER_SPECS)
+    if not index_file.is_file():
         raise UnknownModel(
             f"model={str(path)!r} is a folder without model_index.json; point it at a diffusers-format "
-            "I2VGen-XL folder (e.g. a snapshot of ali-vilab/i2vgen-xl).",
+            f"folder of one of {supported} (e.g. a snapshot of ali-vilab/i2vgen-xl).",
             field="model",
         )
     try:
-        class_name = json.loads(index.read_text()).get("_class_name")
+        index = json.loads(index_file.read_text())
+        transformer = path / "transformer" / "config.json"
+        image_dim = json.loads(transformer.read_text()).get("image_dim") if transformer.is_file() else None
     except (OSError, ValueError) as exc:
         raise UnknownModel(
-            f"model={str(path)!r}: model_index.json is unreadable ({exc}).", field="model"
+            f"model={str(path)!r}: a config file is unreadable ({exc}).", field="model"
         ) from exc
-    if class_name != "I2VGenXLPipeline":
+    class_name = index.get("_class_name")
+    base = FOLDER_SPECS.get(class_name)
+    if class_name in ("WanImageToVideoPipeline", "WanPipeline"):
+        # Wan 2.1 I2V conditions on CLIP (image_dim); Wan 2.2 TI2V on the image's latent (expand_timesteps);
+        # a Wan text-to-video checkpoint does neither.
+        base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
+    if base is None:
         raise UnknownModel(
-            f"model={str(path)!r} holds a {class_name!r}; stillmotion runs I2VGenXLPipeline models.",
+            f"model={str(path)!r} holds a {class_name!r} that is not an image-to-video model stillmotion runs; "
+            f"it runs {supported} (Wan: I2V or TI2V checkpoints).",
             field="model",
         )
     return replace(
-        I2VGENXL, name=str(path.resolve()), repo_id=None, revision=None, local_path=path.resolve(), aliases=()
+        base,
+        name=str(path.resolve()),
+        repo_id=None,
+        revision=None,
+        local_path=path.resolve(),
+        aliases=(),
+        tiny=False,
+        random_weights=False,
     )
