@@ -723,8 +723,8 @@ def _spec_for_folder(path: Path) -> ModelSpec:
         base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
     if base is None:
         raise UnknownModel(
-            f"model={str(path)!r} holds a {class_name!r} that is not an image-to-video model stillmotion runs; "
-            f"it runs {supported} (Wan: I2V or TI2V checkpoints).",
+            f"model={str(path)!r} holds a {class_name!r} that is not an image-to-video model stillmotion "
+            f"runs; it runs {supported} (Wan: I2V or TI2V checkpoints).",
             field="model",
         )
     return replace(
