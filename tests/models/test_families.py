@@ -85,3 +85,32 @@ def test_every_registered_model_has_an_adapter_and_a_source() -> None:
             assert spec.revision is None or len(spec.revision) == 40
         if spec.random_weights:
             assert spec.config_name and loader.is_cached(spec, torch.float16)
+
+
+def test_a_random_build_with_a_tied_t5_embedding_is_cached_and_reloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full-size random path (models/random_full.py) on small LTX-Video configs: T5's tied embedding is
+    written once and tied again on load, the reload equals the build, and the engine's components come out."""
+    from stillmotion.models import random_full
+    from stillmotion.models.registry import RANDOM_LTX_VIDEO
+
+    parts = tiny.build_tiny_ltx_components(0)
+    folder = tmp_path / "configs" / "ltx-video"
+    for name in ("transformer", "vae"):
+        parts[name].save_config(folder / name)
+    (folder / "text_encoder").mkdir(parents=True)
+    parts["text_encoder"].config.to_json_file(folder / "text_encoder" / "config.json")
+    parts["scheduler"].save_config(folder / "scheduler")
+    monkeypatch.setattr(random_full, "CONFIGS_ROOT", folder.parent)
+
+    cache = tmp_path / "models"
+    built = random_full.build_random_components(RANDOM_LTX_VIDEO, dtype=torch.float32, cache_dir=cache)
+    again = random_full.build_random_components(RANDOM_LTX_VIDEO, dtype=torch.float32, cache_dir=cache)
+    assert random_full.weights_path(RANDOM_LTX_VIDEO, cache, 0, torch.float32).is_file()
+    text = again.text_encoder
+    assert text.encoder.embed_tokens.weight is text.shared.weight  # tied again after the load
+    for name, module in built.modules().items():
+        first, second = module.state_dict(), again.modules()[name].state_dict()
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
+    assert again.tokenizer.model_max_length == 128

@@ -53,7 +53,8 @@ def weight_patterns(spec: ModelSpec, variant: str | None) -> dict[str, list[str]
     roles = family_of(spec).roles
     suffix = f".{variant}" if variant else ""
     patterns = {}
-    for name in roles.offload_order:
+    networks = [roles.denoiser, *(name for name in roles.offload_order if name != roles.denoiser)]
+    for name in networks:  # the denoiser first: it names the model in messages about missing files
         role = "denoiser" if name == roles.denoiser else name
         if not getattr(spec.params, role):  # a network this model does not have (Wan 2.2 TI2V: no CLIP)
             continue
