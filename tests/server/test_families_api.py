@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from stillmotion.config import Settings
 from stillmotion.jobs.store import JobStore
 from stillmotion.models.registry import get_spec
-from stillmotion.webui.app import model_fields
+from stillmotion.service.schemas import GenerationFields
+from stillmotion.webui.app import fields_for_plan, model_fields
 from tests.server.helpers import leftovers, png_bytes
 
 FAMILY_MODELS = ["i2vgen-xl", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "svd-xt", "ltx-video"]
@@ -101,3 +102,12 @@ def test_switching_models_in_the_ui_sets_each_familys_fields() -> None:
     assert ltx["height"]["step"] == 32 and "8k+1" in ltx["rules"]["value"]
     i2v = model_fields(get_spec("i2vgen-xl"))
     assert (i2v["num_frames"]["step"], i2v["height"]["step"], i2v["guidance_scale"]["value"]) == (1, 8, 9.0)
+
+
+def test_the_ui_plans_before_a_prompt_is_typed_for_every_family(client: TestClient) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    for model in ("svd-xt", "wan2.1-i2v-14b-480p", "ltx-video"):
+        fields = fields_for_plan(GenerationFields(model=model), get_spec(model))
+        answer = service.plan(fields, (1280, 720))  # the API's own dry run, on this machine's device
+        assert answer.request.model == model
+    assert fields_for_plan(GenerationFields(model="svd-xt"), get_spec("svd-xt")).prompt == ""

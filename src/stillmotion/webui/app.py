@@ -190,6 +190,14 @@ def model_fields(spec: ModelSpec) -> dict[str, dict[str, Any]]:
     }
 
 
+def fields_for_plan(fields: GenerationFields, spec: ModelSpec | None) -> GenerationFields:
+    """The plan does not depend on the words: before the prompt is typed, a placeholder for a model that needs
+    one (no nagging), and nothing for a model that takes none (svd-xt would refuse it)."""
+    if fields.prompt.strip() or (spec is not None and not spec.limits.accepts_prompt):
+        return fields
+    return fields.model_copy(update={"prompt": "plan"})
+
+
 MODEL_FIELD_ORDER = (
     "prompt",
     "negative_prompt",
@@ -336,8 +344,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                 loaded = service.load_image(Path(image))
                 size = (loaded.width, loaded.height)
             fields = _fields(*values)
-            if not fields.prompt.strip():  # the plan does not depend on the words; don't nag before typing
-                fields = fields.model_copy(update={"prompt": "plan"})
+            fields = fields_for_plan(fields, _spec_or_none(fields.model or settings.default_model))
             out = service.plan(fields, size)
         except StillmotionError as exc:
             return f"**Cannot plan:** {exc.message}"
