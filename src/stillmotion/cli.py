@@ -20,6 +20,7 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError
+from stillmotion.models.registry import RESOLUTION_PRESETS
 
 
 class MissingExtra(StillmotionError):
@@ -46,24 +47,24 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--image", type=Path, required=need_image, help="input image (PNG, JPEG or WebP)")
     parser.add_argument(
         "--prompt",
-        required=need_image,  # `plan` needs none: memory does not depend on the words
         default="",
+        # `plan` needs none (memory does not depend on the words); svd-xt takes none (no text encoder).
         help="what should move, and how" + ("" if need_image else " (optional: the plan does not use it)"),
     )
     parser.add_argument("--negative-prompt", help="what to avoid (default: the model's recommended one)")
     parser.add_argument(
-        "--model", help="registered name, Hugging Face repo id, local folder, or tiny-i2vgen-xl"
+        "--model",
+        help="registered name (see `stillmotion models`: i2vgen-xl, wan2.1-i2v-14b-480p, svd-xt, ltx-video, "
+        "tiny-...), Hugging Face repo id or local folder",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument(
-        "--resolution", choices=["512p", "768p", "1024p"], help="output area, input aspect kept"
-    )
-    parser.add_argument("--height", type=int, help="output height in pixels (multiple of 8)")
-    parser.add_argument("--width", type=int, help="output width in pixels (multiple of 8)")
-    parser.add_argument("--num-frames", type=int, help="frames to generate (8-32; default 16)")
-    parser.add_argument("--num-inference-steps", type=int, help="denoising steps (default 50)")
-    parser.add_argument("--guidance-scale", type=float, help="prompt strength (default 9.0)")
-    parser.add_argument("--fps", type=int, help="playback frames per second (default 8)")
+    size.add_argument("--resolution", choices=list(RESOLUTION_PRESETS), help="output area, input aspect kept")
+    parser.add_argument("--height", type=int, help="output height in pixels (the model's size multiple)")
+    parser.add_argument("--width", type=int, help="output width in pixels (the model's size multiple)")
+    parser.add_argument("--num-frames", type=int, help="frames to generate (the model's rule and default)")
+    parser.add_argument("--num-inference-steps", type=int, help="denoising steps (default: the model's)")
+    parser.add_argument("--guidance-scale", type=float, help="prompt strength (default: the model's)")
+    parser.add_argument("--fps", type=int, help="playback frames per second (default: the model's)")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
@@ -250,6 +251,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from stillmotion.engine.request import describe_rules
     from stillmotion.models.registry import list_specs
 
     specs = list_specs()
@@ -259,10 +261,12 @@ def cmd_models(args: argparse.Namespace) -> int:
                 [
                     {
                         "name": s.name,
+                        "family": s.family,
                         "source": s.source,
                         "description": s.description,
                         "defaults": vars(s.defaults),
                         "limits": vars(s.limits),
+                        "rules": describe_rules(s),
                     }
                     for s in specs
                 ]
@@ -270,7 +274,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     for spec in specs:
-        out(f"{spec.name:<16} {spec.source}\n{'':<16} {spec.description}")
+        out(f"{spec.name:<22} {spec.family:<10} {spec.source}\n{'':<22} {spec.description}")
+        for rule in describe_rules(spec):
+            out(f"{'':<22}   {rule}")
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ import torch
 from stillmotion.memory.apply import apply_plan, needs_reload, release_encoders, reset_placement
 from stillmotion.memory.chunking import ff_chunking_enabled
 from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement
+from stillmotion.models.i2vgen_xl import ROLES
 from tests.memory.conftest import _tiny_once_cache, run_unet
 
 CPU = torch.device("cpu")
@@ -80,8 +81,8 @@ def test_every_exact_placement_gives_the_resident_output(
     modules = _models(tiny)
     expected = run_unet(modules["unet"], unet_inputs)
     plan = EXACT_PLANS[name]
-    apply_plan(modules, plan, CPU)
-    release_encoders(modules, plan)
+    apply_plan(modules, plan, CPU, ROLES)
+    release_encoders(modules, plan, ROLES)
     got = run_unet(modules["unet"], unet_inputs)
     assert (got - expected).abs().max().item() <= 1e-6, name
     reset_placement(modules)
@@ -97,7 +98,7 @@ def test_recovery_path_reapplies_a_cheaper_plan_after_reset(
     modules = _models(tiny)
     expected = run_unet(modules["unet"], unet_inputs)
     for name in ("resident", "model_offload", "group_offload_leaf", "sequential_offload"):
-        apply_plan(modules, EXACT_PLANS[name], CPU)
+        apply_plan(modules, EXACT_PLANS[name], CPU, ROLES)
         assert (run_unet(modules["unet"], unet_inputs) - expected).abs().max().item() <= 1e-6, name
         reset_placement(modules)
     assert _hooks_left(modules) == []
@@ -109,7 +110,7 @@ def test_fp8_storage_is_applied_and_changes_the_output_a_little(
     modules = _models(tiny)
     expected = run_unet(modules["unet"], unet_inputs)
     plan = replace(BASE, rung="fp8_weights", fp8_weights=True)
-    apply_plan(modules, plan, CPU)
+    apply_plan(modules, plan, CPU, ROLES)
     dtypes = {p.dtype for p in modules["unet"].parameters()}
     assert torch.float8_e4m3fn in dtypes
     got = run_unet(modules["unet"], unet_inputs)
@@ -117,12 +118,12 @@ def test_fp8_storage_is_applied_and_changes_the_output_a_little(
     assert 0 < diff < 0.5 * expected.abs().max().item()
     reset_placement(modules)
     # diffusers cannot undo fp8 storage: the casting hooks stay and the engine is told to reload the UNet.
-    assert needs_reload(modules, BASE)
-    assert not needs_reload(modules, plan)
-    assert not needs_reload(_models(_tiny_once_cache()), BASE)
+    assert needs_reload(modules, BASE, ROLES)
+    assert not needs_reload(modules, plan, ROLES)
+    assert not needs_reload(_models(_tiny_once_cache()), BASE, ROLES)
 
 
 def test_plan_dtype_is_applied(tiny: dict[str, Any]) -> None:
     modules = _models(tiny)
-    apply_plan(modules, replace(BASE, dtype="bfloat16"), CPU)
+    apply_plan(modules, replace(BASE, dtype="bfloat16"), CPU, ROLES)
     assert {p.dtype for m in modules.values() for p in m.parameters()} == {torch.bfloat16}

@@ -88,5 +88,5 @@ def test_planner_caps_cut_the_full_size_unet_into_a_few_large_chunks() -> None:
         shape = Shape(size, size, frames)
         cap_mib = ff_chunk_mib_for(spec, shape, batch=batch)
         tokens = latent_tokens(spec, shape, batch)
-        max_rows = rows_per_chunk(spec.memory.unet_ff_proj_width, 2, cap_mib * 1024**2)
+        max_rows = rows_per_chunk(spec.memory.denoiser_ff_proj_width, 2, cap_mib * 1024**2)
         assert 2 <= len(chunk_bounds(tokens, max_rows)) <= 8, (size, frames, batch, cap_mib)

@@ -24,9 +24,9 @@ import pytest
 
 from stillmotion.memory.calibrate import fit_memory_facts, weights_gib_of
 from stillmotion.memory.estimate import (
+    denoiser_activation_gib,
     estimate_memory,
     phase_estimate,
-    unet_activation_gib,
     vae_decode_gib,
 )
 from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement, Shape
@@ -44,7 +44,7 @@ RECORDED_SHA256 = {
 TOLERANCE = 0.10
 SPEC = I2VGENXL
 GIB = 1024**3
-WEIGHTS_GIB = weights_gib_of(SPEC.params.unet, SPEC.params.vae)
+WEIGHTS_GIB = weights_gib_of(SPEC.params.denoiser, SPEC.params.vae)
 
 _BASE = MemoryPlan(
     rung="resident",
@@ -124,7 +124,7 @@ def _component_cases(
             continue
         shape = Shape(row["res"], row["res"], row["frames"], 9.0)
         if row["component"] == "unet":
-            act = unet_activation_gib(spec, shape, batch=row["batch"], ff_chunk_mib=None)
+            act = denoiser_activation_gib(spec, shape, batch=row["batch"], ff_chunk_mib=None)
             phase = phase_estimate(spec, WEIGHTS_GIB, act, 0.0, expandable=False)
         elif row["component"] == "vae_decode":
             act = vae_decode_gib(spec, shape, row["frames"], tiling=False, dtype="float16")
@@ -188,12 +188,12 @@ def test_shipped_coefficients_are_the_fit_on_every_row() -> None:
     """No hand-tuned drift: the registry's numbers are what calibrate.py gives on all the measurements."""
     fitted = _fitted_on(_every).memory
     for name in (
-        "unet_act_gib_per_unit",
+        "denoiser_act_gib_per_unit",
         "vae_decode_gib_per_pixel_frame",
         "vae_decode_single_gib_per_pixel",
         "vae_encode_gib_per_pixel",
         "workspace_gib",
-        "reserved_act_ratio_unet",
+        "reserved_act_ratio_denoiser",
         "reserved_act_ratio_vae",
         "reserved_extra_gib",
         "reserved_ratio_expandable",
@@ -223,7 +223,7 @@ def test_unet_activation_model_matches_measured_activation_peaks_within_2_percen
         if row["component"] != "unet":
             continue
         shape = Shape(row["res"], row["res"], row["frames"])
-        est = unet_activation_gib(SPEC, shape, batch=row["batch"], ff_chunk_mib=None)
+        est = denoiser_activation_gib(SPEC, shape, batch=row["batch"], ff_chunk_mib=None)
         assert est == pytest.approx(row["act_peak_gib"], rel=0.02)  # 256p: 0.162 vs 0.164
 
 
@@ -249,7 +249,7 @@ def test_chunked_estimate_matches_the_simulator() -> None:
         enable_ff_chunking(unet, cap)
         simulated = _simulate(unet, res, frames, batch)
         disable_ff_chunking(unet)
-        estimated = unet_activation_gib(SPEC, shape, batch=batch, ff_chunk_mib=cap)
+        estimated = denoiser_activation_gib(SPEC, shape, batch=batch, ff_chunk_mib=cap)
         assert estimated == pytest.approx(simulated, rel=0.02), (res, frames, batch, cap)
 
 

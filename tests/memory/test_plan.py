@@ -7,7 +7,7 @@ import pytest
 
 from stillmotion.errors import CannotFit, InvalidRequest
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.plan import ESTIMATE_MARGIN, RUNG_NAMES, ladder, plan_memory
+from stillmotion.memory.plan import ESTIMATE_MARGIN, ladder, plan_memory
 from stillmotion.memory.types import GIB, Placement, Shape
 from stillmotion.models.registry import I2VGENXL
 
@@ -55,12 +55,13 @@ def test_three_gib_cannot_fit_1024p_and_says_what_would() -> None:
         plan_memory(SPEC, Shape(1024, 1024, 16), DeviceBudget.fixed(3))
     error = info.value
     assert "Largest that fits" in error.message
-    assert error.details["largest_size"] == {"width": 768, "height": 768}
-    assert error.details["largest_num_frames"] == 14
+    # The largest preset below 1024p ("720p": the area of 720x1280, 960x960 for a square image).
+    assert error.details["largest_size"] == {"width": 960, "height": 960}
+    assert error.details["largest_num_frames"] == 15
     assert error.details["needed_gib"] > 3
     # And the suggestions really fit.
-    plan_memory(SPEC, Shape(768, 768, 16), DeviceBudget.fixed(3))
-    plan_memory(SPEC, Shape(1024, 1024, 14), DeviceBudget.fixed(3))
+    plan_memory(SPEC, Shape(960, 960, 16), DeviceBudget.fixed(3))
+    plan_memory(SPEC, Shape(1024, 1024, 15), DeviceBudget.fixed(3))
 
 
 def test_nothing_fits_in_three_quarters_of_a_gib() -> None:
@@ -89,7 +90,7 @@ def test_cpu_refuses_what_the_host_memory_cannot_hold() -> None:
     assert "host memory available (running on the CPU)" in message and "Largest that fits" in message
 
 
-@pytest.mark.parametrize("name", [n for n in RUNG_NAMES if n not in ("fp8_weights", "vae_tiling")])
+@pytest.mark.parametrize("name", [rung.name for rung in ladder()])
 def test_strategy_forces_each_exact_rung(name: str) -> None:
     plan = plan_memory(SPEC, Shape(512, 512, 16), DeviceBudget.fixed(80), strategy=name)
     assert plan.rung == name

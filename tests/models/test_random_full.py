@@ -21,11 +21,11 @@ from stillmotion.models.tiny import build_tiny_components
 
 
 def test_full_size_parameter_counts_equal_the_real_spec_without_allocating() -> None:
-    modules = random_full.empty_modules()
+    modules = random_full.empty_modules(RANDOM_I2VGENXL)
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in modules.items()}
     assert all(p.device.type == "meta" for m in modules.values() for p in m.parameters())
     assert counts == {
-        "unet": I2VGENXL.params.unet,
+        "unet": I2VGENXL.params.denoiser,
         "vae": I2VGENXL.params.vae,
         "text_encoder": I2VGENXL.params.text_encoder,
         "image_encoder": I2VGENXL.params.image_encoder,
@@ -47,7 +47,7 @@ def test_registered_with_the_real_memory_facts_and_no_download() -> None:
 def small_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tiny build's configs written in the shipped layout, in place of the full-size ones."""
     parts = build_tiny_components(seed=0)
-    folder = tmp_path / "configs"
+    folder = tmp_path / "configs" / "i2vgen-xl"
     for name in ("unet", "vae"):
         parts[name].save_config(folder / name)
     for name in ("text_encoder", "image_encoder"):
@@ -55,7 +55,7 @@ def small_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         parts[name].config.to_json_file(folder / name / "config.json")
     parts["scheduler"].save_config(folder / "scheduler")
     parts["feature_extractor"].save_pretrained(folder / "feature_extractor")
-    monkeypatch.setattr(random_full, "CONFIG_DIR", folder)
+    monkeypatch.setattr(random_full, "CONFIGS_ROOT", folder.parent)
     return folder
 
 
@@ -66,13 +66,15 @@ def _states(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
 def test_seeded_scaled_cached_and_reloaded(small_configs: Path, tmp_path: Path) -> None:
     cache = tmp_path / "models"
     built = load_components(RANDOM_I2VGENXL, torch.float16, cache_dir=cache)
-    files = list((cache / random_full.CACHE_SUBDIR).iterdir())
-    assert [f.name for f in files] == [random_full.weights_path(cache, 0, torch.float16).name]
+    files = list((cache / random_full.cache_subdir(RANDOM_I2VGENXL)).iterdir())
+    assert [f.name for f in files] == [
+        random_full.weights_path(RANDOM_I2VGENXL, cache, 0, torch.float16).name
+    ]
     assert all(p.dtype == torch.float16 for m in built.modules().values() for p in m.parameters())
     # The same seed gives the same weights without the cache, and they are the class's init scaled by 0.5.
-    fresh = random_full._build(small_configs, 0, torch.float32)
+    fresh = random_full._build(RANDOM_I2VGENXL, 0, torch.float32)
     torch.manual_seed(0)
-    unscaled = random_full.module_builders()["unet"]()
+    unscaled = random_full.module_builders(RANDOM_I2VGENXL)["unet"]()
     key = next(k for k, v in unscaled.state_dict().items() if v.abs().sum() > 0)
     assert torch.equal(fresh["unet"].state_dict()[key], unscaled.state_dict()[key] * 0.5)
     # A second load reads the file: identical tensors, nothing left on the meta device.
@@ -89,13 +91,13 @@ def test_a_corrupt_cache_file_is_rebuilt(
     small_configs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = tmp_path / "models"
-    path = random_full.weights_path(cache, 0, torch.float32)
+    path = random_full.weights_path(RANDOM_I2VGENXL, cache, 0, torch.float32)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a safetensors file")
     with caplog.at_level(logging.WARNING):
-        networks = random_full.build_random_networks(dtype=torch.float32, cache_dir=cache)
+        networks = random_full.build_random_networks(RANDOM_I2VGENXL, dtype=torch.float32, cache_dir=cache)
     assert "ignoring unreadable" in caplog.text
-    reloaded = random_full.build_random_networks(dtype=torch.float32, cache_dir=cache)
+    reloaded = random_full.build_random_networks(RANDOM_I2VGENXL, dtype=torch.float32, cache_dir=cache)
     a, b = _states(networks), _states(reloaded)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(path.parent.glob("*.tmp"))
@@ -117,4 +119,4 @@ def test_the_engine_generates_with_it(small_configs: Path, tmp_path: Path) -> No
     rendered = engine.render(request, image)
     assert tuple(rendered.frames.shape) == (8, 256, 256, 3)
     assert torch.isfinite(rendered.frames).all()
-    assert (tmp_path / "models" / random_full.CACHE_SUBDIR).is_dir()
+    assert (tmp_path / "models" / random_full.cache_subdir(RANDOM_I2VGENXL)).is_dir()

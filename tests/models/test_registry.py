@@ -33,15 +33,15 @@ def test_unknown_names_list_the_choices(name: str) -> None:
     assert "tiny-i2vgen-xl" in info.value.message and info.value.field == "model"
 
 
-def test_a_local_folder_must_hold_an_i2vgen_xl_pipeline(tmp_path: Path) -> None:
+def test_a_local_folder_must_hold_a_supported_pipeline(tmp_path: Path) -> None:
     with pytest.raises(UnknownModel, match="without model_index.json"):
         get_spec(str(tmp_path))
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableVideoDiffusionPipeline"}))
-    with pytest.raises(UnknownModel, match="StableVideoDiffusionPipeline"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(UnknownModel, match="StableDiffusionPipeline"):
         get_spec(str(tmp_path))
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "I2VGenXLPipeline"}))
     spec = get_spec(str(tmp_path))
-    assert spec.local_path == tmp_path.resolve() and spec.repo_id is None
+    assert spec.local_path == tmp_path.resolve() and spec.repo_id is None and spec.family == "i2vgen-xl"
 
 
 def test_a_saved_tiny_model_loads_back_from_its_folder(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_offline_mode_never_touches_the_network(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_half_precision_fetches_only_the_fp16_weight_files() -> None:
-    patterns = loader.hub_patterns(torch.float16)
+    patterns = loader.hub_patterns(I2VGENXL, torch.float16)
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
     assert not any(p.endswith("model.safetensors") and ".fp16" not in p for p in patterns)
-    assert "unet/diffusion_pytorch_model.safetensors" in loader.hub_patterns(torch.float32)
+    assert "unet/diffusion_pytorch_model.safetensors" in loader.hub_patterns(I2VGENXL, torch.float32)

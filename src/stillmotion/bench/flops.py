@@ -56,3 +56,32 @@ def mfu(tflop: float | None, per_step_s: float | None, peak_tflops: float = PEAK
     if tflop is None or not per_step_s or per_step_s <= 0:
         return None
     return tflop / (per_step_s * peak_tflops)
+
+
+@functools.cache
+def _family_denoiser(model: str) -> torch.nn.Module:
+    import torch as _torch
+
+    from stillmotion.bench.simulate import meta_networks
+    from stillmotion.models.families import family_of
+    from stillmotion.models.registry import get_spec
+
+    spec = get_spec(model)
+    networks = meta_networks(spec, getattr(_torch, spec.half_dtype))
+    return networks[family_of(spec).roles.denoiser]
+
+
+@functools.cache
+def family_tflop_per_step(
+    model: str, height: int, width: int, num_frames: int, guidance_scale: float
+) -> float:
+    """TFLOP of one denoising step of any full-size family (Wan, SVD, LTX) counted on ``meta``; cached."""
+    from stillmotion.bench.simulate import denoiser_inputs
+    from stillmotion.models.registry import get_spec
+
+    denoiser = _family_denoiser(model)
+    batch = 2 if guidance_scale > 1.0 else 1
+    inputs = denoiser_inputs(get_spec(model), denoiser, height, width, num_frames, batch)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        denoiser(**inputs, return_dict=False)
+    return int(counter.get_total_flops()) / 1e12

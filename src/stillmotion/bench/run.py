@@ -552,6 +552,7 @@ def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pa
     import torch
     from diffusers import I2VGenXLPipeline
 
+    from stillmotion.models.i2vgen_xl import I2VGenXLComponents
     from stillmotion.models.loader import load_components
     from stillmotion.models.registry import get_spec
 
@@ -570,6 +571,10 @@ def run_stock_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pa
         meter = PhaseMeter(device)
         meter.enter("load")
         components = load_components(spec, dtype, cache_dir=models_dir(scenario, Path(args.work_dir)))
+        if not isinstance(components, I2VGenXLComponents):
+            raise SystemExit(
+                f"stock recipes run I2VGenXLPipeline; {scenario.model} is not an I2VGen-XL model"
+            )
         parts = {f.name: getattr(components, f.name) for f in fields(components)}
         text_encoder = parts["text_encoder"]
         if not hasattr(text_encoder, "text_model"):
@@ -777,11 +782,23 @@ def flop_fields(scenario: Scenario, per_step_s: float | None) -> dict[str, Any]:
 
     Other models (the tiny CPU model) are a different network: null, not a wrong number.
     """
-    from stillmotion.bench.flops import FULL_SIZE_MODELS, PEAK_TFLOPS, mfu, tflop_per_step
+    from stillmotion.bench.flops import (
+        FULL_SIZE_MODELS,
+        PEAK_TFLOPS,
+        family_tflop_per_step,
+        mfu,
+        tflop_per_step,
+    )
+    from stillmotion.models.registry import get_spec
 
-    if scenario.model not in FULL_SIZE_MODELS:
+    shape = (scenario.height, scenario.width, scenario.num_frames, scenario.guidance_scale)
+    spec = get_spec(scenario.model)
+    if scenario.model in FULL_SIZE_MODELS:
+        tflop = tflop_per_step(*shape)
+    elif spec.family != "i2vgen-xl" and not spec.tiny and spec.config_name is not None:
+        tflop = family_tflop_per_step(scenario.model, *shape)  # Wan, SVD, LTX at full size
+    else:
         return {"tflop_per_step": None, "mfu": None}
-    tflop = tflop_per_step(scenario.height, scenario.width, scenario.num_frames, scenario.guidance_scale)
     ratio = mfu(tflop, per_step_s)
     return {
         "tflop_per_step": round(tflop, 3),

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812  (the conventional name)
@@ -25,7 +25,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+if TYPE_CHECKING:
+    from stillmotion.models.registry import ModelSpec
+
 ALLOCATOR_BLOCK_BYTES = 512  # the CUDA caching allocator rounds every block up to this
+GIB = 1024**3
 # The configs of ali-vilab/i2vgen-xl shipped with the package (models/configs/i2vgen-xl).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "configs" / "i2vgen-xl"
 
@@ -70,7 +74,9 @@ class FlashAttentionShapes(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         if func is F.scaled_dot_product_attention:
-            query, value = args[0], args[2]
+            kwargs = kwargs or {}
+            query = args[0] if args else kwargs["query"]
+            value = args[2] if len(args) > 2 else kwargs["value"]  # diffusers' dispatcher passes keywords
             return query.new_empty((*query.shape[:-1], value.shape[-1]))
         return func(*args, **(kwargs or {}))
 
@@ -156,3 +162,259 @@ def vae_decode_peak_bytes(vae: Any, height: int, width: int, frames: int) -> int
 def simulate(fn: Callable[[], int]) -> float:
     """Run one simulation and return GiB."""
     return fn() / 1024**3
+
+
+# -- Every family: the full-size networks of a ModelSpec on ``meta`` ---------------------------------------
+#
+# The networks come from the shipped configs (models/configs/<config_name>, via models/random_full.py); the
+# inputs below are the shapes each family's pipeline feeds them (models/<family>.py), so the peaks are those
+# of the engine's calls. ``python -m stillmotion.bench.simulate MODEL`` prints the coefficients that
+# models/registry.py holds for MODEL (docs/memory.md, "Other families").
+
+FAMILY_TEXT_TOKENS = {"wan": 512, "ltx": 128}  # padded prompt lengths (the pipelines' max_sequence_length)
+CLIP_TOKENS = 257  # ViT-H/14 on 224 x 224: 16 x 16 patches + the class token
+
+
+def meta_networks(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.nn.Module]:
+    """Every network of ``spec`` with parameters and buffers on ``meta`` (no memory, no weights)."""
+    from stillmotion.models.random_full import empty_modules
+
+    # Buffers too (Wan's rotary tables are buffers): an op mixing a CPU buffer and meta activations fails.
+    return {name: module.to(device="meta", dtype=dtype) for name, module in empty_modules(spec).items()}
+
+
+def _meta(dtype: torch.dtype, *shape: int) -> torch.Tensor:
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def denoiser_inputs(
+    spec: ModelSpec, denoiser: torch.nn.Module, height: int, width: int, num_frames: int, batch: int
+) -> dict[str, Any]:
+    """Keyword arguments of one denoiser call of ``spec``'s family, on ``meta``."""
+    from stillmotion.memory.estimate import latent_frames
+
+    dtype = next(denoiser.parameters()).dtype
+    config: Any = getattr(denoiser, "config", None)
+    factor = spec.architecture.vae_scale_factor
+    frames = latent_frames(spec, num_frames)
+    h, w = height // factor, width // factor
+    if spec.family == "i2vgen-xl":
+        return meta_unet_inputs(denoiser, height, width, num_frames, batch, config.cross_attention_dim)
+    if spec.family == "svd":
+        return {
+            "sample": _meta(dtype, batch, frames, config.in_channels, h, w),
+            "timestep": torch.tensor(1.0, device="meta"),
+            "encoder_hidden_states": _meta(dtype, batch, 1, config.cross_attention_dim),
+            "added_time_ids": _meta(dtype, batch, 3),
+        }
+    if spec.family == "wan":
+        patch = config.patch_size
+        expand = config.image_dim is None  # Wan 2.2 TI2V: one timestep per token
+        tokens = frames * (h // patch[1]) * (w // patch[2])
+        inputs = {
+            "hidden_states": _meta(dtype, batch, config.in_channels, frames, h, w),
+            "timestep": _meta(torch.float32, batch, tokens) if expand else _meta(torch.float32, batch),
+            "encoder_hidden_states": _meta(dtype, batch, FAMILY_TEXT_TOKENS["wan"], config.text_dim),
+        }
+        if not expand:
+            inputs["encoder_hidden_states_image"] = _meta(dtype, batch, CLIP_TOKENS, config.image_dim)
+        return inputs
+    if spec.family == "ltx":
+        tokens = frames * h * w
+        text = FAMILY_TEXT_TOKENS["ltx"]
+        return {
+            "hidden_states": _meta(dtype, batch, tokens, config.in_channels),
+            "encoder_hidden_states": _meta(dtype, batch, text, config.caption_channels),
+            "timestep": _meta(torch.float32, batch, tokens),
+            "encoder_attention_mask": torch.ones(batch, text, device="meta", dtype=torch.bool),
+            "num_frames": frames,
+            "height": h,
+            "width": w,
+            "rope_interpolation_scale": (spec.architecture.temporal_compression / 25, factor, factor),
+        }
+    raise ValueError(f"no meta inputs for family {spec.family!r}")
+
+
+def denoiser_peak_bytes(
+    spec: ModelSpec, denoiser: torch.nn.Module, height: int, width: int, num_frames: int, batch: int
+) -> int:
+    """Simulated activation peak of one denoiser call (above weights and inputs)."""
+    inputs = denoiser_inputs(spec, denoiser, height, width, num_frames, batch)
+    tensors = [value for value in inputs.values() if isinstance(value, torch.Tensor)]
+    with tracking([*denoiser.parameters(), *denoiser.buffers(), *tensors]) as tracker:
+        denoiser(**inputs, return_dict=False)
+    return tracker.peak
+
+
+def family_vae_decode_peak_bytes(spec: ModelSpec, vae: Any, height: int, width: int, frames: int) -> int:
+    """Simulated peak of decoding ``frames`` frames at once (the decoded frames included)."""
+    from stillmotion.memory.estimate import latent_frames
+
+    dtype = next(vae.parameters()).dtype
+    factor = spec.architecture.vae_scale_factor
+    h, w = height // factor, width // factor
+    channels = spec.architecture.latent_channels
+    with tracking([*vae.parameters(), *vae.buffers()]) as tracker:
+        if spec.family == "i2vgen-xl":
+            vae.decode(_meta(dtype, frames, channels, h, w), return_dict=False)
+        elif spec.family == "svd":
+            vae.decode(_meta(dtype, frames, channels, h, w), num_frames=frames, return_dict=False)
+        else:  # a whole-video VAE
+            vae.decode(_meta(dtype, 1, channels, latent_frames(spec, frames), h, w), return_dict=False)
+    return tracker.peak
+
+
+def family_vae_encode_peak_bytes(spec: ModelSpec, vae: Any, height: int, width: int, frames: int) -> int:
+    """Simulated peak of encoding the image (Wan 2.1: the image followed by black frames), input included."""
+    dtype = next(vae.parameters()).dtype
+    with tracking([*vae.parameters(), *vae.buffers()]) as tracker:
+        if spec.family in ("i2vgen-xl", "svd"):
+            vae.encode(_meta(dtype, 1, 3, height, width))
+        else:
+            # Wan 2.1 I2V encodes the image followed by black frames; Wan 2.2 TI2V and LTX the image alone.
+            video_frames = frames if spec.family == "wan" and spec.params.image_encoder else 1
+            vae.encode(_meta(dtype, 1, 3, video_frames, height, width))
+    return tracker.peak
+
+
+def _largest_neighbour_pair(sizes: list[int]) -> int:
+    """The most parameters two consecutive groups hold: the running one and the one prefetched after it."""
+    if len(sizes) < 2:
+        return sum(sizes)
+    return max(a + b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+def group_block_resident_fraction(denoiser: torch.nn.Module) -> float:
+    """Weights on the device under block-level group offload, one block per group, with streams.
+
+    diffusers groups each top-level ModuleList's blocks, in order; every other top-level module forms one
+    "unmatched" group that stays for the whole call. At the peak the running block and the next one, being
+    prefetched, are there too.
+    """
+    total = sum(p.numel() for p in denoiser.parameters())
+    unmatched = sum(p.numel() for p in denoiser.parameters(recurse=False))
+    blocks: list[int] = []
+    for child in denoiser.children():
+        if isinstance(child, torch.nn.ModuleList | torch.nn.Sequential):
+            blocks.extend(sum(p.numel() for p in block.parameters()) for block in child)
+        else:
+            unmatched += sum(p.numel() for p in child.parameters())
+    return (unmatched + _largest_neighbour_pair(blocks)) / total
+
+
+def leaf_pair_params(module: torch.nn.Module) -> int:
+    """Parameters of the largest pair of consecutive leaf layers (leaf-level offload: running + prefetched).
+
+    A tied weight counts once (T5's ``shared`` and ``encoder.embed_tokens`` are one embedding).
+    """
+    seen: set[int] = set()
+    sizes = []
+    for leaf in module.modules():
+        if list(leaf.children()):
+            continue
+        params = [p for p in leaf.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            sizes.append(sum(p.numel() for p in params))
+    return _largest_neighbour_pair(sizes)
+
+
+# Each family's native shape (height, width, frames): the coefficients below are measured there.
+REFERENCE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "i2vgen-xl": (512, 512, 16),
+    "wan2.1-i2v-14b": (480, 832, 81),
+    "wan2.2-ti2v-5b": (704, 1280, 121),
+    "svd-xt": (576, 1024, 25),
+    "ltx-video": (512, 704, 121),
+}
+ASSUMED_MFU = 0.4  # PRIOR for unmeasured families: the fraction of PEAK_TFLOPS one step reaches
+
+
+def _slope(peak_a: int, peak_b: int, count_a: int, count_b: int, pixels: int) -> tuple[float, float]:
+    """(fixed, per count) GiB per pixel of a peak that is linear in a count (frames decoded or encoded)."""
+    per = (peak_b - peak_a) / (count_b - count_a) / GIB / pixels
+    return peak_a / GIB / pixels - per * count_a, per
+
+
+def family_coefficients(spec: ModelSpec) -> dict[str, float]:
+    """The simulator's memory (and FLOP-based speed) coefficients of ``spec`` at its reference shape.
+
+    Activations are for the spec's 16-bit dtype; docs/memory.md explains each line.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from stillmotion.bench.flops import PEAK_TFLOPS
+    from stillmotion.memory.chunking import disable_ff_chunking, enable_ff_chunking
+    from stillmotion.memory.estimate import latent_tokens
+    from stillmotion.memory.types import Shape
+    from stillmotion.models.families import family_of
+    from stillmotion.models.memory_facts import DecodeChunking
+
+    dtype = getattr(torch, spec.half_dtype)
+    networks = meta_networks(spec, dtype)
+    roles = family_of(spec).roles
+    denoiser, vae = networks[roles.denoiser], networks["vae"]
+    assert spec.config_name is not None
+    height, width, frames = REFERENCE_SHAPES[spec.config_name]
+    pixels = height * width
+    units = latent_tokens(spec, Shape(height, width, frames), 1)
+    out: dict[str, float] = {"units": units}
+
+    full = denoiser_peak_bytes(spec, denoiser, height, width, frames, 1)
+    batched = denoiser_peak_bytes(spec, denoiser, height, width, frames, 2)
+    # Per latent element of the larger of one and two rows per call (SVD's batch of 2 is 4% above linear).
+    out["denoiser_act_gib_per_unit"] = max(full, batched / 2) / GIB / units
+    enable_ff_chunking(denoiser, 1)  # 1 MiB chunks: every feed-forward as small as it gets
+    out["denoiser_ff_floor_fraction"] = denoiser_peak_bytes(spec, denoiser, height, width, frames, 1) / full
+    disable_ff_chunking(denoiser)
+
+    step = spec.architecture.temporal_compression
+    short = 1 + step * max(1, (frames - 1) // step // 2) if step > 1 else max(2, frames // 2)
+    if spec.memory.decode_chunking is DecodeChunking.EXACT:
+        short, frames_b = 2, 8
+    else:
+        frames_b = frames
+    decode_a = family_vae_decode_peak_bytes(spec, vae, height, width, short)
+    decode_b = family_vae_decode_peak_bytes(spec, vae, height, width, frames_b)
+    fixed, per_frame = _slope(decode_a, decode_b, short, frames_b, pixels)
+    out["vae_decode_fixed_gib_per_pixel"] = fixed
+    out["vae_decode_gib_per_pixel_frame"] = per_frame
+    out["vae_decode_single_gib_per_pixel"] = (
+        family_vae_decode_peak_bytes(spec, vae, height, width, 1) / GIB / pixels
+    )
+    encode_a = family_vae_encode_peak_bytes(spec, vae, height, width, short)
+    encode_b = family_vae_encode_peak_bytes(spec, vae, height, width, frames)
+    fixed, per_frame = _slope(encode_a, encode_b, short, frames, pixels)
+    out["vae_encode_gib_per_pixel"] = fixed
+    out["vae_encode_gib_per_pixel_frame"] = per_frame
+
+    bytes_per_param = torch.empty((), dtype=dtype).element_size()
+    out["group_block_resident_fraction"] = group_block_resident_fraction(denoiser)
+    leaf = max(leaf_pair_params(networks[name]) for name in networks if name not in roles.encoders)
+    out["group_leaf_resident_gib"] = leaf * bytes_per_param / GIB
+    encoders = [leaf_pair_params(networks[name]) for name in roles.encoders if name in networks]
+    out["encoder_leaf_resident_gib"] = max(encoders, default=0) * bytes_per_param / GIB
+
+    inputs = denoiser_inputs(spec, denoiser, height, width, frames, 2)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        denoiser(**inputs, return_dict=False)
+    tflop = counter.get_total_flops() / 1e12
+    out["tflop_per_guided_step"] = tflop
+    out["step_s_per_unit"] = tflop / (ASSUMED_MFU * PEAK_TFLOPS) / (2 * units)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stillmotion.bench.simulate MODEL [MODEL ...]``: print each model's coefficients as JSON."""
+    import sys
+
+    from stillmotion.models.registry import get_spec
+
+    names = sys.argv[1:] if argv is None else argv
+    for name in names:
+        sys.stdout.write(json.dumps({name: family_coefficients(get_spec(name))}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,15 +1,18 @@
 """Engine.generate: one image and a prompt in, one video file out, within the device's memory budget.
 
-Read ``generate`` top to bottom: it is the whole product in numbered steps. The model math lives in
-models/i2vgen_xl.py, memory decisions in memory/, file formats in media/.
+Read ``generate`` top to bottom: it is the whole product in numbered steps. The model math lives behind one
+interface, models/family.py (one adapter per family: I2VGen-XL, Wan, SVD, LTX-Video), memory decisions in
+memory/, file formats in media/.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +35,8 @@ from stillmotion.memory.apply import apply_plan, needs_reload, release_encoders,
 from stillmotion.memory.device import DeviceBudget, configure_allocator
 from stillmotion.memory.plan import MemoryPlan, plan_memory
 from stillmotion.memory.recovery import next_plan
-from stillmotion.models import i2vgen_xl as model
-from stillmotion.models.i2vgen_xl import Conditioning, I2VGenXLComponents
+from stillmotion.models.families import family_of
+from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.loader import load_components
 from stillmotion.models.registry import ModelSpec, get_spec
 from stillmotion.speed.compile import apply_speed, mark_step_begin, undo_speed
@@ -69,11 +72,30 @@ def select_device(name: str) -> torch.device:
 
 @dataclass
 class DenoiseState:
-    """The latest finished denoising step, kept so an OOM retry resumes instead of restarting."""
+    """The latest finished denoising step, kept so an OOM retry resumes instead of restarting.
+
+    ``scheduler`` is a snapshot taken with ``latents`` after the same step: multistep solvers (Wan's UniPC)
+    keep past model outputs and every scheduler keeps its step index, so the pair resumes exactly.
+    """
 
     latents: torch.Tensor | None = None
+    scheduler: Any = None
     steps_done: int = 0
     phase: str = "plan"  # the phase running now, named in an OOM report
+
+
+def snapshot_scheduler(scheduler: Any) -> Any:
+    """A copy of ``scheduler`` that later steps cannot change.
+
+    Hand-written because diffusers has no scheduler state API. A shallow copy suffices: schedulers replace
+    their tensors rather than write into them, and keep step history in lists (UniPC's ``model_outputs``),
+    which are copied here.
+    """
+    copied = copy.copy(scheduler)
+    for name, value in vars(scheduler).items():
+        if isinstance(value, list):
+            setattr(copied, name, list(value))
+    return copied
 
 
 class _Clock:
@@ -146,6 +168,7 @@ class Rendered:
     frames: torch.Tensor
     spec: ModelSpec
     request: ResolvedRequest
+    family: ModelFamily[Any, Any]
     plan: MemoryPlan
     downgrades: list[dict[str, Any]]
     warnings: list[str]
@@ -166,7 +189,8 @@ class Engine:
         configure_allocator()  # before CUDA starts: expandable segments keep reserved close to allocated
         self.device = select_device(settings.device)
         self.cache = EmbeddingCache(settings.embedding_cache_size)
-        self._loaded: tuple[str, torch.dtype, I2VGenXLComponents] | None = None
+        self._loaded: tuple[str, torch.dtype, Components] | None = None
+        self._family: ModelFamily[Any, Any] | None = None  # the loaded model's adapter
         self._placed: MemoryPlan | None = None
         self._speed: tuple[MemoryPlan, SpeedOptions, dict[str, Any]] | None = None
 
@@ -247,6 +271,7 @@ class Engine:
         # 1. Validate against the model's limits (one clear error per broken rule; nothing runs before).
         spec = get_spec(request.model or self.settings.default_model)
         resolved = request.resolve(spec, (image.width, image.height))
+        family = family_of(spec)
         clock = _Clock(on_progress, resolved.num_inference_steps)
         clock.stage(Stage.PLAN, 0, "planning memory")
 
@@ -267,7 +292,7 @@ class Engine:
             failure: dict[str, Any] | None = None
             try:
                 frames = self._attempt(
-                    spec, resolved, image, plan, state, clock, cancel, faults, timings, warnings
+                    spec, family, resolved, image, plan, state, clock, cancel, faults, timings, warnings
                 )
             except torch.OutOfMemoryError as exc:
                 failure = {"phase": state.phase, "error": str(exc).splitlines()[0]}
@@ -279,6 +304,7 @@ class Engine:
             frames=frames,
             spec=spec,
             request=resolved,
+            family=family,
             plan=plan,
             downgrades=downgrades,
             warnings=warnings,
@@ -293,6 +319,7 @@ class Engine:
         if self._loaded is not None:
             self._reset(self._loaded[2])
         self._loaded = None
+        self._family = None
         self.cache.clear()
         self._free_transients()
 
@@ -301,6 +328,7 @@ class Engine:
     def _attempt(
         self,
         spec: ModelSpec,
+        family: ModelFamily[Any, Any],
         req: ResolvedRequest,
         image: InputImage,
         plan: MemoryPlan,
@@ -314,79 +342,78 @@ class Engine:
         """One try at steps 3-5 under ``plan``; resumes the denoising loop from ``state``."""
         dtype = getattr(torch, plan.dtype)
 
-        # 3. Load (or reuse) the components and place them as the plan says.
+        # 3. Load (or reuse) the components and place them as the plan says (one model resident at a time).
         state.phase = "load"
         clock.stage(Stage.LOAD, state.steps_done, f"loading {spec.name}")
         started = time.perf_counter()
-        if self._loaded is not None and needs_reload(self._loaded[2].modules(), plan):
-            self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
+        if self._loaded is not None and self._family is not None:
+            if needs_reload(self._loaded[2].modules(), plan, self._family.roles):
+                self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
         with faults.phase("load"):
-            components = self._components(spec, dtype)
+            components = self._components(spec, family, dtype)
         if self._placed != plan:  # placed once per plan: offload hooks bring released models back themselves
             self._reset(components)
-            apply_plan(components.modules(), plan, self.device)
+            apply_plan(components.modules(), plan, self.device, family.roles)
             self._placed = plan
-        self._apply_speed(components, plan)
+        self._apply_speed(family, components, plan)
         timings["load_s"] = timings.get("load_s", 0.0) + time.perf_counter() - started
 
-        # 4a. Encode prompt and image (cached), then release the encoders if the plan says so.
+        # 4a. Encode prompt and image (embeddings cached), then release the encoders if the plan says so.
+        #     Every attempt draws from a generator seeded the same way, so a retry gets the same conditioning.
         state.phase = "encode"
         cancel.raise_if_cancelled()
         clock.stage(Stage.ENCODE, state.steps_done, "encoding prompt and image")
         started = time.perf_counter()
+        generator = torch.Generator(device="cpu").manual_seed(req.seed)
         with faults.phase("encode"):
-            cond = self._conditioning(spec, components, req, image, dtype, warnings)
-        release_encoders(components.modules(), plan)
+            cond = self._conditioning(spec, family, components, req, image, dtype, generator, warnings)
+        release_encoders(components.modules(), plan, family.roles)
         timings["encode_s"] = timings.get("encode_s", 0.0) + time.perf_counter() - started
 
         # 4b. Denoise, one progress event and one cancel check per step, from the last finished step.
         state.phase = "denoise"
         started = time.perf_counter()
-        latents = self._denoise(components, req, plan, cond, state, clock, cancel, faults, dtype)
+        latents = self._denoise(
+            family, components, req, plan, cond, state, generator, clock, cancel, faults, dtype
+        )
         timings["denoise_s"] = timings.get("denoise_s", 0.0) + time.perf_counter() - started
         if clock.per_step_s is not None:
             timings["per_step_s"] = clock.per_step_s
 
-        # 5. Decode the latents, ``decode_chunk_size`` frames at a time.
+        # 5. Decode the latents (``decode_chunk_size`` frames at a time where the family's VAE allows it).
         state.phase = "decode"
         cancel.raise_if_cancelled()
         clock.stage(Stage.DECODE, req.num_inference_steps, "decoding frames")
         started = time.perf_counter()
         with faults.phase("decode"):
-            frames = model.decode_latents(components, latents, plan.decode_chunk_size, plan.vae_tiling)
+            frames = family.decode(components, latents, cond, req, plan.decode_chunk_size, plan.vae_tiling)
         timings["decode_s"] = time.perf_counter() - started
         return frames[: req.num_frames]
 
     def _denoise(
         self,
-        components: I2VGenXLComponents,
+        family: ModelFamily[Any, Any],
+        components: Components,
         req: ResolvedRequest,
         plan: MemoryPlan,
-        cond: Conditioning,
+        cond: Any,
         state: DenoiseState,
+        generator: torch.Generator,
         clock: _Clock,
         cancel: CancelToken,
         faults: fault_switches.FaultRun,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        # A fresh scheduler per run: schedulers keep per-run state (timesteps).
-        scheduler = type(components.scheduler).from_config(components.scheduler.config)
-        # Timesteps stay on the CPU: DDIM indexes its CPU tables with them, which would force a host sync
-        # per step if they lived on the GPU (exact either way; see BENCHMARKING "removing host syncs").
-        scheduler.set_timesteps(req.num_inference_steps)
         if state.latents is None:
-            noise = torch.Generator(device="cpu").manual_seed(req.seed)
-            state.latents = model.initial_latents(
-                components,
-                req.num_frames,
-                req.height,
-                req.width,
-                noise,
-                self.device,
-                dtype,
-                scheduler.init_noise_sigma,
+            # A fresh scheduler per generation (schedulers keep per-run state); the noise is drawn after the
+            # encoders' draws, from the same generator, as the family's pipeline does.
+            scheduler = family.new_scheduler(components, req, self.device)
+            state.latents = family.initial_latents(
+                components, req, cond, scheduler, generator, self.device, dtype
             )
-        latents = state.latents.to(device=self.device, dtype=dtype)
+            state.scheduler = snapshot_scheduler(scheduler)
+        scheduler = snapshot_scheduler(state.scheduler)  # the stored snapshot stays as it was, for a retry
+        latents = state.latents.to(device=self.device)
         gpu_timer = _GpuStepTimer(self.device)
         for index in range(state.steps_done, len(scheduler.timesteps)):
             cancel.raise_if_cancelled()
@@ -395,12 +422,12 @@ class Engine:
             timestep = scheduler.timesteps[index]
             if self._speed is not None:
                 mark_step_begin(self._speed[2])
-            model_input = scheduler.scale_model_input(latents, timestep)
-            noise_pred = model.predict_noise(
-                components, model_input, timestep, cond, req.guidance_scale, plan.split_guidance
+            noise_pred = family.predict_noise(
+                components, scheduler, latents, timestep, cond, req, plan.split_guidance
             )
-            latents = model.scheduler_step(scheduler, noise_pred, timestep, latents)
+            latents = family.scheduler_step(scheduler, noise_pred, timestep, latents, cond)
             state.latents, state.steps_done = latents, index + 1
+            state.scheduler = snapshot_scheduler(scheduler)
             gpu_timer.step_done()
             clock.step_done(index + 1, time.perf_counter() - started)
         clock.gpu_step_times.extend(gpu_timer.durations_s())
@@ -409,45 +436,31 @@ class Engine:
     def _conditioning(
         self,
         spec: ModelSpec,
-        components: I2VGenXLComponents,
+        family: ModelFamily[Any, Any],
+        components: Components,
         req: ResolvedRequest,
         image: InputImage,
         dtype: torch.dtype,
+        generator: torch.Generator,
         warnings: list[str],
-    ) -> Conditioning:
+    ) -> Any:
+        """The family's conditioning, with text and image embeddings through the embedding cache."""
         device = self.device
         base = (spec.name, str(dtype), device.type)
-        prompt, hit_prompt = self.cache.get_or_compute(
-            (*base, "text", req.prompt), lambda: model.encode_text(components, req.prompt, device), device
-        )
-        negative = None
-        hit_negative = True
-        if req.do_classifier_free_guidance:
-            negative, hit_negative = self.cache.get_or_compute(
-                (*base, "text", req.negative_prompt),
-                lambda: model.encode_text(components, req.negative_prompt, device),
-                device,
-            )
-        image_embeds, hit_image = self.cache.get_or_compute(
-            (*base, "image", image.sha256, req.width),
-            lambda: model.encode_image(components, image.image, req.width, device),
-            device,
-        )
-        if hit_prompt and hit_negative and hit_image:
+        hits: list[bool] = []
+
+        def cached(key: tuple[Any, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+            # Image embeddings are keyed by the image's content, never by its (reused) PIL object.
+            if key[:1] == ("image",):
+                key = (*key, image.sha256)
+            value, hit = self.cache.get_or_compute((*base, *key), compute, device)
+            hits.append(hit)
+            return value
+
+        cond = family.encode(components, req, image.image, device, dtype, generator, cached)
+        if hits and all(hits):
             warnings.append("embedding cache hit: text and image encoders skipped")
-        # The VAE posterior is sampled from its own generator seeded like the noise: the same seed gives the
-        # same video, and it is not cached because it depends on the seed.
-        sample = torch.Generator(device="cpu").manual_seed(req.seed)
-        image_latents = model.encode_image_latents(
-            components, image.image, req.height, req.width, req.num_frames, sample, device, dtype
-        )
-        return Conditioning(
-            prompt_embeds=prompt.to(dtype),
-            image_embeds=image_embeds.to(dtype),
-            negative_prompt_embeds=None if negative is None else negative.to(dtype),
-            image_latents=image_latents,
-            fps=req.fps,
-        )
+        return cond
 
     def _recover(
         self,
@@ -495,31 +508,39 @@ class Engine:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def _components(self, spec: ModelSpec, dtype: torch.dtype) -> I2VGenXLComponents:
+    def _components(self, spec: ModelSpec, family: ModelFamily[Any, Any], dtype: torch.dtype) -> Components:
         if self._loaded is not None and self._loaded[:2] == (spec.name, dtype):
             return self._loaded[2]
-        if self._loaded is not None:  # one model at a time: free before loading another
+        if self._loaded is not None:  # one model at a time: free before loading another (any family)
             self.unload()
         components = load_components(
             spec, dtype, cache_dir=self.settings.models_dir, offline=self.settings.offline
         )
         self._loaded = (spec.name, dtype, components)
+        self._family = family
         return components
 
-    def _apply_speed(self, components: I2VGenXLComponents, plan: MemoryPlan) -> None:
+    def _apply_speed(self, family: ModelFamily[Any, Any], components: Components, plan: MemoryPlan) -> None:
         """Exact speed-ups that suit this plan and device (speed/options.py decides; off on the CPU)."""
         options = choose_speed(plan, self.device.type, allow_compile=self.settings.compile_unet)
         if self._speed is not None and self._speed[:2] == (plan, options):
             return  # keep the compiled code
-        undo_speed(components.modules())
+        denoiser = family.roles.denoiser
+        undo_speed(components.modules(), denoiser=denoiser)
         applied = apply_speed(
-            components.modules(), options, self.device, self.settings.data_dir / "compile-cache"
+            components.modules(),
+            options,
+            self.device,
+            self.settings.data_dir / "compile-cache",
+            blocks=family.compile_blocks,
+            denoiser=denoiser,
         )
         self._speed = (plan, options, applied)
 
-    def _reset(self, components: I2VGenXLComponents) -> None:
+    def _reset(self, components: Components) -> None:
         """Undo speed-ups and placement so another plan can be applied; memory back to the weights alone."""
-        undo_speed(components.modules())
+        if self._family is not None:
+            undo_speed(components.modules(), denoiser=self._family.roles.denoiser)
         self._speed = None
         reset_placement(components.modules())
         self._placed = None

@@ -22,9 +22,10 @@ MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A request as received: everything but the prompt may be left out."""
+    """A request as received: everything may be left out but the prompt, which a model without a text
+    encoder (``Limits.accepts_prompt`` False, e.g. svd-xt) refuses instead."""
 
-    prompt: str
+    prompt: str = ""
     negative_prompt: str | None = None
     model: str | None = None
     resolution: str | None = None
@@ -59,15 +60,13 @@ class GenerationRequest:
         ``need_prompt=False`` (planning only: memory does not depend on the words) accepts an empty prompt.
         """
         limits = spec.limits
-        prompt = _check_text("prompt", self.prompt, limits, allow_empty=not need_prompt)
-        negative = self.negative_prompt if self.negative_prompt is not None else spec.defaults.negative_prompt
-        negative = _check_text("negative_prompt", negative, limits, allow_empty=True)
-
+        prompt, negative = self._resolve_prompts(spec, need_prompt)
         height, width, resolution = self._resolve_size(spec, image_size)
 
         num_frames = _check_int(
             "num_frames", self.num_frames, spec.defaults.num_frames, limits.min_frames, limits.max_frames
         )
+        _check_frame_rule(num_frames, spec)
         steps = _check_int(
             "num_inference_steps",
             self.num_inference_steps,
@@ -98,6 +97,23 @@ class GenerationRequest:
             seed=seed,
         )
 
+    def _resolve_prompts(self, spec: ModelSpec, need_prompt: bool) -> tuple[str, str]:
+        """(prompt, negative prompt); a model without a text encoder refuses either rather than ignore it."""
+        limits = spec.limits
+        if not limits.accepts_prompt:
+            for name, value in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
+                text = _check_text(name, value or "", limits, allow_empty=True)
+                if text:
+                    raise InvalidRequest(
+                        f"{name}={_shorten(text)!r} cannot be used: {spec.name} has no text encoder and "
+                        f"animates the image alone; leave {name} empty.",
+                        field=name,
+                    )
+            return "", ""
+        prompt = _check_text("prompt", self.prompt, limits, allow_empty=not need_prompt)
+        negative = self.negative_prompt if self.negative_prompt is not None else spec.defaults.negative_prompt
+        return prompt, _check_text("negative_prompt", negative, limits, allow_empty=True)
+
     def _resolve_size(
         self, spec: ModelSpec, image_size: tuple[int, int] | None
     ) -> tuple[int, int, str | None]:
@@ -118,8 +134,8 @@ class GenerationRequest:
             for name, value in (("height", height), ("width", width)):
                 if value % limits.size_multiple:
                     raise InvalidRequest(
-                        f"{name}={value} is not a multiple of {limits.size_multiple} (the VAE's downsampling "
-                        f"factor); try {_nearest_multiple(value, limits.size_multiple)}.",
+                        f"{name}={value} is not a multiple of {limits.size_multiple} for {spec.name} "
+                        f"({limits.size_rule}); try {_nearest_multiple(value, limits.size_multiple)}.",
                         field=name,
                     )
             if height * width > limits.max_pixels:
@@ -165,6 +181,29 @@ class ResolvedRequest:
         return self.guidance_scale > 1.0
 
 
+def describe_rules(spec: ModelSpec) -> list[str]:
+    """The rules ``resolve`` enforces for ``spec``, in words (GET /models, the UI, ``stillmotion models``)."""
+    limits = spec.limits
+    frames = f"num_frames: {limits.min_frames} to {limits.max_frames}"
+    if limits.frame_step > 1:
+        first = [limits.min_frames + limits.frame_step * i for i in range(3)]
+        frames += f", {limits.frame_step}k+1 ({', '.join(map(str, first))}, ...)"
+    prompt = (
+        "prompt: required; negative_prompt optional"
+        if limits.accepts_prompt
+        else f"prompt, negative_prompt: none ({spec.name} animates the image alone); leave them empty"
+    )
+    return [
+        prompt,
+        frames,
+        f"height, width: multiples of {limits.size_multiple} ({limits.size_rule}), {limits.min_side} to "
+        f"{limits.max_side} per side, at most {limits.max_pixels} pixels",
+        f"num_inference_steps: 1 to {limits.max_inference_steps}",
+        f"guidance_scale: {limits.min_guidance_scale:g} to {limits.max_guidance_scale:g}",
+        f"fps: {limits.min_fps} to {limits.max_fps}",
+    ]
+
+
 def preset_size(side: int, image_size: tuple[int, int] | None, limits: Limits) -> tuple[int, int]:
     """(height, width) of about side**2 pixels in the image's aspect ratio, snapped to preset_multiple.
 
@@ -186,6 +225,25 @@ def preset_size(side: int, image_size: tuple[int, int] | None, limits: Limits) -
         else:
             w -= step
     return h, w
+
+
+def _check_frame_rule(num_frames: int, spec: ModelSpec) -> None:
+    """A causal video VAE takes frame_step x k + 1 frames; name the nearest count that works."""
+    step = spec.limits.frame_step
+    if step == 1 or (num_frames - 1) % step == 0:
+        return
+    low = (num_frames - 1) // step * step + 1
+    candidates = [n for n in (low, low + step) if spec.limits.min_frames <= n <= spec.limits.max_frames]
+    nearest = min(candidates, key=lambda n: (abs(n - num_frames), n))
+    raise InvalidRequest(
+        f"num_frames={num_frames} is not {step}k+1 for {spec.name}; try {nearest} (its VAE packs {step} "
+        "frames into each latent frame after the first).",
+        field="num_frames",
+    )
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ceil_multiple(value: int, step: int) -> int:

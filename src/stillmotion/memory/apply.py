@@ -1,15 +1,16 @@
 """Carry a MemoryPlan out on the loaded modules: effects only, no decisions, diffusers/accelerate APIs only.
 
-``modules`` maps "unet", "vae", "text_encoder", "image_encoder" to modules whose weights are on the CPU.
-``apply_plan`` casts them to the plan's dtype, stores the UNet in float8 if the plan says so, hooks the
-feed-forward chunking, then places the weights:
+``modules`` maps a model's network names ("unet" or "transformer", "vae", "text_encoder", "image_encoder")
+to modules whose weights are on the CPU; ``roles`` (from the model's family) says which one denoises, which
+ones encode and the order they run in. ``apply_plan`` casts them to the plan's dtype, stores the denoiser in
+float8 if the plan says so, hooks the feed-forward chunking, then places the weights:
 
 - RESIDENT: ``module.to(device)``; with ``release_encoders`` the encoders instead get accelerate
   ``cpu_offload_with_hook`` hooks, so they visit the device only while they run.
-- MODEL_OFFLOAD: accelerate ``cpu_offload_with_hook`` chained text_encoder -> image_encoder -> unet -> vae,
-  the order of diffusers' ``enable_model_cpu_offload`` for I2VGen-XL.
-- GROUP_OFFLOAD: diffusers ``apply_group_offloading`` (block or leaf level, ``use_stream=True`` on CUDA) on
-  every model.
+- MODEL_OFFLOAD: accelerate ``cpu_offload_with_hook`` chained in ``roles.offload_order``, the order of
+  diffusers' ``enable_model_cpu_offload`` for the family (e.g. text_encoder -> image_encoder -> unet -> vae).
+- GROUP_OFFLOAD: diffusers ``apply_group_offloading`` (block level for the denoiser, leaf level for the rest,
+  ``use_stream=True`` on CUDA) on every model.
 - SEQUENTIAL_OFFLOAD: accelerate ``cpu_offload`` on every model.
 
 ``reset_placement`` undoes all of it (hooks removed, weights back on the CPU, cache emptied) so a new plan
@@ -26,13 +27,10 @@ from typing import Any
 import torch
 
 from stillmotion.memory.chunking import disable_ff_chunking, enable_ff_chunking
-from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement
+from stillmotion.memory.types import GroupOffloadType, MemoryPlan, ModuleRoles, Placement
 
 logger = logging.getLogger(__name__)
 
-ENCODERS = ("text_encoder", "image_encoder")
-# diffusers' enable_model_cpu_offload order for I2VGen-XL (model_cpu_offload_seq).
-MODEL_OFFLOAD_ORDER = ("text_encoder", "image_encoder", "unet", "vae")
 _OFFLOAD_HOOK_ATTR = "_stillmotion_offload_hook"
 _GROUP_HOOK_NAMES = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
 _LAYERWISE_CASTING_HOOK = "layerwise_casting"
@@ -45,34 +43,37 @@ def torch_dtype(name: str) -> torch.dtype:
     return dtype
 
 
-def apply_plan(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, device: torch.device) -> None:
+def apply_plan(
+    modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, device: torch.device, roles: ModuleRoles
+) -> None:
     """Cast, chunk, store in fp8 and place ``modules`` as ``plan`` says (the engine does the rest)."""
     dtype = torch_dtype(plan.dtype)
     for module in modules.values():
         if _dtype_of(module) != dtype:  # a no-op cast still makes diffusers warn about fp32 modules
             module.to(dtype=dtype)
-    unet: Any = modules["unet"]  # a diffusers ModelMixin
-    if plan.fp8_weights and not has_fp8_storage(unet):
-        unet.enable_layerwise_casting(storage_dtype=torch_dtype(FP8_STORAGE_DTYPE), compute_dtype=dtype)
+    denoiser: Any = modules[roles.denoiser]  # a diffusers ModelMixin
+    if plan.fp8_weights and not has_fp8_storage(denoiser):
+        denoiser.enable_layerwise_casting(storage_dtype=torch_dtype(FP8_STORAGE_DTYPE), compute_dtype=dtype)
     if plan.ff_chunk_size is not None:
-        enable_ff_chunking(unet, plan.ff_chunk_size)
+        enable_ff_chunking(denoiser, plan.ff_chunk_size)
 
+    encoders = [name for name in roles.encoders if name in modules]
     if plan.placement is Placement.RESIDENT:
         for name, module in modules.items():
-            if plan.release_encoders and name in ENCODERS:
+            if plan.release_encoders and name in encoders:
                 continue
             module.to(device)
         if plan.release_encoders:
-            _model_offload_chain([modules[name] for name in ENCODERS if name in modules], device)
+            _model_offload_chain([modules[name] for name in encoders], device)
     elif plan.placement is Placement.MODEL_OFFLOAD:
-        _model_offload_chain([modules[name] for name in MODEL_OFFLOAD_ORDER if name in modules], device)
+        _model_offload_chain([modules[name] for name in roles.offload_order if name in modules], device)
     elif plan.placement is Placement.GROUP_OFFLOAD:
         from diffusers.hooks import apply_group_offloading
 
         use_stream = device.type == "cuda"
         for name, module in modules.items():
             offload_type = plan.group_offload_type or GroupOffloadType.LEAF_LEVEL
-            if name != "unet":
+            if name != roles.denoiser:
                 offload_type = GroupOffloadType.LEAF_LEVEL  # small models: the finest grain costs nothing
             kwargs: dict[str, Any] = {}
             if offload_type is GroupOffloadType.BLOCK_LEVEL:
@@ -110,11 +111,11 @@ def _dtype_of(module: torch.nn.Module) -> torch.dtype | None:
     return None if parameter is None else parameter.dtype
 
 
-def release_encoders(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan) -> None:
+def release_encoders(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, roles: ModuleRoles) -> None:
     """Right after prompt and image encoding: move the encoders (and, offloaded, the VAE) off the device."""
     if not plan.release_encoders:
         return
-    names = list(ENCODERS)
+    names = list(roles.encoders)
     if plan.placement is Placement.MODEL_OFFLOAD:
         names.append("vae")  # it reloads itself for the decode
     for name in names:
@@ -131,7 +132,7 @@ def reset_placement(modules: Mapping[str, torch.nn.Module]) -> None:
     """Undo every hook of apply_plan and put all weights back on the CPU; memory returns to its baseline.
 
     fp8 storage is the exception: diffusers cannot undo layerwise casting (the weights were rounded), so the
-    UNet keeps it; ``needs_reload`` tells the engine to reload the UNet before an exact plan.
+    denoiser keeps it; ``needs_reload`` tells the engine to reload the model before an exact plan.
     """
     from accelerate.hooks import remove_hook_from_module
 
@@ -147,18 +148,18 @@ def reset_placement(modules: Mapping[str, torch.nn.Module]) -> None:
     _empty_cache()
 
 
-def has_fp8_storage(unet: torch.nn.Module) -> bool:
-    """Whether the UNet's weights are stored in float8 (layerwise casting hooks present)."""
-    for sub in unet.modules():
+def has_fp8_storage(denoiser: torch.nn.Module) -> bool:
+    """Whether the denoiser's weights are stored in float8 (layerwise casting hooks present)."""
+    for sub in denoiser.modules():
         registry = getattr(sub, "_diffusers_hook", None)
         if registry is not None and registry.get_hook(_LAYERWISE_CASTING_HOOK) is not None:
             return True
     return False
 
 
-def needs_reload(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan) -> bool:
-    """True when the UNet holds fp8-rounded weights but ``plan`` is exact: reload it from disk first."""
-    return not plan.fp8_weights and has_fp8_storage(modules["unet"])
+def needs_reload(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, roles: ModuleRoles) -> bool:
+    """True when the denoiser holds fp8-rounded weights but ``plan`` is exact: reload it from disk first."""
+    return not plan.fp8_weights and has_fp8_storage(modules[roles.denoiser])
 
 
 def _remove_diffusers_hooks(module: torch.nn.Module) -> None:

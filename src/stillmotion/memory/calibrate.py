@@ -97,7 +97,7 @@ def fit_memory_facts(
     fitted: dict[str, Any] = {}
 
     # Activations: linear in latent tokens (UNet), in pixels x frames decoded at once (VAE), in pixels.
-    fitted["unet_act_gib_per_unit"] = _through_origin(
+    fitted["denoiser_act_gib_per_unit"] = _through_origin(
         [unet_tokens(r) for r in unet], [r["act_peak_gib"] for r in unet]
     )
     many = [r for r in decode if int(r["frames"]) >= 2]
@@ -131,7 +131,7 @@ def fit_memory_facts(
     ratio_unet, ratio_vae, extra = _least_squares(
         features, [(r["reserved_gib"] - r["resident_gib"]) / r["reserved_gib"] for r in calls]
     )
-    fitted["reserved_act_ratio_unet"] = ratio_unet
+    fitted["reserved_act_ratio_denoiser"] = ratio_unet
     fitted["reserved_act_ratio_vae"] = ratio_vae
     fitted["reserved_extra_gib"] = extra
 

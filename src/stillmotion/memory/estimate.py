@@ -7,9 +7,11 @@ request's shape; no torch, no weights. For each phase (encode, denoise, decode):
     reserved  = allocated x reserved_ratio_expandable               (expandable segments on: the engine's)
               = weights + activations x reserved_act_ratio + extra    (off: the stock diffusers setting)
 
-UNet activations are linear in latent tokens (batch x frames x latent pixels), halved by running the two
-guidance halves one after the other, and cut to ``unet_ff_floor_fraction`` by feed-forward chunking once the
-chunk cap is small enough. docs/memory.md has the derivation and the calibration error table.
+Denoiser (UNet or transformer) activations are linear in latent elements (batch x latent frames x latent
+pixels), halved by running the two guidance halves one after the other, and cut to
+``denoiser_ff_floor_fraction`` by feed-forward chunking once the chunk cap is small enough. Weights are
+counted per role (denoiser, vae, text_encoder, image_encoder; a family without one counts 0). docs/memory.md
+has the derivation and the calibration error table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from stillmotion.memory.types import (
     Placement,
     RequestShape,
 )
+from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import ModelSpec
 
 BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -33,6 +36,7 @@ MIB = 1024**2
 # The step count the expected total time is given for (the model's default and the issue's targets).
 REFERENCE_STEPS = 50
 ENCODERS = ("text_encoder", "image_encoder")
+ROLES = ("denoiser", "vae", *ENCODERS)
 
 
 def act_scale(dtype: str) -> float:
@@ -40,28 +44,36 @@ def act_scale(dtype: str) -> float:
     return BYTES_PER_PARAM[dtype] / 2
 
 
+def latent_frames(spec: ModelSpec, num_frames: int) -> int:
+    """Frames of the latent video: a causal VAE packs ``temporal_compression`` frames after the first."""
+    step = spec.architecture.temporal_compression
+    return num_frames if step == 1 else (num_frames - 1) // step + 1
+
+
 def latent_tokens(spec: ModelSpec, request: RequestShape, batch: int) -> int:
+    """Latent elements of one denoiser call: batch x latent frames x latent height x latent width."""
     factor = spec.architecture.vae_scale_factor
-    return batch * request.num_frames * (request.height // factor) * (request.width // factor)
+    frames = latent_frames(spec, request.num_frames)
+    return batch * frames * (request.height // factor) * (request.width // factor)
 
 
-def unet_batch(request: RequestShape, split_guidance: bool) -> int:
-    """Rows of one UNet call: 2 with classifier-free guidance unless the halves run one after the other."""
+def guidance_batch(request: RequestShape, split_guidance: bool) -> int:
+    """Rows of one denoiser call: 2 with classifier-free guidance unless the halves run one by one."""
     return 1 if split_guidance or request.guidance_scale <= 1.0 else 2
 
 
-def unet_activation_gib(
+def denoiser_activation_gib(
     spec: ModelSpec, request: RequestShape, *, batch: int, ff_chunk_mib: int | None, dtype: str = "float16"
 ) -> float:
-    """Allocated activation peak of one UNet call (GiB)."""
+    """Allocated activation peak of one denoiser call (GiB)."""
     facts = spec.memory
     tokens = latent_tokens(spec, request, batch)
-    full = facts.unet_act_gib_per_unit * tokens
-    if ff_chunk_mib is None or facts.unet_ff_proj_width == 0:
+    full = facts.denoiser_act_gib_per_unit * tokens
+    if ff_chunk_mib is None or facts.denoiser_ff_proj_width == 0:
         return full * act_scale(dtype)
     # The widest feed-forward sets the peak until its chunks are small enough, then the floor does.
-    proj_gib = tokens * facts.unet_ff_proj_width * 2 / GIB
-    out_gib = tokens * facts.unet_ff_out_width * 2 / GIB
+    proj_gib = tokens * facts.denoiser_ff_proj_width * 2 / GIB
+    out_gib = tokens * facts.denoiser_ff_out_width * 2 / GIB
     chunks = max(1, math.ceil(proj_gib * GIB / (ff_chunk_mib * MIB)))
     if chunks == 1:
         chunked = full
@@ -69,13 +81,13 @@ def unet_activation_gib(
         # GEGLU holds its projection (P) plus gelu(gate) and the product (P/2 each): 2P unchunked, 2P/n
         # chunked, plus the preallocated output.
         chunked = full - 2 * proj_gib + 2 * proj_gib / chunks + out_gib
-    return max(chunked, facts.unet_ff_floor_fraction * full) * act_scale(dtype)
+    return max(chunked, facts.denoiser_ff_floor_fraction * full) * act_scale(dtype)
 
 
 def ff_chunk_mib_for(spec: ModelSpec, request: RequestShape, *, batch: int) -> int:
-    """Largest power-of-two cap (MiB) that brings the UNet to its chunked floor: fewest, largest chunks."""
-    full = spec.memory.unet_act_gib_per_unit * latent_tokens(spec, request, batch)
-    floor_mib = spec.memory.unet_ff_floor_fraction * full * 1024
+    """Largest power-of-two cap (MiB) bringing the denoiser to its chunked floor: fewest, largest chunks."""
+    full = spec.memory.denoiser_act_gib_per_unit * latent_tokens(spec, request, batch)
+    floor_mib = spec.memory.denoiser_ff_floor_fraction * full * 1024
     # 2 x cap (projection + gelu + product of one chunk) must sit under the floor with room for the rest.
     cap = max(1, int(floor_mib / 4))
     return int(2 ** math.floor(math.log2(cap)))
@@ -86,36 +98,42 @@ def vae_decode_gib(spec: ModelSpec, request: RequestShape, chunk: int, *, tiling
     pixels = request.height * request.width
     if tiling and facts.vae_tile_side:
         pixels = min(pixels, facts.vae_tile_side**2)
+    if facts.decode_chunking is DecodeChunking.WHOLE_VIDEO:
+        chunk = request.num_frames  # the VAE decodes the whole latent video; the plan's chunk does not apply
     single = facts.vae_decode_single_gib_per_pixel * pixels
-    act = max(single, facts.vae_decode_gib_per_pixel_frame * pixels * chunk)
+    per_frames = facts.vae_decode_gib_per_pixel_frame * pixels * chunk
+    act = max(single, facts.vae_decode_fixed_gib_per_pixel * pixels + per_frames)
     # The decoded frames are gathered on the device (3 channels, 16-bit).
     frames = request.num_frames * 3 * request.height * request.width * 2 / GIB
     return act * act_scale(dtype) + frames
 
 
-def _weights_gib(spec: ModelSpec, component: str, dtype: str, *, fp8: bool = False) -> float:
-    per_param = FP8_BYTES_PER_PARAM if fp8 and component == "unet" else BYTES_PER_PARAM[dtype]
-    return spec.params.bytes(component, per_param) / GIB
+def _weights_gib(spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False) -> float:
+    per_param = FP8_BYTES_PER_PARAM if fp8 and role == "denoiser" else BYTES_PER_PARAM[dtype]
+    return spec.params.bytes(role, per_param) / GIB
 
 
-def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, component: str) -> float:
-    """Weights of ``component`` on the device while it runs, under the plan's placement."""
-    full = _weights_gib(spec, component, plan.dtype, fp8=plan.fp8_weights)
+def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, role: str) -> float:
+    """Weights of ``role`` on the device while it runs, under the plan's placement."""
+    full = _weights_gib(spec, role, plan.dtype, fp8=plan.fp8_weights)
     facts = spec.memory
+    leaf = facts.group_leaf_resident_gib
+    if role in ENCODERS and facts.encoder_leaf_resident_gib:
+        leaf = facts.encoder_leaf_resident_gib
     if plan.placement is Placement.GROUP_OFFLOAD:
-        if plan.group_offload_type is GroupOffloadType.BLOCK_LEVEL and component == "unet":
+        if plan.group_offload_type is GroupOffloadType.BLOCK_LEVEL and role == "denoiser":
             return full * facts.group_block_resident_fraction
-        return min(full, facts.group_leaf_resident_gib)
+        return min(full, leaf)
     if plan.placement is Placement.SEQUENTIAL_OFFLOAD:
-        return min(full, facts.group_leaf_resident_gib / 2)  # one layer at a time, no prefetch
+        return min(full, leaf / 2)  # one layer at a time, no prefetch
     return full
 
 
 def phase_estimate(
-    spec: ModelSpec, weights: float, unet_act: float, vae_act: float, *, expandable: bool
+    spec: ModelSpec, weights: float, denoiser_act: float, vae_act: float, *, expandable: bool
 ) -> PhaseEstimate:
     facts = spec.memory
-    act = unet_act + vae_act
+    act = denoiser_act + vae_act
     weights += facts.workspace_gib
     allocated = weights + act
     if expandable:
@@ -123,7 +141,7 @@ def phase_estimate(
     else:
         reserved = (
             weights
-            + unet_act * facts.reserved_act_ratio_unet
+            + denoiser_act * facts.reserved_act_ratio_denoiser
             + vae_act * facts.reserved_act_ratio_vae
             + facts.reserved_extra_gib
         )
@@ -138,36 +156,41 @@ def estimate_memory(
     """Predicted peak allocated and reserved GiB per phase, and the expected speed, of ``plan``."""
     facts = spec.memory
     dtype = plan.dtype
-    w = {name: _placed_weights_gib(spec, plan, name) for name in ("unet", "vae", *ENCODERS)}
+    w = {name: _placed_weights_gib(spec, plan, name) for name in ROLES}
     pixels = request.height * request.width
 
     # 1. encode: two prompts through the text encoder, the image through the image encoder and the VAE.
-    encode_act = (facts.encoder_act_gib + facts.vae_encode_gib_per_pixel * pixels) * act_scale(dtype)
-    if plan.placement is Placement.MODEL_OFFLOAD:
-        # One model at a time, except the VAE encode, which runs while the image encoder is still loaded.
-        encode_weights = max(w["text_encoder"], w["image_encoder"] + w["vae"])
-    else:
+    vae_encode = facts.vae_encode_gib_per_pixel + facts.vae_encode_gib_per_pixel_frame * request.num_frames
+    encode_act = (facts.encoder_act_gib + vae_encode * pixels) * act_scale(dtype)
+    encoders = max(w["text_encoder"], w["image_encoder"])
+    if plan.placement is Placement.RESIDENT and not plan.release_encoders:
         encode_weights = sum(w.values())
+    elif plan.placement is Placement.RESIDENT:
+        # The encoders' offload hooks bring in one at a time; the denoiser and the VAE stay.
+        encode_weights = w["denoiser"] + w["vae"] + encoders
+    else:
+        # Offload hooks bring in one model at a time (the denoiser not at all), except the VAE encode, which
+        # runs while the image encoder is still loaded.
+        encode_weights = max(w["text_encoder"], w["image_encoder"] + w["vae"])
     encode = phase_estimate(spec, encode_weights, 0.0, encode_act, expandable=expandable_segments)
 
-    # 2. denoise: the UNet at its activation peak.
-    batch = unet_batch(request, plan.split_guidance)
-    unet_act = unet_activation_gib(spec, request, batch=batch, ff_chunk_mib=plan.ff_chunk_size, dtype=dtype)
-    unet_act += unet_act * facts.loop_extra_fraction + facts.loop_extra_gib
+    # 2. denoise: the denoiser at its activation peak.
+    batch = guidance_batch(request, plan.split_guidance)
+    act = denoiser_activation_gib(spec, request, batch=batch, ff_chunk_mib=plan.ff_chunk_size, dtype=dtype)
+    act += act * facts.loop_extra_fraction + facts.loop_extra_gib
     if plan.placement is Placement.MODEL_OFFLOAD:
-        denoise_weights = w["unet"] + (0.0 if plan.release_encoders else w["vae"])
-    else:
-        denoise_weights = w["unet"] + w["vae"]
+        denoise_weights = w["denoiser"] + (0.0 if plan.release_encoders else w["vae"])
+    elif plan.placement is Placement.RESIDENT:
+        denoise_weights = w["denoiser"] + w["vae"]
         if not plan.release_encoders:
             denoise_weights += w["text_encoder"] + w["image_encoder"]
-    denoise = phase_estimate(spec, denoise_weights, unet_act, 0.0, expandable=expandable_segments)
+    else:  # group or sequential offload: idle models are off the device
+        denoise_weights = w["denoiser"]
+    denoise = phase_estimate(spec, denoise_weights, act, 0.0, expandable=expandable_segments)
 
-    # 3. decode: the VAE on ``decode_chunk_size`` frames at once.
+    # 3. decode: the VAE on ``decode_chunk_size`` frames at once (or the whole video).
     decode_act = vae_decode_gib(spec, request, plan.decode_chunk_size, tiling=plan.vae_tiling, dtype=dtype)
-    if plan.placement is Placement.MODEL_OFFLOAD:
-        decode_weights = w["vae"]
-    else:
-        decode_weights = denoise_weights
+    decode_weights = denoise_weights if plan.placement is Placement.RESIDENT else w["vae"]
     decode = phase_estimate(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
 
     s_per_step, total_s = expected_time(spec, request, plan)
@@ -193,6 +216,7 @@ def _resident_like(plan: MemoryPlan) -> MemoryPlan:
         split_guidance=False,
         fp8_weights=False,
         vae_tiling=False,
+        decode_chunk_approximate=False,
         decode_chunk_size=1,
     )
 
@@ -200,7 +224,7 @@ def _resident_like(plan: MemoryPlan) -> MemoryPlan:
 def expected_time(spec: ModelSpec, request: RequestShape, plan: MemoryPlan) -> tuple[float, float]:
     """(seconds per step, seconds for REFERENCE_STEPS steps) on the reference GPU (H100, fp16, eager)."""
     facts = spec.memory
-    tokens = latent_tokens(spec, request, unet_batch(request, False))
+    tokens = latent_tokens(spec, request, guidance_batch(request, False))
     step = facts.step_s_fixed + facts.step_s_per_unit * tokens
     if plan.split_guidance and request.guidance_scale > 1.0:
         step *= facts.split_guidance_step_factor

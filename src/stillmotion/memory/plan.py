@@ -6,18 +6,22 @@ The rungs, fastest first; each keeps every saver of the rungs above it and adds 
 
     resident          every weight on the device, guidance halves batched, VAE decode chunk as large as fits
     release_encoders  + text and image encoders leave the device right after encoding
-    ff_chunks         + every UNet feed-forward runs in a few large token chunks (exact)
-    split_guidance    + the unconditional and conditional UNet halves run one after the other (exact)
+    ff_chunks         + every feed-forward of the denoiser runs in a few large token chunks (exact)
+    split_guidance    + the unconditional and conditional denoiser halves run one after the other (exact)
     model_offload     + one whole model on the device at a time (accelerate hooks; encode phase shrinks)
-    group_offload     + the UNet's blocks stream in with CUDA streams (diffusers block-level group offload)
+    group_offload     + the denoiser's blocks stream in with CUDA streams (diffusers block-level offload)
     group_offload_leaf+ every layer streams in with CUDA streams (leaf-level)
     sequential_offload+ every layer copied in synchronously on use (accelerate cpu_offload): the floor
 
 In every rung the VAE decode chunk is the largest power of two (<= MAX_DECODE_CHUNK) that keeps the decode
-phase from raising the plan's peak and inside the budget: smaller decode chunks are exact and nearly free, so
-they are not a rung of their own. Approximate rungs (``fp8_weights``: UNet weights stored in float8;
-``vae_tiling``: tiled decode with fp8 and sequential offload) join the ladder only with
-``allow_approximate=True`` and are labelled in the plan. ``strategy=`` forces a rung by name (RUNG_NAMES).
+phase from raising the plan's peak and inside the budget: for a per-frame decoder smaller decode chunks are
+exact and nearly free, so they are not a rung of their own. A temporal decoder (SVD) decodes every frame at
+once in exact rungs, since its chunks change the output; a whole-video VAE (Wan, LTX) has no chunk to choose.
+Approximate rungs (``fp8_weights``: denoiser weights stored in float8; ``tiled_decode``: block-level group
+offload with a spatially tiled VAE decode, for the whole-video VAEs of Wan and LTX whose decode can outgrow
+the denoiser; ``vae_tiling``: tiled decode with fp8 and sequential offload) join the ladder only with
+``allow_approximate=True`` and are labelled in the plan; the tiled rungs only for a VAE that tiles.
+``strategy=`` forces a rung by name (RUNG_NAMES).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from stillmotion.errors import CannotFit, InvalidRequest
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, unet_batch
+from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, guidance_batch
 from stillmotion.memory.types import (
     GIB,
     GroupOffloadType,
@@ -36,6 +40,7 @@ from stillmotion.memory.types import (
     RequestShape,
     Shape,
 )
+from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "fits",
     "ladder",
     "plan_memory",
+    "usable_rungs",
 ]
 
 # The estimate is multiplied by this before it is compared with the budget: the estimator is calibrated to a
@@ -57,10 +63,18 @@ __all__ = [
 ESTIMATE_MARGIN = 1.10
 # Largest VAE decode chunk: beyond 8 frames the decode is no faster on an H100 and only costs memory.
 MAX_DECODE_CHUNK = 8
-# dtype per device type: the published weights are fp16; CPUs run fp32 (fp16 matmuls are slow or missing).
+# Feed-forward chunking is used only where it can bring the peak below this fraction of the unchunked one.
+FF_CHUNKING_MIN_GAIN = 0.98
 # Expected-time differences below this are noise in the speed model: the earlier, simpler rung wins.
 SPEED_TIE = 0.005
-DTYPE_BY_DEVICE = {"cuda": "float16", "mps": "float16", "cpu": "float32"}
+# Devices that run a model in its 16-bit dtype (ModelSpec.half_dtype); CPUs run float32 (16-bit matmuls are
+# slow or missing there).
+HALF_PRECISION_DEVICES = ("cuda", "mps")
+
+
+def plan_dtype(spec: ModelSpec, device_type: str) -> str:
+    """The dtype a model runs in on this kind of device."""
+    return spec.half_dtype if device_type in HALF_PRECISION_DEVICES else "float32"
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,7 @@ _EXACT = (
         True,
         True,
         GroupOffloadType.BLOCK_LEVEL,
-        summary="UNet blocks streamed in (block-level group offload, CUDA streams)",
+        summary="denoiser blocks streamed in (block-level group offload, CUDA streams)",
     ),
     Rung(
         "group_offload_leaf",
@@ -125,7 +139,17 @@ _APPROXIMATE = {
         True,
         True,
         fp8_weights=True,
-        summary="APPROXIMATE: UNet weights stored in float8",
+        summary="APPROXIMATE: denoiser weights stored in float8",
+    ),
+    "group_offload": Rung(
+        "tiled_decode",
+        _R.GROUP_OFFLOAD,
+        True,
+        True,
+        True,
+        GroupOffloadType.BLOCK_LEVEL,
+        vae_tiling=True,
+        summary="APPROXIMATE: block-level group offload and tiled VAE decode",
     ),
     "sequential_offload": Rung(
         "vae_tiling",
@@ -160,6 +184,18 @@ def ladder(*, allow_approximate: bool = False, device_type: str = "cuda") -> tup
 RUNG_NAMES: tuple[str, ...] = tuple(r.name for r in ladder(allow_approximate=True))
 
 
+def usable_rungs(spec: ModelSpec, *, allow_approximate: bool, device_type: str = "cuda") -> tuple[Rung, ...]:
+    """The ladder for ``spec`` on ``device_type``: tiled-decode rungs only where the VAE can tile."""
+    rungs = ladder(allow_approximate=allow_approximate, device_type=device_type)
+    return tuple(rung for rung in rungs if not rung.vae_tiling or spec.memory.vae_tile_side)
+
+
+def expandable_memory(budget: DeviceBudget) -> bool:
+    """Whether reserved memory tracks allocated: expandable segments on a GPU, and always in host memory (no
+    caching allocator holds freed blocks there)."""
+    return budget.expandable_segments or budget.device_type == "cpu"
+
+
 def fits(estimate: MemoryEstimate, budget: DeviceBudget) -> bool:
     """Whether the estimate, with ESTIMATE_MARGIN, fits in the budget."""
     return estimate.peak_reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
@@ -172,36 +208,53 @@ def build_plan(
     rung: Rung,
     *,
     decode_chunk_size: int | None = None,
+    allow_approximate: bool = False,
 ) -> MemoryPlan:
-    """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given."""
-    dtype = DTYPE_BY_DEVICE.get(budget.device_type, "float32")
-    batch = unet_batch(request, rung.split_guidance)
+    """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given.
+
+    ``allow_approximate`` lets a temporal decoder (SVD) decode in chunks on any rung, labelled approximate.
+    """
+    dtype = plan_dtype(spec, budget.device_type)
+    batch = guidance_batch(request, rung.split_guidance)
     host = budget.device_type == "cpu"
+    # Where the denoiser's peak is outside its feed-forwards (Wan, LTX), chunking them only costs time.
+    chunking_helps = spec.memory.denoiser_ff_floor_fraction < FF_CHUNKING_MIN_GAIN
     plan = MemoryPlan(
         rung=rung.name,
         placement=rung.placement,
         dtype=dtype,
         release_encoders=rung.release_encoders and not host,  # on a CPU there is nowhere to release them to
         decode_chunk_size=1,
-        ff_chunk_size=ff_chunk_mib_for(spec, request, batch=batch) if rung.ff_chunks else None,
+        ff_chunk_size=ff_chunk_mib_for(spec, request, batch=batch)
+        if rung.ff_chunks and chunking_helps
+        else None,
         split_guidance=rung.split_guidance,
         fp8_weights=rung.fp8_weights,
         vae_tiling=rung.vae_tiling,
         group_offload_type=rung.group_offload_type,
     )
-    # Host memory has no caching allocator holding freed blocks: what is reserved is what is allocated.
-    expandable = budget.expandable_segments or host
-    if decode_chunk_size is None:
+    expandable = expandable_memory(budget)
+    chunking = spec.memory.decode_chunking
+    exact_only = not (rung.approximate or allow_approximate)
+    if chunking is DecodeChunking.WHOLE_VIDEO or (chunking is DecodeChunking.APPROXIMATE and exact_only):
+        decode_chunk_size = request.num_frames  # nothing to choose, or only the exact whole-video decode
+    elif decode_chunk_size is None:
         decode_chunk_size = _choose_decode_chunk(spec, request, budget, plan)
-    plan = replace(plan, decode_chunk_size=decode_chunk_size)
+    approximate_chunks = chunking is DecodeChunking.APPROXIMATE and decode_chunk_size < request.num_frames
+    plan = replace(plan, decode_chunk_size=decode_chunk_size, decode_chunk_approximate=approximate_chunks)
     return replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
 
 
 def _choose_decode_chunk(
     spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan
 ) -> int:
-    """Largest power-of-two chunk that neither raises the plan's peak nor leaves the budget (at least 1)."""
-    base = estimate_memory(spec, request, plan, expandable_segments=budget.expandable_segments)
+    """Largest power-of-two chunk that neither raises the plan's peak nor leaves the budget (at least 1).
+
+    A temporal decoder (approximate chunks) starts from the whole video: fewer, longer chunks flicker less.
+    """
+    if spec.memory.decode_chunking is DecodeChunking.APPROXIMATE:
+        return _largest_fitting_temporal_chunk(spec, request, budget, plan)
+    base = estimate_memory(spec, request, plan, expandable_segments=expandable_memory(budget))
     other_peak = max(base.encode.reserved_gib, base.denoise.reserved_gib)
     chunk = 1
     candidate = 2
@@ -210,13 +263,31 @@ def _choose_decode_chunk(
             spec,
             request,
             replace(plan, decode_chunk_size=candidate),
-            expandable_segments=budget.expandable_segments,
+            expandable_segments=expandable_memory(budget),
         )
         within_budget = trial.decode.reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
         if trial.decode.reserved_gib > other_peak or not within_budget:
             break
         chunk = candidate
         candidate *= 2
+    return chunk
+
+
+def _largest_fitting_temporal_chunk(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, plan: MemoryPlan
+) -> int:
+    """The longest decode chunk (all frames, then halving) whose decode phase fits the budget; at least 1."""
+    chunk = request.num_frames
+    while chunk > 1:
+        trial = estimate_memory(
+            spec,
+            request,
+            replace(plan, decode_chunk_size=chunk),
+            expandable_segments=expandable_memory(budget),
+        )
+        if trial.decode.reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes:
+            break
+        chunk = -(-chunk // 2)
     return chunk
 
 
@@ -273,10 +344,12 @@ def plan_memory(
     """
     if strategy is not None:
         rung = _rung_by_name(strategy, allow_approximate)
-        plan = build_plan(spec, request, budget, rung)
+        plan = build_plan(spec, request, budget, rung, allow_approximate=allow_approximate)
         return replace(plan, reason=_reason(plan, rung, budget, forced=True, skipped=0))
-    rungs = ladder(allow_approximate=allow_approximate, device_type=budget.device_type)
-    candidates = [(rung, build_plan(spec, request, budget, rung)) for rung in rungs]
+    rungs = usable_rungs(spec, allow_approximate=allow_approximate, device_type=budget.device_type)
+    candidates = [
+        (rung, build_plan(spec, request, budget, rung, allow_approximate=allow_approximate)) for rung in rungs
+    ]
     chosen = fastest_fitting(candidates, budget)
     if chosen is None:
         raise cannot_fit(spec, request, budget, allow_approximate=allow_approximate)
@@ -308,14 +381,16 @@ def smallest_estimate_gib(
 ) -> float:
     """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
     values = []
-    for rung in ladder(allow_approximate=allow_approximate, device_type=budget.device_type):
-        estimate = build_plan(spec, request, budget, rung, decode_chunk_size=1).estimate
+    for rung in usable_rungs(spec, allow_approximate=allow_approximate, device_type=budget.device_type):
+        estimate = build_plan(
+            spec, request, budget, rung, decode_chunk_size=1, allow_approximate=allow_approximate
+        ).estimate
         assert estimate is not None
         values.append(estimate.peak_reserved_gib)
     return min(values)
 
 
-def _fits_any(spec: ModelSpec, shape: Shape, budget: DeviceBudget, allow_approximate: bool) -> bool:
+def _fits_any(spec: ModelSpec, shape: RequestShape, budget: DeviceBudget, allow_approximate: bool) -> bool:
     need = smallest_estimate_gib(spec, shape, budget, allow_approximate=allow_approximate)
     return need * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
 
@@ -368,4 +443,10 @@ def cannot_fit(
         f"{need * ESTIMATE_MARGIN:.2f} GiB with the most memory-saving plan{extra}, {where}. "
         f"Largest that fits: {what}."
     )
+    if not allow_approximate and _fits_any(spec, request, budget, True):
+        details["fits_with_approximate"] = True
+        message += (
+            " It would fit with approximate savings (they change the output and are labelled): "
+            "--allow-approximate, or STILLMOTION_ALLOW_APPROXIMATE=1 for the service."
+        )
     return CannotFit(message, details=details)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.plan import MemoryPlan, RequestShape, build_plan, fastest_fitting, ladder
+from stillmotion.memory.plan import MemoryPlan, RequestShape, build_plan, fastest_fitting, usable_rungs
 from stillmotion.memory.types import PLACEMENT_ORDER
 from stillmotion.models.registry import ModelSpec
 
@@ -28,14 +28,15 @@ def next_plan(
     # The whole ladder, whatever the device: on a CPU PyTorch never raises out-of-memory (the OS kills the
     # process instead), so the only OOMs there are the test switches, and walking the full ladder exercises
     # the same placements and resumes a GPU would.
-    rungs = ladder(allow_approximate=allow_approximate or failed.approximate)
+    approximate = allow_approximate or failed.approximate
+    rungs = usable_rungs(spec, allow_approximate=approximate)
     names = [rung.name for rung in rungs]
     start = names.index(failed.rung) + 1 if failed.rung in names else 0
     failed_peak = failed.estimate.peak_reserved_gib if failed.estimate is not None else float("inf")
     failed_rank = PLACEMENT_ORDER.index(failed.placement)
     candidates = []
     for rung in rungs[start:]:
-        plan = build_plan(spec, request, budget, rung)
+        plan = build_plan(spec, request, budget, rung, allow_approximate=approximate)
         assert plan.estimate is not None
         cheaper = plan.estimate.peak_reserved_gib < failed_peak
         stronger = PLACEMENT_ORDER.index(plan.placement) > failed_rank

@@ -54,6 +54,16 @@ PLACEMENT_ORDER: tuple[Placement, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ModuleRoles:
+    """Which of a model's networks plays which part, so placement works the same for every family."""
+
+    denoiser: str  # runs every step: "unet" or "transformer" (fp8 storage, chunking, block-level offload)
+    encoders: tuple[str, ...]  # run once per request; released after encoding when the plan says so
+    # The order the models run in: diffusers' ``model_cpu_offload_seq`` for the family's pipeline.
+    offload_order: tuple[str, ...]
+
+
 class GroupOffloadType(StrEnum):
     """diffusers' ``apply_group_offloading(offload_type=...)`` values."""
 
@@ -136,6 +146,8 @@ class MemoryPlan:
     split_guidance: bool  # run the unconditional and conditional UNet halves one after the other
     fp8_weights: bool = False  # APPROXIMATE: UNet weights stored as float8_e4m3fn, computed in ``dtype``
     vae_tiling: bool = False  # APPROXIMATE: spatially tiled VAE decode (tile seams may show)
+    # APPROXIMATE for temporal decoders (SVD): each decode chunk sees only its own frames (flicker may show).
+    decode_chunk_approximate: bool = False
     group_offload_type: GroupOffloadType | None = None  # only for GROUP_OFFLOAD
     estimate: MemoryEstimate | None = None
     reason: str = ""  # one line: why this plan
@@ -143,13 +155,16 @@ class MemoryPlan:
     @property
     def approximate(self) -> bool:
         """True when the plan changes the math (never chosen unless the user allowed it)."""
-        return self.fp8_weights or self.vae_tiling
+        return self.fp8_weights or self.vae_tiling or self.decode_chunk_approximate
 
     @property
     def approximations(self) -> list[str]:
-        return [
-            name for name, on in (("fp8_weights", self.fp8_weights), ("vae_tiling", self.vae_tiling)) if on
-        ]
+        flags = (
+            ("fp8_weights", self.fp8_weights),
+            ("vae_tiling", self.vae_tiling),
+            ("temporal_decode_chunks", self.decode_chunk_approximate),
+        )
+        return [name for name, on in flags if on]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +178,7 @@ class MemoryPlan:
             "split_guidance": self.split_guidance,
             "fp8_weights": self.fp8_weights,
             "vae_tiling": self.vae_tiling,
+            "decode_chunk_approximate": self.decode_chunk_approximate,
             "approximate": self.approximate,
             "estimate": {} if self.estimate is None else self.estimate.to_dict(),
             "reason": self.reason,

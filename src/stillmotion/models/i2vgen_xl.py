@@ -1,4 +1,4 @@
-"""The I2VGen-XL adapter: load its components and run encode / one denoising step / decode.
+"""The I2VGen-XL adapter (models/family.py): load its components and run encode / one step / decode.
 
 stillmotion owns the loop (engine/engine.py) because diffusers' I2VGenXLPipeline is deprecated and has no
 step callback or interrupt; every piece of math here follows that pipeline (diffusers 0.42.1,
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 import torch
@@ -17,9 +18,22 @@ from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from stillmotion.memory.types import ModuleRoles
+from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
+
+if TYPE_CHECKING:
+    from stillmotion.engine.request import ResolvedRequest
+    from stillmotion.models.registry import ModelSpec
+
 logger = logging.getLogger(__name__)
 
 MODULE_NAMES = ("unet", "vae", "text_encoder", "image_encoder")
+# diffusers' I2VGenXLPipeline.model_cpu_offload_seq
+ROLES = ModuleRoles(
+    denoiser="unet",
+    encoders=("text_encoder", "image_encoder"),
+    offload_order=("text_encoder", "image_encoder", "unet", "vae"),
+)
 
 
 @dataclass
@@ -275,3 +289,191 @@ def decode_latents(
     # Same post-processing as the pipeline's VideoProcessor: [-1, 1] -> [0, 1], channels last.
     frames = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     return frames.cpu()
+
+
+# 5. The family interface --------------------------------------------------------------------------------
+
+
+class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
+    """I2VGen-XL through the engine's one flow: the functions above, in the order of the interface."""
+
+    name = "i2vgen-xl"
+    pipeline_classes = ("I2VGenXLPipeline",)
+    roles = ROLES
+    # Each repeats (16 transformer blocks spatial + temporal, 22 resnets, 22 temporal convs) so one graph per
+    # shape serves many modules; the temporal encoder holds the largest activation peak (measurements/).
+    compile_blocks = (
+        "BasicTransformerBlock",
+        "ResnetBlock2D",
+        "TemporalConvLayer",
+        "I2VGenXLTransformerTemporalEncoder",
+    )
+
+    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> I2VGenXLComponents:
+        from transformers import (
+            CLIPImageProcessor,
+            CLIPTextModel,
+            CLIPTokenizer,
+            CLIPVisionModelWithProjection,
+        )
+
+        common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
+        src = str(folder)
+        components = I2VGenXLComponents(
+            unet=I2VGenXLUNet.from_pretrained(src, subfolder="unet", **common),
+            vae=AutoencoderKL.from_pretrained(src, subfolder="vae", **common),
+            text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **common),
+            image_encoder=CLIPVisionModelWithProjection.from_pretrained(
+                src, subfolder="image_encoder", **common
+            ),
+            tokenizer=CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),
+            feature_extractor=CLIPImageProcessor.from_pretrained(
+                src, subfolder="feature_extractor", local_files_only=True
+            ),
+            scheduler=DDIMScheduler.from_pretrained(src, subfolder="scheduler", local_files_only=True),
+        )
+        check_components(components)
+        return components
+
+    def build_tiny(self, spec: ModelSpec, seed: int) -> I2VGenXLComponents:
+        from stillmotion.models.tiny import build_tiny_components
+
+        return I2VGenXLComponents(**build_tiny_components(seed))
+
+    def network_builders(self, config_dir: Path) -> NetworkBuilders:
+        from transformers import (
+            CLIPTextConfig,
+            CLIPTextModel,
+            CLIPVisionConfig,
+            CLIPVisionModelWithProjection,
+        )
+
+        return {
+            "unet": lambda: I2VGenXLUNet.from_config(read_config(config_dir / "unet")),
+            "vae": lambda: AutoencoderKL.from_config(read_config(config_dir / "vae")),
+            "text_encoder": lambda: CLIPTextModel(
+                CLIPTextConfig.from_json_file(config_dir / "text_encoder" / "config.json")
+            ),
+            "image_encoder": lambda: CLIPVisionModelWithProjection(
+                CLIPVisionConfig.from_json_file(config_dir / "image_encoder" / "config.json")
+            ),
+        }
+
+    def assemble(self, networks: dict[str, torch.nn.Module], config_dir: Path) -> I2VGenXLComponents:
+        from transformers import CLIPImageProcessor
+
+        from stillmotion.models.tiny import build_tiny_tokenizer
+
+        return I2VGenXLComponents(
+            **networks,
+            tokenizer=build_tiny_tokenizer(),  # byte-level, 77 tokens like the real one; ids fit the vocab
+            feature_extractor=CLIPImageProcessor.from_pretrained(
+                str(config_dir / "feature_extractor"), local_files_only=True
+            ),
+            scheduler=DDIMScheduler.from_config(
+                read_config(config_dir / "scheduler", "scheduler_config.json")
+            ),
+        )
+
+    def encode(
+        self,
+        components: I2VGenXLComponents,
+        request: ResolvedRequest,
+        image: PIL.Image.Image,
+        device: torch.device,
+        dtype: torch.dtype,
+        generator: torch.Generator,
+        cached: Cached,
+    ) -> Conditioning:
+        prompt = cached(("text", request.prompt), lambda: encode_text(components, request.prompt, device))
+        negative = None
+        if request.do_classifier_free_guidance:
+            negative = cached(
+                ("text", request.negative_prompt),
+                lambda: encode_text(components, request.negative_prompt, device),
+            )
+        image_embeds = cached(
+            ("image", request.width), lambda: encode_image(components, image, request.width, device)
+        )
+        # The reference samples the VAE posterior from the global RNG seeded like the noise, not from the
+        # noise generator: a generator of its own, seeded the same, gives the reference's draw.
+        sample = torch.Generator(device="cpu").manual_seed(request.seed)
+        image_latents = encode_image_latents(
+            components, image, request.height, request.width, request.num_frames, sample, device, dtype
+        )
+        return Conditioning(
+            prompt_embeds=prompt.to(dtype),
+            image_embeds=image_embeds.to(dtype),
+            negative_prompt_embeds=None if negative is None else negative.to(dtype),
+            image_latents=image_latents,
+            fps=request.fps,
+        )
+
+    def new_scheduler(
+        self, components: I2VGenXLComponents, request: ResolvedRequest, device: torch.device
+    ) -> Any:
+        scheduler = type(components.scheduler).from_config(components.scheduler.config)
+        # Timesteps stay on the CPU: DDIM indexes its CPU tables with them, which would force a host sync
+        # per step if they lived on the GPU (exact either way; see BENCHMARKING "removing host syncs").
+        scheduler.set_timesteps(request.num_inference_steps)
+        return scheduler
+
+    def initial_latents(
+        self,
+        components: I2VGenXLComponents,
+        request: ResolvedRequest,
+        cond: Conditioning,
+        scheduler: Any,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        return initial_latents(
+            components,
+            request.num_frames,
+            request.height,
+            request.width,
+            generator,
+            device,
+            dtype,
+            scheduler.init_noise_sigma,
+        )
+
+    def predict_noise(
+        self,
+        components: I2VGenXLComponents,
+        scheduler: Any,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: Conditioning,
+        request: ResolvedRequest,
+        split_guidance: bool,
+    ) -> torch.Tensor:
+        model_input = scheduler.scale_model_input(
+            latents, timestep
+        )  # DDIM: the identity, kept for schedulers
+        return predict_noise(components, model_input, timestep, cond, request.guidance_scale, split_guidance)
+
+    def scheduler_step(
+        self,
+        scheduler: Any,
+        noise_pred: torch.Tensor,
+        timestep: torch.Tensor,
+        latents: torch.Tensor,
+        cond: Conditioning,
+    ) -> torch.Tensor:
+        return scheduler_step(scheduler, noise_pred, timestep, latents)
+
+    def decode(
+        self,
+        components: I2VGenXLComponents,
+        latents: torch.Tensor,
+        cond: Conditioning,
+        request: ResolvedRequest,
+        decode_chunk_size: int,
+        vae_tiling: bool,
+    ) -> torch.Tensor:
+        return decode_latents(components, latents, decode_chunk_size, vae_tiling)
+
+
+FAMILY = I2VGenXLFamily()

@@ -14,38 +14,74 @@ from pathlib import Path
 import torch
 
 from stillmotion.errors import ModelUnavailable
-from stillmotion.models.i2vgen_xl import I2VGenXLComponents, check_components
+from stillmotion.models.families import Components, family_of
 from stillmotion.models.registry import ModelSpec
-from stillmotion.models.tiny import build_tiny_components
 
 logger = logging.getLogger(__name__)
 
-CONFIG_PATTERNS = ["model_index.json", "*/*.json", "tokenizer/*.txt", "tokenizer/*.json"]
-WEIGHT_FILES = {
-    "unet": "unet/diffusion_pytorch_model{variant}.safetensors",
-    "vae": "vae/diffusion_pytorch_model{variant}.safetensors",
-    "text_encoder": "text_encoder/model{variant}.safetensors",
-    "image_encoder": "image_encoder/model{variant}.safetensors",
-}
+CONFIG_PATTERNS = [
+    "model_index.json",
+    "*/*.json",
+    "tokenizer/*.txt",
+    "tokenizer/*.json",
+    "tokenizer/*.model",  # T5's sentencepiece model, beside its tokenizer.json
+]
+# transformers save a network as model*.safetensors, diffusers as diffusion_pytorch_model*.safetensors; large
+# networks come in shards (name-00001-of-00004.safetensors, with a .index.json that CONFIG_PATTERNS covers).
+TRANSFORMERS_STEM = "model"
+DIFFUSERS_STEM = "diffusion_pytorch_model"
 
 HUB_PROBE_TIMEOUT_S = 5.0
 
 OFFLINE_HELP = (
     "To run without the hub: download the model once on a connected machine "
-    "(`huggingface-cli download ali-vilab/i2vgen-xl`) and pass its folder with --model /path/to/i2vgen-xl, "
-    "or try the pipeline end to end with --model tiny-i2vgen-xl (random weights, no download)."
+    "(`huggingface-cli download <repo id>`) and pass its folder with --model /path/to/folder, "
+    "or try the pipeline end to end with a built-in tiny model, e.g. --model tiny-i2vgen-xl (random weights, "
+    "no download)."
 )
 
 
-def weight_variant(dtype: torch.dtype) -> str | None:
-    """The checkpoint variant to fetch: half-precision files for a half-precision run."""
-    return "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+def weight_variant(spec: ModelSpec, dtype: torch.dtype) -> str | None:
+    """The checkpoint variant to fetch: the repo's half-precision files for a half-precision run, if any."""
+    if dtype in (torch.float16, torch.bfloat16) and "fp16" in spec.variants:
+        return "fp16"
+    return None
 
 
-def hub_patterns(dtype: torch.dtype) -> list[str]:
-    variant = weight_variant(dtype)
+def weight_patterns(spec: ModelSpec, variant: str | None) -> dict[str, list[str]]:
+    """Per network, the file patterns of its weights for ``variant`` (one file or shards)."""
+    roles = family_of(spec).roles
     suffix = f".{variant}" if variant else ""
-    return CONFIG_PATTERNS + [pattern.format(variant=suffix) for pattern in WEIGHT_FILES.values()]
+    patterns = {}
+    networks = [roles.denoiser, *(name for name in roles.offload_order if name != roles.denoiser)]
+    for name in networks:  # the denoiser first: it names the model in messages about missing files
+        role = "denoiser" if name == roles.denoiser else name
+        if not getattr(spec.params, role):  # a network this model does not have (Wan 2.2 TI2V: no CLIP)
+            continue
+        stem = TRANSFORMERS_STEM if name in roles.encoders else DIFFUSERS_STEM
+        patterns[name] = [f"{name}/{stem}{suffix}.safetensors", f"{name}/{stem}{suffix}-*-of-*.safetensors"]
+    return patterns
+
+
+def hub_patterns(spec: ModelSpec, dtype: torch.dtype) -> list[str]:
+    """Every file a run in ``dtype`` needs: configs, tokenizer, and only the weights of that variant."""
+    weights = weight_patterns(spec, weight_variant(spec, dtype))
+    return CONFIG_PATTERNS + [pattern for patterns in weights.values() for pattern in patterns]
+
+
+def missing_weights(spec: ModelSpec, folder: Path) -> list[str]:
+    """Networks of ``spec`` with no weight file in ``folder`` in any variant (checked on disk only)."""
+    missing: list[str] = []
+    for variant in (None, "fp16"):
+        absent = [
+            name
+            for name, patterns in weight_patterns(spec, variant).items()
+            if not any(any(folder.glob(pattern)) for pattern in patterns)
+        ]
+        if not absent:
+            return []
+        missing = missing or absent
+    return [weight_patterns(spec, None)[name][0] for name in missing]
 
 
 def is_cached(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | None = None) -> bool:
@@ -80,7 +116,7 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
         folder = snapshot_download(
             spec.repo_id,
             revision=spec.revision,
-            allow_patterns=hub_patterns(dtype),
+            allow_patterns=hub_patterns(spec, dtype),
             cache_dir=str(cache_dir) if cache_dir else None,
             local_files_only=offline,
         )
@@ -137,11 +173,12 @@ def _hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 def load_components(
     spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | None = None, offline: bool = False
-) -> I2VGenXLComponents:
+) -> Components:
     """All components of ``spec`` on the CPU in ``dtype`` (the memory plan places them afterwards)."""
+    family = family_of(spec)
+    components: Components
     if spec.tiny:
-        parts = build_tiny_components(seed=0)
-        components = I2VGenXLComponents(**parts)
+        components = family.build_tiny(spec, seed=0)
         if dtype != torch.float32:  # built in float32
             for module in components.modules().values():
                 module.to(dtype=dtype)
@@ -150,12 +187,15 @@ def load_components(
         from stillmotion.models.random_full import build_random_components
 
         # Cached as a safetensors file per (seed, dtype) under the models folder; built on the first use.
-        return build_random_components(dtype=dtype, cache_dir=cache_dir)
+        components = build_random_components(spec, dtype=dtype, cache_dir=cache_dir)
+        return components
     folder = spec.local_path or fetch_snapshot(spec, dtype, cache_dir=cache_dir, offline=offline)
-    variant = weight_variant(dtype) if spec.local_path is None else _local_variant(folder, dtype)
+    variant = weight_variant(spec, dtype) if spec.local_path is None else _local_variant(spec, folder, dtype)
     logger.info("loading %s from %s (%s, variant=%s)", spec.name, folder, dtype, variant)
     try:
-        components = _from_folder(folder, dtype, variant)
+        components = family.load_folder(folder, dtype, variant)
+        for module in components.modules().values():
+            module.eval()
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelUnavailable(
             f"model={spec.name!r}: the files in {folder} could not be loaded ({type(exc).__name__}: {exc}). "
@@ -165,32 +205,10 @@ def load_components(
     return components
 
 
-def _local_variant(folder: Path, dtype: torch.dtype) -> str | None:
-    """Use fp16 files from a local folder only if it has them."""
-    variant = weight_variant(dtype)
-    if variant and (folder / WEIGHT_FILES["unet"].format(variant=f".{variant}")).exists():
-        return variant
-    return None
-
-
-def _from_folder(folder: Path, dtype: torch.dtype, variant: str | None) -> I2VGenXLComponents:
-    from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet
-    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
-
-    common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
-    src = str(folder)
-    components = I2VGenXLComponents(
-        unet=I2VGenXLUNet.from_pretrained(src, subfolder="unet", **common),
-        vae=AutoencoderKL.from_pretrained(src, subfolder="vae", **common),
-        text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **common),
-        image_encoder=CLIPVisionModelWithProjection.from_pretrained(src, subfolder="image_encoder", **common),
-        tokenizer=CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),
-        feature_extractor=CLIPImageProcessor.from_pretrained(
-            src, subfolder="feature_extractor", local_files_only=True
-        ),
-        scheduler=DDIMScheduler.from_pretrained(src, subfolder="scheduler", local_files_only=True),
-    )
-    check_components(components)
-    for module in components.modules().values():
-        module.eval()
-    return components
+def _local_variant(spec: ModelSpec, folder: Path, dtype: torch.dtype) -> str | None:
+    """Use fp16 files from a local folder only if it has them for the denoiser."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return None
+    denoiser = family_of(spec).roles.denoiser
+    patterns = weight_patterns(spec, "fp16")[denoiser]
+    return "fp16" if any(any(folder.glob(pattern)) for pattern in patterns) else None

@@ -1,94 +1,83 @@
-"""i2vgen-xl-random: the full-size I2VGen-XL architecture with seeded random weights, built offline.
+"""Full-size random-weight models (e.g. i2vgen-xl-random): each family's real architecture, built offline.
 
 For memory and speed testing (``stillmotion.bench``, ``stillmotion generate --model i2vgen-xl-random``): the
-networks are built from the configs shipped in ``models/configs/i2vgen-xl`` (verbatim from
-ali-vilab/i2vgen-xl), so parameter counts, shapes and therefore memory and time per step are the real
-model's. Its videos are noise. Weights are drawn with each class's own initialisation from a fixed seed,
-scaled by 0.5 (as ../shared/measurements did, so fp16 activations stay finite), then cast to the requested
-dtype. Building takes a minute of CPU time, so the result is cached as one safetensors file per
-(seed, dtype), written atomically; later loads take seconds.
+networks are built from the configs shipped in ``models/configs/<config_name>`` (verbatim where the model's
+repo was readable, written by hand from the published configs otherwise; each folder's SOURCES.md says
+which), so parameter counts, shapes and therefore memory and time per step are the real model's. Its videos
+are noise. Weights are drawn with each class's own initialisation from a fixed seed, scaled by 0.5 (as
+../shared/measurements did, so fp16 activations stay finite), then cast to the requested dtype. Building takes
+minutes of CPU time (the 14B Wan transformer: 65 GB of float32 while it is drawn), so the result is cached as
+one safetensors file per (configs, seed, dtype), written atomically; later loads take seconds to minutes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPVisionConfig,
-    CLIPVisionModelWithProjection,
-)
 
-from stillmotion.models.i2vgen_xl import MODULE_NAMES, I2VGenXLComponents
-from stillmotion.models.tiny import build_tiny_tokenizer
+from stillmotion.models.families import family_of
+from stillmotion.models.family import Components, NetworkBuilders
+from stillmotion.models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "i2vgen-xl"
+CONFIGS_ROOT = Path(__file__).resolve().parent / "configs"
 WEIGHTS_SEED = 0  # one fixed seed: every run (engine, bench plan cells, stock cells) loads the same weights
 WEIGHT_SCALE = 0.5  # as in ../shared/measurements: random fp16 weights stay finite through 50 steps
-CACHE_SUBDIR = "i2vgen-xl-random"
 
 
-def _read(config_dir: Path, name: str) -> dict[str, Any]:
-    config: dict[str, Any] = json.loads((config_dir / name / "config.json").read_text())
-    return config
+def config_dir(spec: ModelSpec) -> Path:
+    """The shipped full-size configs of ``spec``'s architecture (models/configs/<config_name>)."""
+    assert spec.config_name is not None, f"{spec.name} has no shipped configs"
+    return CONFIGS_ROOT / spec.config_name
 
 
-def module_builders(config_dir: Path | None = None) -> dict[str, Callable[[], torch.nn.Module]]:
-    """One constructor per weight-carrying component, in MODULE_NAMES order (the seed offset is the index)."""
-    config_dir = config_dir or CONFIG_DIR
-    builders: dict[str, Callable[[], torch.nn.Module]] = {
-        "unet": lambda: I2VGenXLUNet.from_config(_read(config_dir, "unet")),
-        "vae": lambda: AutoencoderKL.from_config(_read(config_dir, "vae")),
-        "text_encoder": lambda: CLIPTextModel(
-            CLIPTextConfig.from_json_file(config_dir / "text_encoder" / "config.json")
-        ),
-        "image_encoder": lambda: CLIPVisionModelWithProjection(
-            CLIPVisionConfig.from_json_file(config_dir / "image_encoder" / "config.json")
-        ),
-    }
-    assert tuple(builders) == MODULE_NAMES
-    return builders
+def cache_subdir(spec: ModelSpec) -> str:
+    """The folder of ``spec``'s weight files under the models folder, e.g. ``i2vgen-xl-random``."""
+    return f"{spec.config_name}-random"
 
 
-def empty_modules(config_dir: Path | None = None) -> dict[str, torch.nn.Module]:
-    """The four networks with parameters on the meta device: shapes and counts, no memory."""
+def module_builders(spec: ModelSpec) -> NetworkBuilders:
+    """One constructor per network, in the family's order (the seed offset is the index)."""
+    return family_of(spec).network_builders(config_dir(spec))
+
+
+def empty_modules(spec: ModelSpec) -> dict[str, torch.nn.Module]:
+    """The networks with parameters on the meta device: shapes and counts, no memory."""
     modules = {}
-    for name, build in module_builders(config_dir).items():
+    for name, build in module_builders(spec).items():
         with init_empty_weights():
-            modules[name] = build()
+            module = build()
+        # transformers ties T5's embeddings in __init__, but not under init_empty_weights (which re-registers
+        # parameters as it goes): tie them after it.
+        tie_weights = getattr(module, "tie_weights", None)
+        if callable(tie_weights):
+            tie_weights()
+        modules[name] = module
     return modules
 
 
-def config_hash(config_dir: Path | None = None) -> str:
-    """Short digest of the four network configs: a changed config never loads a stale weights file."""
-    config_dir = config_dir or CONFIG_DIR
+def config_hash(spec: ModelSpec) -> str:
+    """Short digest of the network configs: a changed config never loads a stale weights file."""
     digest = hashlib.sha256()
-    for name in MODULE_NAMES:
-        digest.update((config_dir / name / "config.json").read_bytes())
+    for name in module_builders(spec):
+        digest.update((config_dir(spec) / name / "config.json").read_bytes())
     return digest.hexdigest()[:10]
 
 
-def weights_path(cache_dir: Path, seed: int, dtype: torch.dtype, config_dir: Path | None = None) -> Path:
-    """The cache file of one (configs, seed, dtype), under ``<cache_dir>/i2vgen-xl-random/``."""
+def weights_path(spec: ModelSpec, cache_dir: Path, seed: int, dtype: torch.dtype) -> Path:
+    """The cache file of one (configs, seed, dtype), under ``<cache_dir>/<config_name>-random/``."""
     dtype_name = str(dtype).removeprefix("torch.")
-    name = f"{config_hash(config_dir)}-seed{seed}-scale{WEIGHT_SCALE:g}-{dtype_name}.safetensors"
-    return cache_dir / CACHE_SUBDIR / name
+    name = f"{config_hash(spec)}-seed{seed}-scale{WEIGHT_SCALE:g}-{dtype_name}.safetensors"
+    return cache_dir / cache_subdir(spec) / name
 
 
 def default_cache_dir() -> Path:
@@ -100,11 +89,11 @@ def default_cache_dir() -> Path:
 
 
 def _build(
-    config_dir: Path, seed: int, dtype: torch.dtype, weight_scale: float = WEIGHT_SCALE
+    spec: ModelSpec, seed: int, dtype: torch.dtype, weight_scale: float = WEIGHT_SCALE
 ) -> dict[str, torch.nn.Module]:
     """Build the networks with seeded random weights: fp32 init, scaled, then cast (one at a time)."""
     modules: dict[str, torch.nn.Module] = {}
-    for offset, (name, build) in enumerate(module_builders(config_dir).items()):
+    for offset, (name, build) in enumerate(module_builders(spec).items()):
         torch.manual_seed(seed + offset)
         module = build()
         with torch.no_grad():
@@ -114,13 +103,19 @@ def _build(
     return modules
 
 
-def _load(config_dir: Path, path: Path) -> dict[str, torch.nn.Module]:
+def _load(spec: ModelSpec, path: Path) -> dict[str, torch.nn.Module]:
     state = load_file(str(path))
-    modules = empty_modules(config_dir)
+    modules = empty_modules(spec)
     for name, module in modules.items():
         prefix = f"{name}."
         part = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-        module.load_state_dict(part, strict=True, assign=True)
+        # Tied weights (T5's shared embedding) were saved once: load the rest, then tie them again.
+        result = module.load_state_dict(part, strict=False, assign=True)
+        if result.unexpected_keys:
+            raise ValueError(f"{path}: {name} has unknown weights {result.unexpected_keys[:3]}")
+        tie_weights = getattr(module, "tie_weights", None)
+        if callable(tie_weights):
+            tie_weights()
         left = [n for n, p in module.named_parameters() if p.device.type == "meta"]
         if left:
             raise ValueError(f"{path}: {name} has no weights for {left[:3]}")
@@ -129,12 +124,18 @@ def _load(config_dir: Path, path: Path) -> dict[str, torch.nn.Module]:
 
 
 def _save(modules: dict[str, torch.nn.Module], path: Path, seed: int) -> None:
-    """Write every state dict into one safetensors file: temp file in the same folder, fsync, rename."""
-    state = {
-        f"{name}.{key}": tensor.detach().contiguous()
-        for name, module in modules.items()
-        for key, tensor in module.state_dict().items()
-    }
+    """Write every state dict into one safetensors file: temp file in the same folder, fsync, rename.
+
+    A tied weight (two names, one tensor: T5's shared embedding) is written once; ``_load`` ties it again.
+    """
+    state: dict[str, torch.Tensor] = {}
+    saved: set[int] = set()
+    for name, module in modules.items():
+        for key, tensor in module.state_dict().items():
+            if tensor.data_ptr() in saved:
+                continue
+            saved.add(tensor.data_ptr())
+            state[f"{name}.{key}"] = tensor.detach().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(handle)
@@ -149,21 +150,20 @@ def _save(modules: dict[str, torch.nn.Module], path: Path, seed: int) -> None:
 
 
 def build_random_networks(
+    spec: ModelSpec,
     seed: int = WEIGHTS_SEED,
     dtype: torch.dtype = torch.float16,
     cache_dir: Path | None = None,
-    config_dir: Path | None = None,
 ) -> dict[str, torch.nn.Module]:
     """The networks, on the CPU in ``dtype``: from the cache file if there is one, else built and cached."""
-    config_dir = config_dir or CONFIG_DIR
-    path = weights_path(cache_dir or default_cache_dir(), seed, dtype, config_dir)
+    path = weights_path(spec, cache_dir or default_cache_dir(), seed, dtype)
     if path.is_file():
         try:
-            return _load(config_dir, path)
+            return _load(spec, path)
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # truncated or stale: rebuild
             logger.warning("ignoring unreadable random-weights cache %s (%s)", path, exc)
-    logger.info("building random full-size I2VGen-XL weights (seed %d, %s) -> %s", seed, dtype, path)
-    modules = _build(config_dir, seed, dtype)
+    logger.info("building random full-size %s weights (seed %d, %s) -> %s", spec.name, seed, dtype, path)
+    modules = _build(spec, seed, dtype)
     try:
         _save(modules, path, seed)
     except OSError as exc:  # a read-only or full disk costs a rebuild next time, not this run
@@ -172,20 +172,12 @@ def build_random_networks(
 
 
 def build_random_components(
+    spec: ModelSpec,
     seed: int = WEIGHTS_SEED,
     dtype: torch.dtype = torch.float16,
     cache_dir: Path | None = None,
-    config_dir: Path | None = None,
-) -> I2VGenXLComponents:
-    """All seven components: random networks, byte-level tokenizer, the shipped processor and scheduler."""
-    config_dir = config_dir or CONFIG_DIR
-    networks = build_random_networks(seed, dtype, cache_dir, config_dir)
-    scheduler_config = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())
-    return I2VGenXLComponents(
-        **networks,
-        tokenizer=build_tiny_tokenizer(),  # byte-level, 77 tokens like the real one; ids fit the vocab
-        feature_extractor=CLIPImageProcessor.from_pretrained(
-            str(config_dir / "feature_extractor"), local_files_only=True
-        ),
-        scheduler=DDIMScheduler.from_config(scheduler_config),
-    )
+) -> Components:
+    """All components: random networks plus the family's offline tokenizer, image processor and scheduler."""
+    networks = build_random_networks(spec, seed, dtype, cache_dir)
+    components: Components = family_of(spec).assemble(networks, config_dir(spec))
+    return components

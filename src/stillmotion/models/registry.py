@@ -12,15 +12,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stillmotion.errors import UnknownModel
-from stillmotion.models.memory_facts import MemoryFacts
+from stillmotion.models.memory_facts import DecodeChunking, MemoryFacts
 
 I2VGENXL_NEGATIVE_PROMPT = (
     "Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, "
     "disconnected limbs, Ugly faces, incomplete arms"
 )
 
-# Resolution presets: the output area is about preset**2 pixels, the input's aspect ratio is kept.
-RESOLUTION_PRESETS: dict[str, int] = {"512p": 512, "768p": 768, "1024p": 1024}
+# Resolution presets: the output area is about side**2 pixels, the input's aspect ratio is kept. "480p" and
+# "720p" are the areas of 16:9 frames of that height (480x854, 720x1280), the sizes video models train at.
+RESOLUTION_PRESETS: dict[str, int] = {"512p": 512, "480p": 640, "768p": 768, "720p": 960, "1024p": 1024}
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,17 @@ class Limits:
 
     min_frames: int = 8
     max_frames: int = 32
+    # num_frames must be frame_step x k + 1: a causal video VAE packs frame_step frames per latent frame after
+    # the first (Wan 4, LTX 8); 1 = any count.
+    frame_step: int = 1
     min_side: int = 256
     max_side: int = 1536
     max_pixels: int = 1536 * 1024
-    size_multiple: int = 8  # the VAE's downsampling factor: explicit sizes must be multiples of it
+    # Explicit sizes must be multiples of this: the VAE's downsampling (x the transformer's patch size).
+    size_multiple: int = 8
+    size_rule: str = "the VAE's downsampling factor"  # why size_multiple, for error messages
     preset_multiple: int = 64  # presets snap to this, so every UNet level divides evenly
+    accepts_prompt: bool = True  # False: the model animates the image alone (no text encoder)
     max_inference_steps: int = 500
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 30.0
@@ -56,19 +63,19 @@ class Limits:
 
 @dataclass(frozen=True)
 class ComponentParams:
-    """Parameter counts per component (exact, from the configs in shared/model-configs)."""
+    """Parameter counts per role (exact, counted on the meta device from the shipped configs); 0 = absent."""
 
-    unet: int
+    denoiser: int  # the UNet or the transformer
     vae: int
-    text_encoder: int
-    image_encoder: int
+    text_encoder: int = 0
+    image_encoder: int = 0
 
-    def bytes(self, component: str, bytes_per_param: int) -> int:
-        return int(getattr(self, component)) * bytes_per_param
+    def bytes(self, role: str, bytes_per_param: int) -> int:
+        return int(getattr(self, role)) * bytes_per_param
 
     @property
     def total(self) -> int:
-        return self.unet + self.vae + self.text_encoder + self.image_encoder
+        return self.denoiser + self.vae + self.text_encoder + self.image_encoder
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,8 @@ class Architecture:
     """Shape facts the estimator and the engine need before any weight is loaded."""
 
     latent_channels: int = 4
-    vae_scale_factor: int = 8
+    vae_scale_factor: int = 8  # pixels per latent pixel, per side
+    temporal_compression: int = 1  # frames per latent frame after the first (1: one latent per frame)
     unet_block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
     text_max_length: int = 77
 
@@ -96,6 +104,12 @@ class ModelSpec:
     architecture: Architecture
     memory: MemoryFacts
     description: str = ""
+    # Weight variants the repo publishes besides the full-precision files ("fp16": *.fp16.safetensors).
+    variants: tuple[str, ...] = ("fp16",)
+    # The 16-bit dtype a GPU runs it in: the dtype its weights were published and trained in (T5-family text
+    # encoders overflow in float16, so Wan and LTX run in bfloat16).
+    half_dtype: str = "float16"
+    config_name: str | None = None  # shipped full-size configs: models/configs/<config_name> (random builds)
     tiny: bool = False  # built in memory with random weights, no download
     random_weights: bool = False  # full size, seeded random weights built offline (models/random_full.py)
     aliases: tuple[str, ...] = field(default=())
@@ -118,12 +132,12 @@ I2VGENXL_MEMORY = MemoryFacts(
     # Sources: ../shared/measurements (H100, fp16, diffusers 0.42.1); the meta-device simulator
     # (stillmotion.bench.simulate); PRIOR = not yet checked on a GPU. Derivations: docs/memory.md.
     # 2.588 GiB for batch 2 x 16 frames x 64x64 latent (512p); linear in tokens to 0.1% over all 24 cells.
-    unet_act_gib_per_unit=2.588 / (2 * 16 * 64 * 64),
+    denoiser_act_gib_per_unit=2.588 / (2 * 16 * 64 * 64),
     # Simulator: with every feed-forward chunked, the peak is 0.516-0.517 of the unchunked one on every shape.
-    unet_ff_floor_fraction=0.517,
+    denoiser_ff_floor_fraction=0.517,
     # transformer_in: width 8 heads x 64 = 512, GEGLU projection 2 x 4 x 512.
-    unet_ff_proj_width=4096,
-    unet_ff_out_width=512,
+    denoiser_ff_proj_width=4096,
+    denoiser_ff_out_width=512,
     # Pipeline runs peak 1.5% above the bare UNet call (fp16-group / fp16-offload-exp rows).
     loop_extra_fraction=0.015,
     loop_extra_gib=0.02,
@@ -143,7 +157,7 @@ I2VGENXL_MEMORY = MemoryFacts(
     reserved_ratio_expandable=1.027,  # the largest of the measured 1.020-1.027 (fp16-offload-exp)
     # reserved - resident = 1.323 x UNet activations + 1.996 x VAE activations + 0.193 GiB: least squares on
     # relative error over the unet and vae_decode rows of the activation table (memory/calibrate.py).
-    reserved_act_ratio_unet=1.323,
+    reserved_act_ratio_denoiser=1.323,
     reserved_act_ratio_vae=1.996,
     reserved_extra_gib=0.193,
     # s/step 0.2304 at 512p and 0.9044 at 1024p (batch 2 x 16 frames, fp16 recipe).
@@ -171,11 +185,12 @@ I2VGENXL = ModelSpec(
     defaults=Defaults(),
     limits=Limits(),
     params=ComponentParams(
-        unet=1_420_469_224, vae=83_653_863, text_encoder=352_984_064, image_encoder=632_076_800
+        denoiser=1_420_469_224, vae=83_653_863, text_encoder=352_984_064, image_encoder=632_076_800
     ),
     architecture=Architecture(),
     memory=I2VGENXL_MEMORY,
     description="I2VGen-XL (Alibaba, 2023): image + text to 16-32 frames, trained at 1280x704.",
+    config_name="i2vgen-xl",
     aliases=("ali-vilab/i2vgen-xl",),
 )
 
@@ -188,12 +203,163 @@ TINY_I2VGENXL = ModelSpec(
     defaults=Defaults(resolution="512p", num_frames=8, num_inference_steps=4),
     limits=Limits(min_side=32),
     # Counted from the tiny build (tests/test_tiny_model.py keeps this honest).
-    params=ComponentParams(unet=0, vae=0, text_encoder=0, image_encoder=0),
+    params=ComponentParams(denoiser=0, vae=0),
     architecture=Architecture(unet_block_out_channels=(8, 16), text_max_length=77),
     memory=I2VGENXL_MEMORY,
     description="The I2VGen-XL architecture at tiny sizes with random weights: for tests and offline demos. "
     "Its videos are noise.",
     tiny=True,
+)
+
+# -- Memory facts of the other families: ESTIMATED, never measured on a GPU --------------------------------
+# Each is `python -m stillmotion.bench.simulate <model>` (the meta-device simulator, which reproduces the
+# H100 measurements of I2VGen-XL: tests/memory) at the model's native shape, adjusted (docs/memory.md):
+# - VAE decode terms x DECODE_WORKSPACE (per frame) and x SINGLE_FRAME_WORKSPACE (one frame): the measured /
+#   simulated ratios of I2VGen-XL's VAE, i.e. the cuDNN workspaces the simulator cannot see;
+# - allocator behaviour (reserved / allocated), workspace and loop extras: I2VGen-XL's, the same PyTorch;
+# - speed (PRIOR, it only ranks the rungs): FLOPs per step from the meta device at ASSUMED_MFU (UNets at
+#   the 23.6% I2VGen-XL measured), offload overheads scaled from I2VGen-XL's by the denoiser's bytes.
+DECODE_WORKSPACE = 0.5 / 0.469  # measured 0.500 GiB per 512x512 frame, simulated 0.469
+SINGLE_FRAME_WORKSPACE = 0.596 / 0.469
+UNET_STEP_S_PER_TFLOP = 0.2304 / 41.87  # I2VGen-XL: 0.2304 s/step measured for 41.87 TFLOP (23.6% MFU)
+TRANSFORMER_STEP_S_PER_TFLOP = 1 / (0.4 * 790.0)  # PRIOR: 40% of the H100's measured 790 TFLOP/s
+
+
+def _with_offload_costs(facts: MemoryFacts, denoiser_gb: float) -> MemoryFacts:
+    """I2VGen-XL's offload costs (2.84 GB UNet) scaled by the denoiser's 16-bit bytes (PRIOR)."""
+    scale = denoiser_gb / 2.84
+    return replace(
+        facts,
+        model_offload_fixed_s=I2VGENXL_MEMORY.model_offload_fixed_s * scale,
+        group_block_step_overhead_s=I2VGENXL_MEMORY.group_block_step_overhead_s * scale,
+        group_leaf_step_overhead_s=I2VGENXL_MEMORY.group_leaf_step_overhead_s * scale,
+        sequential_step_overhead_s=I2VGENXL_MEMORY.sequential_step_overhead_s * scale,
+    )
+
+
+# What the families without measurements share with I2VGen-XL: the allocator and PyTorch's workspaces.
+_UNMEASURED = MemoryFacts(
+    denoiser_act_gib_per_unit=0.0,  # each family sets its own below
+    loop_extra_fraction=I2VGENXL_MEMORY.loop_extra_fraction,
+    workspace_gib=I2VGENXL_MEMORY.workspace_gib,
+    reserved_ratio_expandable=I2VGENXL_MEMORY.reserved_ratio_expandable,
+    reserved_act_ratio_denoiser=I2VGENXL_MEMORY.reserved_act_ratio_denoiser,
+    reserved_act_ratio_vae=I2VGENXL_MEMORY.reserved_act_ratio_vae,
+    reserved_extra_gib=I2VGENXL_MEMORY.reserved_extra_gib,
+    split_guidance_step_factor=1.02,  # PRIOR: two half batches of a large transformer
+    ff_chunk_step_factor=1.03,  # PRIOR
+    fp8_step_factor=1.10,  # PRIOR: diffusers reports +8-13% for layerwise casting
+)
+
+# Wan 2.1 I2V 14B at 480x832 x 81 frames (21 x 60 x 104 latent elements per row).
+WAN21_14B_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=3.119e-5,  # 4.09 GiB per call of one row; two rows: 2.00x
+        # Chunking the feed-forwards leaves the peak where it is (1.000): it is outside them.
+        denoiser_ff_floor_fraction=1.0,
+        denoiser_ff_proj_width=13824 / 4,  # ffn 13824 per token, a token is 2x2 latent pixels
+        denoiser_ff_out_width=5120 / 4,
+        loop_extra_gib=0.05,
+        decode_chunking=DecodeChunking.WHOLE_VIDEO,
+        vae_decode_fixed_gib_per_pixel=1.0142e-5 * DECODE_WORKSPACE,  # 4.3 GiB at 480x832, any length
+        vae_decode_gib_per_pixel_frame=5.82e-9 * DECODE_WORKSPACE,
+        vae_decode_single_gib_per_pixel=3.402e-6 * SINGLE_FRAME_WORKSPACE,
+        vae_tile_side=256,  # AutoencoderKLWan's tile_sample_min_height / width
+        # The image and 80 black frames through the causal encoder: 3.0 GiB at 480x832.
+        vae_encode_gib_per_pixel=7.638e-6,
+        vae_encode_gib_per_pixel_frame=5.82e-9,
+        encoder_act_gib=0.2,  # PRIOR: UMT5-XXL on 2 x 512 tokens, CLIP on one image
+        group_block_resident_fraction=0.064,  # 40 blocks of 0.4B: the unmatched group and 2 blocks
+        group_leaf_resident_gib=0.342,
+        encoder_leaf_resident_gib=1.987,  # UMT5's 256k x 4096 embedding, 2 GiB, is one leaf
+        step_s_fixed=0.05,
+        step_s_per_unit=3372.8 * TRANSFORMER_STEP_S_PER_TFLOP / (2 * 131040),  # 3373 TFLOP per guided step
+        pre_s=3.0,
+        decode_s_per_pixel_frame=5e-7,  # PRIOR
+    ),
+    32.8,
+)
+
+# Wan 2.2 TI2V 5B at 704x1280 x 121 frames (31 x 44 x 80 latent elements per row).
+WAN22_5B_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=4.640e-5,  # 5.06 GiB per call of one row
+        denoiser_ff_floor_fraction=0.990,
+        denoiser_ff_proj_width=14336 / 4,
+        denoiser_ff_out_width=3072 / 4,
+        loop_extra_gib=0.05,
+        decode_chunking=DecodeChunking.WHOLE_VIDEO,
+        vae_decode_fixed_gib_per_pixel=1.0489e-5 * DECODE_WORKSPACE,  # 10.1 GiB at 704x1280
+        vae_decode_gib_per_pixel_frame=5.76e-9 * DECODE_WORKSPACE,
+        vae_decode_single_gib_per_pixel=2.824e-6 * SINGLE_FRAME_WORKSPACE,
+        vae_tile_side=256,
+        vae_encode_gib_per_pixel=9.87e-7,  # the image alone
+        encoder_act_gib=0.2,  # PRIOR
+        group_block_resident_fraction=0.0835,
+        group_leaf_resident_gib=0.164,
+        encoder_leaf_resident_gib=1.987,
+        step_s_fixed=0.05,
+        step_s_per_unit=1041.3 * TRANSFORMER_STEP_S_PER_TFLOP / (2 * 109120),
+        pre_s=3.0,
+        decode_s_per_pixel_frame=5e-7,  # PRIOR
+    ),
+    10.0,
+)
+
+# SVD-XT at 576x1024 x 25 frames (25 x 72 x 128 latent elements per row).
+SVD_XT_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=1.677e-5,  # the batch of 2 (3.7 GiB a row, 4% above linear)
+        denoiser_ff_floor_fraction=0.593,
+        denoiser_ff_proj_width=2 * 4 * 320,  # the GEGLUs of the full-resolution blocks
+        denoiser_ff_out_width=320,
+        loop_extra_gib=0.02,
+        # The temporal decoder: 2.0 GiB per 1024x576 frame decoded at once, all 25 by default (exact).
+        decode_chunking=DecodeChunking.APPROXIMATE,
+        vae_decode_gib_per_pixel_frame=1.907e-6 * DECODE_WORKSPACE,
+        vae_decode_single_gib_per_pixel=1.907e-6 * SINGLE_FRAME_WORKSPACE,
+        vae_encode_gib_per_pixel=1.437e-6,
+        encoder_act_gib=0.1,  # PRIOR: ViT-H/14 on one image
+        group_block_resident_fraction=0.575,
+        group_leaf_resident_gib=0.058,
+        encoder_leaf_resident_gib=0.024,
+        step_s_fixed=I2VGENXL_MEMORY.step_s_fixed,
+        step_s_per_unit=159.9 * UNET_STEP_S_PER_TFLOP / (2 * 230400),  # 159.9 TFLOP per guided step
+        pre_s=2.0,
+        decode_s_per_pixel_frame=I2VGENXL_MEMORY.decode_s_per_pixel_frame,  # PRIOR: the same SD VAE decoder
+        split_guidance_step_factor=I2VGENXL_MEMORY.split_guidance_step_factor,  # a UNet, like I2VGen-XL
+    ),
+    3.05,
+)
+
+# LTX-Video 2B at 512x704 x 121 frames (16 x 16 x 22 latent elements per row).
+LTX_VIDEO_MEMORY = _with_offload_costs(
+    replace(
+        _UNMEASURED,
+        denoiser_act_gib_per_unit=1.1834e-4,  # 0.67 GiB per call of one row
+        denoiser_ff_floor_fraction=1.0,
+        denoiser_ff_proj_width=4 * 2048,  # one token per latent element (patch size 1)
+        denoiser_ff_out_width=2048,
+        loop_extra_gib=0.02,
+        decode_chunking=DecodeChunking.WHOLE_VIDEO,
+        vae_decode_fixed_gib_per_pixel=1.883e-8 * DECODE_WORKSPACE,
+        vae_decode_gib_per_pixel_frame=9.339e-8 * DECODE_WORKSPACE,  # 4.3 GiB for 121 frames at 512x704
+        vae_decode_single_gib_per_pixel=1.567e-7 * SINGLE_FRAME_WORKSPACE,
+        vae_tile_side=512,  # AutoencoderKLLTXVideo's tile_sample_min_height / width
+        vae_encode_gib_per_pixel=1.546e-7,
+        encoder_act_gib=0.2,  # PRIOR: T5-XXL on 2 x 128 tokens
+        group_block_resident_fraction=0.092,
+        group_leaf_resident_gib=0.119,
+        encoder_leaf_resident_gib=0.276,
+        step_s_fixed=0.02,
+        step_s_per_unit=52.73 * TRANSFORMER_STEP_S_PER_TFLOP / (2 * 5632),
+        pre_s=2.0,
+        decode_s_per_pixel_frame=2e-8,  # PRIOR
+    ),
+    3.85,
 )
 
 RANDOM_I2VGENXL = replace(
@@ -208,7 +374,292 @@ RANDOM_I2VGENXL = replace(
     aliases=(),
 )
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (I2VGENXL, TINY_I2VGENXL, RANDOM_I2VGENXL)}
+# -- Wan (models/wan.py) --------------------------------------------------------------------------------
+# The English negative prompt of diffusers' Wan examples (a translation of Wan's own default).
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, "
+    "poorly drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, "
+    "still picture, messy background, three legs, many people in the background, walking backwards"
+)
+WAN21_LIMITS = Limits(
+    min_frames=5,
+    max_frames=81,  # the length Wan 2.1 was trained at (5 s at 16 fps)
+    frame_step=4,  # the causal VAE packs 4 frames per latent frame after the first
+    min_side=256,
+    max_side=1280,
+    max_pixels=1280 * 720,
+    size_multiple=16,
+    size_rule="the VAE's 8x downsampling times the transformer's 2x2 patches",
+    preset_multiple=16,
+    max_prompt_chars=2000,
+)
+WAN21_I2V_480P = ModelSpec(
+    name="wan2.1-i2v-14b-480p",
+    family="wan",
+    repo_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+    # A commit of the diffusers repo seen in a file URL of its transformer shards
+    # (../shared/model-configs/NOTES.md, section 4).
+    revision="7eb2e28a1a610bb8c3f7a056e7c1f63a0230744b",
+    local_path=None,
+    defaults=Defaults(
+        resolution="480p",
+        num_frames=81,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        fps=16,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+    ),
+    limits=WAN21_LIMITS,
+    # Counted on the meta device from models/configs/wan2.1-i2v-14b (tests/models/test_families.py).
+    params=ComponentParams(
+        denoiser=16_394_878_784, vae=126_892_531, text_encoder=5_680_910_336, image_encoder=630_766_080
+    ),
+    architecture=Architecture(
+        latent_channels=16, vae_scale_factor=8, temporal_compression=4, text_max_length=512
+    ),
+    memory=WAN21_14B_MEMORY,
+    description="Wan 2.1 I2V 14B, 480P (Alibaba, 2025): image + text to 81 frames at 832x480, 16 fps. "
+    "About 33 GB of bf16 transformer weights and an 11 GB UMT5-XXL text encoder: offloaded on most cards.",
+    half_dtype="bfloat16",
+    variants=(),  # the Wan-AI diffusers repos publish one precision per network
+    config_name="wan2.1-i2v-14b",
+    aliases=("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",),
+)
+WAN21_I2V_720P = replace(
+    WAN21_I2V_480P,
+    name="wan2.1-i2v-14b-720p",
+    repo_id="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+    revision=None,  # no commit of this repo could be read offline: the hub's main branch until one is pinned
+    defaults=replace(WAN21_I2V_480P.defaults, resolution="720p"),
+    description="Wan 2.1 I2V 14B, 720P: the 480P model's architecture trained for 1280x720; same limits.",
+    aliases=("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
+)
+TINY_WAN21_I2V = replace(
+    WAN21_I2V_480P,
+    name="tiny-wan2.1-i2v",
+    repo_id=None,
+    revision=None,
+    defaults=replace(WAN21_I2V_480P.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
+    limits=replace(WAN21_LIMITS, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The Wan 2.1 I2V architecture at tiny sizes with random weights (models/tiny.py): for tests "
+    "and offline demos. Its videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_WAN21_I2V = replace(
+    WAN21_I2V_480P,
+    name="wan2.1-i2v-14b-random",
+    repo_id=None,
+    revision=None,
+    description="The full-size Wan 2.1 I2V 14B architecture with seeded random weights, built offline: for "
+    "GPU memory and speed testing. Its videos are noise. Building it needs ~70 GB of host RAM once.",
+    random_weights=True,
+    aliases=(),
+)
+
+WAN22_TI2V_LIMITS = replace(
+    WAN21_LIMITS,
+    max_frames=121,  # 5 s at 24 fps
+    size_multiple=32,
+    size_rule="the VAE's 16x downsampling times the transformer's 2x2 patches",
+    preset_multiple=32,
+)
+WAN22_TI2V_5B = ModelSpec(
+    name="wan2.2-ti2v-5b",
+    family="wan",
+    repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    revision=None,  # no commit of this repo could be read offline: the hub's main branch until one is pinned
+    local_path=None,
+    defaults=Defaults(
+        resolution="720p",
+        num_frames=121,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        fps=24,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+    ),
+    limits=WAN22_TI2V_LIMITS,
+    params=ComponentParams(denoiser=4_999_787_712, vae=704_688_668, text_encoder=5_680_910_336),
+    architecture=Architecture(
+        latent_channels=48, vae_scale_factor=16, temporal_compression=4, text_max_length=512
+    ),
+    memory=WAN22_5B_MEMORY,
+    description="Wan 2.2 TI2V 5B (Alibaba, 2025): image + text to 121 frames at 1280x704, 24 fps; a "
+    "16x-compressing VAE and no CLIP encoder.",
+    half_dtype="bfloat16",
+    variants=(),
+    config_name="wan2.2-ti2v-5b",
+    aliases=("Wan-AI/Wan2.2-TI2V-5B-Diffusers",),
+)
+TINY_WAN22_TI2V = replace(
+    WAN22_TI2V_5B,
+    name="tiny-wan2.2-ti2v",
+    repo_id=None,
+    defaults=replace(WAN22_TI2V_5B.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
+    limits=replace(WAN22_TI2V_LIMITS, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The Wan 2.2 TI2V architecture at tiny sizes with random weights: for tests and offline "
+    "demos. Its videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_WAN22_TI2V = replace(
+    WAN22_TI2V_5B,
+    name="wan2.2-ti2v-5b-random",
+    repo_id=None,
+    description="The full-size Wan 2.2 TI2V 5B architecture with seeded random weights, built offline: for "
+    "GPU memory and speed testing. Its videos are noise.",
+    random_weights=True,
+    aliases=(),
+)
+
+# -- Stable Video Diffusion (models/svd.py) --------------------------------------------------------------
+SVD_XT = ModelSpec(
+    name="svd-xt",
+    family="svd",
+    repo_id="stabilityai/stable-video-diffusion-img2vid-xt",
+    # A commit whose unet folder lists both the fp16 and fp32 weights; the diffusers files have not changed
+    # since "Add diffusers weights (#22)" (../shared/model-configs/NOTES.md, section 2).
+    revision="73f66ee1e2809f07cfac237618b88379a1b866e6",
+    local_path=None,
+    # guidance_scale is the last frame's guidance (the pipeline's max_guidance_scale; the first frame's is 1).
+    defaults=Defaults(
+        resolution="768p",
+        num_frames=25,
+        num_inference_steps=25,
+        guidance_scale=3.0,
+        fps=7,
+        negative_prompt="",
+    ),
+    limits=Limits(
+        min_frames=2,
+        max_frames=25,  # the length SVD-XT was trained at
+        min_side=256,
+        max_side=1536,
+        max_pixels=1024 * 1024,
+        size_multiple=8,
+        preset_multiple=64,
+        max_fps=30,
+        accepts_prompt=False,
+    ),
+    params=ComponentParams(denoiser=1_524_623_082, vae=97_742_847, image_encoder=632_076_800),
+    architecture=Architecture(latent_channels=4, vae_scale_factor=8, text_max_length=0),
+    memory=SVD_XT_MEMORY,
+    description="Stable Video Diffusion XT (Stability AI, 2023): an image alone (no prompt) to 25 frames at "
+    "1024x576.",
+    config_name="svd-xt",
+    aliases=("stabilityai/stable-video-diffusion-img2vid-xt",),
+)
+TINY_SVD_XT = replace(
+    SVD_XT,
+    name="tiny-svd-xt",
+    repo_id=None,
+    revision=None,
+    defaults=replace(SVD_XT.defaults, resolution="512p", num_frames=8, num_inference_steps=4),
+    limits=replace(SVD_XT.limits, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The SVD-XT architecture at tiny sizes with random weights: for tests and offline demos. Its "
+    "videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_SVD_XT = replace(
+    SVD_XT,
+    name="svd-xt-random",
+    repo_id=None,
+    revision=None,
+    description="The full-size SVD-XT architecture with seeded random weights, built offline: for GPU memory "
+    "and speed testing. Its videos are noise.",
+    random_weights=True,
+    aliases=(),
+)
+
+# -- LTX-Video (models/ltx.py) --------------------------------------------------------------------------
+LTX_NEGATIVE_PROMPT = (
+    "worst quality, inconsistent motion, blurry, jittery, distorted"  # diffusers' LTX examples
+)
+LTX_VIDEO = ModelSpec(
+    name="ltx-video",
+    family="ltx",
+    repo_id="Lightricks/LTX-Video",
+    revision=None,  # no commit of this repo could be read offline (its configs came from refs/pr/91)
+    local_path=None,
+    defaults=Defaults(
+        resolution="480p",
+        num_frames=121,
+        num_inference_steps=50,
+        guidance_scale=3.0,
+        fps=25,
+        negative_prompt=LTX_NEGATIVE_PROMPT,
+    ),
+    limits=Limits(
+        min_frames=9,
+        max_frames=257,
+        frame_step=8,  # the VAE packs 8 frames per latent frame after the first
+        min_side=256,
+        max_side=1280,
+        max_pixels=1280 * 720,
+        size_multiple=32,
+        size_rule="the VAE's 32x downsampling",
+        preset_multiple=32,
+    ),
+    params=ComponentParams(denoiser=1_923_385_472, vae=419_193_649, text_encoder=4_762_310_656),
+    architecture=Architecture(
+        latent_channels=128, vae_scale_factor=32, temporal_compression=8, text_max_length=128
+    ),
+    memory=LTX_VIDEO_MEMORY,
+    description="LTX-Video 0.9 2B (Lightricks, 2024): image + text to up to 257 frames, 25 fps; fast, with a "
+    "32x / 8x compressing VAE and a T5-XXL text encoder.",
+    half_dtype="bfloat16",
+    variants=(),
+    config_name="ltx-video",
+    aliases=("Lightricks/LTX-Video",),
+)
+TINY_LTX_VIDEO = replace(
+    LTX_VIDEO,
+    name="tiny-ltx-video",
+    repo_id=None,
+    defaults=replace(LTX_VIDEO.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
+    limits=replace(LTX_VIDEO.limits, min_side=32),
+    params=ComponentParams(denoiser=0, vae=0),
+    description="The LTX-Video architecture at tiny sizes with random weights: for tests and offline demos. "
+    "Its videos are noise.",
+    tiny=True,
+    aliases=(),
+)
+RANDOM_LTX_VIDEO = replace(
+    LTX_VIDEO,
+    name="ltx-video-random",
+    repo_id=None,
+    description="The full-size LTX-Video 2B architecture with seeded random weights, built offline: for GPU "
+    "memory and speed testing. Its videos are noise.",
+    random_weights=True,
+    aliases=(),
+)
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        I2VGENXL,
+        TINY_I2VGENXL,
+        RANDOM_I2VGENXL,
+        WAN21_I2V_480P,
+        WAN21_I2V_720P,
+        TINY_WAN21_I2V,
+        RANDOM_WAN21_I2V,
+        WAN22_TI2V_5B,
+        TINY_WAN22_TI2V,
+        RANDOM_WAN22_TI2V,
+        SVD_XT,
+        TINY_SVD_XT,
+        RANDOM_SVD_XT,
+        LTX_VIDEO,
+        TINY_LTX_VIDEO,
+        RANDOM_LTX_VIDEO,
+    )
+}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -240,25 +691,54 @@ def get_spec(name: str) -> ModelSpec:
     )
 
 
+# The diffusers pipelines whose folders stillmotion runs, and the spec whose defaults, limits and memory facts
+# a folder of that pipeline gets (Wan folders are told apart by their transformer: models/wan.py).
+FOLDER_SPECS: dict[str, ModelSpec] = {
+    "I2VGenXLPipeline": I2VGENXL,
+    "StableVideoDiffusionPipeline": SVD_XT,
+    "WanImageToVideoPipeline": WAN21_I2V_480P,
+    "WanPipeline": WAN22_TI2V_5B,
+    "LTXImageToVideoPipeline": LTX_VIDEO,
+    "LTXPipeline": LTX_VIDEO,
+}
+
+
 def _spec_for_folder(path: Path) -> ModelSpec:
-    index = path / "model_index.json"
-    if not index.is_file():
+    index_file = path / "model_index.json"
+    supported = ", ".join(FOLDER_SPECS)
+    if not index_file.is_file():
         raise UnknownModel(
             f"model={str(path)!r} is a folder without model_index.json; point it at a diffusers-format "
-            "I2VGen-XL folder (e.g. a snapshot of ali-vilab/i2vgen-xl).",
+            f"folder of one of {supported} (e.g. a snapshot of ali-vilab/i2vgen-xl).",
             field="model",
         )
     try:
-        class_name = json.loads(index.read_text()).get("_class_name")
+        index = json.loads(index_file.read_text())
+        transformer = path / "transformer" / "config.json"
+        image_dim = json.loads(transformer.read_text()).get("image_dim") if transformer.is_file() else None
     except (OSError, ValueError) as exc:
         raise UnknownModel(
-            f"model={str(path)!r}: model_index.json is unreadable ({exc}).", field="model"
+            f"model={str(path)!r}: a config file is unreadable ({exc}).", field="model"
         ) from exc
-    if class_name != "I2VGenXLPipeline":
+    class_name = index.get("_class_name")
+    base = FOLDER_SPECS.get(class_name)
+    if class_name in ("WanImageToVideoPipeline", "WanPipeline"):
+        # Wan 2.1 I2V conditions on CLIP (image_dim); Wan 2.2 TI2V on the image's latent (expand_timesteps);
+        # a Wan text-to-video checkpoint does neither.
+        base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
+    if base is None:
         raise UnknownModel(
-            f"model={str(path)!r} holds a {class_name!r}; stillmotion runs I2VGenXLPipeline models.",
+            f"model={str(path)!r} holds a {class_name!r} that is not an image-to-video model stillmotion "
+            f"runs; it runs {supported} (Wan: I2V or TI2V checkpoints).",
             field="model",
         )
     return replace(
-        I2VGENXL, name=str(path.resolve()), repo_id=None, revision=None, local_path=path.resolve(), aliases=()
+        base,
+        name=str(path.resolve()),
+        repo_id=None,
+        revision=None,
+        local_path=path.resolve(),
+        aliases=(),
+        tiny=False,
+        random_weights=False,
     )

@@ -373,18 +373,14 @@ def _model_files_ready(settings: Settings) -> tuple[bool, str]:
     """(available, detail) for ``settings.default_model`` from the files alone; raises StillmotionError."""
     import torch
 
-    from stillmotion.models.loader import WEIGHT_FILES, is_cached
+    from stillmotion.models.loader import is_cached, missing_weights
 
     spec = get_spec(settings.default_model)
     if spec.tiny or spec.random_weights:
         return True, "built in (random weights, no files needed)"
     if spec.local_path is not None:
         folder = spec.local_path
-        missing = [
-            pattern.format(variant="")
-            for pattern in WEIGHT_FILES.values()
-            if not any((folder / pattern.format(variant=v)).is_file() for v in ("", ".fp16"))
-        ]
+        missing = missing_weights(spec, folder)
         if not folder.is_dir():
             return False, f"the model folder {folder} does not exist; jobs will fail with model_unavailable."
         if missing:

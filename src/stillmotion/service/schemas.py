@@ -38,28 +38,40 @@ class GenerationFields(BaseModel):
     """The generation fields of ``POST /jobs`` and ``POST /plan`` (multipart form fields, diffusers names).
 
     Everything but ``prompt`` may be left out and takes the model's default; give either ``resolution`` or
-    both ``height`` and ``width``. A missing ``seed`` is drawn at random and stored with the job.
+    both ``height`` and ``width``. A missing ``seed`` is drawn at random and stored with the job. The model's
+    rules (GET /models: size multiple, frame rule, whether it takes a prompt) are checked by the server.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=100_000)
 
-    prompt: str = Field(description="What should move, and how (max 2000 characters; no control characters).")
+    prompt: str = Field(
+        default="",
+        description="What should move, and how (max 2000 characters; no control characters). Required by "
+        "models that take a prompt; must be left empty for models that take none (svd-xt: the image alone).",
+    )
     negative_prompt: str | None = Field(default=None, description="What to avoid; default: the model's.")
     model: str | None = Field(
         default=None,
         description="Registered model name (see GET /models), Hugging Face repo id or local folder; "
         "default: the server's STILLMOTION_DEFAULT_MODEL.",
     )
-    resolution: Literal["512p", "768p", "1024p"] | None = Field(
-        default=None, description="Preset output area; the input's aspect ratio is kept (snapped to 64)."
+    resolution: Literal["512p", "480p", "768p", "720p", "1024p"] | None = Field(
+        default=None,
+        description="Preset output area (512p/768p/1024p: that side squared; 480p/720p: a 16:9 frame of that "
+        "height); the input's aspect ratio is kept, snapped to the model's preset multiple.",
     )
     height: int | None = Field(
-        default=None, description="Explicit output height (multiple of 8); needs width."
+        default=None,
+        description="Explicit output height (a multiple of the model's size_multiple); needs width.",
     )
     width: int | None = Field(
-        default=None, description="Explicit output width (multiple of 8); needs height."
+        default=None,
+        description="Explicit output width (a multiple of the model's size_multiple); needs height.",
     )
-    num_frames: int | None = Field(default=None, description="Frames to generate (model limits apply).")
+    num_frames: int | None = Field(
+        default=None,
+        description="Frames to generate (model limits apply; Wan takes 4k+1 frames, LTX-Video 8k+1).",
+    )
     num_inference_steps: int | None = Field(default=None, description="Denoising steps.")
     guidance_scale: float | None = Field(default=None, description="Classifier-free guidance scale.")
     fps: int | None = Field(default=None, description="Frames per second of the output video.")
@@ -162,7 +174,12 @@ class ModelOut(_Out):
     tiny: bool
     default: bool = Field(description="True for the server's default model.")
     defaults: dict[str, Any]
-    limits: dict[str, Any]
+    limits: dict[str, Any] = Field(
+        description="Every bound a request must keep: frames (min_frames, max_frames, frame_step: num_frames "
+        "must be frame_step x k + 1), size (size_multiple and why, min_side, max_side, max_pixels), steps, "
+        "guidance, fps, prompt length, and accepts_prompt."
+    )
+    rules: list[str] = Field(description="The same rules in words, as the UI shows them.")
 
 
 class ModelList(_Out):

@@ -159,14 +159,15 @@ def apply_speed(
     cache_dir: Path,
     *,
     blocks: Sequence[str] = REGIONAL_BLOCKS,
+    denoiser: str = "unet",
 ) -> dict[str, Any]:
-    """Compile and re-route attention of ``modules["unet"]`` as ``options`` say; returns what was applied.
+    """Compile and re-route attention of ``modules[denoiser]`` as ``options`` say; returns what was applied.
 
     Call after ``memory.apply.apply_plan`` (the offload hooks must be in place first, so regional blocks
     sit inside them) and before the first UNet call. Compilation itself is lazy: the first step pays it.
     """
-    unet: Any = modules["unet"]
-    undo_speed(modules)
+    unet: Any = modules[denoiser]
+    undo_speed(modules, denoiser=denoiser)
     applied: dict[str, Any] = {**options.to_dict(), "compiled_modules": 0, "compile_cache": None}
 
     set_attention(unet, options.attention, options.pad_head_dim)
@@ -193,9 +194,9 @@ def apply_speed(
     return applied
 
 
-def undo_speed(modules: Mapping[str, torch.nn.Module]) -> None:
-    """Back to the eager UNet with its own attention processors (compiled code is dropped, caches stay)."""
-    unet: Any = modules["unet"]
+def undo_speed(modules: Mapping[str, torch.nn.Module], *, denoiser: str = "unet") -> None:
+    """Back to the eager denoiser with its own attention processors (compiled code dropped, caches kept)."""
+    unet: Any = modules[denoiser]
     for target in getattr(unet, _APPLIED, None) or []:
         # nn.Module.compile() only sets this attribute; clearing it restores the eager __call__.
         target._compiled_call_impl = None

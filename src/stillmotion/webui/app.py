@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import gradio as gr
 from pydantic import ValidationError
 
-from stillmotion.engine.request import MAX_SEED, preset_size
+from stillmotion.engine.request import MAX_SEED, describe_rules, preset_size
 from stillmotion.errors import InvalidImage, StillmotionError
 from stillmotion.jobs.store import Job, JobStatus
 from stillmotion.media.poster import ensure_poster
@@ -155,6 +155,8 @@ def model_range(name: str, spec: ModelSpec) -> tuple[float, float]:
 def _model_number(name: str, spec: ModelSpec) -> dict[str, Any]:
     """Label, range, step, default and the range stated under the label, of one model number box."""
     label, step, whole = MODEL_NUMBERS[name]
+    if name == "num_frames":
+        step = spec.limits.frame_step  # e.g. Wan takes 4k+1 frames: the arrows step by 4 from 5
     low, high = model_range(name, spec)
     return {
         "label": label,
@@ -166,6 +168,40 @@ def _model_number(name: str, spec: ModelSpec) -> dict[str, Any]:
         "info": f"{low:g} to {high:g} for this model",
         "elem_id": f"sm-{label.lower()}",
     }
+
+
+NO_PROMPT = "{model} takes no prompt: it animates the image alone"
+
+
+def model_form(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """What the rest of the form shows for ``spec`` (``gr.update`` kwargs): the size boxes' range and step,
+    the default size, the prompt boxes (emptied and locked with a note for a model that takes no prompt,
+    instead of silently ignoring it) and the model's rules in words. The number boxes: ``_model_number``."""
+    lim = spec.limits
+    size = {"minimum": lim.min_side, "maximum": lim.max_side, "step": lim.size_multiple}
+    prompt: dict[str, Any] = {"interactive": True, "placeholder": "e.g. waves rolling onto the beach"}
+    negative: dict[str, Any] = {"interactive": True, "placeholder": "default: the model's"}
+    if not lim.accepts_prompt:
+        note = NO_PROMPT.format(model=spec.name)
+        prompt = {"interactive": False, "value": "", "placeholder": note}
+        negative = {"interactive": False, "value": "", "placeholder": note}
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "size_mode": {"value": spec.defaults.resolution},
+        "width": size,
+        "height": size,
+        "rules": {"value": "**Rules:** " + "; ".join(describe_rules(spec))},
+    }
+
+
+def model_fields(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """Every field a model switch sets, by name (``gr.update`` kwargs): the form and the number boxes."""
+    return {**model_form(spec), **{name: _model_number(name, spec) for name in MODEL_NUMBERS}}
+
+
+# The outputs of a model switch, in order.
+MODEL_FIELD_ORDER = ("prompt", "negative_prompt", "size_mode", "width", "height", "rules", *MODEL_NUMBERS)
 
 
 def _spec_or_none(name: str | None) -> ModelSpec | None:
@@ -260,7 +296,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                 last = key
                 yield (
                     text,
-                    bar,
+                    gr.update(value=bar, visible=True),
                     gr.update(value=video),
                     gr.update(value=video, visible=video is not None),
                     gr.update(visible=isinstance(seed, int), value=f"Keep seed {seed}"),
@@ -306,9 +342,9 @@ def build_ui(service: JobService) -> gr.Blocks:
     def on_model(name: str) -> tuple[Any, ...]:
         spec = _spec_or_none(name)
         if spec is None:
-            return (gr.update(),) * 4
-        # The same properties the boxes were built with, for the chosen model.
-        return tuple(gr.update(**_model_number(name, spec)) for name in MODEL_NUMBERS)
+            return (gr.update(),) * len(MODEL_FIELD_ORDER)
+        fields = model_fields(spec)  # the same properties the form was built with, for the chosen model
+        return tuple(gr.update(**fields[field]) for field in MODEL_FIELD_ORDER)
 
     # -- history -----------------------------------------------------------------------------------------
 
@@ -356,7 +392,8 @@ def build_ui(service: JobService) -> gr.Blocks:
 
     # -- layout ------------------------------------------------------------------------------------------
 
-    d, lim = default_spec.defaults, default_spec.limits
+    d = default_spec.defaults
+    initial = model_fields(default_spec)
     with gr.Blocks(title="stillmotion", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False)
         gr.Markdown(
@@ -376,11 +413,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                             elem_id="sm-image",
                         )
                         prompt = gr.Textbox(
-                            label="Prompt",
-                            lines=2,
-                            max_lines=4,
-                            elem_id="sm-prompt",
-                            placeholder="e.g. waves rolling onto the beach, gentle camera pan",
+                            label="Prompt", lines=2, max_lines=4, elem_id="sm-prompt", **initial["prompt"]
                         )
                         with gr.Row():
                             submit_btn = gr.Button(
@@ -388,7 +421,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                             )
                             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="sm-cancel", scale=1)
                         status_md = gr.Markdown("No job yet.", elem_id="sm-status")
-                        progress_html = gr.HTML("", elem_id="sm-progress", padding=False)
+                        progress_html = gr.HTML("", elem_id="sm-progress", padding=False, visible=False)
                         plan_md = gr.Markdown("_The plan for this device appears here._", elem_id="sm-plan")
                         with gr.Accordion("Settings", open=False, elem_id="sm-settings"):
                             model = gr.Dropdown(
@@ -399,6 +432,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                                 elem_id="sm-model",
                                 info="A model from the list, a Hugging Face repo id or a local folder",
                             )
+                            rules = gr.Markdown(initial["rules"]["value"], elem_id="sm-rules")
                             size_mode = gr.Radio(
                                 PRESETS,
                                 value=d.resolution,
@@ -412,32 +446,28 @@ def build_ui(service: JobService) -> gr.Blocks:
                                     precision=0,
                                     label="Width",
                                     elem_id="sm-width",
-                                    minimum=lim.min_side,
-                                    maximum=lim.max_side,
-                                    step=8,
+                                    **initial["width"],
                                 )
                                 height = field_number(
                                     value=512,
                                     precision=0,
                                     label="Height",
                                     elem_id="sm-height",
-                                    minimum=lim.min_side,
-                                    maximum=lim.max_side,
-                                    step=8,
+                                    **initial["height"],
                                 )
                             # Number boxes, not sliders: a slider's box clamps a typed 1000 to its maximum
                             # without a word; these refuse it naming the field and the model's rule.
                             with gr.Row():
-                                frames = field_number(**_model_number("num_frames", default_spec))
-                                steps = field_number(**_model_number("num_inference_steps", default_spec))
+                                frames = field_number(**initial["num_frames"])
+                                steps = field_number(**initial["num_inference_steps"])
                             with gr.Row():
-                                guidance = field_number(**_model_number("guidance_scale", default_spec))
-                                fps = field_number(**_model_number("fps", default_spec))
+                                guidance = field_number(**initial["guidance_scale"])
+                                fps = field_number(**initial["fps"])
                             negative = gr.Textbox(
                                 label="Negative prompt",
                                 lines=1,
                                 elem_id="sm-negative",
-                                placeholder="default: the model's",
+                                **initial["negative_prompt"],
                             )
                             with gr.Row(equal_height=True):
                                 seed = field_number(
@@ -496,7 +526,12 @@ def build_ui(service: JobService) -> gr.Blocks:
         # -- events -----------------------------------------------------------------------------------------
         size_mode.change(lambda m: gr.update(visible=m == CUSTOM), size_mode, custom_row, queue=False)
         dice.click(lambda: secrets.randbelow(MAX_SEED + 1), None, seed, queue=False)
-        model.change(on_model, model, [frames, steps, guidance, fps], queue=False)
+        model.change(
+            on_model,
+            model,
+            [prompt, negative, size_mode, width, height, rules, frames, steps, guidance, fps],
+            queue=False,
+        )
         plan_inputs = [image, *form]
         # One plan at a time, in order: a slow early plan must never overwrite the answer to a later edit.
         plan_opts: dict[str, Any] = {

@@ -94,8 +94,9 @@ def plan_markdown(out: Mapping[str, Any]) -> str:
     text = head + "\n\n" + " · ".join(parts)
     if plan.get("approximate"):
         text += "\n\n**Approximate:** " + ", ".join(str(a) for a in plan.get("approximations") or [])
-    if plan.get("reason"):
-        text += f"\n\n<small>{html.escape(str(plan['reason']))}</small>"
+    if plan.get("reason"):  # the planner's full reasoning, folded: one click away, not in the way
+        reason = html.escape(str(plan["reason"]))
+        text += f"\n\n<details><summary>why this plan</summary><small>{reason}</small></details>"
     return text
 
 

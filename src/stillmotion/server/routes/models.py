@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from stillmotion.engine.request import describe_rules
 from stillmotion.models.registry import list_specs
 from stillmotion.server.deps import get_service
 from stillmotion.server.forms import multipart_body, multipart_form, parse_fields
@@ -35,6 +36,7 @@ async def models(service: ServiceDep) -> ModelList:
                 default=spec.name == default or default in spec.aliases,
                 defaults=asdict(spec.defaults),
                 limits=asdict(spec.limits),
+                rules=describe_rules(spec),
             )
             for spec in list_specs()
         ],

@@ -1,0 +1,171 @@
+"""What a model family must provide: read this file before adding one.
+
+The engine (engine/engine.py) runs ONE numbered flow for every model. Everything that differs between
+I2VGen-XL, Wan, Stable Video Diffusion and LTX-Video sits behind ``ModelFamily``; one adapter per family
+(models/i2vgen_xl.py, wan.py, svd.py, ltx.py) implements it over diffusers' and transformers' own classes and
+follows that family's diffusers pipeline line by line, so the frames equal the pipeline's
+(tests/engine/test_family_equivalence.py).
+
+A family has three kinds of parts:
+
+- **Data** in its ``ModelSpec`` (models/registry.py): repo id and revision, defaults, limits (size multiple,
+  frame rule, whether it takes a prompt), parameter counts and memory facts for the planner.
+- **Facts** on the adapter, below: which networks it has and which one denoises, the order diffusers offloads
+  them in (``roles``; the loader derives the weight files from it), the repeated blocks worth compiling.
+- **Steps**, below, called by the engine in this order for every generation::
+
+      components = load_folder(...) | build_tiny(spec, seed) | assemble(random networks)
+      cond       = encode(components, request, image, generator, cached)           # once per attempt
+      scheduler  = new_scheduler(components, request)                                # once per generation
+      latents    = initial_latents(components, request, cond, scheduler, generator)  # once per generation
+      for t in scheduler.timesteps[steps_done:]:                                      # resumable after OOM
+          noise  = predict_noise(components, scheduler, latents, t, cond, request, split_guidance)
+          latents = scheduler_step(scheduler, noise, t, latents, cond)
+      frames     = decode(components, latents, cond, request, decode_chunk_size, vae_tiling)
+
+Rules every adapter keeps, because the engine relies on them:
+
+1. ``encode`` draws random numbers only from ``generator`` (or from generators of its own seeded from
+   ``request.seed``), so an attempt repeated after an out-of-memory error gets identical conditioning.
+2. All state that lives across steps is in the scheduler or the latents: the engine snapshots the scheduler
+   (multistep solvers keep past model outputs) with the latents after every finished step and resumes from
+   that pair.
+3. Weights are never moved by the adapter: memory/apply.py places them as the plan says; the adapter moves
+   inputs to the device of the latents.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import PIL.Image
+import torch
+
+from stillmotion.memory.types import ModuleRoles
+
+if TYPE_CHECKING:  # the request module imports the registry; adapters need the type only
+    from stillmotion.engine.request import ResolvedRequest
+    from stillmotion.models.registry import ModelSpec
+
+
+class Components(Protocol):
+    """A loaded model: its networks (what the memory plan places) and its scheduler (a template)."""
+
+    scheduler: Any
+
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+
+
+C = TypeVar("C", bound=Components)  # the family's components
+K = TypeVar("K")  # the family's conditioning (embeddings, image latents, masks)
+
+# ``cached(key, compute)``: the engine's embedding cache; ``compute`` runs only on a miss. Keys name what
+# was encoded (e.g. ("text", prompt)); the engine adds the model, dtype and device.
+Cached = Callable[[tuple[Hashable, ...], Callable[[], torch.Tensor]], torch.Tensor]
+NetworkBuilders = Mapping[str, Callable[[], torch.nn.Module]]
+
+
+class ModelFamily(ABC, Generic[C, K]):
+    """One family of image-to-video models, run by the engine's single flow (see the module docstring)."""
+
+    # --- facts -----------------------------------------------------------------------------------------
+    name: str  # ModelSpec.family
+    # diffusers pipeline classes whose folders this family loads (model_index.json "_class_name")
+    pipeline_classes: tuple[str, ...]
+    roles: ModuleRoles  # the denoiser, the encoders and diffusers' offload order (memory/apply.py)
+    # Repeated blocks of the denoiser that regional torch.compile compiles once each (speed/compile.py).
+    compile_blocks: tuple[str, ...] = ()
+
+    # --- loading ---------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> C:
+        """Every component from a diffusers-format folder (local files only), weights in ``dtype``."""
+
+    @abstractmethod
+    def build_tiny(self, spec: ModelSpec, seed: int) -> C:
+        """The real classes at tiny sizes, seeded random weights, fp32 on the CPU (tests, offline demos)."""
+
+    @abstractmethod
+    def network_builders(self, config_dir: Path) -> NetworkBuilders:
+        """One constructor per network from the shipped full-size configs (random weights, simulator)."""
+
+    @abstractmethod
+    def assemble(self, networks: dict[str, torch.nn.Module], config_dir: Path) -> C:
+        """Full-size random networks plus tokenizer, image processor and scheduler built offline."""
+
+    # --- one generation --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def encode(
+        self,
+        components: C,
+        request: ResolvedRequest,
+        image: PIL.Image.Image,
+        device: torch.device,
+        dtype: torch.dtype,
+        generator: torch.Generator,
+        cached: Cached,
+    ) -> K:
+        """Prompt and image conditioning (text and image embeddings through ``cached``; image latents)."""
+
+    @abstractmethod
+    def new_scheduler(self, components: C, request: ResolvedRequest, device: torch.device) -> Any:
+        """A fresh scheduler with its timesteps set for ``request`` (never the components' template)."""
+
+    @abstractmethod
+    def initial_latents(
+        self,
+        components: C,
+        request: ResolvedRequest,
+        cond: K,
+        scheduler: Any,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The seeded starting latents (drawn after ``encode``'s draws, as the family's pipeline does)."""
+
+    @abstractmethod
+    def predict_noise(
+        self,
+        components: C,
+        scheduler: Any,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: K,
+        request: ResolvedRequest,
+        split_guidance: bool,
+    ) -> torch.Tensor:
+        """The guided model output for one step; the guidance halves batched or, if split, one by one.
+
+        ``scheduler`` is there for schedulers that scale the model input first (Euler's scale_model_input).
+        """
+
+    @abstractmethod
+    def scheduler_step(
+        self, scheduler: Any, noise_pred: torch.Tensor, timestep: torch.Tensor, latents: torch.Tensor, cond: K
+    ) -> torch.Tensor:
+        """One scheduler step: the latents of the next, less noisy step."""
+
+    @abstractmethod
+    def decode(
+        self,
+        components: C,
+        latents: torch.Tensor,
+        cond: K,
+        request: ResolvedRequest,
+        decode_chunk_size: int,
+        vae_tiling: bool,
+    ) -> torch.Tensor:
+        """Latents -> float32 frames (frames, height, width, 3) in [0, 1] on the CPU."""
+
+
+def read_config(folder: Path, file: str = "config.json") -> dict[str, Any]:
+    """A shipped config file (models/configs/...) as a dict, for ``network_builders`` and ``assemble``."""
+    config: dict[str, Any] = json.loads((folder / file).read_text())
+    return config

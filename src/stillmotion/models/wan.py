@@ -1,0 +1,441 @@
+"""The Wan adapter (models/family.py): Wan 2.1 I2V-14B (480P, 720P) and Wan 2.2 TI2V-5B.
+
+Every piece of math follows diffusers' WanImageToVideoPipeline (diffusers 0.42.1, pipelines/wan/
+pipeline_wan_i2v.py) so the frames equal it (tests/engine/test_family_equivalence.py):
+
+- Wan 2.1 I2V: the transformer sees the noisy latents concatenated with a first-frame mask and the VAE
+  latents of the image followed by zero frames; CLIP's penultimate hidden states condition it too.
+- Wan 2.2 TI2V (``expand_timesteps``): no CLIP; the first latent frame is the image's own latent, kept clean
+  (timestep 0 for its tokens) and written back after the loop.
+
+The text is UMT5 (cleaned with ftfy as the pipeline does), cut to its real length and zero-padded to 512
+tokens. The scheduler is UniPC on flow-matching sigmas: a multistep solver that keeps past model outputs,
+which the engine snapshots after every step so an out-of-memory resume is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import PIL.Image
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from stillmotion.memory.types import ModuleRoles
+from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
+
+if TYPE_CHECKING:
+    from stillmotion.engine.request import ResolvedRequest
+    from stillmotion.models.registry import ModelSpec
+
+TI2V_CONFIG = "wan2.2-ti2v-5b"  # the config folder (and tiny variant) of Wan 2.2 TI2V
+MAX_SEQUENCE_LENGTH = 512  # WanImageToVideoPipeline.__call__'s default: UMT5 tokens per prompt
+# diffusers' WanImageToVideoPipeline.model_cpu_offload_seq (without transformer_2: Wan 2.2 A14B's second
+# expert is not supported)
+ROLES = ModuleRoles(
+    denoiser="transformer",
+    encoders=("text_encoder", "image_encoder"),
+    offload_order=("text_encoder", "image_encoder", "transformer", "vae"),
+)
+
+
+@dataclass
+class WanComponents:
+    """A Wan checkpoint's parts; ``image_encoder`` / ``image_processor`` are None for Wan 2.2 TI2V."""
+
+    transformer: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    image_encoder: Any = None
+    image_processor: Any = None
+    expand_timesteps: bool = False  # Wan 2.2 TI2V: the first latent frame is the clean image latent
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        names = ("transformer", "vae", "text_encoder", "image_encoder")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        return int(self.vae.config.scale_factor_spatial)
+
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        return int(self.vae.config.scale_factor_temporal)
+
+
+@dataclass(frozen=True)
+class WanConditioning:
+    """The transformer's conditioning: text (and, Wan 2.1, CLIP) embeddings and the image's latents."""
+
+    prompt_embeds: torch.Tensor  # (1, 512, D)
+    negative_prompt_embeds: torch.Tensor | None  # None without classifier-free guidance
+    image_embeds: torch.Tensor | None  # (1, 257, 1280) CLIP hidden states; None for Wan 2.2 TI2V
+    # Wan 2.1: mask (4 channels) + image latents, the transformer's extra input channels. Wan 2.2 TI2V: the
+    # normalised latent of the image alone (one latent frame).
+    condition: torch.Tensor
+    first_frame_mask: torch.Tensor | None = field(default=None)  # Wan 2.2 TI2V: 0 on the first latent frame
+
+
+# 1. Prompt and image -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_text(components: WanComponents, text: str, device: torch.device) -> torch.Tensor:
+    """UMT5 states of the cleaned prompt, cut to its length and zero-padded to 512 tokens (the pipeline's)."""
+    inputs = components.tokenizer(
+        [prompt_clean(text)],
+        padding="max_length",
+        max_length=MAX_SEQUENCE_LENGTH,
+        truncation=True,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    ids, mask = inputs.input_ids.to(device), inputs.attention_mask.to(device)
+    length = int(mask.gt(0).sum())
+    states = components.text_encoder(ids, mask).last_hidden_state
+    states = states.to(dtype=components.text_encoder.dtype, device=device)[:, :length]
+    padding = states.new_zeros(1, MAX_SEQUENCE_LENGTH - length, states.shape[-1])
+    return torch.cat([states, padding], dim=1)
+
+
+@torch.no_grad()
+def encode_image(components: WanComponents, image: PIL.Image.Image, device: torch.device) -> torch.Tensor:
+    """CLIP's penultimate hidden states of the input image (Wan 2.1 I2V only)."""
+    pixels = components.image_processor(images=image, return_tensors="pt").to(device)
+    hidden: torch.Tensor = components.image_encoder(**pixels, output_hidden_states=True).hidden_states[-2]
+    return hidden
+
+
+def _latent_stats(components: WanComponents, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, 1 / std) of the VAE's latents, shaped to broadcast over (batch, channels, frames, h, w)."""
+    config = components.vae.config
+    mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(like.device, like.dtype)
+    inverse_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(
+        like.device, like.dtype
+    )
+    return mean, inverse_std
+
+
+@torch.no_grad()
+def encode_condition(
+    components: WanComponents,
+    image: PIL.Image.Image,
+    num_frames: int,
+    height: int,
+    width: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(condition, first_frame_mask): the VAE latents of the image (mode, no sampling) as the transformer
+    wants them; float32 like the pipeline's latents."""
+    processor = VideoProcessor(vae_scale_factor=components.vae_scale_factor_spatial)
+    pixels = processor.preprocess(image, height=height, width=width).to(device, dtype=torch.float32)
+    pixels = pixels.unsqueeze(2)  # (1, 3, 1, H, W)
+    vae = components.vae
+    temporal = components.vae_scale_factor_temporal
+    latent_frames = (num_frames - 1) // temporal + 1
+    latent_h, latent_w = (
+        height // components.vae_scale_factor_spatial,
+        width // components.vae_scale_factor_spatial,
+    )
+    if components.expand_timesteps:
+        video = pixels
+    else:  # the image followed by black frames
+        video = torch.cat([pixels, pixels.new_zeros(1, 3, num_frames - 1, height, width)], dim=2)
+    latent = vae.encode(video.to(device=device, dtype=vae.dtype)).latent_dist.mode()
+    latent = latent.to(device=device, dtype=torch.float32)
+    mean, inverse_std = _latent_stats(components, latent)
+    latent = (latent - mean) * inverse_std
+    if components.expand_timesteps:
+        mask = torch.ones(1, 1, latent_frames, latent_h, latent_w, dtype=torch.float32, device=device)
+        mask[:, :, 0] = 0
+        return latent, mask
+    # One mask channel per frame the VAE packs: the first frame counts 4 times (it is its own latent frame).
+    frame_mask = torch.ones(1, 1, num_frames, latent_h, latent_w)
+    frame_mask[:, :, 1:] = 0
+    first = torch.repeat_interleave(frame_mask[:, :, 0:1], dim=2, repeats=temporal)
+    frame_mask = torch.concat([first, frame_mask[:, :, 1:]], dim=2)
+    frame_mask = frame_mask.view(1, -1, temporal, latent_h, latent_w).transpose(1, 2).to(latent.device)
+    return torch.concat([frame_mask, latent], dim=1), None
+
+
+# 2. Denoising ------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_noise(
+    components: WanComponents,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    cond: WanConditioning,
+    guidance_scale: float,
+    split_guidance: bool,
+) -> torch.Tensor:
+    """The guided flow prediction. The pipeline runs the halves one after the other; batched is the same
+    math at twice the activations."""
+    transformer = components.transformer
+    dtype = transformer.dtype
+    t = timestep.to(latents.device)
+    if cond.first_frame_mask is not None:
+        mask = cond.first_frame_mask
+        model_input = ((1 - mask) * cond.condition + mask * latents).to(dtype)
+        patch = transformer.config.patch_size
+        # One timestep per token: 0 for the clean first frame's tokens.
+        per_token = (mask[0][0][:, :: patch[1], :: patch[2]] * t).flatten()
+        step = per_token.unsqueeze(0).expand(latents.shape[0], -1)
+    else:
+        model_input = torch.cat([latents, cond.condition], dim=1).to(dtype)
+        step = t.expand(latents.shape[0])
+
+    def run(
+        inputs: torch.Tensor, steps: torch.Tensor, text: torch.Tensor, image: torch.Tensor | None
+    ) -> torch.Tensor:
+        out: torch.Tensor = transformer(
+            hidden_states=inputs,
+            timestep=steps,
+            encoder_hidden_states=text,
+            encoder_hidden_states_image=image,
+            return_dict=False,
+        )[0]
+        return out
+
+    if cond.negative_prompt_embeds is None:
+        return run(model_input, step, cond.prompt_embeds, cond.image_embeds)
+    if split_guidance:
+        noise = run(model_input, step, cond.prompt_embeds, cond.image_embeds)
+        uncond = run(model_input, step, cond.negative_prompt_embeds, cond.image_embeds)
+    else:
+        images = None if cond.image_embeds is None else torch.cat([cond.image_embeds, cond.image_embeds])
+        both = run(
+            torch.cat([model_input, model_input]),
+            torch.cat([step, step]),
+            torch.cat([cond.negative_prompt_embeds, cond.prompt_embeds]),
+            images,
+        )
+        uncond, noise = both.chunk(2)
+    return uncond + guidance_scale * (noise - uncond)
+
+
+# 3. Decode ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def decode_latents(
+    components: WanComponents, latents: torch.Tensor, cond: WanConditioning, vae_tiling: bool
+) -> torch.Tensor:
+    """Latents -> float32 frames (frames, height, width, 3) in [0, 1]; the causal VAE decodes the whole video.
+
+    AutoencoderKLWan has no batch to chunk; its spatial tiling is approximate (tile seams) and is on only when
+    the plan says so.
+    """
+    if cond.first_frame_mask is not None:
+        latents = (1 - cond.first_frame_mask) * cond.condition + cond.first_frame_mask * latents
+    vae = components.vae
+    if vae_tiling:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+    latents = latents.to(dtype=vae.dtype)
+    mean, inverse_std = _latent_stats(components, latents)
+    latents = latents / inverse_std + mean
+    video: torch.Tensor = vae.decode(latents, return_dict=False)[0]
+    # The pipeline's VideoProcessor.postprocess_video: [-1, 1] -> [0, 1], frames first, channels last.
+    frames = (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
+    return frames.cpu()
+
+
+# 4. The family interface --------------------------------------------------------------------------------
+
+
+class WanFamily(ModelFamily[WanComponents, WanConditioning]):
+    """Wan 2.1 I2V and Wan 2.2 TI2V through the engine's one flow."""
+
+    name = "wan"
+    pipeline_classes = ("WanImageToVideoPipeline", "WanPipeline")
+    roles = ROLES
+    compile_blocks = ("WanTransformerBlock",)
+
+    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> WanComponents:
+        import diffusers
+        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
+
+        index = json.loads((folder / "model_index.json").read_text())
+        if index.get("boundary_ratio") is not None or (folder / "transformer_2").is_dir():
+            raise ValueError(
+                "two-expert Wan 2.2 A14B checkpoints are not supported; use Wan 2.1 I2V or TI2V-5B"
+            )
+        common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
+        src = str(folder)
+        has_clip = (folder / "image_encoder").is_dir()
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        scheduler_class = getattr(diffusers, scheduler_config["_class_name"])
+        return WanComponents(
+            transformer=WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common),
+            vae=AutoencoderKLWan.from_pretrained(src, subfolder="vae", **common),
+            text_encoder=UMT5EncoderModel.from_pretrained(src, subfolder="text_encoder", **common),
+            tokenizer=AutoTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),
+            scheduler=scheduler_class.from_pretrained(src, subfolder="scheduler", local_files_only=True),
+            image_encoder=(
+                CLIPVisionModel.from_pretrained(src, subfolder="image_encoder", **common)
+                if has_clip
+                else None
+            ),
+            image_processor=(
+                CLIPImageProcessor.from_pretrained(src, subfolder="image_processor", local_files_only=True)
+                if has_clip
+                else None
+            ),
+            expand_timesteps=bool(index.get("expand_timesteps", False)),
+        )
+
+    def build_tiny(self, spec: ModelSpec, seed: int) -> WanComponents:
+        from stillmotion.models.tiny import build_tiny_wan_components
+
+        return WanComponents(**build_tiny_wan_components(seed, ti2v=spec.config_name == TI2V_CONFIG))
+
+    def network_builders(self, config_dir: Path) -> NetworkBuilders:
+        from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+        builders: dict[str, Any] = {
+            "transformer": lambda: WanTransformer3DModel.from_config(read_config(config_dir / "transformer")),
+            "vae": lambda: AutoencoderKLWan.from_config(read_config(config_dir / "vae")),
+            "text_encoder": lambda: UMT5EncoderModel(
+                UMT5Config.from_json_file(config_dir / "text_encoder" / "config.json")
+            ),
+        }
+        if (config_dir / "image_encoder").is_dir():
+            builders["image_encoder"] = lambda: CLIPVisionModel(
+                CLIPVisionConfig.from_json_file(config_dir / "image_encoder" / "config.json")
+            )
+        return builders
+
+    def assemble(self, networks: dict[str, torch.nn.Module], config_dir: Path) -> WanComponents:
+        import diffusers
+        from transformers import CLIPImageProcessor
+
+        from stillmotion.models.tiny import build_tiny_t5_tokenizer
+
+        scheduler_config = read_config(config_dir / "scheduler", "scheduler_config.json")
+        index = read_config(config_dir, "model_index.json")
+        has_clip = "image_encoder" in networks
+        return WanComponents(
+            transformer=networks["transformer"],
+            vae=networks["vae"],
+            text_encoder=networks["text_encoder"],
+            # Character-level, ids far below UMT5's 256k vocabulary: the shapes and the work are the real ones
+            tokenizer=build_tiny_t5_tokenizer(model_max_length=MAX_SEQUENCE_LENGTH),
+            scheduler=getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config),
+            image_encoder=networks.get("image_encoder"),
+            image_processor=(
+                CLIPImageProcessor.from_pretrained(str(config_dir / "image_processor"), local_files_only=True)
+                if has_clip
+                else None
+            ),
+            expand_timesteps=bool(index.get("expand_timesteps", False)),
+        )
+
+    def encode(
+        self,
+        components: WanComponents,
+        request: ResolvedRequest,
+        image: PIL.Image.Image,
+        device: torch.device,
+        dtype: torch.dtype,
+        generator: torch.Generator,
+        cached: Cached,
+    ) -> WanConditioning:
+        transformer_dtype = components.transformer.dtype
+        prompt = cached(("text", request.prompt), lambda: encode_text(components, request.prompt, device))
+        negative = None
+        if request.do_classifier_free_guidance:
+            negative = cached(
+                ("text", request.negative_prompt),
+                lambda: encode_text(components, request.negative_prompt, device),
+            )
+        image_embeds = None
+        if components.transformer.config.image_dim is not None:  # Wan 2.1 I2V: CLIP conditions it too
+            image_embeds = cached(("image",), lambda: encode_image(components, image, device)).to(
+                transformer_dtype
+            )
+        condition, mask = encode_condition(
+            components, image, request.num_frames, request.height, request.width, device
+        )
+        return WanConditioning(
+            prompt_embeds=prompt.to(transformer_dtype),
+            negative_prompt_embeds=None if negative is None else negative.to(transformer_dtype),
+            image_embeds=image_embeds,
+            condition=condition,
+            first_frame_mask=mask,
+        )
+
+    def new_scheduler(self, components: WanComponents, request: ResolvedRequest, device: torch.device) -> Any:
+        scheduler = type(components.scheduler).from_config(components.scheduler.config)
+        scheduler.set_timesteps(request.num_inference_steps, device=device)
+        return scheduler
+
+    def initial_latents(
+        self,
+        components: WanComponents,
+        request: ResolvedRequest,
+        cond: WanConditioning,
+        scheduler: Any,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """float32 noise of the latent video's shape (the pipeline keeps latents in float32)."""
+        spatial = components.vae_scale_factor_spatial
+        shape = (
+            1,
+            components.vae.config.z_dim,
+            (request.num_frames - 1) // components.vae_scale_factor_temporal + 1,
+            request.height // spatial,
+            request.width // spatial,
+        )
+        latents: torch.Tensor = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        return latents
+
+    def predict_noise(
+        self,
+        components: WanComponents,
+        scheduler: Any,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: WanConditioning,
+        request: ResolvedRequest,
+        split_guidance: bool,
+    ) -> torch.Tensor:
+        return predict_noise(components, latents, timestep, cond, request.guidance_scale, split_guidance)
+
+    def scheduler_step(
+        self,
+        scheduler: Any,
+        noise_pred: torch.Tensor,
+        timestep: torch.Tensor,
+        latents: torch.Tensor,
+        cond: WanConditioning,
+    ) -> torch.Tensor:
+        stepped: torch.Tensor = scheduler.step(noise_pred, timestep, latents, return_dict=False)[0]
+        return stepped
+
+    def decode(
+        self,
+        components: WanComponents,
+        latents: torch.Tensor,
+        cond: WanConditioning,
+        request: ResolvedRequest,
+        decode_chunk_size: int,
+        vae_tiling: bool,
+    ) -> torch.Tensor:
+        return decode_latents(components, latents, cond, vae_tiling)
+
+
+FAMILY = WanFamily()
