@@ -65,6 +65,19 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--guidance-scale", type=float, help="prompt strength (default 9.0)")
     parser.add_argument("--fps", type=int, help="playback frames per second (default 8)")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
+    interpolation = parser.add_mutually_exclusive_group()
+    interpolation.add_argument(
+        "--interpolate",
+        type=_factor,
+        metavar="2x|3x|4x",
+        help="interpolate frames after generating: N frames at F fps become N*k frames at k*F fps",
+    )
+    interpolation.add_argument("--interpolate-fps", type=int, help="instead of --interpolate: the output fps")
+    parser.add_argument(
+        "--interpolator",
+        choices=["minterpolate", "rife"],
+        help="minterpolate (ffmpeg, CPU, no download; default) or rife (learned, weights from the hub)",
+    )
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
@@ -77,6 +90,14 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--strategy", help="force a memory plan rung by name (see `stillmotion plan`)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+
+
+def _factor(text: str) -> int:
+    """'2x' or '2' -> 2; the allowed factors are checked with the rest of the request."""
+    try:
+        return int(text.lower().removesuffix("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a factor like 2x or 4x") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +157,9 @@ def _request(args: argparse.Namespace) -> Any:
         guidance_scale=args.guidance_scale,
         fps=args.fps,
         seed=args.seed,
+        interpolate=args.interpolate,
+        interpolate_fps=args.interpolate_fps,
+        interpolator=args.interpolator,
     )
 
 

@@ -64,6 +64,19 @@ class GenerationFields(BaseModel):
     guidance_scale: float | None = Field(default=None, description="Classifier-free guidance scale.")
     fps: int | None = Field(default=None, description="Frames per second of the output video.")
     seed: int | None = Field(default=None, description="0 to 2**32-1; leave out for a random one.")
+    interpolate: int | None = Field(
+        default=None,
+        description="Frame interpolation after generation: 2, 3 or 4 times the frames and the fps (N frames "
+        "become N x k, the duration stays). Changes the video; recorded in its recipe.",
+    )
+    interpolate_fps: int | None = Field(
+        default=None, description="Instead of `interpolate`: the output fps, fps times 2, 3 or 4."
+    )
+    interpolator: Literal["minterpolate", "rife"] | None = Field(
+        default=None,
+        description="minterpolate (ffmpeg, CPU, no download; the default) or rife (learned RIFE 4.6 network, "
+        "weights from the Hugging Face hub).",
+    )
 
 
 class JobForm(GenerationFields):
@@ -101,10 +114,12 @@ class ResolvedRequestOut(_Out):
     guidance_scale: float
     fps: int
     seed: int
+    interpolate: int = 1
+    interpolator: str | None = None
 
 
 class ProgressOut(_Out):
-    stage: str = Field(description="plan, load, encode, denoise, decode, write or done.")
+    stage: str = Field(description="plan, load, encode, denoise, decode, interpolate, write or done.")
     step: int = Field(description="Finished denoising steps.")
     total_steps: int
     elapsed_s: float
