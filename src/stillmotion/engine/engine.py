@@ -280,9 +280,10 @@ class Engine:
             spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
         )
         logger.info("plan %s: %s", plan.rung, plan.reason)
-        interpolation = _plan_interpolation(
-            resolved, budget
-        )  # the post-step is a phase too: refused up front
+        # Opt-in interpolation is a phase too: planned now, refused up front; missing RIFE weights fail here.
+        interpolation = _plan_interpolation(resolved, budget)
+        if interpolation is not None:
+            self.interpolators.prepare(interpolation)
 
         # 3-5. Load, encode, denoise, decode; on out-of-memory step down one rung and resume.
         state = DenoiseState()

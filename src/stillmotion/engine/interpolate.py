@@ -36,6 +36,11 @@ class Interpolators:
         self.offline = offline
         self._rife: LoadedRife | None = None
 
+    def prepare(self, plan: InterpolationPlan) -> None:
+        """Load what ``plan`` needs now, so missing weights fail the request before the generator runs."""
+        if plan.interpolator is Interpolator.RIFE:
+            self.rife()
+
     def rife(self) -> LoadedRife:
         if self._rife is None:
             self._rife = load_rife(self.weights, cache_dir=self.cache_dir, offline=self.offline)

@@ -227,9 +227,41 @@ class PlanOut(_Out):
     request: ResolvedRequestOut
     budget: dict[str, Any] | None = Field(default=None, description="The device budget measured now.")
     plan: dict[str, Any] | None = Field(default=None, description="The chosen plan and its estimates.")
+    interpolation: dict[str, Any] | None = Field(
+        default=None, description="The interpolation phase's plan, when the request asks for interpolation."
+    )
     expected_time_s: float | None = Field(
         default=None,
         description="Expected seconds for the whole job on this machine, learned from its earlier jobs of "
         "the same model; null until one has run.",
     )
     expected_time_basis: str | None = Field(default=None, description="What the expected time rests on.")
+
+
+class BatchForm(JobForm):
+    """Multipart body of ``POST /batches``: one image, the fields all jobs share, and what differs per job."""
+
+    items: str | None = Field(
+        default=None,
+        description="A JSON array, one object per job with the fields that differ from the shared ones, "
+        'e.g. [{"seed": 1}, {"seed": 2}] or [{"prompt": "waves"}, {"prompt": "rain"}] (1 to 64 entries).',
+    )
+    variations: int | None = Field(
+        default=None,
+        description="Instead of `items`: this many jobs that differ only in the seed (seed, seed+1, ... when "
+        "`seed` is given, random seeds otherwise).",
+    )
+
+
+class BatchLinks(_Out):
+    self: str
+    cancel: str
+
+
+class BatchOut(_Out):
+    """One batch: its jobs in submission order and how many are in each status."""
+
+    id: str
+    jobs: list[JobOut]
+    counts: dict[str, int] = Field(description='Jobs per status, e.g. {"succeeded": 5, "cancelled": 1}.')
+    links: BatchLinks

@@ -28,6 +28,9 @@ FIELD_LABELS = {
     "fps": "FPS",
     "seed": "Seed",
     "image": "Input image",
+    "interpolate": "Interpolate",
+    "interpolator": "Interpolator",
+    "variations": "Variations",
 }
 
 HISTORY_HEADERS = ["", "Job", "Status", "Created", "Prompt", "Model", "Size (px)", "Frames", "Steps", "Seed"]
@@ -96,6 +99,14 @@ def plan_markdown(out: Mapping[str, Any]) -> str:
         text += "\n\n**Approximate:** " + ", ".join(str(a) for a in plan.get("approximations") or [])
     if plan.get("reason"):
         text += f"\n\n<small>{html.escape(str(plan['reason']))}</small>"
+    interpolation = out.get("interpolation")
+    if isinstance(interpolation, dict):
+        factor = interpolation.get("factor")
+        text += (
+            f"\n\n**Interpolation {factor}x** ({interpolation.get('interpolator')}): "
+            f"{req['num_frames'] * int(factor or 1)} frames at {req['fps'] * int(factor or 1)} fps"
+            f"\n\n<small>{html.escape(str(interpolation.get('reason', '')))}</small>"
+        )
     return text
 
 
