@@ -565,7 +565,8 @@ def build_ui(service: JobService) -> gr.Blocks:
         # The readout describes the form as it is now: every field that changes what runs, or how long it
         # takes, re-plans (the prompt and the seed change neither; variations only repeat the job).
         unplanned = (prompt, seed, variations)
-        for component in [image, *(c for c in form if all(c is not u for u in unplanned))]:
+        replanned: list[Any] = [image, *(c for c in form if all(c is not u for u in unplanned))]
+        for component in replanned:
             component.change(plan, plan_inputs, plan_md, **plan_opts)
         submit_btn.click(
             submit,
