@@ -30,11 +30,18 @@ FrameProgress = Callable[[int, int], None]  # (done, total)
 class Interpolators:
     """The interpolators of one engine; RIFE's weights load on first use and stay in host memory."""
 
-    def __init__(self, weights: RifeWeights, *, cache_dir: Any = None, offline: bool = False) -> None:
+    def __init__(
+        self,
+        weights: RifeWeights,
+        *,
+        cache_dir: Any = None,
+        offline: bool = False,
+        rife: LoadedRife | None = None,
+    ) -> None:
         self.weights = weights
         self.cache_dir = cache_dir
         self.offline = offline
-        self._rife: LoadedRife | None = None
+        self._rife = rife  # given: already loaded (the benchmark's random weights), never fetched
 
     def prepare(self, plan: InterpolationPlan) -> None:
         """Load what ``plan`` needs now, so missing weights fail the request before the generator runs."""
