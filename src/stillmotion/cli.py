@@ -66,6 +66,19 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--guidance-scale", type=float, help="prompt strength (default: the model's)")
     parser.add_argument("--fps", type=int, help="playback frames per second (default: the model's)")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
+    interpolation = parser.add_mutually_exclusive_group()
+    interpolation.add_argument(
+        "--interpolate",
+        type=_factor,
+        metavar="2x|3x|4x",
+        help="interpolate frames after generating: N frames at F fps become N*k frames at k*F fps",
+    )
+    interpolation.add_argument("--interpolate-fps", type=int, help="instead of --interpolate: the output fps")
+    parser.add_argument(
+        "--interpolator",
+        choices=["minterpolate", "rife"],
+        help="minterpolate (ffmpeg, CPU, no download; default) or rife (learned, weights from the hub)",
+    )
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
@@ -80,14 +93,35 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
 
 
+def _factor(text: str) -> int:
+    """'2x' or '2' -> 2; the allowed factors are checked with the rest of the request."""
+    try:
+        return int(text.lower().removesuffix("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a factor like 2x or 4x") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stillmotion", description="Image-to-video that fits your GPU.")
     parser.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     generate = sub.add_parser("generate", help="make a video from an image and a prompt")
-    _add_generation_args(generate, need_image=True)
-    generate.add_argument("--output", type=Path, help="output file: .mp4 (default), .gif or .webp")
+    _add_generation_args(generate, need_image=False)
+    generate.add_argument(
+        "--output", type=Path, help="output file: .mp4 (default), .gif or .webp; with --batch, a folder"
+    )
+    generate.add_argument(
+        "--batch",
+        type=Path,
+        help="many videos: a .jsonl file (one object of fields per line, 'image' among them) or a folder of "
+        "images; the other flags are shared (see docs/batches.md)",
+    )
+    generate.add_argument(
+        "--variations",
+        type=int,
+        help="each video N times with seeds seed, seed+1, ... (random without --seed)",
+    )
 
     plan = sub.add_parser("plan", help="show the memory plan and estimates; loads no weights")
     _add_generation_args(plan, need_image=False)
@@ -137,6 +171,9 @@ def _request(args: argparse.Namespace) -> Any:
         guidance_scale=args.guidance_scale,
         fps=args.fps,
         seed=args.seed,
+        interpolate=args.interpolate,
+        interpolate_fps=args.interpolate_fps,
+        interpolator=args.interpolator,
     )
 
 
@@ -148,6 +185,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from stillmotion.engine.progress import CancelToken
     from stillmotion.media.image_input import load_image_file
 
+    if args.batch is not None or args.variations is not None:
+        return cmd_generate_batch(args)
+    for flag, value in (("image", args.image), ("prompt", args.prompt)):
+        if not value:
+            raise InvalidRequest(f"--{flag} is required (or --batch FILE.jsonl|FOLDER).", field=flag)
     settings = _settings(args)
     image = load_image_file(args.image)
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
@@ -172,6 +214,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
             )
         out(str(result.video_path))
     return EXIT_OK
+
+
+def cmd_generate_batch(args: argparse.Namespace) -> int:
+    """``generate --batch`` / ``--variations``: every entry checked first, then each its own video."""
+    from stillmotion import batch_cli
+    from stillmotion.engine.engine import Engine
+    from stillmotion.engine.progress import CancelToken
+
+    settings = _settings(args)
+    entries = batch_cli.read_entries(args.batch) if args.batch is not None else [("--image", {})]
+    if args.image is not None:
+        entries = [(name, {"image": str(args.image), **fields}) for name, fields in entries]
+    if args.variations is not None:
+        entries = batch_cli.with_variations(entries, args.variations, args.seed)
+    folder = args.output or settings.outputs_dir / time.strftime("batch-%Y%m%d-%H%M%S")
+    if folder.suffix.lower() in (".mp4", ".gif", ".webp"):
+        raise InvalidRequest(f"output={str(folder)!r}: with --batch, --output is a folder.", field="output")
+    prepared = batch_cli.prepare(entries, _request(args), settings, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cancel = CancelToken()
+    with _ctrl_c_cancels(cancel):
+        results = batch_cli.run_batch(prepared, Engine(settings), cancel)
+    for result in results:
+        if args.json:
+            out(json.dumps(result, default=str))
+        elif result["ok"]:
+            out(result["video_path"])
+        else:
+            out(f"{result['name']}: error [{result['error']['code']}]: {result['error']['message']}")
+    return EXIT_OK if all(result["ok"] for result in results) else EXIT_ERROR
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stillmotion.models.rife_loader import RIFE_REPO_ID, RIFE_REVISION
+
 
 class Settings(BaseSettings):
     """Everything a deployment may want to change, with the embedded defaults that need no setup."""
@@ -34,6 +36,13 @@ class Settings(BaseSettings):
         description="Never contact the Hugging Face hub; load weights only from the cache or local folders.",
     )
     device: str = Field(default="auto", description="auto, cuda, cuda:N, mps or cpu.")
+    rife_repo_id: str = Field(
+        default=RIFE_REPO_ID, description="Hugging Face repo of the RIFE 4.6 weights (interpolator=rife)."
+    )
+    rife_revision: str = Field(
+        default=RIFE_REVISION,
+        description="Revision of the RIFE weights (a commit hash pins it); each video records the commit.",
+    )
     vram_budget_gb: float | None = Field(
         default=None,
         gt=0,

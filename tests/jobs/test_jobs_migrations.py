@@ -58,8 +58,8 @@ def test_empty_database_migrates_to_exactly_schema_py(tmp_path: Path) -> None:
 def test_previous_version_with_data_migrates_and_keeps_it(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     db = Database.sqlite(settings.db_path)
-    migrate(db, target=LATEST_VERSION - 1)
-    # A queued and a running job as the previous version wrote them (no worker_id / heartbeat columns).
+    migrate(db, target=1)
+    # A queued and a running job as version 1 wrote them (no worker_id / heartbeat columns).
     with db.transaction() as conn:
         old_jobs = inspect(conn).get_columns("jobs")
         assert "worker_id" not in {c["name"] for c in old_jobs}
@@ -89,6 +89,34 @@ def test_previous_version_with_data_migrates_and_keeps_it(tmp_path: Path) -> Non
         assert store.claim_next("w").id == "old-run"  # type: ignore[union-attr]
         add_job(store, "new")
         assert [e["kind"] for e in store.events("new")] == ["created"]
+    finally:
+        store.close()
+
+
+def test_version_2_with_data_gains_batches_and_keeps_its_jobs(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    db = Database.sqlite(settings.db_path)
+    migrate(db, target=2)
+    with db.transaction() as conn:
+        assert "batch_id" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, status, request, model, created_at, updated_at, attempts, "
+                "cancel_requested, input_filename) VALUES ('v2-job', 'queued', :request, 'tiny-i2vgen-xl', "
+                ":created, :created, 1, 0, 'input.png')"
+            ),
+            {"request": json.dumps(tiny_request()), "created": V1_TIME},
+        )
+    db.close()
+
+    store = JobStore.open(settings)
+    try:
+        old = store.get("v2-job")
+        assert old.batch_id is None and old.request == tiny_request() and old.status == JobStatus.QUEUED
+        jobs = store.create_batch("b-1", [("b-1-a", tiny_request(seed=1), "input.png")])
+        assert [j.batch_id for j in jobs] == ["b-1"]
+        assert [j.id for j in store.batch("b-1")] == ["b-1-a"]
+        assert store.claim_next("w").id == "v2-job"  # type: ignore[union-attr]  # FIFO across versions
     finally:
         store.close()
 

@@ -24,6 +24,9 @@ EXPECTED = {
     ("get", "/api/v1/models"),
     ("get", "/api/v1/health"),
     ("post", "/api/v1/plan"),
+    ("post", "/api/v1/batches"),
+    ("get", "/api/v1/batches/{batch_id}"),
+    ("post", "/api/v1/batches/{batch_id}/cancel"),
 }
 
 

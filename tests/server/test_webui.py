@@ -163,3 +163,30 @@ def test_history_rows_show_pixels_and_the_whole_seed() -> None:
     )
     assert row[0] == "![first frame](/gradio_api/file=/data/jobs/x/poster.jpg)"
     assert row[6] == "576×448" and row[7:] == [16, 50, "4294967295"]
+
+
+def test_the_interpolate_toggle_and_variations_map_to_the_api_fields() -> None:
+    from stillmotion.webui.app import _fields
+
+    values = ("waves", "", "tiny-i2vgen-xl", "512p", 512, 512, 8, 2, 9.0, 8, -1)
+    assert _fields(*values, "Off", "rife", 1).interpolate is None
+    assert _fields(*values, "Off", "rife", 1).interpolator is None  # the radio means nothing while off
+    on = _fields(*values, "4x", "rife", 3)
+    assert (on.interpolate, on.interpolator, on.seed) == (4, "rife", None)
+
+
+def test_the_plan_readout_shows_the_interpolated_frames_and_fps() -> None:
+    out = {
+        "fits": True,
+        "request": {
+            "width": 512,
+            "height": 320,
+            "num_frames": 16,
+            "num_inference_steps": 50,
+            "model": "m",
+            "fps": 8,
+        },
+        "plan": {"rung": "resident"},
+        "interpolation": {"factor": 4, "interpolator": "rife", "reason": "RIFE on the cuda"},
+    }
+    assert "**Interpolation 4x** (rife): 64 frames at 32 fps" in plan_markdown(out)

@@ -24,21 +24,25 @@ import stillmotion
 from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
 from stillmotion.engine.cache import EmbeddingCache
+from stillmotion.engine.interpolate import Interpolators
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.errors import InvalidRequest, OutOfMemory
 from stillmotion.media.checks import check_frames, to_uint8
 from stillmotion.media.image_input import InputImage
+from stillmotion.media.interpolation import Interpolator, output_fps_problem
 from stillmotion.media.video_output import format_for_path, write_video
 from stillmotion.memory.apply import apply_plan, needs_reload, release_encoders, reset_placement
 from stillmotion.memory.device import DeviceBudget, configure_allocator
+from stillmotion.memory.interpolation import InterpolationPlan, plan_interpolation
 from stillmotion.memory.plan import MemoryPlan, plan_memory
 from stillmotion.memory.recovery import next_plan
 from stillmotion.models.families import family_of
 from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.loader import load_components
 from stillmotion.models.registry import ModelSpec, get_spec
+from stillmotion.models.rife_loader import RifeWeights
 from stillmotion.speed.compile import apply_speed, mark_step_begin, undo_speed
 from stillmotion.speed.options import SpeedOptions, choose_speed
 
@@ -176,6 +180,7 @@ class Rendered:
     clock: _Clock
     cancel: CancelToken
     faults: fault_switches.FaultRun
+    interpolation: InterpolationPlan | None = None  # the opt-in post-step's plan (step 2), run in generate()
 
 
 class Engine:
@@ -193,6 +198,11 @@ class Engine:
         self._family: ModelFamily[Any, Any] | None = None  # the loaded model's adapter
         self._placed: MemoryPlan | None = None
         self._speed: tuple[MemoryPlan, SpeedOptions, dict[str, Any]] | None = None
+        self.interpolators = Interpolators(
+            RifeWeights(settings.rife_repo_id, settings.rife_revision),
+            cache_dir=settings.models_dir,
+            offline=settings.offline,
+        )
 
     # -- public API ------------------------------------------------------------------------------------
 
@@ -213,7 +223,8 @@ class Engine:
         plan = plan_memory(
             spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
         )
-        return PlanReport(request=resolved, budget=budget, plan=plan)
+        interpolation = _plan_interpolation(resolved, budget)
+        return PlanReport(request=resolved, budget=budget, plan=plan, interpolation=interpolation)
 
     def generate(
         self,
@@ -225,23 +236,29 @@ class Engine:
         strategy: str | None = None,
     ) -> GenerationResult:
         """Generate one video from ``image`` and ``request`` and write it atomically to ``output_path``."""
-        format_for_path(output_path)  # an unsupported output format fails before any work
+        fmt = format_for_path(output_path)  # an unsupported output format fails before any work
 
         # 1-5. Validate, plan, load, encode, denoise and decode (with OOM recovery): see render().
-        rendered = self.render(request, image, on_progress, cancel, strategy)
+        rendered = self.render(request, image, on_progress, cancel, strategy, output_format=fmt)
         req, clock = rendered.request, rendered.clock
 
         # 6. Check the frames: NaN fails the job; black or frozen output is flagged.
         rendered.cancel.raise_if_cancelled()
         frames = rendered.frames.numpy()
         warnings = [*rendered.warnings, *check_frames(frames).warnings]
+        metadata = self._recipe(rendered.spec, req, image, rendered.plan, rendered.downgrades, warnings)
+        video_frames = to_uint8(frames)
 
-        # 7. Write the video atomically, with its recipe in the file and in a JSON sidecar.
+        # 7. Interpolate (opt-in): N x k frames at k x fps, recorded in the recipe (engine/interpolate.py).
+        if rendered.interpolation is not None:
+            video_frames, metadata["interpolation"] = self._interpolate(rendered, video_frames)
+            rendered.timings["interpolate_s"] = metadata["interpolation"]["time_s"]
+
+        # 8. Write the video atomically, with its recipe in the file and in a JSON sidecar.
         clock.stage(Stage.WRITE, req.num_inference_steps, f"writing {output_path.name}")
         started = time.perf_counter()
-        metadata = self._recipe(rendered.spec, req, image, rendered.plan, rendered.downgrades, warnings)
         with rendered.faults.phase("write"):
-            video = write_video(to_uint8(frames), output_path, fps=req.fps, metadata=metadata)
+            video = write_video(video_frames, output_path, fps=req.output_fps, metadata=metadata)
         timings = {**rendered.timings, "write_s": time.perf_counter() - started, "total_s": clock.elapsed}
         clock.stage(Stage.DONE, req.num_inference_steps, "done")
         return GenerationResult(
@@ -263,8 +280,12 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         strategy: str | None = None,
+        *,
+        output_format: str | None = None,
     ) -> Rendered:
-        """Steps 1-5 of a generation: the decoded frames as float32 (frames, height, width, 3) in [0, 1]."""
+        """Steps 1-5 of a generation: the decoded frames as float32 (frames, height, width, 3) in [0, 1].
+
+        ``output_format`` (mp4, gif, webp), when given, is checked against the output fps up front."""
         cancel = cancel or CancelToken()
         faults = fault_switches.active().for_run()  # test-only switches (faults.py); usually none
 
@@ -272,6 +293,9 @@ class Engine:
         spec = get_spec(request.model or self.settings.default_model)
         resolved = request.resolve(spec, (image.width, image.height))
         family = family_of(spec)
+        problem = output_format and output_fps_problem(output_format, resolved.output_fps)
+        if problem:
+            raise InvalidRequest(f"fps={resolved.output_fps}: {problem}.", field="output")
         clock = _Clock(on_progress, resolved.num_inference_steps)
         clock.stage(Stage.PLAN, 0, "planning memory")
 
@@ -281,6 +305,10 @@ class Engine:
             spec, resolved, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
         )
         logger.info("plan %s: %s", plan.rung, plan.reason)
+        # Opt-in interpolation is a phase too: planned now, refused up front; missing RIFE weights fail here.
+        interpolation = _plan_interpolation(resolved, budget)
+        if interpolation is not None:
+            self.interpolators.prepare(interpolation)
 
         # 3-5. Load, encode, denoise, decode; on out-of-memory step down one rung and resume.
         state = DenoiseState()
@@ -312,6 +340,7 @@ class Engine:
             clock=clock,
             cancel=cancel,
             faults=faults,
+            interpolation=interpolation,
         )
 
     def unload(self) -> None:
@@ -506,6 +535,21 @@ class Engine:
         )
         return cheaper
 
+    def _interpolate(self, rendered: Rendered, frames: Any) -> tuple[Any, dict[str, Any]]:
+        """Step 7: the generator leaves the device first when the interpolator runs there (so planned)."""
+        plan, req, clock = rendered.interpolation, rendered.request, rendered.clock
+        assert plan is not None
+        what = f"interpolating {plan.factor}x with {plan.interpolator.value}"
+        clock.stage(Stage.INTERPOLATE, req.num_inference_steps, what)
+        if plan.device_type == self.device.type != "cpu" and self._loaded is not None:
+            self._reset(self._loaded[2])
+            self._free_transients()
+
+        def on_frame(done: int, total: int) -> None:
+            clock.stage(Stage.INTERPOLATE, req.num_inference_steps, f"{what}: {done}/{total}")
+
+        return self.interpolators.run(frames, req.fps, plan, self.device, rendered.cancel, on_frame)
+
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _components(self, spec: ModelSpec, family: ModelFamily[Any, Any], dtype: torch.dtype) -> Components:
@@ -596,6 +640,14 @@ class Engine:
                 "python": platform.python_version(),
             },
         }
+
+
+def _plan_interpolation(req: ResolvedRequest, budget: DeviceBudget) -> InterpolationPlan | None:
+    if req.interpolate == 1 or req.interpolator is None:
+        return None
+    return plan_interpolation(
+        Interpolator(req.interpolator), req.interpolate, req.height, req.width, req.num_frames, budget
+    )
 
 
 def _device_name(device: torch.device) -> str:

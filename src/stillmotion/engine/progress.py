@@ -20,6 +20,7 @@ class Stage(StrEnum):
     ENCODE = "encode"
     DENOISE = "denoise"
     DECODE = "decode"
+    INTERPOLATE = "interpolate"
     WRITE = "write"
     DONE = "done"
 

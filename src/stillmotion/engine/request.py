@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from stillmotion.errors import InvalidRequest
+from stillmotion.media.interpolation import resolve_interpolation
 from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
@@ -36,6 +37,11 @@ class GenerationRequest:
     guidance_scale: float | None = None
     fps: int | None = None
     seed: int | None = None
+    # Frame interpolation, an opt-in post-step (media/interpolation.py): a factor, or a target fps, and which
+    # interpolator (default: minterpolate, which needs no download).
+    interpolate: int | None = None
+    interpolate_fps: int | None = None
+    interpolator: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +89,9 @@ class GenerationRequest:
         )
         fps = _check_int("fps", self.fps, spec.defaults.fps, limits.min_fps, limits.max_fps)
         seed = _check_int("seed", self.seed, secrets.randbelow(MAX_SEED + 1), 0, MAX_SEED)
+        factor, interpolator = resolve_interpolation(
+            self.interpolate, self.interpolate_fps, self.interpolator, fps
+        )
         return ResolvedRequest(
             prompt=prompt,
             negative_prompt=negative,
@@ -95,6 +104,8 @@ class GenerationRequest:
             guidance_scale=guidance,
             fps=fps,
             seed=seed,
+            interpolate=factor,
+            interpolator=None if interpolator is None else interpolator.value,
         )
 
     def _resolve_prompts(self, spec: ModelSpec, need_prompt: bool) -> tuple[str, str]:
@@ -170,11 +181,21 @@ class ResolvedRequest:
     num_frames: int
     num_inference_steps: int
     guidance_scale: float
-    fps: int
+    fps: int  # the generator's frame rate (the UNet is conditioned on it)
     seed: int
+    interpolate: int = 1  # frames and fps are multiplied by this after decode; 1 = no interpolation
+    interpolator: str | None = None  # media.interpolation.Interpolator value when interpolate > 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def output_fps(self) -> int:
+        return self.fps * self.interpolate
+
+    @property
+    def output_num_frames(self) -> int:
+        return self.num_frames * self.interpolate
 
     @property
     def do_classifier_free_guidance(self) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from stillmotion.engine.request import ResolvedRequest
 from stillmotion.memory.device import DeviceBudget
+from stillmotion.memory.interpolation import InterpolationPlan
 from stillmotion.memory.plan import MemoryPlan
 
 
@@ -47,6 +48,12 @@ class PlanReport:
     request: ResolvedRequest
     budget: DeviceBudget
     plan: MemoryPlan
+    interpolation: InterpolationPlan | None = None  # the opt-in post-step's phase, when asked for
 
     def to_dict(self) -> dict[str, Any]:
-        return {"request": self.request.to_dict(), "budget": vars(self.budget), "plan": self.plan.to_dict()}
+        return {
+            "request": self.request.to_dict(),
+            "budget": vars(self.budget),
+            "plan": self.plan.to_dict(),
+            "interpolation": None if self.interpolation is None else self.interpolation.to_dict(),
+        }

@@ -93,7 +93,14 @@ def _v2_worker_and_events(conn: Connection) -> None:
     events.create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_jobs, _v2_worker_and_events)
+def _v3_batch_id(conn: Connection) -> None:
+    """Version 3: the batch a job belongs to, so a batch is listed and cancelled as a group."""
+    id_type = String(64).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE jobs ADD COLUMN batch_id {id_type}"))
+    conn.execute(text("CREATE INDEX ix_jobs_batch ON jobs (batch_id)"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_jobs, _v2_worker_and_events, _v3_batch_id)
 LATEST_VERSION = len(MIGRATIONS)
 
 _version_meta = MetaData()

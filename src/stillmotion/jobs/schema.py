@@ -90,10 +90,13 @@ jobs = Table(
     # Added in schema version 2: who holds a running job, and when it last showed signs of life.
     Column("worker_id", String(ID_LENGTH), nullable=True),
     Column("heartbeat_at", UTCDateTime, nullable=True),
+    # Added in schema version 3: the batch a job was submitted in (one request, several jobs), or NULL.
+    Column("batch_id", String(ID_LENGTH), nullable=True),
 )
 
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.seq)
 Index("ix_jobs_created", jobs.c.created_at)
+Index("ix_jobs_batch", jobs.c.batch_id)
 
 job_events = Table(
     "job_events",

@@ -97,6 +97,7 @@ class Job:
     idempotency_key: str | None
     worker_id: str | None
     heartbeat_at: datetime | None
+    batch_id: str | None = None  # set for the jobs of one batch request
 
     @property
     def is_terminal(self) -> bool:
@@ -130,6 +131,7 @@ class Job:
             "idempotency_key": self.idempotency_key,
             "worker_id": self.worker_id,
             "heartbeat_at": iso(self.heartbeat_at),
+            "batch_id": self.batch_id,
         }
 
 
@@ -157,6 +159,7 @@ def _row_to_job(row: Row[Any]) -> Job:
         idempotency_key=m["idempotency_key"],
         worker_id=m["worker_id"],
         heartbeat_at=m["heartbeat_at"],
+        batch_id=m["batch_id"],
     )
 
 
@@ -256,38 +259,14 @@ class JobStore:
                 field="input_filename",
             )
         GenerationRequest.from_dict(request)  # unknown fields are an error, not stored and ignored
-        model = request.get("model") or self.settings.default_model
         if idempotency_key is not None:
             existing = self._by_idempotency_key(idempotency_key, request)
             if existing is not None:
                 return existing, False
 
         def insert_job(conn: Connection) -> None:
-            now = self._clock()
-            depth = conn.execute(
-                select(func.count()).select_from(jobs).where(jobs.c.status == JobStatus.QUEUED.value)
-            ).scalar_one()
-            if depth >= self.settings.max_queue_size:
-                raise QueueFull(
-                    f"The queue is full ({depth} jobs waiting, max_queue_size="
-                    f"{self.settings.max_queue_size}); try again later.",
-                    details={"queue_depth": depth},
-                )
-            conn.execute(
-                insert(jobs).values(
-                    id=job_id,
-                    status=JobStatus.QUEUED.value,
-                    request=request,
-                    model=model,
-                    created_at=now,
-                    updated_at=now,
-                    attempts=1,
-                    cancel_requested=False,
-                    input_filename=input_filename,
-                    idempotency_key=idempotency_key,
-                )
-            )
-            conn.execute(insert(job_events).values(job_id=job_id, at=now, kind="created", detail=None))
+            self._check_queue_room(conn, 1)
+            self._insert_queued(conn, job_id, request, input_filename, idempotency_key=idempotency_key)
 
         try:
             # Retried while the database is locked (each try is a whole transaction, rolled back on failure).
@@ -300,6 +279,88 @@ class JobStore:
                     return existing, False
             raise InvalidRequest(f"job id {job_id} already exists.", field="job_id") from None
         return self.get(job_id), True
+
+    def create_batch(
+        self, batch_id: str, items: Sequence[tuple[str, dict[str, Any], str]]
+    ) -> builtins.list[Job]:
+        """Insert the queued jobs of a batch, ``(job_id, request, input_filename)`` each, in ONE transaction.
+
+        All or nothing: the queue must have room for every job (``QueueFull`` otherwise), and any failure
+        rolls every row back. Write each job's input first, as for ``create``.
+        """
+        if not JOB_ID_PATTERN.match(batch_id):
+            raise InvalidRequest(
+                f"batch_id={batch_id[:80]!r} must match {JOB_ID_PATTERN.pattern}.", field="batch_id"
+            )
+        for job_id, request, input_filename in items:
+            if not JOB_ID_PATTERN.match(job_id) or not FILENAME_PATTERN.match(input_filename):
+                raise InvalidRequest(
+                    f"job {job_id[:80]!r} has an invalid id or input filename.", field="job_id"
+                )
+            GenerationRequest.from_dict(request)
+
+        def insert_batch(conn: Connection) -> None:
+            self._check_queue_room(conn, len(items))
+            for job_id, request, input_filename in items:
+                self._insert_queued(conn, job_id, request, input_filename, batch_id=batch_id)
+
+        self.db.run_with_retry(insert_batch, deadline_s=self.submit_wait_s, what=f"create batch {batch_id}")
+        return self.batch(batch_id)
+
+    def batch(self, batch_id: str) -> builtins.list[Job]:
+        """The jobs of one batch in submission order; ``JobNotFound`` when there are none."""
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(select(jobs).where(jobs.c.batch_id == batch_id).order_by(jobs.c.seq)).all()
+        if not rows:
+            raise JobNotFound(f"No batch with id {batch_id[:80]!r}.", details={"batch_id": batch_id[:80]})
+        return [_row_to_job(r) for r in rows]
+
+    def cancel_batch(self, batch_id: str) -> builtins.list[Job]:
+        """Cancel every unfinished job of the batch (as ``request_cancel``); finished ones stay as is."""
+        for job in self.batch(batch_id):
+            if job.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                self.request_cancel(job.id)
+        return self.batch(batch_id)
+
+    def _check_queue_room(self, conn: Connection, count: int) -> None:
+        depth = conn.execute(
+            select(func.count()).select_from(jobs).where(jobs.c.status == JobStatus.QUEUED.value)
+        ).scalar_one()
+        if depth + count > self.settings.max_queue_size:
+            raise QueueFull(
+                f"The queue is full ({depth} jobs waiting, {count} more asked for, max_queue_size="
+                f"{self.settings.max_queue_size}); try again later.",
+                details={"queue_depth": depth},
+            )
+
+    def _insert_queued(
+        self,
+        conn: Connection,
+        job_id: str,
+        request: dict[str, Any],
+        input_filename: str,
+        *,
+        idempotency_key: str | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        now = self._clock()
+        conn.execute(
+            insert(jobs).values(
+                id=job_id,
+                status=JobStatus.QUEUED.value,
+                request=request,
+                model=request.get("model") or self.settings.default_model,
+                created_at=now,
+                updated_at=now,
+                attempts=1,
+                cancel_requested=False,
+                input_filename=input_filename,
+                idempotency_key=idempotency_key,
+                batch_id=batch_id,
+            )
+        )
+        detail = None if batch_id is None else {"batch_id": batch_id}
+        conn.execute(insert(job_events).values(job_id=job_id, at=now, kind="created", detail=detail))
 
     def _by_idempotency_key(self, key: str, request: dict[str, Any]) -> Job | None:
         with self.db.transaction(write=False) as conn:

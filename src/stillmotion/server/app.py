@@ -19,7 +19,7 @@ from stillmotion import __version__
 from stillmotion.config import Settings
 from stillmotion.jobs.store import JobStore
 from stillmotion.server.errors import ApiError, register_error_handlers
-from stillmotion.server.routes import health, jobs, models
+from stillmotion.server.routes import batches, health, jobs, models
 from stillmotion.server.security import OriginGuard, is_loopback, require_token
 from stillmotion.service.job_service import API_PREFIX, JobService
 
@@ -83,6 +83,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
     api.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(require_token)])
     protected.include_router(jobs.router)
+    protected.include_router(batches.router)
     protected.include_router(models.router)
     api.include_router(protected)
     app.include_router(api)

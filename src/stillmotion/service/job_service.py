@@ -16,18 +16,29 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.errors import CannotFit, JobNotFound, ServiceRefused, StillmotionError, UnknownModel
+from stillmotion.errors import (
+    CannotFit,
+    InvalidRequest,
+    JobNotFound,
+    ServiceRefused,
+    StillmotionError,
+    UnknownModel,
+)
 from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
+from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time
 from stillmotion.service.schemas import (
+    BatchLinks,
+    BatchOut,
     ErrorBody,
     GenerationFields,
     JobLinks,
@@ -182,6 +193,52 @@ class JobService:
             if job_dir is not None:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
+    def submit_batch(
+        self, base: GenerationFields, items: Sequence[dict[str, Any]], upload: Path
+    ) -> tuple[str, list[Job]]:
+        """One image, one job per entry of ``items`` (fields on top of ``base``): (batch id, the jobs).
+
+        All or nothing: every entry is validated before any folder or row exists, and the rows are committed
+        in one transaction (the queue must hold them all). Each job gets its own copy of the image, its own
+        row and its own video. ``upload`` is consumed, as by ``submit``.
+        """
+        job_dirs: list[Path] = []
+        try:
+            self.check_admission()
+            image = self.load_image(upload)
+            entries = []
+            for index, fields in enumerate(expand_batch(base, items)):
+                try:
+                    resolved = self.resolve(fields, (image.width, image.height))
+                except InvalidRequest as exc:
+                    raise InvalidRequest(
+                        f"items[{index}]: {exc.message}",
+                        code=exc.code,
+                        field=f"items[{index}].{exc.field}",
+                        http_status=exc.http_status,
+                    ) from None
+                entries.append(
+                    (str(uuid.uuid4()), self._stored_request(fields, resolved), f"input.{image.format}")
+                )
+            for job_id, _, input_filename in entries:
+                job_dir = self.store.job_dir(job_id)
+                job_dirs.append(job_dir)
+                job_dir.mkdir(parents=True, exist_ok=False)
+                shutil.copyfile(upload, job_dir / input_filename)
+            batch_id = str(uuid.uuid4())
+            try:
+                jobs = self.store.create_batch(batch_id, entries)
+            except QueueFull:
+                raise self._queue_full() from None
+            job_dirs = []  # committed: the folders belong to their rows now
+            logger.info("batch %s accepted: %d jobs", batch_id, len(jobs))
+            return batch_id, jobs
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                upload.unlink()
+            for job_dir in job_dirs:
+                shutil.rmtree(job_dir, ignore_errors=True)
+
     @staticmethod
     def _stored_request(fields: GenerationFields, resolved: ResolvedRequest) -> dict[str, Any]:
         """What the row keeps: the fields as given plus the model and seed actually chosen.
@@ -220,6 +277,7 @@ class JobService:
             request=ResolvedRequestOut(**data["request"]),
             budget=_jsonable(data.get("budget")),
             plan=_jsonable(plan),
+            interpolation=_jsonable(data.get("interpolation")),
             expected_time_s=None if expected is None else round(expected.seconds, 1),
             expected_time_basis=None if expected is None else expected.basis,
         )
@@ -346,6 +404,19 @@ class JobService:
                 cancel=f"{base}/cancel",
                 video=f"{base}/video" if status == JobStatus.SUCCEEDED else None,
             ),
+        )
+
+    def batch_out(self, batch_id: str, jobs: list[Job]) -> BatchOut:
+        """The public view of a batch."""
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job.status.value] = counts.get(job.status.value, 0) + 1
+        base = f"{API_PREFIX}/batches/{batch_id}"
+        return BatchOut(
+            id=batch_id,
+            jobs=[self.job_out(job) for job in jobs],
+            counts=counts,
+            links=BatchLinks(self=base, cancel=f"{base}/cancel"),
         )
 
     def video_path(self, job_id: str) -> Path:

@@ -76,6 +76,19 @@ class GenerationFields(BaseModel):
     guidance_scale: float | None = Field(default=None, description="Classifier-free guidance scale.")
     fps: int | None = Field(default=None, description="Frames per second of the output video.")
     seed: int | None = Field(default=None, description="0 to 2**32-1; leave out for a random one.")
+    interpolate: int | None = Field(
+        default=None,
+        description="Frame interpolation after generation: 2, 3 or 4 times the frames and the fps (N frames "
+        "become N x k, the duration stays). Changes the video; recorded in its recipe.",
+    )
+    interpolate_fps: int | None = Field(
+        default=None, description="Instead of `interpolate`: the output fps, fps times 2, 3 or 4."
+    )
+    interpolator: Literal["minterpolate", "rife"] | None = Field(
+        default=None,
+        description="minterpolate (ffmpeg, CPU, no download; the default) or rife (learned RIFE 4.6 network, "
+        "weights from the Hugging Face hub).",
+    )
 
 
 class JobForm(GenerationFields):
@@ -113,10 +126,12 @@ class ResolvedRequestOut(_Out):
     guidance_scale: float
     fps: int
     seed: int
+    interpolate: int = 1
+    interpolator: str | None = None
 
 
 class ProgressOut(_Out):
-    stage: str = Field(description="plan, load, encode, denoise, decode, write or done.")
+    stage: str = Field(description="plan, load, encode, denoise, decode, interpolate, write or done.")
     step: int = Field(description="Finished denoising steps.")
     total_steps: int
     elapsed_s: float
@@ -229,9 +244,41 @@ class PlanOut(_Out):
     request: ResolvedRequestOut
     budget: dict[str, Any] | None = Field(default=None, description="The device budget measured now.")
     plan: dict[str, Any] | None = Field(default=None, description="The chosen plan and its estimates.")
+    interpolation: dict[str, Any] | None = Field(
+        default=None, description="The interpolation phase's plan, when the request asks for interpolation."
+    )
     expected_time_s: float | None = Field(
         default=None,
         description="Expected seconds for the whole job on this machine, learned from its earlier jobs of "
         "the same model; null until one has run.",
     )
     expected_time_basis: str | None = Field(default=None, description="What the expected time rests on.")
+
+
+class BatchForm(JobForm):
+    """Multipart body of ``POST /batches``: one image, the fields all jobs share, and what differs per job."""
+
+    items: str | None = Field(
+        default=None,
+        description="A JSON array, one object per job with the fields that differ from the shared ones, "
+        'e.g. [{"seed": 1}, {"seed": 2}] or [{"prompt": "waves"}, {"prompt": "rain"}] (1 to 64 entries).',
+    )
+    variations: int | None = Field(
+        default=None,
+        description="Instead of `items`: this many jobs that differ only in the seed (seed, seed+1, ... when "
+        "`seed` is given, random seeds otherwise).",
+    )
+
+
+class BatchLinks(_Out):
+    self: str
+    cancel: str
+
+
+class BatchOut(_Out):
+    """One batch: its jobs in submission order and how many are in each status."""
+
+    id: str
+    jobs: list[JobOut]
+    counts: dict[str, int] = Field(description='Jobs per status, e.g. {"succeeded": 5, "cancelled": 1}.')
+    links: BatchLinks

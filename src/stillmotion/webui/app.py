@@ -30,8 +30,10 @@ from pydantic import ValidationError
 from stillmotion.engine.request import MAX_SEED, describe_rules, preset_size
 from stillmotion.errors import InvalidImage, StillmotionError
 from stillmotion.jobs.store import Job, JobStatus
+from stillmotion.media.interpolation import DEFAULT_INTERPOLATOR, FACTORS, Interpolator
 from stillmotion.media.poster import ensure_poster
 from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec, get_spec, list_specs
+from stillmotion.service.batch import MAX_BATCH_JOBS, variation_items
 from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
 from stillmotion.service.schemas import GenerationFields
 from stillmotion.service.validation import validation_message
@@ -55,6 +57,8 @@ HISTORY_REFRESH_S = 5.0
 HISTORY_ROWS = 50
 CUSTOM = "Custom"
 PRESETS = [*RESOLUTION_PRESETS, CUSTOM]
+INTERPOLATE_OFF = "Off"
+INTERPOLATE_CHOICES = [INTERPOLATE_OFF, *(f"{factor}x" for factor in FACTORS)]
 
 CSS = """
 #sm-progress .bar { height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden; }
@@ -115,8 +119,12 @@ def _fields(
     guidance: Any,
     fps: Any,
     seed: Any,
+    interpolate: str = INTERPOLATE_OFF,
+    interpolator: str | None = None,
+    variations: Any = 1,  # not a generation field: read by submit()
 ) -> GenerationFields:
     custom = size_mode == CUSTOM
+    factor = None if interpolate in (None, INTERPOLATE_OFF) else int(str(interpolate).rstrip("x"))
     return GenerationFields(
         prompt=prompt or "",
         negative_prompt=_none_if_blank(negative),
@@ -129,6 +137,8 @@ def _fields(
         guidance_scale=None if _none_if_blank(guidance) is None else float(guidance),
         fps=_as_int(fps),
         seed=None if _as_int(seed) in (None, -1) else _as_int(seed),  # -1: the UI's "random"
+        interpolate=factor,
+        interpolator=interpolator if factor is not None else None,
     )
 
 
@@ -278,6 +288,11 @@ def build_ui(service: JobService) -> gr.Blocks:
         ) as tmp:
             with open(image, "rb") as src:
                 shutil.copyfileobj(src, tmp)
+        count = _as_int(values[-1]) or 1  # "Variations": more than one makes a batch of seeds
+        if count > 1:
+            batch_id, jobs = service.submit_batch(fields, variation_items(count, fields.seed), Path(tmp.name))
+            gr.Info(f"Batch {batch_id[:8]}: {len(jobs)} jobs queued (seeds {jobs[0].request['seed']}...).")
+            return jobs[0].id  # followed here; every job of the batch is in the history
         job, _ = service.submit(fields, Path(tmp.name))
         gr.Info(f"Job {job.id[:8]} queued.")
         return job.id
@@ -387,6 +402,9 @@ def build_ui(service: JobService) -> gr.Blocks:
             r.get("guidance_scale") or d.guidance_scale,
             r.get("fps") or d.fps,
             r.get("seed"),
+            f"{r['interpolate']}x" if r.get("interpolate") else INTERPOLATE_OFF,
+            r.get("interpolator") or DEFAULT_INTERPOLATOR.value,
+            1,
             gr.Tabs(selected="generate"),
         )
 
@@ -480,6 +498,30 @@ def build_ui(service: JobService) -> gr.Blocks:
                                     scale=3,
                                 )
                                 dice = gr.Button("Random seed", elem_id="sm-dice", scale=1)
+                            with gr.Row():
+                                interpolate = gr.Dropdown(
+                                    INTERPOLATE_CHOICES,
+                                    value=INTERPOLATE_OFF,
+                                    label="Interpolate",
+                                    elem_id="sm-interpolate",
+                                    info="Smoother playback: k x the frames at k x the fps, same duration",
+                                )
+                                interpolator = gr.Radio(
+                                    [i.value for i in Interpolator],
+                                    value=DEFAULT_INTERPOLATOR.value,
+                                    label="Interpolator",
+                                    elem_id="sm-interpolator",
+                                    info="minterpolate: ffmpeg, no download; rife: learned, from the hub",
+                                )
+                            variations = field_number(
+                                value=1,
+                                precision=0,
+                                minimum=1,
+                                maximum=MAX_BATCH_JOBS,
+                                label="Variations",
+                                elem_id="sm-variations",
+                                info="More than 1: a batch of jobs with seeds seed, seed+1, ...",
+                            )
                     with gr.Column(scale=6, min_width=320):
                         video = gr.Video(
                             label="Video",
@@ -521,7 +563,22 @@ def build_ui(service: JobService) -> gr.Blocks:
                     "Download video", visible=False, elem_id="sm-detail-download"
                 )
 
-        form = [prompt, negative, model, size_mode, height, width, frames, steps, guidance, fps, seed]
+        form = [
+            prompt,
+            negative,
+            model,
+            size_mode,
+            height,
+            width,
+            frames,
+            steps,
+            guidance,
+            fps,
+            seed,
+            interpolate,
+            interpolator,
+            variations,
+        ]
 
         # -- events -----------------------------------------------------------------------------------------
         size_mode.change(lambda m: gr.update(visible=m == CUSTOM), size_mode, custom_row, queue=False)
@@ -541,8 +598,10 @@ def build_ui(service: JobService) -> gr.Blocks:
             "trigger_mode": "always_last",
         }
         # The readout describes the form as it is now: every field that changes what runs, or how long it
-        # takes, re-plans (the prompt and the seed change neither).
-        for component in (image, model, size_mode, height, width, frames, steps, guidance, fps, negative):
+        # takes, re-plans (the prompt and the seed change neither; variations only repeat the job).
+        unplanned = (prompt, seed, variations)
+        replanned: list[Any] = [image, *(c for c in form if all(c is not u for u in unplanned))]
+        for component in replanned:
             component.change(plan, plan_inputs, plan_md, **plan_opts)
         submit_btn.click(
             submit,

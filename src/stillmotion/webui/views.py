@@ -28,6 +28,9 @@ FIELD_LABELS = {
     "fps": "FPS",
     "seed": "Seed",
     "image": "Input image",
+    "interpolate": "Interpolate",
+    "interpolator": "Interpolator",
+    "variations": "Variations",
 }
 
 HISTORY_HEADERS = ["", "Job", "Status", "Created", "Prompt", "Model", "Size (px)", "Frames", "Steps", "Seed"]
@@ -94,6 +97,14 @@ def plan_markdown(out: Mapping[str, Any]) -> str:
     text = head + "\n\n" + " · ".join(parts)
     if plan.get("approximate"):
         text += "\n\n**Approximate:** " + ", ".join(str(a) for a in plan.get("approximations") or [])
+    interpolation = out.get("interpolation")
+    if isinstance(interpolation, dict):
+        factor = interpolation.get("factor")
+        text += (
+            f"\n\n**Interpolation {factor}x** ({interpolation.get('interpolator')}): "
+            f"{req['num_frames'] * int(factor or 1)} frames at {req['fps'] * int(factor or 1)} fps"
+            f"\n\n<small>{html.escape(str(interpolation.get('reason', '')))}</small>"
+        )
     if plan.get("reason"):  # the planner's full reasoning, folded: one click away, not in the way
         reason = html.escape(str(plan["reason"]))
         text += f"\n\n<details><summary>why this plan</summary><small>{reason}</small></details>"

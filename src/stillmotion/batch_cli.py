@@ -1,0 +1,137 @@
+"""``stillmotion generate --batch FILE.jsonl|FOLDER [--variations N]``: many videos from one command.
+
+The command-line flags are the shared fields; each batch entry adds what differs:
+- a ``.jsonl`` file: one JSON object per line with request fields (``prompt``, ``seed``, ``interpolate``...),
+  ``image`` (a path, relative to the file's folder) and optionally ``output`` (a file name);
+- a folder: one entry per PNG, JPEG or WebP image in it, in name order;
+- ``--variations N``: each entry N times, with seeds seed, seed + 1, ... (random seeds without ``--seed``).
+
+All or nothing up front: every entry is checked (fields, image, model limits) before the first video starts,
+and a bad one stops the command with exit 2 naming the entry. Then the entries run one after another on one
+engine, so the prompt and image embeddings are computed once and shared through its cache; a failure in one
+entry is reported and the others still run. Each entry writes its own video into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from stillmotion.config import Settings
+from stillmotion.engine.engine import Engine
+from stillmotion.engine.progress import CancelToken
+from stillmotion.engine.request import MAX_SEED, GenerationRequest
+from stillmotion.errors import Cancelled, InvalidRequest, StillmotionError
+from stillmotion.media.image_input import InputImage, load_image_file
+from stillmotion.media.video_output import VIDEO_FORMATS
+from stillmotion.models.registry import get_spec
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+Entries = list[tuple[str, dict[str, Any]]]  # (how messages name it, its fields)
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One video to make: its request (seed fixed), its image and where it goes."""
+
+    name: str  # how messages name it: "line 3" or the image's file name
+    request: GenerationRequest
+    image: InputImage
+    output: Path
+
+
+def read_entries(source: Path) -> Entries:
+    """(name, fields) per entry of a ``.jsonl`` file or a folder of images."""
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise InvalidRequest(f"batch={str(source)!r} holds no PNG, JPEG or WebP image.", field="batch")
+        return [(p.name, {"image": str(p)}) for p in images]
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"batch={str(source)!r} cannot be read ({exc}).", field="batch") from None
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+        except ValueError as exc:
+            raise InvalidRequest(f"batch line {number}: not valid JSON ({exc}).", field="batch") from None
+        if not isinstance(fields, dict):
+            raise InvalidRequest(f"batch line {number}: must be a JSON object.", field="batch")
+        if "image" in fields:
+            fields["image"] = str(source.parent / str(fields["image"]))
+        entries.append((f"line {number}", fields))
+    if not entries:
+        raise InvalidRequest(f"batch={str(source)!r} has no entries.", field="batch")
+    return entries
+
+
+def with_variations(entries: Entries, count: int, seed: int | None) -> Entries:
+    """Each entry ``count`` times with seeds seed, seed + 1, ... (no seed: each draws its own)."""
+    if count < 1:
+        raise InvalidRequest(f"variations={count} must be 1 or more.", field="variations")
+    out = []
+    for name, fields in entries:
+        for i in range(count):
+            varied = dict(fields)
+            base = fields.get("seed", seed)
+            if isinstance(base, int) and not isinstance(base, bool):
+                varied["seed"] = (base + i) % (MAX_SEED + 1)
+            out.append((f"{name} #{i + 1}" if count > 1 else name, varied))
+    return out
+
+
+def prepare(
+    entries: Entries, shared: GenerationRequest, settings: Settings, folder: Path
+) -> list[BatchEntry]:
+    """Check every entry before any runs; the seed each will use is fixed now (and recorded)."""
+    prepared = []
+    for index, (name, fields) in enumerate(entries):
+        fields = dict(fields)
+        image_path = fields.pop("image", None)
+        output_name = fields.pop("output", None)
+        try:
+            request = GenerationRequest.from_dict({**_given(shared), **fields})
+            if image_path is None:
+                raise InvalidRequest("no image: give --image or an 'image' per entry.", field="image")
+            image = load_image_file(Path(str(image_path)))
+            spec = get_spec(request.model or settings.default_model)
+            resolved = request.resolve(spec, (image.width, image.height))
+            output = folder / str(output_name or f"{index + 1:03d}-{Path(str(image_path)).stem}.mp4")
+            if output.suffix.lstrip(".").lower() not in VIDEO_FORMATS or output.parent != folder:
+                raise InvalidRequest(
+                    f"output={output_name!r}: give a file name ending in .mp4, .gif or .webp."
+                )
+        except StillmotionError as exc:
+            raise InvalidRequest(f"batch {name}: {exc.message}", code=exc.code, field=exc.field) from None
+        prepared.append(BatchEntry(name, replace(request, seed=resolved.seed), image, output))
+    return prepared
+
+
+def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) -> list[dict[str, Any]]:
+    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``."""
+    results = []
+    for entry in entries:
+        try:
+            result = engine.generate(entry.request, entry.image, entry.output, cancel=cancel)
+        except Cancelled:
+            raise
+        except StillmotionError as exc:
+            logger.warning("batch %s failed: [%s] %s", entry.name, exc.code, exc.message)
+            results.append({"name": entry.name, "ok": False, "error": exc.to_dict()})
+            continue
+        path = str(result.video_path)
+        results.append({"name": entry.name, "ok": True, "video_path": path, "seed": entry.request.seed})
+    return results
+
+
+def _given(request: GenerationRequest) -> dict[str, Any]:
+    return {key: value for key, value in request.to_dict().items() if value not in (None, "")}
