@@ -267,3 +267,17 @@ def test_plan_for_another_card_keeps_the_users_cap(
         in text
     )
     assert "1024x1024, 16 frames" in text  # width x height, as everywhere
+
+
+def test_models_lists_without_loading_the_model_libraries() -> None:
+    """A listing answers at once: no torch, diffusers or transformers import (seconds on a laptop)."""
+    code = (
+        "import sys\n"
+        "from stillmotion.cli import main\n"
+        "assert main(['models']) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
+        "assert heavy == [], heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "i2vgen-xl" in proc.stdout and "tiny-i2vgen-xl" in proc.stdout

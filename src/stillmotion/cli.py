@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -417,14 +418,13 @@ class _ctrl_c_cancels:  # noqa: N801 - used as a context manager, reads like a s
 
 
 def _quiet_libraries() -> None:
-    """The model libraries log through their own verbosity switches; keep their chatter out of the CLI."""
-    import diffusers
-    import huggingface_hub
-    import transformers
+    """The model libraries log through their own verbosity switches; keep their chatter out of the CLI.
 
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
-    huggingface_hub.utils.logging.set_verbosity_error()
+    Through their environment variables, read when each library is first imported: importing them here
+    would cost seconds (diffusers pulls in torch) for commands that never need them (`models`, `plan`).
+    """
+    for name in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ.setdefault(name, "error")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
