@@ -179,3 +179,19 @@ def test_bad_requests_fail_before_any_work(engine: Engine, input_image: InputIma
         engine.generate(GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "x.avi")
     assert info.value.field == "output"
     assert engine._loaded is None  # nothing was loaded for a request that could not run
+
+
+def test_a_cut_prompt_is_named_and_the_models_own_negative_prompt_never_warns(
+    engine: Engine, input_image: InputImage
+) -> None:
+    """The tiny tokenizer reads one token per character (77 at most, like CLIP)."""
+    short = engine.render(GenerationRequest(prompt="waves roll in", seed=1, **SMALL), input_image)
+    assert not [w for w in short.warnings if "tokens long" in w]  # the default negative prompt is 131 chars
+
+    long_negative = "blurry, " * 20
+    cut = engine.render(
+        GenerationRequest(prompt="w" * 100, negative_prompt=long_negative, seed=1, **SMALL), input_image
+    )
+    warned = [w for w in cut.warnings if "tokens long" in w]
+    assert [w.split(" ", 1)[0] for w in warned] == ["prompt", "negative_prompt"]
+    assert "prompt is 102 tokens long and tiny-i2vgen-xl reads only the first 77" in warned[0]

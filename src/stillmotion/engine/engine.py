@@ -486,6 +486,10 @@ class Engine:
             hits.append(hit)
             return value
 
+        for warning in cut_prompts(spec, family, components, req):
+            if warning not in warnings:  # once per generation, however many tries OOM recovery makes
+                logger.warning("%s", warning)
+                warnings.append(warning)
         cond = family.encode(components, req, image.image, device, dtype, generator, cached)
         if hits and all(hits):
             warnings.append("embedding cache hit: text and image encoders skipped")
@@ -654,3 +658,28 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return str(torch.cuda.get_device_name(device))
     return platform.processor() or platform.machine()
+
+
+def cut_prompts(
+    spec: ModelSpec, family: ModelFamily[Any, Any], components: Components, req: ResolvedRequest
+) -> list[str]:
+    """A warning for each prompt the user wrote that the text encoder cuts short, naming which one.
+
+    The model's own default negative prompt is not the user's (and the reference pipelines cut it the same
+    way), so it never warns.
+    """
+    limit = family.text_token_limit
+    if limit is None:
+        return []
+    written = [("prompt", req.prompt)]
+    if req.do_classifier_free_guidance and req.negative_prompt != spec.defaults.negative_prompt:
+        written.append(("negative_prompt", req.negative_prompt))
+    warnings = []
+    for name, text in written:
+        tokens = family.prompt_tokens(components, text)
+        if tokens > limit:
+            warnings.append(
+                f"{name} is {tokens} tokens long and {spec.name} reads only the first {limit}: "
+                "the rest of it is ignored; shorten it to keep all of it."
+            )
+    return warnings

@@ -79,6 +79,15 @@ class ModelFamily(ABC, Generic[C, K]):
     roles: ModuleRoles  # the denoiser, the encoders and diffusers' offload order (memory/apply.py)
     # Repeated blocks of the denoiser that regional torch.compile compiles once each (speed/compile.py).
     compile_blocks: tuple[str, ...] = ()
+    # Tokens of one prompt the text encoder reads (the rest is cut); None: the model takes no prompt.
+    text_token_limit: int | None = None
+
+    def prompt_tokens(self, components: C, text: str) -> int:
+        """How many tokens ``text`` is to this family's tokenizer (special tokens included)."""
+        tokenizer = getattr(components, "tokenizer", None)
+        if tokenizer is None or not text:
+            return 0
+        return len(tokenizer([text], add_special_tokens=True).input_ids[0])
 
     # --- loading ---------------------------------------------------------------------------------------
 

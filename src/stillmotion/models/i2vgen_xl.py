@@ -100,9 +100,6 @@ def encode_text(components: I2VGenXLComponents, text: str, device: torch.device)
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    full = tokenizer([text], padding="longest", return_tensors="pt").input_ids
-    if full.shape[-1] > ids.shape[-1]:
-        logger.info("text longer than %d tokens; CLIP reads only the first part", tokenizer.model_max_length)
     encoder = components.text_encoder
     output = encoder(ids.to(device), output_hidden_states=True)
     hidden = output.hidden_states[-2]
@@ -300,6 +297,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
     name = "i2vgen-xl"
     pipeline_classes = ("I2VGenXLPipeline",)
     roles = ROLES
+    text_token_limit = 77  # CLIP's context (the tokenizer's model_max_length)
     # Each repeats (16 transformer blocks spatial + temporal, 22 resnets, 22 temporal convs) so one graph per
     # shape serves many modules; the temporal encoder holds the largest activation peak (measurements/).
     compile_blocks = (

@@ -209,6 +209,7 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
     pipeline_classes = ("LTXImageToVideoPipeline", "LTXPipeline")
     roles = ROLES
     compile_blocks = ("LTXVideoTransformerBlock",)
+    text_token_limit = MAX_SEQUENCE_LENGTH
 
     def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> LTXComponents:
         from transformers import AutoTokenizer, T5EncoderModel

@@ -262,6 +262,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     pipeline_classes = ("WanImageToVideoPipeline", "WanPipeline")
     roles = ROLES
     compile_blocks = ("WanTransformerBlock",)
+    text_token_limit = MAX_SEQUENCE_LENGTH
 
     def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> WanComponents:
         import diffusers
