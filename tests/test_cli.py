@@ -281,3 +281,18 @@ def test_models_lists_without_loading_the_model_libraries() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "i2vgen-xl" in proc.stdout and "tiny-i2vgen-xl" in proc.stdout
+
+
+def test_a_model_that_cannot_be_downloaded_says_how_for_that_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The advice names the model asked, today's hub CLI (`hf`), and the CLI's own way to pick a folder."""
+    args = ["generate", "--image", str(EXAMPLE), "--prompt", "x", "--device", "cpu", "--offline"]
+    code = main([*args, "--model", "ali-vilab/i2vgen-xl", "--output", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and err.startswith("error [model_unavailable]:")
+    assert "`hf download ali-vilab/i2vgen-xl --revision 39e1979" in err and "huggingface-cli" not in err
+    assert "--model /path/to/folder" in err and "tiny-i2vgen-xl" in err
+    other = main([*args, "--model", "someone/their-i2vgen-finetune", "--output", str(tmp_path / "p.mp4")])
+    err = capsys.readouterr().err
+    assert other == 1 and "hf download someone/their-i2vgen-finetune" in err and "ali-vilab" not in err

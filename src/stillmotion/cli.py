@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from stillmotion.config import Settings
-from stillmotion.errors import InvalidRequest, StillmotionError
+from stillmotion.errors import InvalidRequest, StillmotionError, advice
 from stillmotion.models.registry import RESOLUTION_PRESETS
 
 
@@ -459,7 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False):
             out(json.dumps({"ok": False, "error": exc.to_dict()}))
         else:
-            sys.stderr.write(f"error [{exc.code}]: {exc.message}\n")
+            next_step = advice(exc.code, "cli")
+            sys.stderr.write(
+                f"error [{exc.code}]: {exc.message}" + (f" {next_step}" if next_step else "") + "\n"
+            )
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("stopped\n")

@@ -93,6 +93,21 @@ class ModelUnavailable(StillmotionError):
     http_status = 503
 
 
+# How a user picks another model, where the error is shown: the stored error message is the same for every
+# surface (the worker writes it once); each surface adds its own line.
+MODEL_CHOICE_ADVICE = {
+    "cli": "Pass a downloaded folder with --model /path/to/folder, or try --model tiny-i2vgen-xl "
+    "(built in, no download; its videos are noise).",
+    "ui": "Choose a model from the Model list that is here already (tiny-i2vgen-xl needs no download), "
+    "or type the path of a downloaded folder in the Model field.",
+}
+
+
+def advice(exc_code: str | None, surface: str) -> str:
+    """The surface's own next step for an error code, or '' (only model_unavailable has one today)."""
+    return MODEL_CHOICE_ADVICE.get(surface, "") if exc_code == ModelUnavailable.code else ""
+
+
 class CannotFit(StillmotionError):
     """No plan fits the memory budget; the message says what would fit."""
 

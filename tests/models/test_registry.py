@@ -73,11 +73,13 @@ def test_a_broken_local_folder_is_model_unavailable_with_advice(tmp_path: Path) 
 def test_an_unreachable_hub_fails_fast_with_the_offline_options(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(loader, "_hub_reachable", lambda timeout_s=5.0: False)
+    monkeypatch.setattr(loader, "hub_reachable", lambda timeout_s=5.0: False)
     with pytest.raises(ModelUnavailable) as info:
         loader.load_components(I2VGENXL, torch.float16, cache_dir=tmp_path)
     message = info.value.message
-    assert "cannot be reached" in message and "tiny-i2vgen-xl" in message and "--model /path" in message
+    assert "cannot be reached" in message and "`hf download ali-vilab/i2vgen-xl --revision" in message
+    assert "'unet/diffusion_pytorch_model.fp16.safetensors'" in message  # only what a fp16 run needs
+    assert "use it as the model" in message  # each surface adds how it takes a folder (CLI, UI)
     assert not loader.is_cached(I2VGENXL, torch.float16, cache_dir=tmp_path)
 
 
@@ -85,7 +87,7 @@ def test_offline_mode_never_touches_the_network(monkeypatch: pytest.MonkeyPatch,
     def no_network(*args: object, **kwargs: object) -> bool:
         raise AssertionError("offline mode probed the network")
 
-    monkeypatch.setattr(loader, "_hub_reachable", no_network)
+    monkeypatch.setattr(loader, "hub_reachable", no_network)
     with pytest.raises(ModelUnavailable, match="offline mode is on"):
         loader.load_components(I2VGENXL, torch.float16, cache_dir=tmp_path, offline=True)
 

@@ -190,3 +190,13 @@ def test_the_plan_readout_shows_the_interpolated_frames_and_fps() -> None:
         "interpolation": {"factor": 4, "interpolator": "rife", "reason": "RIFE on the cuda"},
     }
     assert "**Interpolation 4x** (rife): 64 frames at 32 fps" in plan_markdown(out)
+
+
+def test_a_model_that_cannot_be_had_says_how_to_choose_one_in_the_ui() -> None:
+    failed = job(
+        JobStatus.FAILED,
+        error_code="model_unavailable",
+        error_message="model='x/y@main' is not downloaded yet ... use it as the model.",
+    )
+    text = status_markdown(failed, None)
+    assert "Model list" in text and "--model" not in text

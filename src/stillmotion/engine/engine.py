@@ -41,7 +41,8 @@ from stillmotion.memory.recovery import next_plan
 from stillmotion.models.families import family_of
 from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.loader import load_components
-from stillmotion.models.registry import ModelSpec, get_spec
+from stillmotion.models.registry import ModelSpec
+from stillmotion.models.repo_spec import find_spec
 from stillmotion.models.rife_loader import RifeWeights
 from stillmotion.speed.compile import apply_speed, mark_step_begin, undo_speed
 from stillmotion.speed.options import SpeedOptions, choose_speed
@@ -217,7 +218,7 @@ class Engine:
 
         The prompt may be empty: memory does not depend on it.
         """
-        spec = get_spec(request.model or self.settings.default_model)
+        spec = self._spec(request)
         resolved = request.resolve(spec, image_size, need_prompt=False)
         budget = budget or self._measure_budget()
         plan = plan_memory(
@@ -290,7 +291,7 @@ class Engine:
         faults = fault_switches.active().for_run()  # test-only switches (faults.py); usually none
 
         # 1. Validate against the model's limits (one clear error per broken rule; nothing runs before).
-        spec = get_spec(request.model or self.settings.default_model)
+        spec = self._spec(request)
         resolved = request.resolve(spec, (image.width, image.height))
         family = family_of(spec)
         problem = output_format and output_fps_problem(output_format, resolved.output_fps)
@@ -592,6 +593,15 @@ class Engine:
         self._speed = None
         reset_placement(components.modules())
         self._placed = None
+
+    def _spec(self, request: GenerationRequest) -> ModelSpec:
+        """The request's model (the default when it names none); an unregistered repo id's family is read
+        from the repo itself, so it is planned and run as what it is."""
+        return find_spec(
+            request.model or self.settings.default_model,
+            cache_dir=self.settings.models_dir,
+            offline=self.settings.offline,
+        )
 
     def _measure_budget(self) -> DeviceBudget:
         return DeviceBudget.measure(

@@ -33,12 +33,26 @@ DIFFUSERS_STEM = "diffusion_pytorch_model"
 
 HUB_PROBE_TIMEOUT_S = 5.0
 
-OFFLINE_HELP = (
-    "To run without the hub: download the model once on a connected machine "
-    "(`huggingface-cli download <repo id>`) and pass its folder with --model /path/to/folder, "
-    "or try the pipeline end to end with a built-in tiny model, e.g. --model tiny-i2vgen-xl (random weights, "
-    "no download)."
-)
+
+def download_command(spec: ModelSpec, dtype: torch.dtype) -> str:
+    """The one command that fetches exactly what a run of ``spec`` in ``dtype`` needs into a folder.
+
+    huggingface_hub's own CLI (``hf``; ``huggingface-cli`` is gone from current releases), with the pinned
+    revision and only this dtype's weights, into a diffusers-format folder named after the model.
+    """
+    assert spec.repo_id is not None
+    folder = spec.repo_id.split("/")[-1]
+    revision = f" --revision {spec.revision}" if spec.revision else ""
+    include = " ".join(f"'{pattern}'" for pattern in hub_patterns(spec, dtype))
+    return f"hf download {spec.repo_id}{revision} --local-dir {folder} --include {include}"
+
+
+def offline_help(spec: ModelSpec, dtype: torch.dtype) -> str:
+    """What to do when ``spec`` cannot be downloaded here, for any surface (each adds how to choose it)."""
+    return (
+        f"Download it once on a machine with internet access: `{download_command(spec, dtype)}`, copy the "
+        f"folder here and use it as the model; or use a model that needs no download."
+    )
 
 
 def weight_variant(spec: ModelSpec, dtype: torch.dtype) -> str | None:
@@ -105,12 +119,13 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
 
     assert spec.repo_id is not None
     where = f"{spec.repo_id}@{spec.revision or 'main'}"
-    if not offline and not _is_cached_snapshot(spec, dtype, cache_dir) and not _hub_reachable():
+    if not offline and not _is_cached_snapshot(spec, dtype, cache_dir) and not hub_reachable():
         # Fail in seconds with a plain message instead of the hub client's minute of retries.
         raise ModelUnavailable(
             f"model={where!r} is not downloaded yet and the Hugging Face hub cannot be reached from this "
-            f"machine. {OFFLINE_HELP}",
+            f"machine. {offline_help(spec, dtype)}",
             field="model",
+            details={"model": spec.name},
         )
     try:
         folder = snapshot_download(
@@ -123,8 +138,9 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
     except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise ModelUnavailable(
             f"model={spec.repo_id!r}: the Hugging Face hub has no such repo, or it needs a login "
-            f"(`huggingface-cli login`). {OFFLINE_HELP}",
+            f"(`hf auth login`, after accepting its terms on huggingface.co).",
             field="model",
+            details={"model": spec.name},
         ) from exc
     except RevisionNotFoundError as exc:
         raise ModelUnavailable(
@@ -137,11 +153,15 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
             else ("the Hugging Face hub cannot be reached and it is not in the local cache")
         )
         raise ModelUnavailable(
-            f"model={where!r} is not available: {reason}. {OFFLINE_HELP}", field="model"
+            f"model={where!r} is not available: {reason}. {offline_help(spec, dtype)}",
+            field="model",
+            details={"model": spec.name},
         ) from exc
     except OSError as exc:  # connection errors, full disk, permissions
         raise ModelUnavailable(
-            f"model={where!r} could not be downloaded: {exc}. {OFFLINE_HELP}", field="model"
+            f"model={where!r} could not be downloaded: {exc}. {offline_help(spec, dtype)}",
+            field="model",
+            details={"model": spec.name},
         ) from exc
     return Path(folder)
 
@@ -154,7 +174,7 @@ def _is_cached_snapshot(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | N
     return True
 
 
-def _hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
+def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """One TCP connection to the hub's host: enough to tell 'offline' from 'online'."""
     from urllib.parse import urlparse
 

@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from stillmotion.errors import UnknownModel
 from stillmotion.models.memory_facts import DecodeChunking, MemoryFacts
@@ -113,6 +114,9 @@ class ModelSpec:
     tiny: bool = False  # built in memory with random weights, no download
     random_weights: bool = False  # full size, seeded random weights built offline (models/random_full.py)
     aliases: tuple[str, ...] = field(default=())
+    # An unregistered owner/name: the family above is a guess until its model_index.json is read
+    # (models/repo_spec.find_spec, before a job is queued or run).
+    unverified: bool = False
 
     @property
     def source(self) -> str:
@@ -681,8 +685,9 @@ def get_spec(name: str) -> ModelSpec:
     if path.is_dir():
         return _spec_for_folder(path)
     if _REPO_ID.match(name) and not name.startswith((".", "/")):
-        # Another repo of the same family (a fine-tune or a mirror); its model_index.json is checked on load.
-        return replace(I2VGENXL, name=name, repo_id=name, revision=None, aliases=())
+        # An unregistered repo (a fine-tune or a mirror): its family is not known from the name alone, so the
+        # spec says so; models/repo_spec.find_spec reads the repo's model_index.json to settle it.
+        return replace(I2VGENXL, name=name, repo_id=name, revision=None, aliases=(), unverified=True)
     known = ", ".join(sorted(MODELS))
     raise UnknownModel(
         f"model={name!r} is not a registered model ({known}), an existing local folder, "
@@ -703,6 +708,26 @@ FOLDER_SPECS: dict[str, ModelSpec] = {
 }
 
 
+def spec_for_index(index: dict[str, Any], transformer_config: dict[str, Any] | None, where: str) -> ModelSpec:
+    """The registered spec whose family a diffusers ``model_index.json`` (and, for Wan, its transformer's
+    config) describes; UnknownModel naming ``where`` for anything stillmotion does not run."""
+    supported = ", ".join(FOLDER_SPECS)
+    class_name = index.get("_class_name")
+    base = FOLDER_SPECS.get(class_name) if isinstance(class_name, str) else None
+    if class_name in ("WanImageToVideoPipeline", "WanPipeline"):
+        # Wan 2.1 I2V conditions on CLIP (image_dim); Wan 2.2 TI2V on the image's latent (expand_timesteps);
+        # a Wan text-to-video checkpoint does neither.
+        image_dim = (transformer_config or {}).get("image_dim")
+        base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
+    if base is None:
+        raise UnknownModel(
+            f"model={where!r} holds a {class_name!r} that is not an image-to-video model stillmotion "
+            f"runs; it runs {supported} (Wan: I2V or TI2V checkpoints).",
+            field="model",
+        )
+    return base
+
+
 def _spec_for_folder(path: Path) -> ModelSpec:
     index_file = path / "model_index.json"
     supported = ", ".join(FOLDER_SPECS)
@@ -715,23 +740,12 @@ def _spec_for_folder(path: Path) -> ModelSpec:
     try:
         index = json.loads(index_file.read_text())
         transformer = path / "transformer" / "config.json"
-        image_dim = json.loads(transformer.read_text()).get("image_dim") if transformer.is_file() else None
+        config = json.loads(transformer.read_text()) if transformer.is_file() else None
     except (OSError, ValueError) as exc:
         raise UnknownModel(
             f"model={str(path)!r}: a config file is unreadable ({exc}).", field="model"
         ) from exc
-    class_name = index.get("_class_name")
-    base = FOLDER_SPECS.get(class_name)
-    if class_name in ("WanImageToVideoPipeline", "WanPipeline"):
-        # Wan 2.1 I2V conditions on CLIP (image_dim); Wan 2.2 TI2V on the image's latent (expand_timesteps);
-        # a Wan text-to-video checkpoint does neither.
-        base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
-    if base is None:
-        raise UnknownModel(
-            f"model={str(path)!r} holds a {class_name!r} that is not an image-to-video model stillmotion "
-            f"runs; it runs {supported} (Wan: I2V or TI2V checkpoints).",
-            field="model",
-        )
+    base = spec_for_index(index, config, str(path))
     return replace(
         base,
         name=str(path.resolve()),

@@ -107,7 +107,7 @@ def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool) -> Pa
 
     where = f"{weights.repo_id}@{weights.revision}"
     advice = (
-        "Download it once on a connected machine (`huggingface-cli download "
+        "Download it once on a connected machine (`hf download "
         f"{weights.repo_id} {weights.filename} --revision {weights.revision}`) into the same cache, "
         "or use interpolator=minterpolate, which needs no download."
     )

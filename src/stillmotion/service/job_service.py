@@ -34,6 +34,7 @@ from stillmotion.jobs import worker_state
 from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
+from stillmotion.models.repo_spec import find_spec
 from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time
 from stillmotion.service.schemas import (
@@ -131,7 +132,13 @@ class JobService:
         """Validate the fields against the model's limits (raises InvalidRequest / UnknownModel)."""
         request = self._request(fields)
         try:
-            spec = get_spec(request.model or self.settings.default_model)
+            # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
+            # job is never queued only to fail at run time.
+            spec = find_spec(
+                request.model or self.settings.default_model,
+                cache_dir=self.settings.models_dir,
+                offline=self.settings.offline,
+            )
         except UnknownModel as exc:
             if request.model:
                 raise  # the client named it: 422

@@ -10,7 +10,7 @@ import html
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from stillmotion.errors import StillmotionError
+from stillmotion.errors import StillmotionError, advice
 from stillmotion.jobs.store import Job, JobStatus
 from stillmotion.service.expected_time import format_duration
 
@@ -148,6 +148,9 @@ def status_markdown(job: Job, queue_position: int | None) -> str:
         text = f"**Cancelled** · job {short}"
     else:
         text = f"**Failed** · job {short} · {job.error_code}: {job.error_message or ''}"
+        next_step = advice(job.error_code, "ui")
+        if next_step:
+            text += f"\n\n{next_step}"
     seed = job.request.get("seed")
     if isinstance(seed, int):
         text += f"\n\nSeed **{seed}**"
