@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.jobs.store import JobStore
+from stillmotion.server.routes.jobs import SSE_POLL_S
 from tests.server.helpers import leftovers, live_server, png_bytes, small_job_fields
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,11 +25,13 @@ pytestmark = pytest.mark.timeout(120)
 WORKER = "test-worker"
 
 
-def _post(client: TestClient, headers: dict[str, str] | None = None, **fields: str) -> httpx.Response:
+def _post(
+    client: TestClient, headers: dict[str, str] | None = None, image: bytes | None = None, **fields: str
+) -> httpx.Response:
     data = small_job_fields(**fields)
     return client.post(
         "/api/v1/jobs",
-        files={"image": ("photo.png", png_bytes(), "image/png")},
+        files={"image": ("photo.png", image or png_bytes(), "image/png")},
         data=data,
         headers=headers or {},
     )
@@ -104,7 +107,14 @@ def test_idempotency_key_returns_the_first_job(client: TestClient, settings: Any
     reused = _post(client, headers={"Idempotency-Key": "abc-123"}, prompt="something else")
     assert reused.status_code == 422
     assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    # The same fields with another picture is another request too: never a replay of the first video.
+    other_image = _post(client, headers={"Idempotency-Key": "abc-123"}, image=png_bytes(colour=(0, 90, 200)))
+    assert other_image.status_code == 422, other_image.text
+    error = other_image.json()["error"]
+    assert (error["code"], error["field"]) == ("idempotency_key_reused", "Idempotency-Key")
+    assert "image" in error["message"]
     assert client.get("/api/v1/jobs").json()["total"] == 1
+    assert leftovers(settings) == [f"jobs/{first.json()['id']}", f"jobs/{first.json()['id']}/input.png"]
 
 
 def test_cancel_codes(client: TestClient, store: JobStore) -> None:
@@ -149,6 +159,25 @@ def test_failed_job_shows_its_error(client: TestClient, store: JobStore) -> None
         "field": None,
     }
     assert job["links"]["video"] is None
+
+
+def test_video_of_a_job_that_will_never_have_one_says_so(client: TestClient, store: JobStore) -> None:
+    queued = _post(client).json()["id"]
+    waiting = client.get(f"/api/v1/jobs/{queued}/video").json()["error"]
+    assert waiting["code"] == "job_not_finished" and "not ready yet" in waiting["message"]
+
+    store.request_cancel(queued)
+    cancelled = client.get(f"/api/v1/jobs/{queued}/video")
+    assert cancelled.status_code == 409
+    error = cancelled.json()["error"]
+    assert error["code"] == "job_has_no_video" and "cancelled" in error["message"]
+    assert "never" in error["message"] and "yet" not in error["message"]
+
+    failed = _post(client).json()["id"]
+    store.claim_next(WORKER)
+    store.finish_failed(failed, "oom", "out of memory")
+    error = client.get(f"/api/v1/jobs/{failed}/video").json()["error"]
+    assert error["code"] == "job_has_no_video" and "failed (oom)" in error["message"]
 
 
 def test_video_range_requests(client: TestClient, store: JobStore) -> None:
@@ -208,7 +237,7 @@ def test_sse_progress_in_order_then_terminal(client: TestClient, store: JobStore
                     "message": "",
                 },
             )
-            time.sleep(0.4)
+            time.sleep(2 * SSE_POLL_S + 0.2)  # the stream re-reads every SSE_POLL_S: it sees each step
         _finish_claimed(store, job_id)
         reader.join(timeout=30)
     assert not reader.is_alive()

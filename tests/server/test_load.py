@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from tests.server.helpers import live_server, make_settings, png_bytes, small_jo
 pytestmark = pytest.mark.timeout(240)
 
 PENDING = 2000
+STUCK_READS = 60  # more than the thread pool's 40 threads
 
 
 def _p99(samples: list[float]) -> float:
@@ -101,3 +104,39 @@ def test_l2_burst_over_the_queue_limit_gets_429_never_5xx(tmp_path: Path) -> Non
         assert sorted(p.name for p in settings.jobs_dir.iterdir()) == accepted
         assert not list((settings.data_dir / "tmp").iterdir())
         assert elapsed < 120
+
+
+def test_health_answers_from_memory_while_every_worker_thread_is_stuck(tmp_path: Path) -> None:
+    """Issue 15.9: /health must not queue behind other work. Hold every thread of the API's pool in a slow
+    read; health still answers at once, with real figures (measured in the background), not nulls."""
+    settings = make_settings(tmp_path / "data")
+    app = create_app(settings, start_worker=False)
+    release = threading.Event()
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        job_id = http.post(
+            "/api/v1/jobs", files={"image": ("a.png", png_bytes(), "image/png")}, data=small_job_fields()
+        ).json()["id"]
+        store: JobStore = app.state.store
+        real_get = store.get
+
+        def slow_get(job: str) -> Any:
+            release.wait(60)  # a read stuck behind the disk: it holds its pool thread meanwhile
+            return real_get(job)
+
+        store.get = slow_get  # type: ignore[method-assign]
+        with ThreadPoolExecutor(max_workers=STUCK_READS) as pool:
+            stuck = [pool.submit(http.get, f"/api/v1/jobs/{job_id}") for _ in range(STUCK_READS)]
+            try:
+                time.sleep(1.0)  # let them take every pool thread
+                assert not any(f.done() for f in stuck)
+                for _ in range(5):
+                    started = time.monotonic()
+                    health = http.get("/api/v1/health")
+                    waited = time.monotonic() - started
+                    body = health.json()
+                    assert health.status_code == 200 and body["queue_depth"] == 1, body
+                    assert body["free_disk_mb"] is not None and body["status_age_s"] < 5
+                    assert waited < 2.0, f"health waited {waited:.2f}s behind stuck requests"  # not blocked
+            finally:
+                release.set()
+            assert all(f.result().status_code == 200 for f in stuck)

@@ -24,7 +24,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from stillmotion.engine.request import MAX_SEED
-from stillmotion.errors import StillmotionError
+from stillmotion.errors import InvalidRequest, StillmotionError
 from stillmotion.jobs.store import Job, JobStatus
 from stillmotion.models.registry import ModelSpec, get_spec, list_specs
 from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
@@ -74,10 +74,13 @@ def _shown_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except StillmotionError as exc:
-            raise gr.Error(exc.message, title=exc.code) from None
+            code, message = exc.code, exc.message
         except ValidationError as exc:
-            message, _ = validation_message(list(exc.errors()))
-            raise gr.Error(message, title="invalid_request") from None
+            code, message = "invalid_request", validation_message(list(exc.errors()))[0]
+        # An answer, not a fault: one log line with its code, and no traceback (Gradio prints one for every
+        # gr.Error unless told not to).
+        logger.info("UI %s refused: %s: %s", fn.__name__, code, message)
+        raise gr.Error(message, title=code, print_exception=False)
 
     return wrapper  # type: ignore[return-value]
 
@@ -240,7 +243,7 @@ def build_ui(service: JobService) -> gr.Blocks:
     @_shown_errors
     def submit(image: str | None, *values: Any) -> str:
         if not image:
-            raise gr.Error("Add an input image first.", title="invalid_request")
+            raise InvalidRequest("image: add an input image first.", field="image")
         fields = _fields(*values)
         # The service consumes its upload; give it a copy so Gradio's cached file stays for a re-submit.
         service.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +277,7 @@ def build_ui(service: JobService) -> gr.Blocks:
     @_shown_errors
     def cancel(job_id: str | None) -> None:
         if not job_id:
-            raise gr.Error("No job to cancel.", title="invalid_request")
+            raise InvalidRequest("No job to cancel.", field="job")
         store.request_cancel(job_id)
         gr.Info(f"Cancel requested for job {job_id[:8]}.")
 
@@ -324,7 +327,7 @@ def build_ui(service: JobService) -> gr.Blocks:
     @_shown_errors
     def reuse(job_id: str | None) -> tuple[Any, ...]:
         if not job_id:
-            raise gr.Error("Select a job in the table first.", title="invalid_request")
+            raise InvalidRequest("Select a job in the table first.", field="job")
         job = store.get(job_id)
         r = job.request
         spec = _spec_or_none(job.model)
