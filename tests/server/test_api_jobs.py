@@ -255,6 +255,18 @@ def _finish_claimed(store: JobStore, job_id: str) -> None:
     store.finish_succeeded(job_id, "video.mp4", sha, {"sha256": sha})
 
 
+def test_sse_of_a_job_deleted_meanwhile_ends_cleanly(client: TestClient) -> None:
+    job_id = _post(client).json()["id"]
+    with live_server(client.app) as base, httpx.Client(base_url=base, timeout=30) as http:  # type: ignore[arg-type]
+        with http.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("event: ")) == "event: job"
+            assert http.delete(f"/api/v1/jobs/{job_id}").status_code == 204
+            rest = list(lines)  # the server ends the stream properly: no broken chunked encoding
+        assert "event: done" not in rest
+        assert http.get(f"/api/v1/jobs/{job_id}/events").status_code == 404
+
+
 def test_sse_for_a_finished_job_ends_at_once(client: TestClient, store: JobStore) -> None:
     job_id = _post(client).json()["id"]
     store.request_cancel(job_id)

@@ -205,7 +205,9 @@ def test_b17_client_filenames_are_ignored(env: Any, filename: str) -> None:
         pytest.param({"seed": "abc"}, "seed", id="B21-seed-abc"),
         pytest.param({"seed": "true"}, "seed", id="B21-seed-bool"),
         pytest.param({"model": "no such model!"}, "model", id="unknown-model"),
+        pytest.param({"model": "0" * 1000}, "model", id="model-name-longer-than-a-file-name"),
         pytest.param({"strength": "0.5"}, "strength", id="B22-unknown-field"),
+        pytest.param({"strength": ""}, "strength", id="B22-unknown-field-sent-empty"),
     ],
 )
 def test_bad_fields_are_422_naming_the_field(env: Any, fields: dict[str, str], field: str) -> None:

@@ -135,8 +135,8 @@ def _job_body(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _value_schema(prop: dict[str, Any]) -> dict[str, Any]:
-    """The non-null branch of an optional field's schema."""
-    branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+    """The value branch of an optional form field's schema (not the empty "not given" one)."""
+    branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") not in (None, "null")]
     assert len(branches) == 1, prop
     return branches[0]
 
@@ -263,3 +263,37 @@ def test_event_stream_is_declared_with_the_event_shape(client: TestClient) -> No
     operation_ids = {op["operationId"] for item in spec["paths"].values() for op in item.values()}
     assert {link["operationId"] for link in links.values()} <= operation_ids
     assert all(link["parameters"] == {"job_id": "$response.body#/id"} for link in links.values())
+
+
+def test_methods_the_spec_does_not_list_are_405_with_allow(client: TestClient) -> None:
+    spec = _spec(client)
+    for method, path, allowed in (
+        ("TRACE", "/api/v1/health", "GET"),
+        ("PUT", "/api/v1/health", "GET"),
+        ("QUERY", "/api/v1/plan", "POST"),
+        ("PATCH", "/api/v1/jobs/00000000-0000-0000-0000-000000000000", "DELETE, GET"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.json()["error"]["code"] == "method_not_allowed"
+        assert response.headers["Allow"] == allowed
+        template = path if path in spec["paths"] else "/api/v1/jobs/{job_id}"
+        assert allowed == ", ".join(sorted(m.upper() for m in spec["paths"][template]))
+    missing = client.request("TRACE", "/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_form_fields_say_what_a_form_can_send(client: TestClient) -> None:
+    """A form has no null: optional fields are left out or, for numbers and presets, sent empty; the spec
+    says exactly that, and the server agrees (an empty value is "not given", a blank one is not a number)."""
+    body = _job_body(_spec(client))
+    for name, prop in body["properties"].items():
+        assert '"null"' not in json.dumps(prop), name
+    assert {"const": ""} in [
+        {k: v for k, v in b.items() if k == "const"} for b in body["properties"]["seed"]["anyOf"]
+    ]
+    assert "anyOf" not in body["properties"]["negative_prompt"]  # text: "" is a value
+    fields = {"prompt": "x", "model": "tiny-i2vgen-xl", "height": "64", "width": "64"}
+    assert client.post("/api/v1/plan", data={**fields, "seed": ""}).status_code == 200
+    blank = client.post("/api/v1/plan", data={**fields, "seed": " "})
+    assert blank.status_code == 422 and blank.json()["error"]["field"] == "seed"

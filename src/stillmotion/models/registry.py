@@ -227,7 +227,7 @@ def get_spec(name: str) -> ModelSpec:
         if name in spec.aliases:
             return spec
     path = Path(name).expanduser()
-    if path.is_dir():
+    if _is_dir(path):
         return _spec_for_folder(path)
     if _REPO_ID.match(name) and not name.startswith((".", "/")):
         # Another repo of the same family (a fine-tune or a mirror); its model_index.json is checked on load.
@@ -238,6 +238,14 @@ def get_spec(name: str) -> ModelSpec:
         "or a Hugging Face repo id of the form owner/name.",
         field="model",
     )
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir that says False for a name the OS cannot even look up (too long: ENAMETOOLONG)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _spec_for_folder(path: Path) -> ModelSpec:

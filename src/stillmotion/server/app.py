@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import compile_path
 
 from stillmotion import __version__
 from stillmotion.config import Settings
@@ -137,11 +137,11 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """The methods the API's own routes take on ``path`` (empty when no route has this path)."""
+    """The methods the OpenAPI document lists for ``path`` (empty when it documents no such path)."""
     methods: set[str] = set()
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.include_in_schema and route.path_regex.match(path):
-            methods |= route.methods or set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {method.upper() for method in operations}
     return sorted(methods)
 
 

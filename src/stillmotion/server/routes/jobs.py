@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from stillmotion.errors import JobNotFound
 from stillmotion.jobs.store import MAX_LIST_LIMIT, JobStatus
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
@@ -146,9 +147,10 @@ async def get_job(job_id: JobId, service: ServiceDep) -> JobOut:
     operation_id="followJob",
     summary="Follow a job (server-sent events)",
     description="A `text/event-stream`: an `event: job` with the job JSON each time its status or progress "
-    "changes (in order), then one `event: done` with the terminal job, and the stream ends. Closing the "
-    "stream never affects the job. The response schema describes one event (fields `event`, `id`, `data`, "
-    "as an SSE client parses them; `data` is a JobOut as JSON), as OpenAPI 3.1 tools read event streams.",
+    "changes (in order), then one `event: done` with the terminal job, and the stream ends (it also ends, "
+    "without `done`, if the job is deleted meanwhile). Closing the stream never affects the job. The "
+    "response schema describes one event (fields `event`, `id`, `data`, as an SSE client parses them; "
+    "`data` is a JobOut as JSON), as OpenAPI 3.1 tools read event streams.",
     responses={
         200: {
             "content": {"text/event-stream": {"schema": job_event_schema()}},
@@ -173,7 +175,11 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
     seq = 0
     quiet_s = 0.0
     while True:
-        out = await run_in_threadpool(lambda: service.job_out(service.get(job_id)))
+        try:
+            out = await run_in_threadpool(lambda: service.job_out(service.get(job_id)))
+        except JobNotFound:
+            # Deleted while followed: end the stream cleanly (a reconnecting client then gets 404).
+            return
         key = (
             out.status,
             out.cancel_requested,
