@@ -4,6 +4,9 @@ RELIABILITY F9/F10.
 - An upload that meets a full disk answers 507, leaves no temp file and no row (15.3).
 - /health and POST /jobs agree: while the disk is below the floor, health says ok: false, why, and
   accepting_jobs: false, and POST answers 507 with the same words (15.5).
+- F9/F10: the disk fills exactly when the video is written: no file at the final path, the job goes back
+  to the queue (attempt counted), submissions get 507 and create nothing, reads still work; once space is
+  freed the same worker finishes the job.
 - The disk filling completely during a job, under the real `stillmotion serve`: the worker stays up (no
   restart), the job goes back to the queue (or waits to be recorded) instead of "running" forever, health
   says why, and once space is freed the job finishes, at attempt 2 (15.4). No answer names the data folder's
@@ -13,6 +16,7 @@ RELIABILITY F9/F10.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +26,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from stillmotion.engine.engine import Engine
+from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
+from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.faults import FAULTS_ENV
+from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.worker import Worker
+from stillmotion.media.image_input import InputImage
 from stillmotion.server.app import create_app
 from tests.server.helpers import (
     BASE,
@@ -105,6 +116,77 @@ def test_health_and_admission_agree_on_a_low_disk(disk: Path) -> None:
         _no_paths(disk, refused, health)
         free_space(disk)
         _wait("health to see the room", lambda: client.get("/api/v1/health").json()["ok"], 10)
+
+
+class FillAtWrite:
+    """The real engine, except that the data disk fills up completely as the video starts being written."""
+
+    def __init__(self, engine: Engine, disk: Path) -> None:
+        self.engine, self.disk = engine, disk
+        self.filled = threading.Event()
+
+    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport:
+        return self.engine.plan(request, image_size)
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        image: InputImage,
+        output_path: Path,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        def progress(event: ProgressEvent) -> None:
+            if event.stage is Stage.WRITE and not self.filled.is_set():
+                fill(self.disk)
+                self.filled.set()
+            if on_progress is not None:
+                on_progress(event)
+
+        return self.engine.generate(request, image, output_path, on_progress=progress, cancel=cancel)
+
+
+def test_f9_f10_the_video_write_meets_a_really_full_disk(disk: Path, tmp_path: Path) -> None:
+    settings = make_settings(disk, min_free_disk_mb=0)
+    engine = FillAtWrite(Engine(make_settings(tmp_path / "engine")), disk)
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+        job_id = client.post(
+            JOBS, files={"image": ("a.png", png_bytes(64, 64), "image/png")}, data=small_job_fields()
+        ).json()["id"]
+        worker = Worker(settings, store, engine)
+        thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 2}, daemon=True)
+        thread.start()
+        try:
+            assert engine.filled.wait(120)
+            job_dir = store.job_dir(job_id)
+            # F9: nothing at the final path, no temp file beside it, the input kept for the retry.
+            _wait(
+                "the partial video to go",
+                lambda: sorted(p.name for p in job_dir.iterdir()) == ["input.png"],
+                30,
+            )
+            # F10: reads still work; a submission is refused and creates nothing.
+            assert store.get(job_id).status in ("queued", "running")
+            _wait("health to see the full disk", lambda: not client.get("/api/v1/health").json()["ok"], 10)
+            refused = client.post(
+                JOBS, files={"image": ("b.png", png_bytes(), "image/png")}, data=small_job_fields()
+            )
+            assert refused.status_code == 507 and store.list()[1] == 1
+            _no_paths(disk, refused, client.get(f"{JOBS}/{job_id}"))
+            time.sleep(2)
+            assert thread.is_alive()  # waiting for room, not dead
+            free_space(disk)
+            thread.join(timeout=120)
+            assert not thread.is_alive()
+        finally:
+            worker.drain()
+            free_space(disk)
+        job = store.get(job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2), (job.error_code, job.error_message)
+        assert sorted(p.name for p in job_dir.iterdir()) == ["input.png", "video.mp4", "video.mp4.json"]
+        kinds = [e["kind"] for e in store.events(job_id)]
+        assert kinds == ["created", "running", "interrupted", "running", "succeeded"]
 
 
 def _health(http: httpx.Client) -> dict[str, Any]:
