@@ -4,7 +4,9 @@ Run by ``WorkerSupervisor`` as ``python -m stillmotion.jobs.worker --settings-fr
 ``--data-dir``). The loop is: claim the oldest queued job -> ``engine.generate`` with a progress callback
 that writes progress to the store and turns a stored cancel request into the CancelToken -> one
 ``finish_*`` call. Expected failures keep their ``StillmotionError.code``; anything else is
-``internal_error`` with the traceback in the log file, never in the row.
+``internal_error`` with the traceback in the log file, never in the row. A full data disk is the service's
+trouble, not the job's: the job goes back to the queue, outcomes that cannot be written yet wait for room,
+and no job is claimed until there is some (docs/jobs.md, "A full disk").
 
 Signals: the first SIGTERM drains (finish the current job, claim no more, exit 0); a second SIGTERM or a
 SIGINT interrupts (stop at the next step boundary, re-queue the job without spending an attempt, exit 0).
