@@ -215,3 +215,41 @@ def test_f4_sigterm_mid_job_requeues_or_finishes_and_exits_0(
     job = store.get("long")
     assert_one_output(store, job)
     assert job.attempts == 1
+
+
+class _Alive:
+    """Stands in for the worker process in the watchdog's check: a pid that no process has."""
+
+    pid = 2**22 + 4321  # above pid_max
+
+    def poll(self) -> None:
+        return None
+
+
+def test_on_a_full_disk_the_supervisor_backs_off_and_the_watchdog_waits(tmp_path: Path) -> None:
+    settings, store = _store(tmp_path)
+    sup = WorkerSupervisor(settings, store=store, env=worker_env())
+    for job_id in ("a", "b"):
+        add_job(store, job_id)
+        store.claim_next(sup.worker_id)
+        assert sup._after_death(1) == 0.0  # died holding a job: the attempt count bounds it, restart now
+
+    full_disk = make_settings(tmp_path / "data", min_free_disk_mb=1e12)  # more than any disk has free
+    sup_full = WorkerSupervisor(full_disk, store=store, env=worker_env())
+    delays = []
+    for job_id in ("c", "d", "e"):
+        add_job(store, job_id)
+        store.claim_next(sup_full.worker_id)
+        delays.append(sup_full._after_death(1))
+    # A worker that died on a full disk is restarted ever more slowly, not in a tight loop.
+    assert 0 < delays[0] < delays[1] < delays[2]
+
+    # A job silent for longer than step_timeout_s on a full disk is waiting for room, not hung.
+    slow = make_settings(tmp_path / "data", min_free_disk_mb=1e12, step_timeout_s=0.001)
+    watchdog = WorkerSupervisor(slow, store=store, env=worker_env())
+    add_job(store, "silent")
+    store.claim_next(watchdog.worker_id)
+    time.sleep(0.05)
+    watchdog._check_heartbeat(_Alive())  # type: ignore[arg-type]
+    assert watchdog._timed_out_job is None
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -173,18 +174,47 @@ def test_f15_cancel_racing_completion_gives_exactly_one_terminal_state(
 
 
 @pytest.mark.timeout(120)
-def test_f9_disk_full_while_writing_fails_cleanly_and_the_next_job_succeeds(
+def test_f9_disk_full_while_writing_requeues_the_job_which_then_succeeds(
     settings: Settings, store: JobStore, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The disk filling up is the service's trouble, not the job's: nothing half-written stays, the job goes
+    back to the queue (its attempt counted) and runs again once there is room. Without a path in sight."""
     add_job(store, "full")
     add_job(store, "next")
-    monkeypatch.setenv(FAULTS_ENV, "enospc@write@job:full")
-    Worker(settings, store, engine).run(max_jobs=2)
+    monkeypatch.setenv(FAULTS_ENV, "enospc@write@job:full")  # attempt 1 only
+    worker = Worker(settings, store, engine)
+    worker.run(max_jobs=1)
     job = store.get("full")
-    assert (job.status, job.error_code) == (JobStatus.FAILED, "disk_full")
-    assert job.error_message
+    assert (job.status, job.attempts, job.error_code) == (JobStatus.QUEUED, 2, None)
     assert_no_output(store, job)  # no file at the final path, no temp file left beside it
+    requeued = store.events("full")[-1]
+    assert requeued["kind"] == "interrupted" and requeued["detail"]["reason_code"] == "disk_full"
+    assert str(settings.data_dir.resolve()) not in json.dumps(store.events("full"))
+
+    worker.run(max_jobs=2)
+    again = store.get("full")
+    assert_succeeded_with_one_output(store, again)
+    assert again.attempts == 2
     assert_succeeded_with_one_output(store, store.get("next"))
+
+
+@pytest.mark.timeout(120)
+def test_f9_a_job_that_never_fits_fails_with_disk_full_after_its_attempts(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data", max_attempts=2)
+    store = JobStore.open(settings)
+    try:
+        add_job(store, "huge")
+        monkeypatch.setenv(FAULTS_ENV, "enospc@write@attempt:all")
+        Worker(settings, store, engine).run(max_jobs=2)
+        job = store.get("huge")
+        assert (job.status, job.error_code, job.attempts) == (JobStatus.FAILED, "disk_full", 2)
+        assert job.error_message and "data disk was full" in job.error_message
+        assert str(tmp_path) not in job.error_message  # what happened, not where the server keeps files
+        assert_no_output(store, job)
+    finally:
+        store.close()
 
 
 def test_log_lines_carry_the_job_id_and_a_full_disk_never_raises(settings: Settings) -> None:
@@ -262,3 +292,54 @@ def test_idle_worker_applies_the_retention_policy(tmp_path: Path, engine: Engine
         assert not store.job_dir("old").exists()
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_worker_claims_nothing_while_the_data_disk_is_full(tmp_path: Path, engine: Engine) -> None:
+    """A job started on a full disk could not even record its progress: the worker waits for room."""
+    full = make_settings(tmp_path / "data", min_free_disk_mb=1e12)  # more than any disk has free
+    store = JobStore.open(full)
+    try:
+        add_job(store, "waits")
+        worker = Worker(full, store, engine)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            time.sleep(2.5)
+            assert store.get("waits").status == JobStatus.QUEUED
+        finally:
+            worker.drain()
+            thread.join(timeout=20)
+        assert not thread.is_alive()
+        Worker(make_settings(tmp_path / "data"), store, engine).run(max_jobs=1)  # room again: it runs
+        assert_succeeded_with_one_output(store, store.get("waits"))
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_outcome_that_cannot_be_written_yet_waits_for_room(
+    settings: Settings, store: JobStore, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database is full too: the worker neither dies nor drops the outcome; it retries until it lands."""
+    from stillmotion.jobs import worker as worker_module
+    from stillmotion.jobs.db import DatabaseUnavailable
+
+    monkeypatch.setattr(worker_module, "ROOM_POLL_S", 0.05)
+    add_job(store, "full")
+    monkeypatch.setenv(FAULTS_ENV, "enospc@write@job:full")
+    real_requeue = store.requeue
+    calls: list[str] = []
+
+    def full_then_room(job_id: str, **kwargs: Any) -> Job | None:
+        calls.append(job_id)
+        if len(calls) <= 2:
+            raise DatabaseUnavailable("The job database's disk is full.", code="database_full")
+        return real_requeue(job_id, **kwargs)
+
+    monkeypatch.setattr(store, "requeue", full_then_room)
+    Worker(settings, store, engine).run(max_jobs=1)
+    assert calls == ["full"] * 3
+    job = store.get("full")
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 2)
+    assert_no_output(store, job)

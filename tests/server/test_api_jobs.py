@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from stillmotion.jobs.store import JobStore
 from stillmotion.server.app import create_app
+from stillmotion.server.routes.jobs import SSE_POLL_S
 from tests.server.helpers import leftovers, live_server, make_settings, png_bytes, small_job_fields
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,11 +26,13 @@ pytestmark = pytest.mark.timeout(120)
 WORKER = "test-worker"
 
 
-def _post(client: TestClient, headers: dict[str, str] | None = None, **fields: str) -> httpx.Response:
+def _post(
+    client: TestClient, headers: dict[str, str] | None = None, image: bytes | None = None, **fields: str
+) -> httpx.Response:
     data = small_job_fields(**fields)
     return client.post(
         "/api/v1/jobs",
-        files={"image": ("photo.png", png_bytes(), "image/png")},
+        files={"image": ("photo.png", image or png_bytes(), "image/png")},
         data=data,
         headers=headers or {},
     )
@@ -105,7 +108,14 @@ def test_idempotency_key_returns_the_first_job(client: TestClient, settings: Any
     reused = _post(client, headers={"Idempotency-Key": "abc-123"}, prompt="something else")
     assert reused.status_code == 422
     assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    # The same fields with another picture is another request too: never a replay of the first video.
+    other_image = _post(client, headers={"Idempotency-Key": "abc-123"}, image=png_bytes(colour=(0, 90, 200)))
+    assert other_image.status_code == 422, other_image.text
+    error = other_image.json()["error"]
+    assert (error["code"], error["field"]) == ("idempotency_key_reused", "Idempotency-Key")
+    assert "image" in error["message"]
     assert client.get("/api/v1/jobs").json()["total"] == 1
+    assert leftovers(settings) == [f"jobs/{first.json()['id']}", f"jobs/{first.json()['id']}/input.png"]
 
 
 def test_cancel_codes(client: TestClient, store: JobStore) -> None:
@@ -150,6 +160,25 @@ def test_failed_job_shows_its_error(client: TestClient, store: JobStore) -> None
         "field": None,
     }
     assert job["links"]["video"] is None
+
+
+def test_video_of_a_job_that_will_never_have_one_says_so(client: TestClient, store: JobStore) -> None:
+    queued = _post(client).json()["id"]
+    waiting = client.get(f"/api/v1/jobs/{queued}/video").json()["error"]
+    assert waiting["code"] == "job_not_finished" and "not ready yet" in waiting["message"]
+
+    store.request_cancel(queued)
+    cancelled = client.get(f"/api/v1/jobs/{queued}/video")
+    assert cancelled.status_code == 409
+    error = cancelled.json()["error"]
+    assert error["code"] == "job_has_no_video" and "cancelled" in error["message"]
+    assert "never" in error["message"] and "yet" not in error["message"]
+
+    failed = _post(client).json()["id"]
+    store.claim_next(WORKER)
+    store.finish_failed(failed, "oom", "out of memory")
+    error = client.get(f"/api/v1/jobs/{failed}/video").json()["error"]
+    assert error["code"] == "job_has_no_video" and "failed (oom)" in error["message"]
 
 
 def test_video_range_requests(client: TestClient, store: JobStore) -> None:
@@ -209,7 +238,7 @@ def test_sse_progress_in_order_then_terminal(client: TestClient, store: JobStore
                     "message": "",
                 },
             )
-            time.sleep(0.4)
+            time.sleep(2 * SSE_POLL_S + 0.2)  # the stream re-reads every SSE_POLL_S: it sees each step
         _finish_claimed(store, job_id)
         reader.join(timeout=30)
     assert not reader.is_alive()
@@ -225,6 +254,18 @@ def _finish_claimed(store: JobStore, job_id: str) -> None:
     out = store.job_dir(job_id) / "video.mp4"
     sha = _write_mp4(out)
     store.finish_succeeded(job_id, "video.mp4", sha, {"sha256": sha})
+
+
+def test_sse_of_a_job_deleted_meanwhile_ends_cleanly(client: TestClient) -> None:
+    job_id = _post(client).json()["id"]
+    with live_server(client.app) as base, httpx.Client(base_url=base, timeout=30) as http:  # type: ignore[arg-type]
+        with http.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("event: ")) == "event: job"
+            assert http.delete(f"/api/v1/jobs/{job_id}").status_code == 204
+            rest = list(lines)  # the server ends the stream properly: no broken chunked encoding
+        assert "event: done" not in rest
+        assert http.get(f"/api/v1/jobs/{job_id}/events").status_code == 404
 
 
 def test_sse_for_a_finished_job_ends_at_once(client: TestClient, store: JobStore) -> None:

@@ -205,13 +205,39 @@ def test_b17_client_filenames_are_ignored(env: Any, filename: str) -> None:
         pytest.param({"seed": "abc"}, "seed", id="B21-seed-abc"),
         pytest.param({"seed": "true"}, "seed", id="B21-seed-bool"),
         pytest.param({"model": "no such model!"}, "model", id="unknown-model"),
+        pytest.param({"model": "0" * 1000}, "model", id="model-name-longer-than-a-file-name"),
         pytest.param({"strength": "0.5"}, "strength", id="B22-unknown-field"),
+        pytest.param({"strength": ""}, "strength", id="B22-unknown-field-sent-empty"),
     ],
 )
 def test_bad_fields_are_422_naming_the_field(env: Any, fields: dict[str, str], field: str) -> None:
     response = _submit(env[0], png_bytes(), **fields)
     code = "unknown_model" if field == "model" else "invalid_request"
     _assert_refused(env, response, 422, code, field=field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_frames", "+8"),
+        ("num_frames", " 8 "),
+        ("num_frames", "1_6"),
+        ("num_frames", "8.0"),
+        ("num_inference_steps", "2e0"),
+        ("fps", "\u0668"),  # ARABIC-INDIC DIGIT EIGHT: int() takes it, a user never means it
+        ("seed", "0x10"),
+        ("height", "64 "),
+        ("guidance_scale", " 7.5"),
+        ("guidance_scale", "1_0"),
+        ("guidance_scale", "+7"),
+    ],
+)
+def test_numbers_must_be_written_plainly(env: Any, field: str, value: str) -> None:
+    response = _submit(env[0], png_bytes(), **{field: value})
+    _assert_refused(env, response, 422, "invalid_request", field=field)
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"{field}: must be a") and "written plainly" in message
+    assert repr(value) in message
 
 
 def test_b18_invalid_utf8_prompt(env: Any) -> None:
@@ -367,6 +393,12 @@ def test_low_disk_is_507(tmp_path: Path) -> None:
         assert response.status_code == 507
         assert response.json()["error"]["code"] == "insufficient_storage"
         assert client.app.state.store.list()[1] == 0  # type: ignore[attr-defined]
+        # Health applies the same admission rule to the same figures (issue 15.5).
+        health = client.get("/api/v1/health").json()
+        assert health["ok"] is False and health["accepting_jobs"] is False
+        assert health["problems"] == [
+            {"code": "insufficient_storage", "message": response.json()["error"]["message"]}
+        ]
 
 
 def test_json_errors_never_carry_tracebacks(env: Any) -> None:

@@ -3,12 +3,16 @@ schema, and a client driven only by the spec (paths, methods, body schema) works
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
+from stillmotion.models.registry import RESOLUTION_PRESETS, list_specs
 from tests.server.helpers import png_bytes
 
 pytestmark = pytest.mark.timeout(120)
@@ -126,3 +130,175 @@ def test_a_client_driven_by_the_spec_works(client: TestClient) -> None:
         answer = client.get(path)
         schema = _resolve(spec, op["responses"]["200"]["content"]["application/json"]["schema"])
         assert set(schema["required"]) <= set(answer.json()), path
+
+
+def _job_body(spec: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]["schema"]
+    return body
+
+
+def _value_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """The value branch of an optional form field's schema (not the empty "not given" one)."""
+    branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") not in (None, "null")]
+    assert len(branches) == 1, prop
+    return branches[0]
+
+
+def test_field_limits_in_the_spec_are_the_widest_of_the_registry(client: TestClient) -> None:
+    """One place: the registry's Limits. Where models differ the spec states the widest bound."""
+    limits = [spec.limits for spec in list_specs()]
+    expected = {
+        "height": (min(x.min_side for x in limits), max(x.max_side for x in limits)),
+        "width": (min(x.min_side for x in limits), max(x.max_side for x in limits)),
+        "num_frames": (min(x.min_frames for x in limits), max(x.max_frames for x in limits)),
+        "num_inference_steps": (1, max(x.max_inference_steps for x in limits)),
+        "guidance_scale": (
+            min(x.min_guidance_scale for x in limits),
+            max(x.max_guidance_scale for x in limits),
+        ),
+        "fps": (min(x.min_fps for x in limits), max(x.max_fps for x in limits)),
+        "seed": (0, 2**32 - 1),
+    }
+    body = _job_body(_spec(client))
+    for name, (low, high) in expected.items():
+        schema = _value_schema(body["properties"][name])
+        assert (schema["minimum"], schema["maximum"]) == (low, high), name
+    multiple = math.gcd(*(x.size_multiple for x in limits))
+    assert _value_schema(body["properties"]["height"])["multipleOf"] == multiple
+    longest = max(x.max_prompt_chars for x in limits)
+    assert body["properties"]["prompt"]["maxLength"] == longest
+    assert "prompt" not in body.get("required", [])  # svd-xt takes none; the others are checked by the server
+    assert _value_schema(body["properties"]["negative_prompt"])["maxLength"] == longest
+    assert _value_schema(body["properties"]["resolution"])["enum"] == list(RESOLUTION_PRESETS)
+
+
+# Which Limits field of a model stands behind each bound of the spec (None: the same for every model).
+BOUND_SOURCES: dict[str, tuple[str | None, str | None]] = {
+    "height": ("min_side", "max_side"),
+    "width": ("min_side", "max_side"),
+    "num_frames": ("min_frames", "max_frames"),
+    "num_inference_steps": (None, "max_inference_steps"),
+    "guidance_scale": ("min_guidance_scale", "max_guidance_scale"),
+    "fps": ("min_fps", "max_fps"),
+    "seed": (None, None),
+}
+
+
+def _plan(client: TestClient, model: dict[str, Any], field: str, value: Any) -> Any:
+    """POST /plan for ``model`` with ``field=value`` (a size field gets the model's smallest other side)."""
+    data = {"model": model["name"], field: str(value)}  # no prompt: a plan needs none, and svd-xt takes none
+    other = {"height": "width", "width": "height"}.get(field)
+    if other is not None:
+        data[other] = str(model["limits"]["min_side"])
+    return client.post("/api/v1/plan", data=data)
+
+
+def test_every_bound_in_the_spec_is_the_one_the_server_enforces(client: TestClient) -> None:
+    """Read each bound from /openapi.json: at the bound a model that has it accepts the value; one step past
+    it the server refuses it naming the field, whatever the model."""
+    spec = _spec(client)
+    body = _job_body(spec)
+    models = client.get("/api/v1/models").json()["models"]
+    checked = 0
+    for name, (low_source, high_source) in BOUND_SOURCES.items():
+        schema = _value_schema(body["properties"][name])
+        step = schema.get("multipleOf", 1) if schema["type"] == "integer" else 0.5
+        for bound, source, past in (
+            (schema["minimum"], low_source, schema["minimum"] - step),
+            (schema["maximum"], high_source, schema["maximum"] + step),
+        ):
+            model = next(m for m in models if source is None or m["limits"][source] == bound)
+            inside = _plan(client, model, name, bound)
+            assert inside.status_code == 200, (name, bound, model["name"], inside.text)
+            for any_model in models:
+                outside = _plan(client, any_model, name, past)
+                assert outside.status_code == 422, (name, past, any_model["name"], outside.text)
+                assert outside.json()["error"]["field"] == name
+            checked += 1
+        if "multipleOf" in schema:
+            model = next(m for m in models if m["limits"]["min_side"] == schema["minimum"])
+            off = _plan(client, model, name, schema["minimum"] + schema["multipleOf"] // 2)
+            assert off.status_code == 422 and off.json()["error"]["field"] == name
+    assert checked == 2 * len(BOUND_SOURCES)
+
+    longest = body["properties"]["prompt"]["maxLength"]
+    pattern = re.compile(body["properties"]["prompt"]["pattern"])
+    tiny = next(m for m in models if m["name"] == "tiny-i2vgen-xl")
+    for prompt, fits_spec in (
+        ("x" * longest, True),
+        ("x" * (longest + 1), False),
+        ("tab\tand\nnewline", True),
+        ("bell\x07", False),
+        ("c1 control \x85", False),
+    ):
+        assert bool(pattern.fullmatch(prompt)) == fits_spec or len(prompt) > longest
+        answer = _plan(client, tiny, "prompt", prompt)
+        assert (answer.status_code == 200) == fits_spec, (prompt[:20], answer.text)
+        if not fits_spec:
+            assert answer.json()["error"]["field"] == "prompt"
+
+
+def test_event_stream_is_declared_with_the_event_shape(client: TestClient) -> None:
+    spec = _spec(client)
+    ok = spec["paths"]["/api/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    assert list(ok) == ["text/event-stream"]
+    event = ok["text/event-stream"]["schema"]
+    assert event["type"] == "object" and set(event["required"]) == {"event", "id", "data"}
+    assert event["properties"]["event"]["enum"] == ["job", "done"]
+    assert event["properties"]["data"]["contentSchema"]["$ref"].endswith("/JobOut")
+    # The events a real stream sends match that shape.
+    job = client.post(
+        "/api/v1/jobs",
+        files={"image": ("p.png", png_bytes(), "image/png")},
+        data={"prompt": "x", "model": "tiny-i2vgen-xl", "height": "64", "width": "64"},
+    ).json()
+    client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    text = client.get(f"/api/v1/jobs/{job['id']}/events").text
+    blocks = [b for b in text.split("\n\n") if "data: " in b]
+    assert blocks
+    for block in blocks:
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        assert set(fields) <= set(event["properties"]) and set(event["required"]) <= set(fields)
+        assert fields["event"] in event["properties"]["event"]["enum"]
+        assert re.fullmatch(event["properties"]["id"]["pattern"], fields["id"])
+        assert json.loads(fields["data"])["id"] == job["id"]
+    links = spec["paths"]["/api/v1/jobs"]["post"]["responses"]["202"]["links"]
+    operation_ids = {op["operationId"] for item in spec["paths"].values() for op in item.values()}
+    assert {link["operationId"] for link in links.values()} <= operation_ids
+    assert all(link["parameters"] == {"job_id": "$response.body#/id"} for link in links.values())
+
+
+def test_methods_the_spec_does_not_list_are_405_with_allow(client: TestClient) -> None:
+    spec = _spec(client)
+    for method, path, allowed in (
+        ("TRACE", "/api/v1/health", "GET"),
+        ("PUT", "/api/v1/health", "GET"),
+        ("QUERY", "/api/v1/plan", "POST"),
+        ("PATCH", "/api/v1/jobs/00000000-0000-0000-0000-000000000000", "DELETE, GET"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.json()["error"]["code"] == "method_not_allowed"
+        assert response.headers["Allow"] == allowed
+        template = path if path in spec["paths"] else "/api/v1/jobs/{job_id}"
+        assert allowed == ", ".join(sorted(m.upper() for m in spec["paths"][template]))
+    missing = client.request("TRACE", "/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_form_fields_say_what_a_form_can_send(client: TestClient) -> None:
+    """A form has no null: optional fields are left out or, for numbers and presets, sent empty; the spec
+    says exactly that, and the server agrees (an empty value is "not given", a blank one is not a number)."""
+    body = _job_body(_spec(client))
+    for name, prop in body["properties"].items():
+        assert '"null"' not in json.dumps(prop), name
+    assert {"const": ""} in [
+        {k: v for k, v in b.items() if k == "const"} for b in body["properties"]["seed"]["anyOf"]
+    ]
+    assert "anyOf" not in body["properties"]["negative_prompt"]  # text: "" is a value
+    fields = {"prompt": "x", "model": "tiny-i2vgen-xl", "height": "64", "width": "64"}
+    assert client.post("/api/v1/plan", data={**fields, "seed": ""}).status_code == 200
+    blank = client.post("/api/v1/plan", data={**fields, "seed": " "})
+    assert blank.status_code == 422 and blank.json()["error"]["field"] == "seed"

@@ -96,6 +96,54 @@ def test_cross_origin_writes_are_403(client: TestClient, headers: dict[str, str]
     assert client.post("/gradio_api/queue/join", json={}, headers=headers).status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"Host": "127.0.0.1:abc"}, "Host"),
+        ({"Host": "127.0.0.1:99999"}, "Host"),
+        ({"Host": "[::1"}, "Host"),
+        ({"Host": "evil.example@127.0.0.1:7860"}, "Host"),
+        ({"Host": "127.0.0.1:7860/path"}, "Host"),
+        ({"Origin": "http://[::1"}, "Origin"),
+        ({"Origin": "http://127.0.0.1:7860x"}, "Origin"),
+        ({"Origin": "http://127.0.0.1:0"}, "Origin"),
+        ({"Referer": "http://127.0.0.1:7871.evil/"}, "Referer"),
+        ({"Referer": "http://127.0.0.1:99999/"}, "Referer"),
+    ],
+)
+def test_malformed_host_origin_or_referer_is_400_never_500(
+    client: TestClient, headers: dict[str, str], field: str
+) -> None:
+    for method in ("GET", "POST"):
+        response = client.request(method, "/api/v1/jobs", headers=headers)
+        if field != "Host" and method == "GET":
+            assert response.status_code == 200  # reads are not checked against the origin
+            continue
+        assert response.status_code == 400, (method, headers, response.text)
+        error = response.json()["error"]
+        assert (error["code"], error["field"]) == ("malformed_header", field)
+        assert list(headers.values())[0][:40] in error["message"]
+    assert client.app.state.store.list()[1] == 0  # type: ignore[attr-defined]
+
+
+def test_origin_scheme_must_match_and_repeated_headers_are_refused(client: TestClient) -> None:
+    files = {"image": ("a.png", png_bytes(), "image/png")}
+    https = client.post(
+        "/api/v1/jobs", files=files, data=small_job_fields(), headers={"Origin": "https://127.0.0.1:7860"}
+    )
+    assert https.status_code == 403 and https.json()["error"]["code"] == "forbidden_origin"
+    assert "scheme" in https.json()["error"]["message"]
+    for name in ("Origin", "Referer", "Host"):
+        twice = [(name, "http://127.0.0.1:7860" if name != "Host" else "127.0.0.1:7860")] * 2
+        response = client.post("/api/v1/jobs", files=files, data=small_job_fields(), headers=twice)
+        assert response.status_code == 400, (name, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "malformed_header" and "more than once" in error["message"]
+    assert client.app.state.store.list()[1] == 0  # type: ignore[attr-defined]
+    ipv6 = client.get("/api/v1/health", headers={"Host": "[::1]:7860"})
+    assert ipv6.status_code == 200
+
+
 def test_same_origin_and_headerless_writes_pass(client: TestClient) -> None:
     for headers in ({"Origin": "http://127.0.0.1:7860"}, {"Referer": "http://127.0.0.1:7860/"}, {}):
         response = client.post(

@@ -19,6 +19,7 @@ from stillmotion.media.interpolation import resolve_interpolation
 from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
+MIN_INFERENCE_STEPS = 1
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class GenerationRequest:
             "num_inference_steps",
             self.num_inference_steps,
             spec.defaults.num_inference_steps,
-            1,
+            MIN_INFERENCE_STEPS,
             limits.max_inference_steps,
         )
         guidance = _check_float(

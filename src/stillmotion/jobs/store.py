@@ -16,6 +16,7 @@ counting an attempt: it is not the job's fault.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import logging
 import re
 import shutil
@@ -59,6 +60,7 @@ FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # A submission waits this long for a locked database (retrying after each busy timeout) before answering 503:
 # a client would rather wait seconds than retry, and a lock held longer than this is an incident.
 SUBMIT_WAIT_S = 15.0
+HASH_CHUNK_BYTES = 1 << 20
 
 
 class QueueFull(StillmotionError):
@@ -163,6 +165,15 @@ def _row_to_job(row: Row[Any]) -> Job:
     )
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks (inputs and outputs can be tens of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _statuses(status: JobStatus | Sequence[JobStatus] | None) -> list[str] | None:
     if status is None:
         return None
@@ -239,13 +250,15 @@ class JobStore:
         request: dict[str, Any],
         input_filename: str,
         idempotency_key: str | None = None,
+        input_sha256: str | None = None,
     ) -> tuple[Job, bool]:
         """Insert a queued job and commit; returns ``(job, created)``.
 
         Write the upload to ``job_dir(job_id) / input_filename`` first, so a worker never claims a job whose
         input is missing. The same ``idempotency_key`` returns the existing job and ``created=False`` (the
-        caller then removes the folder it wrote); a reused key with a different request is
-        ``InvalidRequest`` (422). Raises ``QueueFull`` (429) when the queue is full and
+        caller then removes the folder it wrote); a reused key with a different request, or with a different
+        input (``input_sha256``, the upload's bytes), is ``InvalidRequest`` (422 ``idempotency_key_reused``).
+        Raises ``QueueFull`` (429) when the queue is full and
         ``DatabaseUnavailable`` (503) when the database is locked too long or its disk is full; in every
         error case no row exists.
         """
@@ -260,7 +273,7 @@ class JobStore:
             )
         GenerationRequest.from_dict(request)  # unknown fields are an error, not stored and ignored
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(idempotency_key, request)
+            existing = self._by_idempotency_key(idempotency_key, request, input_sha256)
             if existing is not None:
                 return existing, False
 
@@ -274,7 +287,7 @@ class JobStore:
         except IntegrityError:
             # Two submissions with one key raced (the check above ran outside this transaction).
             if idempotency_key is not None:
-                existing = self._by_idempotency_key(idempotency_key, request)
+                existing = self._by_idempotency_key(idempotency_key, request, input_sha256)
                 if existing is not None:
                     return existing, False
             raise InvalidRequest(f"job id {job_id} already exists.", field="job_id") from None
@@ -362,20 +375,30 @@ class JobStore:
         detail = None if batch_id is None else {"batch_id": batch_id}
         conn.execute(insert(job_events).values(job_id=job_id, at=now, kind="created", detail=detail))
 
-    def _by_idempotency_key(self, key: str, request: dict[str, Any]) -> Job | None:
+    def _by_idempotency_key(self, key: str, request: dict[str, Any], input_sha256: str | None) -> Job | None:
+        """The job created with ``key``, if any; 422 unless its request and its input are this one's."""
         with self.db.transaction(write=False) as conn:
             row = conn.execute(select(jobs).where(jobs.c.idempotency_key == key)).first()
         if row is None:
             return None
         job = _row_to_job(row)
-        if job.request != request:
+        # The stored input is the upload's bytes, moved into the job folder: hashing it again (only when a
+        # key is reused) keeps the fingerprint exact without a column of its own.
+        same_input = input_sha256 is None or self._input_sha256(job) == input_sha256
+        if job.request != request or not same_input:
             raise InvalidRequest(
-                "This Idempotency-Key was already used for a different request; use a new key.",
+                "This Idempotency-Key was already used for a different request or image; use a new key.",
                 code="idempotency_key_reused",
                 field="Idempotency-Key",
                 details={"job_id": job.id},
             )
         return job
+
+    def _input_sha256(self, job: Job) -> str | None:
+        try:
+            return file_sha256(self.job_dir(job.id) / job.input_filename)
+        except FileNotFoundError:
+            return None
 
     def get(self, job_id: str) -> Job:
         """The job, or ``JobNotFound`` (404)."""
@@ -673,18 +696,22 @@ class JobStore:
         reason: str,
         count_attempt: bool = True,
         exhausted_code: str = WORKER_CRASHED_REPEATEDLY,
+        reason_code: str | None = None,
     ) -> Job | None:
         """An interrupted running job: back to the queue (attempts + 1), or failed once attempts are spent.
 
         A job whose cancel was already requested becomes cancelled instead. Returns None when the job is not
         running (someone already moved it). ``count_attempt=False`` (graceful shutdown) never fails it.
+        ``reason_code`` (e.g. ``disk_full``) names ``reason`` as in ``requeue_interrupted``.
         """
 
         def write(conn: Connection) -> Job | None:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
             if row is None or row.status != JobStatus.RUNNING.value:
                 return None
-            return self._requeue_row(conn, _row_to_job(row), reason, count_attempt, exhausted_code)
+            return self._requeue_row(
+                conn, _row_to_job(row), reason, count_attempt, exhausted_code, reason_code
+            )
 
         return self.db.run_with_retry(write, what=f"requeue job {job_id}")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.jobs import worker_state
+from stillmotion.jobs.disk_space import disk_low
 from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, JobStore
 from stillmotion.jobs.worker import DEFAULT_WORKER_ID
 
@@ -204,16 +205,21 @@ class WorkerSupervisor:
             logger.exception("could not re-queue the jobs of the dead worker")
             moved = []
         logger.error("worker %s died (%s); %d job(s) re-queued or failed", self.worker_id, how, len(moved))
-        if moved:
+        if moved and not disk_low(self.settings):
             # The crash belongs to a job, and the attempt count bounds it: restart at once.
             self._backoff_s = RESTART_BACKOFF_S
             return 0.0
-        # No job: the worker cannot start at all (bad install, bad settings). Back off, don't spin.
+        # No job: the worker cannot start at all (bad install, bad settings), or the data disk is full and a
+        # new worker could not record anything either. Back off, don't spin.
         delay = self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, MAX_RESTART_BACKOFF_S)
         return delay
 
     def _check_heartbeat(self, proc: subprocess.Popen[bytes]) -> None:
+        if disk_low(self.settings):
+            # A worker on a full disk cannot write its heartbeat; it waits for room (worker._record), so
+            # its silence is not a hung step.
+            return
         try:
             running = self.store.running_jobs(self.worker_id)
         except Exception:  # a locked database must not kill the watchdog; the next round retries

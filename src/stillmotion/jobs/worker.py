@@ -4,7 +4,9 @@ Run by ``WorkerSupervisor`` as ``python -m stillmotion.jobs.worker --settings-fr
 ``--data-dir``). The loop is: claim the oldest queued job -> ``engine.generate`` with a progress callback
 that writes progress to the store and turns a stored cancel request into the CancelToken -> one
 ``finish_*`` call. Expected failures keep their ``StillmotionError.code``; anything else is
-``internal_error`` with the traceback in the log file, never in the row.
+``internal_error`` with the traceback in the log file, never in the row. A full data disk is the service's
+trouble, not the job's: the job goes back to the queue, outcomes that cannot be written yet wait for room,
+and no job is claimed until there is some (docs/jobs.md, "A full disk").
 
 Signals: the first SIGTERM drains (finish the current job, claim no more, exit 0); a second SIGTERM or a
 SIGINT interrupts (stop at the next step boundary, re-queue the job without spending an attempt, exit 0).
@@ -19,9 +21,7 @@ plans with the memory this worker will really have.
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -29,11 +29,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
@@ -49,8 +49,10 @@ from stillmotion.errors import (
     UnknownModel,
 )
 from stillmotion.jobs import worker_state
+from stillmotion.jobs.db import DatabaseUnavailable
+from stillmotion.jobs.disk_space import DISK_FULL, disk_floor_mb, disk_low, free_disk_mb, is_disk_full_error
 from stillmotion.jobs.logging_setup import job_context, setup_logging
-from stillmotion.jobs.store import Job, JobStore
+from stillmotion.jobs.store import Job, JobStore, file_sha256
 from stillmotion.media.image_input import InputImage, load_image_file
 
 logger = logging.getLogger(__name__)
@@ -60,8 +62,11 @@ DEFAULT_WORKER_ID = worker_state.DEFAULT_WORKER_ID
 IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
 PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
 PURGE_INTERVAL_S = 3600.0  # retention (settings.retention_days) is applied this often, when idle
-HASH_CHUNK_BYTES = 1 << 20
 STDIN_FD = 0
+ROOM_POLL_S = 1.0  # how often a worker waiting for disk space looks again (and its first retry delay)
+MAX_ROOM_WAIT_S = 30.0  # retries of a write that met a full disk slow down to this
+DISK_FULL_REASON = "the data disk was full (nothing more could be written)"
+T = TypeVar("T")
 
 
 class EngineLike(Protocol):
@@ -120,12 +125,26 @@ class Worker:
                 self._token.cancel()
 
     def run(self, max_jobs: int | None = None) -> int:
-        """Claim and run jobs until drained (or ``max_jobs`` ran); returns how many ran."""
+        """Claim and run jobs until drained (or ``max_jobs`` ran); returns how many ran.
+
+        On a full data disk it claims nothing and waits for room: a job started there could not even
+        record its progress (docs/jobs.md, "A full disk").
+        """
         done = 0
         next_purge = time.monotonic()
         self.publish_state()
+        room = _RoomWatch(self.settings)
         while not self._draining.is_set() and (max_jobs is None or done < max_jobs):
-            job = self.store.claim_next(self.worker_id)
+            if not room.available():
+                self._draining.wait(ROOM_POLL_S)
+                continue
+            try:
+                job = self.store.claim_next(self.worker_id)
+            except DatabaseUnavailable as exc:
+                # Locked for minutes, or full: nothing was claimed, so waiting loses nothing.
+                logger.error("could not claim a job (%s); retrying in %gs", exc.code, ROOM_POLL_S)
+                self._draining.wait(ROOM_POLL_S)
+                continue
             if job is None:
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_INTERVAL_S
@@ -136,6 +155,13 @@ class Worker:
             self.publish_state()
             done += 1
         return done
+
+    def recover_interrupted(self) -> None:
+        """At start: re-queue what a previous process of this worker left running (waits out a full disk)."""
+        self._record(
+            lambda: self.store.requeue_interrupted("the worker restarted", worker_id=self.worker_id),
+            "re-queue interrupted jobs",
+        )
 
     def publish_state(self) -> None:
         """Write this worker's device state for the API's planner (worker_state.py); never fails a job."""
@@ -191,32 +217,63 @@ class Worker:
                 return self._generate(job, job_dir, output_path, token)
             except Cancelled:
                 return self._after_cancel(job, output_path)
-            except UnknownModel as exc:
-                # It resolved when the job was accepted: the model (a local folder) moved or vanished since.
-                message = f"{exc.message} It was available when the job was accepted; it has moved or gone."
-                logger.warning("job %s failed: model_unavailable: %s", job.id, message)
-                return self._fail(job, output_path, ModelUnavailable.code, message)
-            except StillmotionError as exc:
-                logger.warning("job %s failed: %s: %s", job.id, exc.code, exc.message)
-                for downgrade in exc.details.get("downgrades") or ():
-                    # The OOM steps tried before giving up: kept in the job's history (I5).
-                    self._note(job, "downgrade", downgrade)
-                return self._fail(job, output_path, exc.code, exc.message)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    return self._fail(
-                        job, output_path, "disk_full", "The disk is full; free space and retry."
-                    )
-                logger.exception("job %s: unexpected OS error", job.id)
-                return self._fail(job, output_path, "internal_error", _internal_message(exc, job.id))
             except Exception as exc:
-                # Anything else is a bug: full traceback to the log, a short honest line to the row.
-                logger.exception("job %s: unexpected error", job.id)
-                return self._fail(job, output_path, "internal_error", _internal_message(exc, job.id))
+                return self._after_failure(job, output_path, exc)
             finally:
                 with self._lock:
                     self._token = None
                 gc.collect()  # drop this job's tensors now, so memory is back to baseline between jobs
+
+    def _after_failure(self, job: Job, output_path: Path, exc: Exception) -> Job:
+        """The outcome of a generation that raised: re-queued on a full disk, else failed with its code."""
+        if is_disk_full_error(exc):
+            # The service ran out of room, not the job out of luck: it runs again once there is space. The
+            # attempt counts (each one starts only with room on the disk), so a job whose output can never
+            # fit ends failed with disk_full instead of looping.
+            logger.error("job %s: the data disk is full; back to the queue once there is room", job.id)
+            _remove_output(output_path)
+            return self._record(
+                lambda: (
+                    self.store.requeue(
+                        job.id, reason=DISK_FULL_REASON, exhausted_code=DISK_FULL, reason_code=DISK_FULL
+                    )
+                    or self.store.get(job.id)
+                ),
+                f"re-queue job {job.id}",
+            )
+        if isinstance(exc, UnknownModel):
+            # It resolved when the job was accepted: the model (a local folder) moved or vanished since.
+            message = f"{exc.message} It was available when the job was accepted; it has moved or gone."
+            logger.warning("job %s failed: model_unavailable: %s", job.id, message)
+            return self._fail(job, output_path, ModelUnavailable.code, message)
+        if isinstance(exc, StillmotionError):
+            logger.warning("job %s failed: %s: %s", job.id, exc.code, exc.message)
+            for downgrade in exc.details.get("downgrades") or ():
+                # The OOM steps tried before giving up: kept in the job's history (I5).
+                self._note(job, "downgrade", downgrade)
+            return self._fail(job, output_path, exc.code, exc.message)
+        # Anything else is a bug: full traceback to the log, a short honest line to the row.
+        logger.error("job %s: unexpected error", job.id, exc_info=exc)
+        return self._fail(job, output_path, "internal_error", _internal_message(exc, job.id))
+
+    def _record(self, write: Callable[[], T], what: str) -> T:
+        """Run a write that must not be lost; while the data disk is full, wait for room and try again.
+
+        The worker stays up meanwhile: dying here would leave the job running until a restarted worker
+        re-queued it, and on a full disk a restarted worker cannot start either. A second SIGTERM gives up
+        and leaves the job to the re-queue at the next start.
+        """
+        delay = ROOM_POLL_S
+        while True:
+            try:
+                return write()
+            except (StillmotionError, OSError) as exc:
+                if not is_disk_full_error(exc):
+                    raise
+                logger.error("%s: the data disk is full (%s); trying again in %gs", what, exc, delay)
+                if self._interrupting.wait(delay):
+                    raise
+            delay = min(delay * 2, MAX_ROOM_WAIT_S)
 
     def _generate(self, job: Job, job_dir: Path, output_path: Path, token: CancelToken) -> Job:
         request = GenerationRequest.from_dict(job.request)
@@ -239,7 +296,7 @@ class Worker:
                 )
         finally:
             loading.stop()
-        sha256 = _sha256(output_path)
+        sha256 = file_sha256(output_path)
         if sha256 != result.sha256:
             raise BadOutput(
                 f"the video at {output_path.name} does not match the checksum the engine recorded."
@@ -275,7 +332,7 @@ class Worker:
             requeued = self.store.requeue(job.id, reason="the service shut down", count_attempt=False)
             return requeued or self.store.get(job.id)
         logger.info("job %s cancelled by the user", job.id)
-        return self.store.finish_cancelled(job.id)
+        return self._record(lambda: self.store.finish_cancelled(job.id), f"cancel job {job.id}")
 
     def _note(self, job: Job, kind: str, detail: object) -> None:
         if isinstance(detail, dict):
@@ -286,8 +343,9 @@ class Worker:
 
     def _fail(self, job: Job, output_path: Path, code: str, message: str) -> Job:
         _remove_output(output_path)
+        message = _without_paths(message, self.settings)
         try:
-            return self.store.finish_failed(job.id, code, message)
+            return self._record(lambda: self.store.finish_failed(job.id, code, message), f"fail job {job.id}")
         except InvalidTransition:
             logger.error("job %s was moved by someone else before it could fail (%s)", job.id, code)
             return self.store.get(job.id)
@@ -318,20 +376,44 @@ class _LoadHeartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self._store.heartbeat(self._job_id)
+            try:
+                self._store.heartbeat(self._job_id)
+            except StillmotionError as exc:  # a full or locked database: the next beat tries again
+                logger.warning("heartbeat of job %s not written: %s", self._job_id, exc.code)
+
+
+class _RoomWatch:
+    """Whether the data disk has room for a job (``disk_low``); logs when that changes, not at every look."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._full = False
+
+    def available(self) -> bool:
+        free_mb = free_disk_mb(self.settings)
+        full = disk_low(self.settings, free_mb)
+        if full and not self._full:
+            logger.error(
+                "the data disk is full (%.1f MB free, jobs need %g MB): taking no job until space is freed",
+                free_mb,
+                disk_floor_mb(self.settings),
+            )
+        elif self._full and not full:
+            logger.info("the data disk has room again (%.1f MB free): taking jobs", free_mb)
+        self._full = full
+        return not full
+
+
+def _without_paths(message: str, settings: Settings) -> str:
+    """A row's message as users see it: the server's data folder is named, never its absolute path."""
+    for folder in {str(settings.data_dir.resolve()), str(settings.data_dir.absolute())}:
+        message = message.replace(folder, "<data folder>")
+    return message
 
 
 def _internal_message(exc: BaseException, job_id: str) -> str:
     name = type(exc).__name__
     return f"Unexpected {name} in the worker; the details are in the worker log under job {job_id}."
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove_output(output_path: Path) -> None:
@@ -415,9 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     store = JobStore.open(settings)
     try:
-        store.requeue_interrupted("the worker restarted", worker_id=args.worker_id)
         worker = Worker(settings, store, Engine(settings), worker_id=args.worker_id)
         with _signals(worker):
+            worker.recover_interrupted()
             logger.info("worker %s ready (pid %d, device %s)", args.worker_id, os.getpid(), settings.device)
             worker.run()
         logger.info("worker %s stopped", args.worker_id)

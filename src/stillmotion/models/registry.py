@@ -682,7 +682,7 @@ def get_spec(name: str) -> ModelSpec:
         if name in spec.aliases:
             return spec
     path = Path(name).expanduser()
-    if path.is_dir():
+    if _is_dir(path):
         return _spec_for_folder(path)
     if _REPO_ID.match(name) and not name.startswith((".", "/")):
         # An unregistered repo (a fine-tune or a mirror): its family is not known from the name alone, so the
@@ -726,6 +726,14 @@ def spec_for_index(index: dict[str, Any], transformer_config: dict[str, Any] | N
             field="model",
         )
     return base
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir that says False for a name the OS cannot even look up (too long: ENAMETOOLONG)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _spec_for_folder(path: Path) -> ModelSpec:

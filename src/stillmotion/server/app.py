@@ -1,8 +1,8 @@
 """``create_app(settings)``: the FastAPI service, the REST API under /api/v1 and the Gradio UI at /.
 
 Four objects, built here and nowhere else: settings, the job store, the job service (the one submission
-path, shared by API and UI) and the worker supervisor (started in the lifespan, stopped gracefully: new
-jobs get 503, the running one finishes or is re-queued).
+path, shared by API and UI; its status monitor feeds /health) and the worker supervisor (started in the
+lifespan, stopped gracefully: new jobs get 503, the running one finishes or is re-queued).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import compile_path
 
 from stillmotion import __version__
 from stillmotion.config import Settings
@@ -26,6 +27,8 @@ from stillmotion.service.job_service import API_PREFIX, JobService
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0
+# Every method a client may send to an /api path that has no route for it (answered 404 or 405 as JSON).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "QUERY")
 
 
 def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
@@ -53,6 +56,10 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
             supervisor = WorkerSupervisor(settings, store=store)
             await run_in_threadpool(supervisor.start)
         app.state.supervisor = supervisor
+        await run_in_threadpool(
+            service.status.watch_worker, None if supervisor is None else supervisor.status
+        )
+        await run_in_threadpool(service.status.start)
         logger.info("stillmotion %s serving data dir %s", __version__, settings.data_dir)
         try:
             yield
@@ -60,6 +67,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
             service.accepting = False  # F4: from here on, submissions get 503
             if supervisor is not None:
                 await run_in_threadpool(supervisor.stop, SHUTDOWN_GRACE_S)
+            service.status.stop()
             store.close()
 
     app = FastAPI(
@@ -81,21 +89,32 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    protected = APIRouter(dependencies=[Depends(require_token)])
+    # Without a token the routes are open, and the OpenAPI document says so: it declares the bearer scheme
+    # only where the server really asks for it (a spec that demands a header the server ignores is wrong).
+    protected = APIRouter(dependencies=[Depends(require_token)] if settings.api_token else [])
     protected.include_router(jobs.router)
     protected.include_router(batches.router)
     protected.include_router(models.router)
     api.include_router(protected)
     app.include_router(api)
 
-    async def api_not_found(request: Request) -> None:
-        # Keeps unknown /api paths (../, %2e%2e...) away from the UI mount: a JSON 404, never a page.
+    async def api_fallback(request: Request) -> None:
+        # Keeps unknown /api paths (../, %2e%2e...) and methods away from the UI mount, which would otherwise
+        # match them: a JSON 404 or 405, never a page. (Starlette answers 405 itself only when no later route
+        # matches the path, and the UI mount at / matches every path.)
+        allowed = _allowed_methods(request.app, request.url.path)
+        if allowed:
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.method[:20]} is not allowed on {request.url.path[:200]!r}; allowed: "
+                f"{', '.join(allowed)}.",
+                headers={"Allow": ", ".join(allowed)},
+            )
         raise ApiError(404, "not_found", f"No API route {request.url.path[:200]!r}; see /openapi.json.")
 
     for path in ("/api", "/api/{rest:path}"):
-        app.add_api_route(
-            path, api_not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
-        )
+        app.add_api_route(path, api_fallback, methods=list(HTTP_METHODS), include_in_schema=False)
 
     blocks = build_ui(service)
     token = settings.api_token
@@ -116,6 +135,15 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
     )
     app.add_middleware(OriginGuard, pin_loopback_host=is_loopback(settings.host))
     return app
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for ``path`` (empty when it documents no such path)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
 
 
 def _same(given: str, expected: str | None) -> bool:

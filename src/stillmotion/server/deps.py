@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the objects ``create_app`` builds, handed to routes (and overridable in tests)."""
+"""FastAPI dependencies: the objects ``create_app`` builds, handed to routes (and overridable in tests).
+
+They are ``async`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, so a route as
+light as /health would wait for a free thread behind every slow request (issue 15.9).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from stillmotion.config import Settings
 from stillmotion.service.job_service import JobService
 
 
-def get_service(request: Request) -> JobService:
+async def get_service(request: Request) -> JobService:
     service: JobService = request.app.state.service
     return service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings

@@ -73,6 +73,21 @@ def _storage_error(exc: Exception) -> JSONResponse:
     )
 
 
+# Refusals that say the service is full or busy, not that the client erred: worth a WARNING, not a traceback.
+_SERVICE_STATE_STATUSES = frozenset({429, 503, 507})
+
+
+def log_refusal(method: str, path: str, status: int, code: str, message: str) -> None:
+    """One line per expected error, with its code: INFO for a client's mistake, WARNING for the service's
+    state (queue full, shutting down, disk full), ERROR for another 5xx. Never a traceback: these are
+    answers, not faults (faults go through ``on_unexpected``)."""
+    if status in _SERVICE_STATE_STATUSES:
+        level = logging.WARNING
+    else:
+        level = logging.INFO if status < 500 else logging.ERROR
+    logger.log(level, "%s %s -> %d %s: %s", method, path[:200], status, code, message)
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Install the handlers; call once in ``create_app``."""
 
@@ -84,21 +99,20 @@ def register_error_handlers(app: FastAPI) -> None:
             headers.setdefault("Retry-After", str(exc.retry_after_s))
         if status in (429, 503):
             headers.setdefault("Retry-After", str(RETRY_AFTER_STORAGE_S))
-        if status >= 500:
-            logger.error(
-                "%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message
-            )
+        log_refusal(request.method, request.url.path, status, exc.code, exc.message)
         return error_response(status, exc.code, exc.message, exc.field, headers)
 
     async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError | ValidationError)
         message, field = validation_message(list(exc.errors()))
+        log_refusal(request.method, request.url.path, 422, "invalid_request", message)
         return error_response(422, "invalid_request", message, field)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
+        log_refusal(request.method, request.url.path, exc.status_code, code, str(exc.detail))
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     async def on_storage(request: Request, exc: Exception) -> JSONResponse:

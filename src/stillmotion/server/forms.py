@@ -17,7 +17,8 @@ from stillmotion.service.job_service import JobService
 from stillmotion.service.schemas import GenerationFields
 
 IMAGE_FIELD = "image"
-# Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value.
+# Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value. Only
+# empty: " " is a value, and not a plain number.
 _TEXT_FIELDS = frozenset({"prompt", "negative_prompt"})
 
 
@@ -40,8 +41,8 @@ def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> Generati
                 422, "invalid_request", f"{name}: given {len(given)} times; give it once.", field=name
             )
         value = given[0]
-        if value.strip() == "" and name not in _TEXT_FIELDS:
-            continue
+        if value == "" and name not in _TEXT_FIELDS and name in GenerationFields.model_fields:
+            continue  # a known field sent empty; an unknown one is refused below, empty or not
         values[name] = value
     return GenerationFields.model_validate(values)
 
@@ -66,7 +67,7 @@ def multipart_body(model: type[BaseModel], *, description: str) -> dict[str, Any
     """``openapi_extra`` describing a multipart body with ``model``'s fields (image as a binary part)."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
-    for prop in schema.get("properties", {}).values():
+    for name, prop in schema.get("properties", {}).items():
         # OpenAPI 3.1 multipart: a file part is a string with contentMediaType/format binary.
         if prop.get("format") == "binary" or any(
             option.get("format") == "binary" for option in prop.get("anyOf", [])
@@ -75,6 +76,8 @@ def multipart_body(model: type[BaseModel], *, description: str) -> dict[str, Any
             prop.update(
                 {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
             )
+        elif "anyOf" in prop:
+            _form_optional(name, prop)
     return {
         "requestBody": {
             "required": True,
@@ -82,3 +85,20 @@ def multipart_body(model: type[BaseModel], *, description: str) -> dict[str, Any
             "content": {"multipart/form-data": {"schema": schema}},
         }
     }
+
+
+def _form_optional(name: str, prop: dict[str, Any]) -> None:
+    """A form has no null: an optional field is left out or, if not a text field, sent empty (``parse_fields``
+    reads both as "not given"). Say exactly that in place of pydantic's ``null`` branch."""
+    options = [option for option in prop["anyOf"] if option.get("type") != "null"]
+    takes_empty = any(
+        option.get("type") == "string" and not option.keys() & {"enum", "pattern", "minLength"}
+        for option in options
+    )
+    if name not in _TEXT_FIELDS and not takes_empty:
+        options.append({"const": "", "description": "Empty: not given (the default applies)."})
+    if len(options) == 1:
+        prop.pop("anyOf")
+        prop.update(options[0])
+    else:
+        prop["anyOf"] = options

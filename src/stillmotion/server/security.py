@@ -3,10 +3,13 @@
 - ``require_token``: when ``settings.api_token`` is set, every API route (but /health) needs
   ``Authorization: Bearer <token>``, compared in constant time; a token in the query string is refused.
 - ``OriginGuard`` (pure ASGI middleware, covers the API and the Gradio UI alike):
-  * a state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` or ``Referer`` names another origin
-    gets 403: a web page on another site cannot drive the local server (CSRF against localhost);
+  * a state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` (or, without one, ``Referer``)
+    names another origin (scheme, host or port) gets 403: a web page on another site cannot drive the local
+    server (CSRF against localhost);
   * on a loopback bind, a request whose ``Host`` is not a loopback name gets 403: this stops DNS rebinding,
-    where evil.example resolves to 127.0.0.1 and so looks "same-origin" to the browser.
+    where evil.example resolves to 127.0.0.1 and so looks "same-origin" to the browser;
+  * a ``Host``, ``Origin`` or ``Referer`` that is malformed (bad port, unclosed IPv6 bracket, stray
+    characters) or given twice gets 400 ``malformed_header``: ambiguous headers are never guessed at.
 - No CORS middleware is installed, so browsers keep the same-origin policy for reads.
 """
 
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -22,10 +27,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stillmotion.config import Settings
-from stillmotion.server.errors import ApiError, error_response
+from stillmotion.server.errors import ApiError, error_response, log_refusal
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+GUARDED_HEADERS = frozenset({"host", "origin", "referer"})
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "key"})
 
 bearer_scheme = HTTPBearer(
@@ -75,15 +81,66 @@ async def require_token(
     check_token(request.app.state.settings, request, credentials)
 
 
-def _origin_of(url: str) -> tuple[str, str] | None:
-    """('http', 'host:port') of a URL, or None when it is not a usable http(s) URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+class MalformedHeader(ValueError):
+    """A Host, Origin or Referer header that cannot be read as a URL origin (answered 400, never 500)."""
+
+    def __init__(self, header: str, value: str, why: str) -> None:
+        super().__init__(f"{header}: {why} (got {value[:100]!r}).")
+        self.header = header
+
+
+@dataclass(frozen=True)
+class Origin:
+    """An origin as browsers compare them: scheme, lower-case host and port (the default one filled in)."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+# A Host header is a name or a bracketed IPv6 address, then an optional port: nothing else (no user info,
+# path or spaces), so what the pin checks is exactly what the client connected to.
+_HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_origin(url: str, header: str) -> Origin | None:
+    """The origin of an http(s) URL; None for another scheme ('null', 'file:...'); MalformedHeader if broken.
+
+    urllib raises ValueError for a bad port or an unclosed IPv6 bracket: that is the client's fault (400).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise MalformedHeader(header, url, str(exc)) from None
+    if parts.scheme not in _DEFAULT_PORTS:
         return None
-    host = (parts.hostname or "").lower()
-    default_port = 443 if parts.scheme == "https" else 80
-    port = parts.port or default_port
-    return parts.scheme, f"{host}:{port}"
+    if not parts.hostname or parts.username is not None or port == 0:
+        raise MalformedHeader(header, url, "not an http(s) URL with a host")
+    return Origin(parts.scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[parts.scheme])
+
+
+def parse_host(value: str, scheme: str) -> Origin:
+    """This server's origin as the client addressed it (the Host header); MalformedHeader if broken."""
+    if not _HOST_HEADER.fullmatch(value):
+        raise MalformedHeader("Host", value, "not a host name or address with an optional port")
+    origin = parse_origin(f"{scheme}://{value}", "Host")
+    assert origin is not None, "the scheme is http or https"
+    return origin
+
+
+def _single_headers(scope: Scope) -> dict[str, str]:
+    """The headers the guard reads, each at most once: a repeated one is ambiguous, so it is refused."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        if name not in GUARDED_HEADERS:
+            continue
+        if name in found:
+            raise MalformedHeader(name.title(), raw_value.decode("latin-1"), "given more than once")
+        found[name] = raw_value.decode("latin-1")
+    return found
 
 
 class OriginGuard:
@@ -97,28 +154,48 @@ class OriginGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        host_header = headers.get("host", "")
-        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        own = _origin_of(f"{scheme}://{host_header}") if host_header else None
-        reason = None
-        if self.pin_loopback_host and (own is None or not is_loopback(own[1].rsplit(":", 1)[0])):
-            reason = (
-                f"Host {host_header!r} is not a loopback name; this server is bound to loopback "
-                "(use http://127.0.0.1 or http://localhost)."
-            )
-        method = scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET"
-        if reason is None and (method in UNSAFE_METHODS or method == "WEBSOCKET"):
-            claimed = headers.get("origin") or headers.get("referer")
-            if claimed is not None:
-                claimed_origin = _origin_of(claimed)
-                if own is None or claimed_origin is None or claimed_origin[1] != own[1]:
-                    reason = f"Cross-origin request refused: origin {claimed[:100]!r} is not this server's."
-        if reason is None:
+        try:
+            refusal = self._refusal(scope)
+        except MalformedHeader as exc:
+            refusal = (400, "malformed_header", str(exc), exc.header)
+        if refusal is None:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        response = error_response(403, "forbidden_origin", reason)
-        await response(scope, receive, send)
+        status, code, message, field = refusal
+        log_refusal(scope.get("method", "WEBSOCKET"), scope.get("path", ""), status, code, message)
+        await error_response(status, code, message, field)(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, str, str] | None:
+        """(status, code, message, header) when the request is refused, else None."""
+        headers = _single_headers(scope)
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        host_header = headers.get("host")
+        own = parse_host(host_header, scheme) if host_header is not None else None
+        if self.pin_loopback_host and (own is None or not is_loopback(own.host)):
+            return (
+                403,
+                "forbidden_origin",
+                f"Host {host_header!r} is not a loopback name; this server is bound to loopback "
+                "(use http://127.0.0.1 or http://localhost).",
+                "Host",
+            )
+        method = scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET"
+        if method not in UNSAFE_METHODS and method != "WEBSOCKET":
+            return None
+        for header in ("origin", "referer"):  # Origin when the browser sends it, else the Referer
+            claimed = headers.get(header)
+            if claimed is None:
+                continue
+            if own is None or parse_origin(claimed, header.title()) != own:
+                return (
+                    403,
+                    "forbidden_origin",
+                    f"Cross-origin request refused: {header.title()} {claimed[:100]!r} is not this server's "
+                    "origin (scheme, host and port must all match).",
+                    header.title(),
+                )
+            return None
+        return None

@@ -3,8 +3,8 @@
 FastAPI's ``UploadFile`` buffers a whole upload into the system temp dir before a route runs; here the one
 file part goes straight to a temp file under ``data_dir/tmp`` and reading stops at the first byte over the
 limit. The client's filename is ignored (B17). Whatever happens (a limit, a malformed body, a client that
-disconnects), ``read_multipart`` leaves no temp file behind unless it returns successfully, and the caller
-owns ``ParsedForm.cleanup()`` after that.
+disconnects, a disk that fills up: 507), ``read_multipart`` leaves no temp file behind unless it returns
+successfully, and the caller owns ``ParsedForm.cleanup()`` after that.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from stillmotion.jobs.disk_space import is_disk_full_error
 from stillmotion.server.errors import ApiError
+from stillmotion.service.live_status import out_of_space
 
 MAX_FIELD_BYTES = (
     1 << 20
@@ -158,8 +160,10 @@ class _Collector:
         return self._file is not None
 
     def close(self) -> None:
+        """Close the temp file of an abandoned upload (its last buffered bytes may not fit: they go too)."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
 
 
@@ -235,6 +239,10 @@ async def read_multipart(
         raise _too_slow(timeout_s) from None
     except FormParserError:
         raise ApiError(400, "malformed_body", "The multipart body is malformed.") from None
+    except OSError as exc:  # writing the temp file: a disk that filled up is 507, anything else a fault
+        if is_disk_full_error(exc):
+            raise out_of_space() from None
+        raise
     finally:
         if not done:  # a limit, a bad body, a disconnect or a cancel: leave nothing behind (F13)
             collector.close()

@@ -31,12 +31,14 @@ from stillmotion.errors import (
     UnknownModel,
 )
 from stillmotion.jobs import worker_state
+from stillmotion.jobs.disk_space import is_disk_full_error
 from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
 from stillmotion.models.repo_spec import find_spec
 from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time
+from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
 from stillmotion.service.schemas import (
     BatchLinks,
     BatchOut,
@@ -57,9 +59,10 @@ API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
-RETRY_AFTER_QUEUE_FULL_S = 30
-RETRY_AFTER_SHUTDOWN_S = 10
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
+# The first plan and the first readiness check import diffusers lazily; two threads doing so at once can meet
+# a partially initialised module (seen: ImportError from accelerate.hooks). They take turns.
+_MODEL_CODE_LOCK = threading.RLock()
 
 
 class JobService:
@@ -69,6 +72,7 @@ class JobService:
         self.settings = settings
         self.store = store
         self.accepting = True  # False while shutting down: new jobs get 503 (F4)
+        self.status = StatusMonitor(settings, store)  # what /health and admission read (live_status.py)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
         self._readiness: ModelReadinessOut | None = None
@@ -87,38 +91,16 @@ class JobService:
         """Uploads stream here, on the data disk, so the move into the job folder is a rename."""
         return self.settings.data_dir / "tmp"
 
-    def free_disk_mb(self) -> float:
-        path = self.settings.data_dir if self.settings.data_dir.exists() else Path(".")
-        return shutil.disk_usage(path).free / 2**20
-
     def check_admission(self) -> None:
-        """Cheap checks before reading an upload: shutting down (503), queue full (429), low disk (507)."""
-        if not self.accepting:
-            raise ServiceRefused(
-                503,
-                "shutting_down",
-                "The server is shutting down; submit again once it is back.",
-                retry_after_s=RETRY_AFTER_SHUTDOWN_S,
-            )
-        depth = self.store.queue_depth()
-        if depth >= self.settings.max_queue_size:
-            raise self._queue_full()
-        free_mb = self.free_disk_mb()
-        if free_mb < self.settings.min_free_disk_mb:
-            raise ServiceRefused(
-                507,
-                "insufficient_storage",
-                f"Only {free_mb:.0f} MB free on the data disk; new jobs need at least "
-                f"{self.settings.min_free_disk_mb:g} MB (STILLMOTION_MIN_FREE_DISK_MB).",
-            )
+        """Cheap checks before reading an upload: shutting down (503), queue full (429), low disk (507).
 
-    def _queue_full(self) -> ServiceRefused:
-        return ServiceRefused(
-            429,
-            "queue_full",
-            f"The queue is full ({self.settings.max_queue_size} jobs waiting); retry later.",
-            retry_after_s=RETRY_AFTER_QUEUE_FULL_S,
-        )
+        The rule and the figures are the ones /health shows (``live_status.refusal``), measured at most a
+        few seconds ago; the store re-checks the queue depth as it commits, and a disk that fills meanwhile
+        answers 507 from the upload itself.
+        """
+        refused = refusal(self.settings, self.status.current(), accepting=self.accepting)
+        if refused is not None:
+            raise refused
 
     # -- validation --------------------------------------------------------------------------------------
 
@@ -186,14 +168,19 @@ class JobService:
                     request=stored,
                     input_filename=input_filename,
                     idempotency_key=idempotency_key,
+                    input_sha256=image.sha256,
                 )
             except QueueFull:
-                raise self._queue_full() from None
+                raise queue_full(self.settings) from None
             if not created:  # an idempotent replay: the first job stands, this copy of the input goes
                 shutil.rmtree(job_dir, ignore_errors=True)
             job_dir = None
             logger.info("job %s %s (model %s)", job.id, "accepted" if created else "replayed", job.model)
             return job, created
+        except OSError as exc:  # the job folder could not be made on a full disk
+            if is_disk_full_error(exc):
+                raise out_of_space() from None
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 upload.unlink()
@@ -236,10 +223,14 @@ class JobService:
             try:
                 jobs = self.store.create_batch(batch_id, entries)
             except QueueFull:
-                raise self._queue_full() from None
+                raise queue_full(self.settings) from None
             job_dirs = []  # committed: the folders belong to their rows now
             logger.info("batch %s accepted: %d jobs", batch_id, len(jobs))
             return batch_id, jobs
+        except OSError as exc:  # the copies of the image could not be made on a full disk
+            if is_disk_full_error(exc):
+                raise out_of_space() from None
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 upload.unlink()
@@ -269,10 +260,11 @@ class JobService:
         resolved = self.resolve(fields, image_size, need_prompt=False)
         request_out = ResolvedRequestOut(**resolved.to_dict())
         try:
-            engine = self._get_engine()
-            report = engine.plan(
-                self._request(fields), image_size=image_size, budget=self.plan_budget(engine)
-            )
+            with _MODEL_CODE_LOCK:
+                engine = self._get_engine()
+                report = engine.plan(
+                    self._request(fields), image_size=image_size, budget=self.plan_budget(engine)
+                )
         except CannotFit as exc:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()
@@ -337,7 +329,8 @@ class JobService:
         """Whether the default model's files are here, checked on disk only: no network, no weights loaded."""
         name = self.settings.default_model
         try:
-            available, detail = _model_files_ready(self.settings)
+            with _MODEL_CODE_LOCK:
+                available, detail = _model_files_ready(self.settings)
         except StillmotionError as exc:  # e.g. a local folder that no longer exists
             available, detail = False, exc.message
         except Exception as exc:  # a readiness probe must never take the health check down
@@ -427,11 +420,23 @@ class JobService:
         )
 
     def video_path(self, job_id: str) -> Path:
-        """The finished video's path: 409 if not finished, 410 if its file has gone (F22)."""
+        """The finished video's path: 409 ``job_not_finished`` (queued, running) or ``job_has_no_video``
+        (failed, cancelled), 410 if its file has gone (F22)."""
         job = self.get(job_id)
-        if job.status != JobStatus.SUCCEEDED or not job.output_filename:
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             raise ServiceRefused(
-                409, "job_not_finished", f"job {job.id} is {job.status}; it has no video yet."
+                409,
+                "job_not_finished",
+                f"job {job.id} is {job.status}; its video is not ready yet (follow {API_PREFIX}/jobs/"
+                f"{job.id}/events).",
+            )
+        if job.status != JobStatus.SUCCEEDED or not job.output_filename:
+            # Failed and cancelled are final: telling the client to wait would have it poll forever.
+            why = f"failed ({job.error_code})" if job.status == JobStatus.FAILED else "was cancelled"
+            raise ServiceRefused(
+                409,
+                "job_has_no_video",
+                f"job {job.id} {why}; it has no video and never will. Submit it again to retry.",
             )
         job_dir = self.store.job_dir(job.id).resolve()
         path = (job_dir / job.output_filename).resolve()

@@ -1,19 +1,51 @@
 """The public REST contract: every body the API accepts or returns, as pydantic models.
 
 Kept apart from ``jobs/`` so the API can stay stable while the store changes; ``job_out()`` is the one
-translation from a store ``Job`` to the wire. Input models forbid unknown fields and NaN/Infinity; bounds
-that depend on the model (frames, size, steps...) are checked by ``GenerationRequest.resolve`` so one rule
-lives in one place.
+translation from a store ``Job`` to the wire. Input models forbid unknown fields and NaN/Infinity, and take
+numbers written plainly only ("16", not "+16", " 16 ", "1_6" or "16.0"). The field bounds come from the model
+registry through ``field_limits.api_bounds()``: the widest over registered models, stated in the OpenAPI
+document and enforced here; the rules of the one model a request names are checked by
+``GenerationRequest.resolve`` (docs/api.md, "Field limits").
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from stillmotion.media.interpolation import FACTORS, MAX_OUTPUT_FPS
+from stillmotion.service.field_limits import PROMPT_PATTERN, api_bounds
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
+
+_PLAIN_INT = re.compile(r"-?[0-9]+")
+_PLAIN_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _plain(pattern: re.Pattern[str], kind: str, example: str) -> BeforeValidator:
+    """Form values arrive as text: take only a number written plainly (pydantic's lax parsing would also
+    take signs, spaces, underscores and "8.0" for an integer). Numbers (from the web UI) pass through."""
+
+    def check(value: object) -> object:
+        if isinstance(value, bool):  # True is an int to Python, never a number to a user
+            raise PydanticCustomError("plain_number", f"must be {kind}, not a true/false value")
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise PydanticCustomError("plain_number", f"must be {kind} written plainly, e.g. {example}")
+        return value
+
+    return BeforeValidator(check)
+
+
+# Used inside Annotated with the field's bounds: bounds given to Field() on an Optional of an annotated type
+# would not reach the JSON Schema.
+PLAIN_INT = _plain(_PLAIN_INT, "a whole number (digits, optionally a leading minus)", "16")
+PLAIN_FLOAT = _plain(_PLAIN_FLOAT, "a decimal number", "7.5")
 
 
 class _Out(BaseModel):
@@ -34,24 +66,38 @@ class ErrorResponse(_Out):
     error: ErrorBody
 
 
+_B = api_bounds()
+_MODEL_RULES = "each model may be narrower (GET /models lists its limits)"
+
+
 class GenerationFields(BaseModel):
     """The generation fields of ``POST /jobs`` and ``POST /plan`` (multipart form fields, diffusers names).
 
     Everything but ``prompt`` may be left out and takes the model's default; give either ``resolution`` or
-    both ``height`` and ``width``. A missing ``seed`` is drawn at random and stored with the job. The model's
-    rules (GET /models: size multiple, frame rule, whether it takes a prompt) are checked by the server.
+    both ``height`` and ``width``. A missing ``seed`` is drawn at random and stored with the job. Bounds are
+    the widest over the registered models; the named model's own rules (GET /models: size multiple, frame
+    rule, whether it takes a prompt) are checked by the server too.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=100_000)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(
         default="",
-        description="What should move, and how (max 2000 characters; no control characters). Required by "
-        "models that take a prompt; must be left empty for models that take none (svd-xt: the image alone).",
+        max_length=_B.max_prompt_chars,
+        pattern=PROMPT_PATTERN,
+        description=f"What should move, and how (at most {_B.max_prompt_chars} characters; no control "
+        "characters but tab and newline). Required by models that take a prompt; must be left empty for "
+        "models that take none (svd-xt: the image alone).",
     )
-    negative_prompt: str | None = Field(default=None, description="What to avoid; default: the model's.")
+    negative_prompt: str | None = Field(
+        default=None,
+        max_length=_B.max_prompt_chars,
+        pattern=PROMPT_PATTERN,
+        description="What to avoid; default: the model's.",
+    )
     model: str | None = Field(
         default=None,
+        max_length=MAX_MODEL_CHARS,
         description="Registered model name (see GET /models), Hugging Face repo id or local folder; "
         "default: the server's STILLMOTION_DEFAULT_MODEL.",
     )
@@ -60,28 +106,49 @@ class GenerationFields(BaseModel):
         description="Preset output area (512p/768p/1024p: that side squared; 480p/720p: a 16:9 frame of that "
         "height); the input's aspect ratio is kept, snapped to the model's preset multiple.",
     )
-    height: int | None = Field(
+    height: (
+        Annotated[int, Field(ge=_B.min_side, le=_B.max_side, multiple_of=_B.size_multiple), PLAIN_INT] | None
+    ) = Field(
         default=None,
-        description="Explicit output height (a multiple of the model's size_multiple); needs width.",
+        description=f"Explicit output height in pixels; needs width; {_MODEL_RULES}, and height x width "
+        "has a pixel limit per model.",
     )
-    width: int | None = Field(
+    width: (
+        Annotated[int, Field(ge=_B.min_side, le=_B.max_side, multiple_of=_B.size_multiple), PLAIN_INT] | None
+    ) = Field(
         default=None,
-        description="Explicit output width (a multiple of the model's size_multiple); needs height.",
+        description=f"Explicit output width in pixels; needs height; {_MODEL_RULES}.",
     )
-    num_frames: int | None = Field(
+    num_frames: Annotated[int, Field(ge=_B.min_frames, le=_B.max_frames), PLAIN_INT] | None = Field(
         default=None,
-        description="Frames to generate (model limits apply; Wan takes 4k+1 frames, LTX-Video 8k+1).",
+        description=f"Frames to generate; {_MODEL_RULES}.",
     )
-    num_inference_steps: int | None = Field(default=None, description="Denoising steps.")
-    guidance_scale: float | None = Field(default=None, description="Classifier-free guidance scale.")
-    fps: int | None = Field(default=None, description="Frames per second of the output video.")
-    seed: int | None = Field(default=None, description="0 to 2**32-1; leave out for a random one.")
-    interpolate: int | None = Field(
+    num_inference_steps: (
+        Annotated[int, Field(ge=_B.min_inference_steps, le=_B.max_inference_steps), PLAIN_INT] | None
+    ) = Field(
+        default=None,
+        description=f"Denoising steps; {_MODEL_RULES}.",
+    )
+    guidance_scale: (
+        Annotated[float, Field(ge=_B.min_guidance_scale, le=_B.max_guidance_scale), PLAIN_FLOAT] | None
+    ) = Field(
+        default=None,
+        description=f"Classifier-free guidance scale; {_MODEL_RULES}.",
+    )
+    fps: Annotated[int, Field(ge=_B.min_fps, le=_B.max_fps), PLAIN_INT] | None = Field(
+        default=None,
+        description=f"Frames per second of the output video; {_MODEL_RULES}.",
+    )
+    seed: Annotated[int, Field(ge=_B.min_seed, le=_B.max_seed), PLAIN_INT] | None = Field(
+        default=None,
+        description="Leave out for a random one.",
+    )
+    interpolate: Annotated[int, Field(ge=min(FACTORS), le=max(FACTORS)), PLAIN_INT] | None = Field(
         default=None,
         description="Frame interpolation after generation: 2, 3 or 4 times the frames and the fps (N frames "
         "become N x k, the duration stays). Changes the video; recorded in its recipe.",
     )
-    interpolate_fps: int | None = Field(
+    interpolate_fps: Annotated[int, Field(ge=2 * _B.min_fps, le=MAX_OUTPUT_FPS), PLAIN_INT] | None = Field(
         default=None, description="Instead of `interpolate`: the output fps, fps times 2, 3 or 4."
     )
     interpolator: Literal["minterpolate", "rife"] | None = Field(
@@ -92,7 +159,8 @@ class GenerationFields(BaseModel):
 
 
 class JobForm(GenerationFields):
-    """Multipart body of ``POST /jobs``: the image file plus the generation fields."""
+    """Multipart body of ``POST /jobs``: the image file plus the generation fields (the prompt optional on
+    the wire: a model without a text encoder takes none; the server requires it for the others)."""
 
     image: bytes = Field(
         json_schema_extra={"format": "binary"},
@@ -103,7 +171,12 @@ class JobForm(GenerationFields):
 class PlanForm(GenerationFields):
     """Multipart body of ``POST /plan``: the generation fields and, optionally, the image."""
 
-    prompt: str = Field(default="", description="Optional here: the memory plan does not depend on it.")
+    prompt: str = Field(
+        default="",
+        max_length=_B.max_prompt_chars,
+        pattern=PROMPT_PATTERN,
+        description="Optional here: the memory plan does not depend on it.",
+    )
 
     image: bytes | None = Field(
         default=None,
@@ -219,16 +292,34 @@ class ModelReadinessOut(_Out):
     detail: str = Field(description="Where the files are, or what is missing and what jobs will do.")
 
 
+class HealthProblem(_Out):
+    code: str = Field(
+        description="shutting_down, queue_full, insufficient_storage (the codes POST /jobs would answer), "
+        "worker_starting, worker_down or status_stale."
+    )
+    message: str
+
+
 class HealthOut(_Out):
     ok: bool = Field(
-        description="True when the API accepts jobs and its worker is ready to run them (or disabled)."
+        description="True when the API accepts jobs and its worker is ready to run them (or disabled); "
+        "`problems` says why not."
+    )
+    problems: list[HealthProblem] = Field(
+        default_factory=list, description="Why `ok` is false, most important first; empty when ok."
     )
     version: str
-    accepting_jobs: bool
-    queue_depth: int | None = Field(description="Queued jobs; null if the database did not answer in time.")
+    accepting_jobs: bool = Field(
+        description="Whether POST /jobs would admit a job now (the same check it runs)."
+    )
+    queue_depth: int | None = Field(description="Queued jobs; null if the database did not answer.")
     max_queue_size: int
     worker: WorkerOut
-    free_disk_mb: float
+    free_disk_mb: float | None = Field(description="Free space on the data disk, in MiB.")
+    status_age_s: float = Field(
+        description="Seconds since queue_depth, free_disk_mb and worker were measured: they are re-measured "
+        "every second in the background, so this answer never waits on the database or the disk."
+    )
     default_model: ModelReadinessOut | None = Field(
         default=None,
         description="The default model's readiness; null until the first check (in the background) ends. "
@@ -282,3 +373,28 @@ class BatchOut(_Out):
     jobs: list[JobOut]
     counts: dict[str, int] = Field(description='Jobs per status, e.g. {"succeeded": 5, "cancelled": 1}.')
     links: BatchLinks
+
+
+class JobEventOut(_Out):
+    """One server-sent event of ``GET /jobs/{id}/events``, as an SSE client parses it from the stream."""
+
+    event: Literal["job", "done"] = Field(
+        description="job: the job changed (status, progress, queue position); done: it is terminal, and the "
+        "stream ends after this event."
+    )
+    id: str = Field(pattern=r"^[0-9]+$", description="1, 2, 3... in the order sent.")
+    data: str = Field(
+        description="The job as JSON (schema JobOut).",
+        json_schema_extra={"contentMediaType": "application/json"},
+    )
+    retry: int | None = Field(
+        default=None, description="Reconnection delay in milliseconds (sent once, before the first event)."
+    )
+
+
+def job_event_schema() -> dict[str, Any]:
+    """``JobEventOut``'s JSON Schema with ``data`` linked to the ``JobOut`` component (pydantic cannot emit a
+    reference to a schema outside the model, so it is added here)."""
+    schema = JobEventOut.model_json_schema()
+    schema["properties"]["data"]["contentSchema"] = {"$ref": "#/components/schemas/JobOut"}
+    return schema

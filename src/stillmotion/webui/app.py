@@ -28,7 +28,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from stillmotion.engine.request import MAX_SEED, describe_rules, preset_size
-from stillmotion.errors import InvalidImage, StillmotionError
+from stillmotion.errors import InvalidImage, InvalidRequest, StillmotionError
 from stillmotion.jobs.store import Job, JobStatus
 from stillmotion.media.interpolation import DEFAULT_INTERPOLATOR, FACTORS, Interpolator
 from stillmotion.media.poster import ensure_poster
@@ -85,9 +85,13 @@ def _shown_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except StillmotionError as exc:
-            raise gr.Error(error_text(exc), title=exc.code) from None
+            code, message = exc.code, error_text(exc)
         except ValidationError as exc:
-            raise gr.Error(_validation_text(exc), title="invalid_request") from None
+            code, message = "invalid_request", _validation_text(exc)
+        # An answer, not a fault: one log line with its code, and no traceback (Gradio prints one for every
+        # gr.Error unless told not to).
+        logger.info("UI %s refused: %s: %s", fn.__name__, code, message)
+        raise gr.Error(message, title=code, print_exception=False)
 
     return wrapper  # type: ignore[return-value]
 
@@ -279,7 +283,7 @@ def build_ui(service: JobService) -> gr.Blocks:
     @_shown_errors
     def submit(image: str | None, *values: Any) -> str:
         if not image:
-            raise gr.Error("Input image: add an image first (PNG, JPEG or WebP).", title="invalid_request")
+            raise InvalidRequest("image: add an input image first (PNG, JPEG or WebP).", field="image")
         fields = _fields(*values)
         # The service consumes its upload; give it a copy so Gradio's cached file stays for a re-submit.
         service.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -325,14 +329,14 @@ def build_ui(service: JobService) -> gr.Blocks:
     @_shown_errors
     def keep_seed(job_id: str | None) -> Any:
         if not job_id:
-            raise gr.Error("Seed: no job yet to take the seed from.", title="invalid_request")
+            raise InvalidRequest("seed: no job yet to take the seed from.", field="seed")
         seed = store.get(job_id).request.get("seed")
         return gr.update(value=seed)
 
     @_shown_errors
     def cancel(job_id: str | None) -> None:
         if not job_id:
-            raise gr.Error("No job to cancel.", title="invalid_request")
+            raise InvalidRequest("No job to cancel.", field="job")
         store.request_cancel(job_id)
         gr.Info(f"Cancel requested for job {job_id[:8]}.")
 
@@ -381,7 +385,7 @@ def build_ui(service: JobService) -> gr.Blocks:
     @_shown_errors
     def reuse(job_id: str | None) -> tuple[Any, ...]:
         if not job_id:
-            raise gr.Error("Select a job in the table first.", title="invalid_request")
+            raise InvalidRequest("Select a job in the table first.", field="job")
         job = store.get(job_id)
         r = job.request
         spec = _spec_or_none(job.model)

@@ -33,11 +33,15 @@ def _in_range(component: Any, payload: Any) -> Any:
     label, low, high = component.label, component.minimum, component.maximum
     if payload is not None and high is not None and payload > high:
         raise gr.Error(
-            f"{label}: {payload:g} is above the maximum of {high:g} for this model.", title="invalid_request"
+            f"{label}: {payload:g} is above the maximum of {high:g} for this model.",
+            title="invalid_request",
+            print_exception=False,  # a user's value, not a fault: no traceback in the server log
         )
     if payload is not None and low is not None and payload < low:
         raise gr.Error(
-            f"{label}: {payload:g} is below the minimum of {low:g} for this model.", title="invalid_request"
+            f"{label}: {payload:g} is below the minimum of {low:g} for this model.",
+            title="invalid_request",
+            print_exception=False,
         )
     return type(component).preprocess(component, payload)
 

@@ -1,48 +1,73 @@
-"""``/api/v1/health``: answers fast whatever the database is doing (F11, F12); open without a token."""
+"""``/api/v1/health``: answered from memory, whatever the database, the disk or the thread pool are doing.
+
+Everything it reports was measured by the service's background monitor (``service/live_status.py``) or the
+model-readiness check, so it never waits on a query, a statfs or a GPU call (F11, F12, issue 15.9). Open
+without a token. ``accepting_jobs`` is the admission rule of POST /jobs applied to the same figures.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from stillmotion import __version__
 from stillmotion.server.deps import get_service
 from stillmotion.service.job_service import JobService
-from stillmotion.service.schemas import HealthOut, WorkerOut
+from stillmotion.service.live_status import refusal
+from stillmotion.service.schemas import HealthOut, HealthProblem, WorkerOut
 
 router = APIRouter(tags=["health"])
 
-DB_TIMEOUT_S = 0.2  # a locked database shows as queue_depth=null rather than a slow health check
+STALE_STATUS_S = 30.0  # figures this old mean the monitor is stuck: say so rather than look healthy
 
 
-@router.get("/health", response_model=HealthOut, summary="Liveness, worker and queue")
+@router.get(
+    "/health", response_model=HealthOut, operation_id="getHealth", summary="Liveness, worker and queue"
+)
 async def health(request: Request, service: Annotated[JobService, Depends(get_service)]) -> HealthOut:
-    try:
-        depth: int | None = await asyncio.wait_for(run_in_threadpool(service.store.queue_depth), DB_TIMEOUT_S)
-    except TimeoutError:
-        depth = None
-    worker = worker_out(getattr(request.app.state, "supervisor", None))
-    ok = service.accepting and worker.status in ("running", "disabled")
+    status = service.status.latest()
+    supervised = getattr(request.app.state, "supervisor", None) is not None
+    worker = worker_out(status.worker, supervised=supervised)
+    problems = []
+    refused = refusal(service.settings, status, accepting=service.accepting)
+    if refused is not None:
+        problems.append(HealthProblem(code=refused.code, message=refused.message))
+    if worker.status == "starting":
+        problems.append(
+            HealthProblem(code="worker_starting", message="The worker is starting; queued jobs wait for it.")
+        )
+    elif worker.status == "down":
+        problems.append(
+            HealthProblem(code="worker_down", message="The worker process is down and being restarted.")
+        )
+    if status.age_s > STALE_STATUS_S:
+        problems.append(
+            HealthProblem(
+                code="status_stale",
+                message=f"These figures were measured {status.age_s:.0f} s ago; the status monitor is stuck.",
+            )
+        )
     return HealthOut(
-        ok=ok,
+        ok=not problems,
+        problems=problems,
         version=__version__,
-        accepting_jobs=service.accepting,
-        queue_depth=depth,
+        accepting_jobs=refused is None,
+        queue_depth=status.queue_depth,
         max_queue_size=service.settings.max_queue_size,
         worker=worker,
-        free_disk_mb=round(service.free_disk_mb(), 1),
+        free_disk_mb=None if status.free_disk_mb is None else round(status.free_disk_mb, 1),
+        status_age_s=round(status.age_s, 3),
         default_model=service.model_readiness(),
     )
 
 
-def worker_out(supervisor: Any) -> WorkerOut:
+def worker_out(info: dict[str, Any] | None, *, supervised: bool) -> WorkerOut:
     """The supervisor's status() as the API shows it; ``disabled`` when the app runs without a worker."""
-    if supervisor is None:
+    if not supervised:
         return WorkerOut(status="disabled")
-    info = supervisor.status()
+    if info is None:  # not measured (the error is logged): an unknown worker is not a ready one
+        return WorkerOut(status="down")
     alive = bool(info.get("alive"))
     status: Literal["running", "starting", "down"] = (
         "down" if not alive else "running" if info.get("ready") else "starting"

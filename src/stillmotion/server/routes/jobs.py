@@ -15,12 +15,20 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from stillmotion.jobs.store import JobStatus
+from stillmotion.errors import JobNotFound
+from stillmotion.jobs.store import MAX_LIST_LIMIT, JobStatus
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
 from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
-from stillmotion.service.schemas import ErrorResponse, JobForm, JobList, JobOut, JobStatusName
+from stillmotion.service.schemas import (
+    ErrorResponse,
+    JobForm,
+    JobList,
+    JobOut,
+    JobStatusName,
+    job_event_schema,
+)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -50,15 +58,33 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 
 
+# OpenAPI links from a submitted job to what can be done with it: generated clients and stateful fuzzers
+# (schemathesis) follow them with the id the answer carries.
+JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetJob", "getJob"),
+        ("FollowJob", "followJob"),
+        ("CancelJob", "cancelJob"),
+        ("DeleteJob", "deleteJob"),
+        ("GetVideo", "getJobVideo"),
+    )
+}
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobOut,
+    operation_id="submitJob",
     summary="Submit a job",
     description="Multipart upload: the file part `image` and the generation fields. The job row is committed "
     "before the answer; with the same `Idempotency-Key` a retry returns the first job (header "
     "`Idempotent-Replayed: true`) instead of creating another.",
-    responses=_errors(400, 401, 403, 413, 415, 422, 429, 503, 507),
+    responses={
+        202: {"description": "The job, queued", "links": JOB_LINKS},
+        **_errors(400, 401, 403, 413, 415, 422, 429, 503, 507),
+    },
     openapi_extra=multipart_body(JobForm, description="The image and the generation fields."),
 )
 async def submit_job(
@@ -83,11 +109,17 @@ async def submit_job(
     return JSONResponse(out.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-@router.get("", response_model=JobList, summary="List jobs, newest first", responses=_errors(401, 422))
+@router.get(
+    "",
+    response_model=JobList,
+    operation_id="listJobs",
+    summary="List jobs, newest first",
+    responses=_errors(401, 422),
+)
 async def list_jobs(
     service: ServiceDep,
     status: Annotated[list[JobStatusName] | None, Query(description="Filter; repeat for several.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobList:
     def read() -> JobList:
@@ -98,7 +130,13 @@ async def list_jobs(
     return await run_in_threadpool(read)
 
 
-@router.get("/{job_id}", response_model=JobOut, summary="One job", responses=_errors(401, 404, 422))
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    operation_id="getJob",
+    summary="One job",
+    responses=_errors(401, 404, 422),
+)
 async def get_job(job_id: JobId, service: ServiceDep) -> JobOut:
     return await run_in_threadpool(lambda: service.job_out(service.get(job_id)))
 
@@ -106,14 +144,17 @@ async def get_job(job_id: JobId, service: ServiceDep) -> JobOut:
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
+    operation_id="followJob",
     summary="Follow a job (server-sent events)",
     description="A `text/event-stream`: an `event: job` with the job JSON each time its status or progress "
-    "changes (in order), then one `event: done` with the terminal job, and the stream ends. Closing the "
-    "stream never affects the job.",
+    "changes (in order), then one `event: done` with the terminal job, and the stream ends (it also ends, "
+    "without `done`, if the job is deleted meanwhile). Closing the stream never affects the job. The "
+    "response schema describes one event (fields `event`, `id`, `data`, as an SSE client parses them; "
+    "`data` is a JobOut as JSON), as OpenAPI 3.1 tools read event streams.",
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "Event stream",
+            "content": {"text/event-stream": {"schema": job_event_schema()}},
+            "description": "Event stream, one event per change",
         },
         **_errors(401, 404, 422),
     },
@@ -134,7 +175,11 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
     seq = 0
     quiet_s = 0.0
     while True:
-        out = await run_in_threadpool(lambda: service.job_out(service.get(job_id)))
+        try:
+            out = await run_in_threadpool(lambda: service.job_out(service.get(job_id)))
+        except JobNotFound:
+            # Deleted while followed: end the stream cleanly (a reconnecting client then gets 404).
+            return
         key = (
             out.status,
             out.cancel_requested,
@@ -160,6 +205,7 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
+    operation_id="cancelJob",
     summary="Cancel a job",
     description="A queued job is cancelled at once; a running one stops within one denoising step "
     "(`cancel_requested` is true until it does). Cancelling a cancelled job is a no-op; a finished "
@@ -177,6 +223,7 @@ async def cancel_job(job_id: JobId, service: ServiceDep) -> JobOut:
     "/{job_id}",
     status_code=204,
     response_class=Response,
+    operation_id="deleteJob",
     summary="Delete a job and its files",
     description="A running job answers 409: cancel it first.",
     responses=_errors(401, 403, 404, 409, 422),
@@ -189,9 +236,11 @@ async def delete_job(job_id: JobId, service: ServiceDep) -> Response:
 @router.get(
     "/{job_id}/video",
     response_class=FileResponse,
+    operation_id="getJobVideo",
     summary="Download the video",
     description="Supports HTTP Range (206; 416 for a range outside the file), so browsers can seek. "
-    "409 while the job is not finished, 410 if the file was deleted from the data folder.",
+    "409 `job_not_finished` while the job is queued or running, 409 `job_has_no_video` once it failed or "
+    "was cancelled (it never will have one), 410 if the file was deleted from the data folder.",
     responses={
         200: {
             "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},

@@ -21,7 +21,13 @@ router = APIRouter(tags=["models"])
 ServiceDep = Annotated[JobService, Depends(get_service)]
 
 
-@router.get("/models", response_model=ModelList, summary="Registered models", responses=_errors(401))
+@router.get(
+    "/models",
+    response_model=ModelList,
+    operation_id="listModels",
+    summary="Registered models",
+    responses=_errors(401),
+)
 async def models(service: ServiceDep) -> ModelList:
     default = service.settings.default_model
     return ModelList(
@@ -46,6 +52,7 @@ async def models(service: ServiceDep) -> ModelList:
 @router.post(
     "/plan",
     response_model=PlanOut,
+    operation_id="planJob",
     summary="Plan a request without running it",
     description="The same fields as POST /jobs, the image optional. Answers the memory plan and estimate "
     "for this server's device; when nothing fits, `fits` is false and `message` says what would.",
