@@ -90,6 +90,7 @@ def test_generate_json_reports_the_result(tmp_path: Path, capsys: pytest.Capture
         (["--height", "100", "--width", "64"], 2, "multiple of 8"),
         (["--model", "no-such-model"], 2, "unknown_model"),
         (["--image", "/no/such.png"], 2, "file_unreadable"),
+        (["--prompt", ""], 2, "prompt is empty"),  # i2vgen-xl needs one (svd-xt takes none)
     ],
 )
 def test_invalid_input_exits_2_with_one_clear_line(

@@ -188,9 +188,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.batch is not None or args.variations is not None:
         return cmd_generate_batch(args)
-    for flag, value in (("image", args.image), ("prompt", args.prompt)):
-        if not value:
-            raise InvalidRequest(f"--{flag} is required (or --batch FILE.jsonl|FOLDER).", field=flag)
+    # Only the image is needed here: whether a prompt is required depends on the model (svd-xt takes
+    # none), which the request's own check knows and names.
+    if not args.image:
+        raise InvalidRequest("--image is required (or --batch FILE.jsonl|FOLDER).", field="image")
     settings = _settings(args)
     image = load_image_file(args.image)
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")

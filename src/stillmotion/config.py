@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(
         default=600.0, gt=0, description="A denoising step slower than this is treated as a hung worker."
     )
+    checkpoint_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Save a running job's denoising state to its folder at most this often (0: after every "
+        "step); a worker that is restarted or killed resumes the job there instead of at step 1.",
+    )
     retention_days: float | None = Field(
         default=None,
         gt=0,

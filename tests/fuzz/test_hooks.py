@@ -46,7 +46,8 @@ ACCEPTED = AcceptedNegativeData(
         ({"prompt": "x", "seed": 7, "image": _image()}, False),
         ({"prompt": "x", "fps": "abc", "image": _image()}, True),
         ({"prompt": "x", "fps": 0, "image": _image()}, True),
-        ({"prompt": "", "image": _image()}, True),
+        ({"prompt": "", "image": _image()}, False),  # optional on the wire: svd-xt takes none
+        ({"prompt": "x\x00y", "image": _image()}, True),  # control character
         ({"prompt": "x"}, True),  # no image
         ({"prompt": "x", "image": "text, not a file"}, True),
         ({"prompt": "x", "image": _image(), "strength": 1}, True),

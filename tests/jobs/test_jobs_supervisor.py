@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from jobs_helpers import TINY_MODEL, add_job, make_settings
 
@@ -115,6 +116,34 @@ def _store(tmp_path: Path, **overrides: Any) -> tuple[Settings, JobStore]:
 
 
 @pytest.mark.timeout(240)
+def test_a_killed_job_resumes_from_its_last_saved_step(
+    tmp_path: Path, supervisors: list[WorkerSupervisor]
+) -> None:
+    """F1 with checkpoints: the restarted worker carries on after the last saved step, not at step 1, and the
+    video is the one an uninterrupted run makes."""
+    settings, store = _store(tmp_path, checkpoint_interval_s=0)  # save after every step
+    add_job(store, "killed", steps=5)
+    add_job(store, "uninterrupted", steps=5)  # the same request and seed, run in one go
+    sup = WorkerSupervisor(settings, store=store, env=worker_env("kill@step:4@job:killed"))
+    supervisors.append(sup)
+    sup.start()
+    wait_for("both jobs to finish", all_terminal(store, ["killed", "uninterrupted"]), 200)
+    killed, whole = store.get("killed"), store.get("uninterrupted")
+    assert_one_output(store, killed)  # the checkpoint went with the success: nothing else in the folder
+    assert_one_output(store, whole)
+    assert killed.attempts == 2 and killed.result is not None
+    assert "resumed after denoising step 3, saved before a restart" in killed.result["warnings"]
+    assert not any("resumed" in w for w in (whole.result or {})["warnings"])
+    assert _frames(store, killed) == _frames(store, whole)  # the same frames, so the same video
+    assert sup.stop(grace_s=10) == 0
+
+
+def _frames(store: JobStore, job: Job) -> list[bytes]:
+    with av.open(str(store.job_dir(job.id) / output_filename(job.id))) as container:
+        return [frame.to_ndarray(format="rgb24").tobytes() for frame in container.decode(video=0)]
+
+
+@pytest.mark.timeout(240)
 def test_f1_f2_killed_worker_is_restarted_and_a_poison_job_is_quarantined(
     tmp_path: Path, supervisors: list[WorkerSupervisor]
 ) -> None:
@@ -204,7 +233,8 @@ def test_f4_sigterm_mid_job_requeues_or_finishes_and_exits_0(
     assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
     last = store.events("long")[-1]
     assert last["kind"] == "interrupted" and "shut down" in last["detail"]["reason"]
-    assert_no_output(store, job)
+    # No video, nothing half-written: only the input and the checkpoint its next run resumes from.
+    assert sorted(p.name for p in store.job_dir(job.id).iterdir()) == ["checkpoint.pt", "input.png"]
 
     # 2. A grace period long enough: the running job finishes, then the worker exits 0.
     sup2 = WorkerSupervisor(settings, store=store, env=worker_env())
@@ -213,8 +243,9 @@ def test_f4_sigterm_mid_job_requeues_or_finishes_and_exits_0(
     wait_for("the job to run again", lambda: store.get("long").status == JobStatus.RUNNING, 90)
     assert sup2.stop(grace_s=90) == 0
     job = store.get("long")
-    assert_one_output(store, job)
-    assert job.attempts == 1
+    assert_one_output(store, job)  # and the checkpoint went with the success
+    assert job.attempts == 1 and job.result is not None
+    assert any(w.startswith("resumed after denoising step") for w in job.result["warnings"])
 
 
 class _Alive:

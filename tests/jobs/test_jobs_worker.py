@@ -56,6 +56,7 @@ class StepHook:
         output_path: Path,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        **more: Any,  # resume, on_checkpoint: passed on as they are
     ) -> GenerationResult:
         assert on_progress is not None
 
@@ -65,7 +66,7 @@ class StepHook:
                 self.action()
             on_progress(event)
 
-        return self.engine.generate(request, image, output_path, on_progress=wrapped, cancel=cancel)
+        return self.engine.generate(request, image, output_path, on_progress=wrapped, cancel=cancel, **more)
 
 
 def assert_succeeded_with_one_output(store: JobStore, job: Job) -> None:

@@ -135,6 +135,7 @@ class FillAtWrite:
         output_path: Path,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        **more: Any,  # resume, on_checkpoint: passed on as they are
     ) -> GenerationResult:
         def progress(event: ProgressEvent) -> None:
             if event.stage is Stage.WRITE and not self.filled.is_set():
@@ -143,7 +144,7 @@ class FillAtWrite:
             if on_progress is not None:
                 on_progress(event)
 
-        return self.engine.generate(request, image, output_path, on_progress=progress, cancel=cancel)
+        return self.engine.generate(request, image, output_path, on_progress=progress, cancel=cancel, **more)
 
 
 def test_f9_f10_the_video_write_meets_a_really_full_disk(disk: Path, tmp_path: Path) -> None:

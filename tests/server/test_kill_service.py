@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from stillmotion.faults import FAULTS_ENV
+from stillmotion.server.app import SHUTDOWN_GRACE_S
 from tests.server.helpers import BASE, REPO_ROOT, free_port, png_bytes, small_job_fields, wait_healthy
 
 pytestmark = pytest.mark.timeout(420)
@@ -148,3 +149,49 @@ def service_events(data_dir: Path, job_id: str) -> list[dict[str, object]]:
         return store.events(job_id)
     finally:
         store.close()
+
+
+def test_ctrl_c_stops_at_the_next_step_and_the_restart_resumes_there(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    """14.18: Ctrl-C says at once what happens, stops within a step (not after a 30 s drain), and the job
+    goes back to the queue without spending an attempt; the next start resumes it after its last step."""
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"{BASE}:{port}"
+    log = tmp_path / "serve.log"
+    service = _serve(data_dir, port, log, **{FAULTS_ENV: "slow@step:all"})  # a second per step
+    groups.append(service.pid)
+    wait_healthy(base, service)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        job = http.post(
+            "/api/v1/jobs",
+            files={"image": ("in.png", png_bytes(), "image/png")},
+            data=small_job_fields(num_inference_steps="12"),
+        ).json()
+        deadline = time.monotonic() + 60
+        while (http.get(f"/api/v1/jobs/{job['id']}").json()["progress"] or {}).get("step", 0) < 3:
+            assert time.monotonic() < deadline, "the job never got to step 3"
+            time.sleep(0.1)
+    pressed = time.monotonic()
+    service.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal of `make run` sends
+    deadline = pressed + 5
+    while "stopping now" not in log.read_text():
+        assert time.monotonic() < deadline, "Ctrl-C was not acknowledged at once"
+        time.sleep(0.05)
+    assert service.wait(timeout=30) == 0
+    stopped_in = time.monotonic() - pressed
+    assert stopped_in < SHUTDOWN_GRACE_S, f"Ctrl-C waited {stopped_in:.0f} s: a drain, not a stop"
+
+    service = _serve(data_dir, port, log)  # no slow switch this time
+    groups.append(service.pid)
+    wait_healthy(base, service)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        deadline = time.monotonic() + 120
+        while (done := http.get(f"/api/v1/jobs/{job['id']}").json())["status"] != "succeeded":
+            assert done["status"] in ("queued", "running") and time.monotonic() < deadline, done
+            time.sleep(0.2)
+    assert done["attempts"] == 1  # a stop is not the job's fault: no attempt spent
+    resumed = [w for w in done["result"]["warnings"] if w.startswith("resumed after denoising step")]
+    assert resumed and int(resumed[0].split()[4].rstrip(",")) >= 3, done["result"]["warnings"]
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(timeout=60) == 0

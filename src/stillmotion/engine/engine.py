@@ -8,6 +8,7 @@ memory/, file formats in media/.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import logging
 import platform
@@ -23,7 +24,9 @@ import torch
 import stillmotion
 from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
+from stillmotion.engine import checkpoint
 from stillmotion.engine.cache import EmbeddingCache
+from stillmotion.engine.checkpoint import Checkpoint, CheckpointCallback
 from stillmotion.engine.interpolate import Interpolators
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
@@ -77,16 +80,32 @@ def select_device(name: str) -> torch.device:
 
 @dataclass
 class DenoiseState:
-    """The latest finished denoising step, kept so an OOM retry resumes instead of restarting.
+    """The latest finished denoising step, kept so an OOM retry resumes instead of restarting, and handed
+    out through ``on_checkpoint`` so a restarted job does too (engine/checkpoint.py).
 
     ``scheduler`` is a snapshot taken with ``latents`` after the same step: multistep solvers (Wan's UniPC)
-    keep past model outputs and every scheduler keeps its step index, so the pair resumes exactly.
+    keep past model outputs and every scheduler keeps its step index, so the pair resumes exactly. A state
+    read back from a checkpoint file has ``saved_scheduler`` instead, applied to a fresh scheduler.
     """
 
     latents: torch.Tensor | None = None
     scheduler: Any = None
     steps_done: int = 0
     phase: str = "plan"  # the phase running now, named in an OOM report
+    saved_scheduler: dict[str, Any] | None = None
+    checkpoint_id: str = ""  # checkpoint.fingerprint of this generation
+    on_checkpoint: CheckpointCallback | None = None
+
+
+def _checkpoint_of(state: DenoiseState, scheduler: Any) -> Checkpoint:
+    """The checkpoint of the step ``state`` holds now (a copy to the host: made only when it will be kept)."""
+    assert state.latents is not None
+    return Checkpoint(
+        fingerprint=state.checkpoint_id,
+        steps_done=state.steps_done,
+        latents=state.latents.detach().cpu(),
+        scheduler_state=checkpoint.scheduler_state(scheduler),
+    )
 
 
 def snapshot_scheduler(scheduler: Any) -> Any:
@@ -235,12 +254,27 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         strategy: str | None = None,
+        *,
+        resume: Checkpoint | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
     ) -> GenerationResult:
-        """Generate one video from ``image`` and ``request`` and write it atomically to ``output_path``."""
+        """Generate one video from ``image`` and ``request`` and write it atomically to ``output_path``.
+
+        ``resume``: a checkpoint of this same request (engine/checkpoint.py) to continue from instead of
+        step 1; ``on_checkpoint`` is offered one after every step (the caller decides what to keep)."""
         fmt = format_for_path(output_path)  # an unsupported output format fails before any work
 
         # 1-5. Validate, plan, load, encode, denoise and decode (with OOM recovery): see render().
-        rendered = self.render(request, image, on_progress, cancel, strategy, output_format=fmt)
+        rendered = self.render(
+            request,
+            image,
+            on_progress,
+            cancel,
+            strategy,
+            output_format=fmt,
+            resume=resume,
+            on_checkpoint=on_checkpoint,
+        )
         req, clock = rendered.request, rendered.clock
 
         # 6. Check the frames: NaN fails the job; black or frozen output is flagged.
@@ -283,6 +317,8 @@ class Engine:
         strategy: str | None = None,
         *,
         output_format: str | None = None,
+        resume: Checkpoint | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
     ) -> Rendered:
         """Steps 1-5 of a generation: the decoded frames as float32 (frames, height, width, 3) in [0, 1].
 
@@ -311,11 +347,21 @@ class Engine:
         if interpolation is not None:
             self.interpolators.prepare(interpolation)
 
-        # 3-5. Load, encode, denoise, decode; on out-of-memory step down one rung and resume.
-        state = DenoiseState()
+        # 3-5. Load, encode, denoise, decode; on out-of-memory step down one rung and resume. A checkpoint of
+        # this same request (saved before a restart) resumes after its last step, as an OOM retry does.
+        checkpoint_id = checkpoint.fingerprint(resolved.to_dict(), plan.dtype)
+        state = DenoiseState(checkpoint_id=checkpoint_id, on_checkpoint=on_checkpoint)
         downgrades: list[dict[str, Any]] = []
         timings: dict[str, float] = {}
         warnings: list[str] = []
+        if resume is not None:
+            if resume.fingerprint == checkpoint_id and 0 < resume.steps_done < resolved.num_inference_steps:
+                state.latents, state.steps_done = resume.latents, resume.steps_done
+                state.saved_scheduler = resume.scheduler_state
+                warnings.append(f"resumed after denoising step {resume.steps_done}, saved before a restart")
+                logger.info("resuming from the checkpoint after step %d", resume.steps_done)
+            else:
+                logger.warning("not resuming: the checkpoint belongs to another request or step count")
         frames: torch.Tensor | None = None
         while frames is None:
             failure: dict[str, Any] | None = None
@@ -442,6 +488,11 @@ class Engine:
                 components, req, cond, scheduler, generator, self.device, dtype
             )
             state.scheduler = snapshot_scheduler(scheduler)
+        elif state.scheduler is None:
+            # Read back from a checkpoint file: a fresh scheduler for this request, with its per-run state.
+            scheduler = family.new_scheduler(components, req, self.device)
+            checkpoint.restore_scheduler(scheduler, state.saved_scheduler or {})
+            state.scheduler = snapshot_scheduler(scheduler)
         scheduler = snapshot_scheduler(state.scheduler)  # the stored snapshot stays as it was, for a retry
         latents = state.latents.to(device=self.device)
         gpu_timer = _GpuStepTimer(self.device)
@@ -460,6 +511,8 @@ class Engine:
             state.scheduler = snapshot_scheduler(scheduler)
             gpu_timer.step_done()
             clock.step_done(index + 1, time.perf_counter() - started)
+            if state.on_checkpoint is not None:
+                state.on_checkpoint(index + 1, functools.partial(_checkpoint_of, state, scheduler))
         clock.gpu_step_times.extend(gpu_timer.durations_s())
         return latents
 

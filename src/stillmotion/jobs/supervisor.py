@@ -95,6 +95,16 @@ class WorkerSupervisor:
             self.store.close()
         return code
 
+    def interrupt(self) -> None:
+        """Stop now: the worker takes no more jobs, and the running one stops at its next step and goes back
+        to the queue without spending an attempt (it resumes from its last saved step). ``stop`` then only
+        waits for the worker to exit. The worker's SIGINT does this (jobs/worker.py)."""
+        with self._lock:
+            self._stopping.set()  # the monitor must not restart the worker that is about to exit
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            _signal(proc, signal.SIGINT)
+
     def status(self) -> dict[str, Any]:
         """alive, ready, pid, restarts, current_job_id, device, worker_id, last_exit_code, stopping.
 

@@ -43,6 +43,8 @@ from typing import Any, Protocol, TypeVar
 
 from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
+from stillmotion.engine import checkpoint
+from stillmotion.engine.checkpoint import Checkpoint, CheckpointCallback
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
@@ -68,6 +70,7 @@ logger = logging.getLogger(__name__)
 FAULTS_ENV = "STILLMOTION_FAULTS"
 DEFAULT_WORKER_ID = worker_state.DEFAULT_WORKER_ID
 IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
+CHECKPOINT_FILENAME = "checkpoint.pt"  # the latest denoising step of a running job (engine/checkpoint.py)
 PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
 PURGE_INTERVAL_S = 3600.0  # retention (settings.retention_days) is applied this often, when idle
 STDIN_FD = 0
@@ -89,6 +92,9 @@ class EngineLike(Protocol):
         output_path: Path,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        *,
+        resume: Checkpoint | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
     ) -> GenerationResult: ...
 
 
@@ -231,16 +237,20 @@ class Worker:
         output_path = run_output_path(job_dir, job)
         with job_context(job.id):
             logger.info("starting job %s (attempt %d)", job.id, job.attempts)
+            outcome = job
             try:
-                return self._generate(job, job_dir, output_path, token)
+                outcome = self._generate(job, job_dir, output_path, token)
             except Cancelled:
-                return self._after_cancel(job, output_path)
+                outcome = self._after_cancel(job, output_path)
             except Exception as exc:
-                return self._after_failure(job, output_path, exc)
+                outcome = self._after_failure(job, output_path, exc)
             finally:
                 with self._lock:
                     self._token = None
+                if outcome.is_terminal:  # a re-queued job keeps its checkpoint: its next run resumes there
+                    _remove_checkpoint(job_dir / CHECKPOINT_FILENAME)
                 gc.collect()  # drop this job's tensors now, so memory is back to baseline between jobs
+            return outcome
 
     def _after_failure(self, job: Job, output_path: Path, exc: Exception) -> Job:
         """The outcome of a generation that raised: re-queued on a full disk, else failed with its code."""
@@ -308,6 +318,10 @@ class Worker:
             lease=job.lease_token,
         )
         loading = _LoadHeartbeat(self.store, job, self.settings.step_timeout_s / 4)
+        # A run before this one (a restart, or a worker whose lease lapsed) left its latest step here: carry
+        # on from it (the engine checks that it belongs to this request). Not reachable from another machine.
+        saved = job_dir / CHECKPOINT_FILENAME
+        resume = checkpoint.load(saved)
         try:
             with fault_switches.job_scope(job.id, job.attempts):
                 result = self.engine.generate(
@@ -316,6 +330,8 @@ class Worker:
                     output_path=output_path,
                     on_progress=self._progress(job, token, loading),
                     cancel=token,
+                    resume=resume,
+                    on_checkpoint=self._checkpointer(saved),
                 )
         finally:
             loading.stop()
@@ -349,6 +365,24 @@ class Worker:
                 token.cancel()  # the engine raises Cancelled before the next step
 
         return on_progress
+
+    def _checkpointer(self, path: Path) -> CheckpointCallback:
+        """Keeps the engine's latest step in the job's folder: at most every ``checkpoint_interval_s``, and
+        at once when the worker is being stopped, so a restart resumes there (engine/checkpoint.py)."""
+        last_write = time.monotonic()
+
+        def on_checkpoint(steps_done: int, make: Callable[[], Checkpoint]) -> None:
+            nonlocal last_write
+            now = time.monotonic()
+            if not self._interrupting.is_set() and now - last_write < self.settings.checkpoint_interval_s:
+                return
+            try:
+                checkpoint.save(make(), path)
+            except OSError as exc:  # a checkpoint is insurance: a full disk must not fail the job for it
+                logger.warning("could not save the checkpoint after step %d: %s", steps_done, exc)
+            last_write = now
+
+        return on_checkpoint
 
     def _after_cancel(self, job: Job, output_path: Path) -> Job:
         _remove_output(output_path)
@@ -451,6 +485,13 @@ def _without_paths(message: str, settings: Settings) -> str:
 def _internal_message(exc: BaseException, job_id: str) -> str:
     name = type(exc).__name__
     return f"Unexpected {name} in the worker; the details are in the worker log under job {job_id}."
+
+
+def _remove_checkpoint(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.error("could not remove the checkpoint %s: %s", path.name, exc)
 
 
 def _remove_output(output_path: Path) -> None:

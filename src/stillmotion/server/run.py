@@ -13,15 +13,18 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 from stillmotion.config import Settings
+from stillmotion.server.app import SHUTDOWN_GRACE_S
 from stillmotion.server.security import is_loopback
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_REFUSED = 2
-GRACEFUL_TIMEOUT_S = 45  # the worker's own grace (app.SHUTDOWN_GRACE_S) plus margin
+GRACEFUL_TIMEOUT_S = int(SHUTDOWN_GRACE_S) + 15  # the worker's own grace plus margin
 
 
 def check_bind(settings: Settings) -> str | None:
@@ -59,7 +62,7 @@ def serve(settings: Settings) -> int:
         proxy_headers=False,
         server_header=False,
     )
-    server = _Server(config)
+    server = _Server(config, app)
     url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     logger.info(
         "stillmotion UI at http://%s:%d/ ; API at /api/v1 ; docs at /api/v1/docs", url_host, settings.port
@@ -72,14 +75,42 @@ def _server_class() -> type:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown (exit status -15); a clean stop is 0."""
+        """How the service stops, said at once (uvicorn itself would re-raise the signal after a graceful
+        shutdown, exit status -15; a clean stop is 0 here):
+
+        - Ctrl-C (SIGINT), or a second signal: stop now. The running job stops at its next step and goes back
+          to the queue; the next start resumes it from its last saved step (nothing is lost but that step).
+        - SIGTERM (systemd, docker stop): drain. No new job starts; the running one may finish within the
+          grace period, then it is stopped the same way.
+        """
+
+        def __init__(self, config: Any, app: Any) -> None:
+            super().__init__(config)
+            self.app_state = app.state
+
+        def on_signal(self, sig: int, frame: FrameType | None) -> None:
+            supervisor = getattr(self.app_state, "supervisor", None)
+            if sig == signal.SIGINT or self.should_exit:
+                logger.warning(
+                    "stopping now: the running job (if any) stops at its next step and goes back to the "
+                    "queue; the next start resumes it from its last saved step"
+                )
+                if supervisor is not None:  # not from the signal handler itself: it takes a lock
+                    threading.Thread(target=supervisor.interrupt, name="interrupt", daemon=True).start()
+            else:
+                logger.warning(
+                    "SIGTERM: draining: no new job starts and the running one may finish (up to %gs); send "
+                    "SIGTERM again or press Ctrl-C to stop it at its next step instead",
+                    SHUTDOWN_GRACE_S,
+                )
+            self.handle_exit(sig, frame)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 yield
             finally:
