@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the job database, e.g. postgresql+psycopg://user:pass@host/db (needs "
-        "the postgres extra). Default: SQLite at data_dir/jobs.sqlite3, for one service on one machine.",
+        "the scale extra). Default: SQLite at data_dir/jobs.sqlite3, for one service on one machine.",
     )
     workers: int | Literal["auto"] = Field(
         default=1,

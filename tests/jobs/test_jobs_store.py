@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from jobs_helpers import add_job, tiny_request
+from jobs_helpers import Clock, add_job, tiny_request
 from tests.backends import ON_EVERY_BACKEND
 
 from stillmotion.config import Settings
@@ -276,7 +276,7 @@ def test_delete(store: JobStore) -> None:
 
 
 def test_progress_plan_and_heartbeat(store: JobStore) -> None:
-    clock = _Clock()
+    clock = Clock()
     store = JobStore(store.db, store.settings, clock=clock)
     add_job(store, "p")
     store.claim_next("w")
@@ -367,7 +367,7 @@ def test_requeue_filters_by_worker_and_honours_cancel_and_graceful(store: JobSto
 
 
 def test_purge_expired_deletes_only_old_finished_jobs(open_store: Callable[..., JobStore]) -> None:
-    clock = _Clock()
+    clock = Clock()
     store = open_store(retention_days=1, clock=clock)
     add_job(store, "old_done")
     add_job(store, "old_queued")
@@ -390,19 +390,6 @@ def test_job_to_dict_is_json(store: JobStore) -> None:
     add_job(store, "j")
     data = json.loads(json.dumps(store.get("j").to_dict()))
     assert data["status"] == "queued" and data["created_at"].endswith("+00:00")
-
-
-class _Clock:
-    """A controllable UTC clock."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def test_heartbeat_keeps_beating_while_weights_load(store: JobStore) -> None:

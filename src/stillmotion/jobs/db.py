@@ -126,7 +126,7 @@ class Database:
             except ModuleNotFoundError as exc:  # the URL's driver (psycopg) is an optional extra
                 raise StillmotionError(
                     f"The job database URL needs the Python package {exc.name!r}, which is not installed: "
-                    "pip install 'stillmotion[postgres]'.",
+                    "pip install 'stillmotion[scale]'.",
                     code="database_driver_missing",
                 ) from None
         self._closed = threading.Event()

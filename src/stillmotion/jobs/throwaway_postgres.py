@@ -5,7 +5,8 @@ socket in the same folder, so it touches nothing system-wide) and ``stop()`` kil
 folder. It uses Debian's server binaries (``scripts/install-postgres.sh`` installs them) and fails with a
 plain message when they are missing or the server does not start: a test that needs PostgreSQL must never
 pass without it. PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user
-that Debian's package creates. Durability settings are off (``fsync=off``): the data is thrown away.
+that Debian's package creates (or ``nobody``), through ``runuser``. Durability settings are off
+(``fsync=off``): the data is thrown away.
 
 Written by hand because the Python helpers that do this (testing.postgresql, pytest-postgresql) are either
 unmaintained or bring a fixture framework of their own; this is two commands and a cleanup.
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 PG_BIN_ENV = "STILLMOTION_PG_BIN"  # a folder with initdb and pg_ctl, when they are somewhere unusual
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "stillmotion"
-SERVER_USER_WHEN_ROOT = "postgres"
+# As root: Debian's package user, else the unprivileged user every Linux system has.
+SERVER_USERS_WHEN_ROOT = ("postgres", "nobody")
 START_TIMEOUT_S = 60
 START_TRIES = 3  # a free port can be taken between choosing it and the server binding it
 # Throwaway data: skip every durability cost, and leave room for a few services' connection pools.
@@ -46,11 +48,15 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_bin_dir() -> Path:
-    """The folder with ``initdb`` and ``pg_ctl``: $STILLMOTION_PG_BIN, else the newest Debian install."""
+    """The folder with ``initdb`` and ``pg_ctl``: $STILLMOTION_PG_BIN, else the newest Debian install, else
+    the one on PATH."""
     override = os.environ.get(PG_BIN_ENV)
     candidates = [Path(override)] if override else []
     debian = sorted(Path("/").glob(DEBIAN_BIN_GLOB.lstrip("/")), key=_major_version, reverse=True)
     candidates += debian
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).parent)
     for folder in candidates:
         if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
             return folder
@@ -58,6 +64,17 @@ def find_bin_dir() -> Path:
         "PostgreSQL's server programs (initdb, pg_ctl) were not found in "
         f"{override or DEBIAN_BIN_GLOB}. Install them with: bash scripts/install-postgres.sh "
         f"(Debian's postgresql package), or point {PG_BIN_ENV} at their folder."
+    )
+
+
+def _server_user() -> pwd.struct_passwd:
+    """The unprivileged user a root process runs the server as (PostgreSQL refuses to run as root)."""
+    for name in SERVER_USERS_WHEN_ROOT:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise PostgresUnavailable(
+        f"running as root, PostgreSQL needs one of the users {', '.join(SERVER_USERS_WHEN_ROOT)} to run as; "
+        "bash scripts/install-postgres.sh creates 'postgres'."
     )
 
 
@@ -88,17 +105,11 @@ class ThrowawayPostgres:
     def start(cls) -> ThrowawayPostgres:
         """initdb in a new temp folder and start the server; raises PostgresUnavailable saying why."""
         bin_dir = find_bin_dir()
-        run_as = SERVER_USER_WHEN_ROOT if os.geteuid() == 0 else None
+        user = _server_user() if os.geteuid() == 0 else None
+        run_as = None if user is None else user.pw_name
         root = Path(tempfile.mkdtemp(prefix="stillmotion-pg-"))
         try:
-            if run_as is not None:
-                try:
-                    user = pwd.getpwnam(run_as)
-                except KeyError:
-                    raise PostgresUnavailable(
-                        f"running as root, PostgreSQL needs the '{run_as}' user (Debian's postgresql package "
-                        "creates it): bash scripts/install-postgres.sh"
-                    ) from None
+            if user is not None:
                 os.chown(root, user.pw_uid, user.pw_gid)
             server = cls(root=root, port=0, bin_dir=bin_dir, run_as=run_as)
             server._run(
