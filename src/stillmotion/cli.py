@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the web UI and REST API")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 7860)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="worker processes on this machine: a number, or 'auto' for one per visible GPU, each pinned to "
+        "its card (default 1)",
+    )
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        dest="ray_address",
+        help="run one Ray actor per GPU of the Ray cluster at ADDRESS ('auto': the cluster this machine "
+        "belongs to) instead of local workers; needs the scale extra and, across machines, "
+        "STILLMOTION_DATABASE_URL (PostgreSQL). See docs/scale.md",
+    )
 
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("--json", action="store_true")
@@ -144,9 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: 'auto' or a whole number of at least 1 (argparse turns the error into exit 2)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a whole number of at least 1")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("vram_budget_gb", "device", "host", "port"):
+    for name in ("vram_budget_gb", "device", "host", "port", "workers", "ray_address"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -321,7 +348,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_server_extra()
     from stillmotion.server.run import serve
 
-    return serve(_settings(args))
+    settings = _settings(args)
+    if settings.ray_address:
+        try:
+            from stillmotion.jobs import ray_pool
+        except ImportError as exc:
+            raise StillmotionError(
+                f"--ray needs Ray, and {exc.name!r} is not installed: pip install 'stillmotion[scale]'.",
+                code="ray_missing",
+            ) from None
+        ray_pool.connect(settings)  # a clear error now, not a failed start-up inside the server
+    return serve(settings)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the job database, e.g. postgresql+psycopg://user:pass@host/db (needs "
         "the scale extra). Default: SQLite at data_dir/jobs.sqlite3, for one service on one machine.",
     )
-    workers: int | Literal["auto"] = Field(
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default=1,
         description="Worker processes on this machine: a number, or 'auto' for one per visible GPU (each "
         "pinned to its card with CUDA_VISIBLE_DEVICES).",
