@@ -60,8 +60,8 @@ def connect(settings: Settings) -> None:
         ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(
-            f"Could not join the Ray cluster at ray_address={address!r}: {exc}. Start it first "
-            "(ray start --head on one machine, ray start --address=HEAD:6379 on the others) or pass "
+            f"Could not join the Ray cluster at ray_address={address!r}: {str(exc).rstrip('.')}. Start it "
+            "first (ray start --head on one machine, ray start --address=HEAD:6379 on the others) or pass "
             "--ray auto on a machine that is part of it."
         ) from None
     if int(ray.cluster_resources().get("GPU", 0)) < 1:
