@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import ValidationError
+
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError, advice
 from stillmotion.models.registry import RESOLUTION_PRESETS
@@ -181,7 +183,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["allow_approximate"] = True
     if getattr(args, "offline", False):
         overrides["offline"] = True
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # a bad STILLMOTION_* variable: name it, not a pydantic dump
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first.get("loc") else "settings"
+        raise InvalidRequest(
+            f"setting {name} (STILLMOTION_{name.upper()}) = {str(first.get('input'))[:80]!r}: "
+            f"{first.get('msg', 'invalid value')}.",
+            field=name,
+        ) from None
 
 
 def _request(args: argparse.Namespace) -> Any:

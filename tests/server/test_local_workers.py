@@ -48,6 +48,16 @@ def test_cli_refuses_a_bad_workers_value(capsys: pytest.CaptureFixture[str]) -> 
     assert "--workers: '0' is not 'auto' or a whole number of at least 1" in capsys.readouterr().err
 
 
+def test_cli_names_a_bad_setting_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STILLMOTION_WORKERS", "0")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "setting workers (STILLMOTION_WORKERS) = '0'" in err and "greater than or equal to 1" in err
+    assert "Traceback" not in err
+
+
 def test_queue_wait_is_shared_among_ready_workers() -> None:
     assert queue_wait(1, 1, 10.0) == 10.0
     assert queue_wait(3, 1, 10.0) == 30.0
