@@ -801,15 +801,16 @@ class JobStore:
         ``InvalidTransition`` names the status the job actually has; ``LeaseLost`` says another run holds it.
         """
         current = self._get_for_update(conn, job_id)
+        if lease is not None and current.lease_token != lease and not current.is_terminal:
+            # Taken back (queued again) or running under another lease: this run no longer counts.
+            raise LeaseLost(
+                f"job {job_id} is no longer held by this worker (its lease lapsed and the job was taken "
+                f"back); it cannot become {to.value} from here."
+            )
         if current.status != JobStatus.RUNNING:
             check_allowed(job_id, current.status, to)
             raise InvalidTransition(
                 f"job {job_id} is {current.status.value}, not running; it cannot become {to.value}."
-            )
-        if lease is not None and current.lease_token != lease:
-            raise LeaseLost(
-                f"job {job_id} is no longer held by this worker (its lease lapsed and the job was taken "
-                f"back); it cannot become {to.value} from here."
             )
 
     def requeue(

@@ -399,6 +399,9 @@ class Worker:
         except LeaseLost:
             logger.warning("job %s stopped: this worker lost its lease; the job runs elsewhere", job.id)
             return self.store.get(job.id)
+        except InvalidTransition:  # finished by someone else meanwhile (e.g. the service's own recovery)
+            logger.error("job %s was moved by someone else before it could be cancelled", job.id)
+            return self.store.get(job.id)
         logger.info("job %s cancelled by the user", job.id)
         return cancelled
 
