@@ -29,12 +29,10 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-def test_oom_mid_loop_resumes_with_the_frames_of_an_uninterrupted_run(
-    engine: Engine, input_image: InputImage, monkeypatch: pytest.MonkeyPatch, model: str
-) -> None:
-    height, width, frames, prompt = MODELS[model]
-    request = GenerationRequest(
+def _request(model: str, *, seed: int) -> GenerationRequest:
+    """Five steps with guidance at the model's tiny size (the default model's: 64x64, 8 frames)."""
+    height, width, frames, prompt = MODELS.get(model, (64, 64, 8, True))
+    return GenerationRequest(
         prompt="a fox runs" if prompt else "",
         model=model,
         height=height,
@@ -42,8 +40,15 @@ def test_oom_mid_loop_resumes_with_the_frames_of_an_uninterrupted_run(
         num_frames=frames,
         num_inference_steps=5,
         guidance_scale=4.0,
-        seed=5,
+        seed=seed,
     )
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_oom_mid_loop_resumes_with_the_frames_of_an_uninterrupted_run(
+    engine: Engine, input_image: InputImage, monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    request = _request(model, seed=5)
     clean = engine.render(request, input_image)
 
     monkeypatch.setenv(FAULTS_ENV, "oom@step:3")
@@ -63,17 +68,7 @@ def test_a_checkpoint_file_resumes_a_new_engine_with_the_same_frames(
 ) -> None:
     """What a worker does across a restart: keep the checkpoint after step 2 in a file, then a fresh engine
     (a new process has nothing in memory) resumes from it at step 3 and ends with the uninterrupted frames."""
-    height, width, frames, prompt = MODELS.get(model, (64, 64, 8, True))
-    request = GenerationRequest(
-        prompt="a fox runs" if prompt else "",
-        model=model,
-        height=height,
-        width=width,
-        num_frames=frames,
-        num_inference_steps=5,
-        guidance_scale=4.0,
-        seed=7,
-    )
+    request = _request(model, seed=7)
     path = tmp_path / "checkpoint.pt"
 
     def keep_step_2(steps_done: int, make: Callable[[], Checkpoint]) -> None:
