@@ -123,7 +123,9 @@ class RayPool:
         logger.info("started %d Ray worker actor(s), one per GPU of the cluster", len(self.actors))
 
     def stop(self, grace_s: float) -> None:
-        refs = [actor.stop.remote(grace_s) for actor in self.actors]
+        # Only live actors can drain; one waiting for a GPU (its node was lost) would only make us wait.
+        alive = [a for a, s in zip(self.actors, self.statuses(), strict=True) if s.get("alive")]
+        refs = [actor.stop.remote(grace_s) for actor in alive]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=grace_s + STOP_MARGIN_S)
         if len(ready) < len(refs):
             logger.warning("%d Ray worker(s) did not stop in time; killing them", len(refs) - len(ready))
