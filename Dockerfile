@@ -14,11 +14,11 @@ ENV VIRTUAL_ENV=/opt/stillmotion \
     PYTHONUNBUFFERED=1
 RUN python3 -m venv /opt/stillmotion
 
-# The package and its server extra; PyPI's torch wheel for Linux brings its own CUDA libraries.
+# The package with its server extra and the scale extra (PostgreSQL driver, Ray); PyPI's torch wheel for Linux brings its own CUDA libraries.
 WORKDIR /opt/stillmotion-src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir ".[server]"
+RUN pip install --no-cache-dir ".[server,scale]"
 
 # Run as an unprivileged user that owns only the two volumes.
 RUN useradd --system --create-home --uid 10001 --user-group stillmotion \

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # (`torch>=2.4`) installs the CUDA build. Override with e.g. `make test TORCH_SPEC="torch==2.6.0"`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: run example demo test check fmt browser clean
+.PHONY: run example demo test check fmt browser postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/python:
 # Re-installs when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[server,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[server,dev,scale]"
 	touch $@
 
 # The service: web UI and REST API on http://127.0.0.1:7860 (jobs in ./data).
@@ -39,7 +39,11 @@ demo: $(VENV)/.installed
 browser:
 	bash scripts/install-browser.sh
 
-test: $(VENV)/.installed browser check
+# The store tests run on a throwaway PostgreSQL server that the test setup starts (tests/conftest.py).
+postgres:
+	bash scripts/install-postgres.sh
+
+test: $(VENV)/.installed browser postgres check
 
 check:
 	$(BIN)/ruff format --check src tests

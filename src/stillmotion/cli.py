@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import ValidationError
+
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError, advice
 from stillmotion.models.registry import RESOLUTION_PRESETS
@@ -135,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the web UI and REST API")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 7860)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="worker processes on this machine: a number, or 'auto' for one per visible GPU, each pinned to "
+        "its card (default 1)",
+    )
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        dest="ray_address",
+        help="run one Ray actor per GPU of the Ray cluster at ADDRESS ('auto': the cluster this machine "
+        "belongs to) instead of local workers; needs the scale extra and, across machines, "
+        "STILLMOTION_DATABASE_URL (PostgreSQL). See docs/scale.md",
+    )
 
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("--json", action="store_true")
@@ -144,9 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: 'auto' or a whole number of at least 1 (argparse turns the error into exit 2)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a whole number of at least 1")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("vram_budget_gb", "device", "host", "port"):
+    for name in ("vram_budget_gb", "device", "host", "port", "workers", "ray_address"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -154,7 +183,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["allow_approximate"] = True
     if getattr(args, "offline", False):
         overrides["offline"] = True
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # a bad STILLMOTION_* variable: name it, not a pydantic dump
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first.get("loc") else "settings"
+        raise InvalidRequest(
+            f"setting {name} (STILLMOTION_{name.upper()}) = {str(first.get('input'))[:80]!r}: "
+            f"{first.get('msg', 'invalid value')}.",
+            field=name,
+        ) from None
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -321,7 +359,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_server_extra()
     from stillmotion.server.run import serve
 
-    return serve(_settings(args))
+    settings = _settings(args)
+    if settings.ray_address:
+        try:
+            from stillmotion.jobs import ray_pool
+        except ImportError as exc:
+            raise StillmotionError(
+                f"--ray needs Ray, and {exc.name!r} is not installed: pip install 'stillmotion[scale]'.",
+                code="ray_missing",
+            ) from None
+        ray_pool.connect(settings)  # a clear error now, not a failed start-up inside the server
+    return serve(settings)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

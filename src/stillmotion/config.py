@@ -5,7 +5,9 @@ Build ``Settings()`` in ``cli.main()`` or ``create_app()``; nothing imports a gl
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +103,32 @@ class Settings(BaseSettings):
         gt=0,
         description="An upload (the whole request body) slower than this is abandoned with 408: a slow-loris "
         "client must not hold a connection and a temp file forever.",
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the job database, e.g. postgresql+psycopg://user:pass@host/db (needs "
+        "the scale extra). Default: SQLite at data_dir/jobs.sqlite3, for one service on one machine.",
+    )
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default=1,
+        description="Worker processes on this machine: a number, or 'auto' for one per visible GPU (each "
+        "pinned to its card with CUDA_VISIBLE_DEVICES).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Run the workers as Ray actors, one per GPU of this Ray cluster ('auto' or host:port; "
+        "needs the scale extra and a database_url every node reaches). Default: local worker processes.",
+    )
+    node_name: str = Field(
+        default_factory=socket.gethostname,
+        description="This machine's name in worker ids and /health (default: the host name).",
+    )
+    lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease: its worker renews it every lease_s/3; a job whose lease "
+        "lapsed (its worker or node died) goes back to the queue.",
     )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,16 @@ def write_png(path: Path, size: tuple[int, int] = (64, 64)) -> None:
         for y in range(size[1]):
             image.putpixel((x, y), (x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256))
     image.save(path)
+
+
+class Clock:
+    """A controllable UTC clock for ``JobStore.open(..., clock=)``: time moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

@@ -1,4 +1,6 @@
-"""Migrations: an empty database reaches the latest schema, and the previous version keeps its data."""
+"""Migrations: an empty database reaches the latest schema, and the previous version keeps its data.
+
+Every test runs on SQLite and on PostgreSQL (the throwaway server of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 from jobs_helpers import add_job, make_settings, tiny_request
 from sqlalchemy import inspect, text
+from tests.backends import ON_EVERY_BACKEND
 
 from stillmotion.jobs.db import Database
 from stillmotion.jobs.migrations import LATEST_VERSION, current_version, migrate
@@ -16,7 +19,14 @@ from stillmotion.jobs.schema import metadata
 from stillmotion.jobs.states import JobStatus
 from stillmotion.jobs.store import JobStore
 
+pytestmark = ON_EVERY_BACKEND
+
 V1_TIME = "2025-01-01 00:00:00.000000"  # how SQLAlchemy's SQLite DATETIME stores a UTC time
+
+
+def _database(tmp_path: Path, database_url: str | None) -> Database:
+    """The backend's empty database: a SQLite file under ``tmp_path``, or the test's PostgreSQL one."""
+    return Database(database_url) if database_url else Database.sqlite(tmp_path / "jobs.sqlite3")
 
 
 def _shape(db: Database) -> dict[str, tuple[set[str], set[str]]]:
@@ -32,8 +42,8 @@ def _shape(db: Database) -> dict[str, tuple[set[str], set[str]]]:
         }
 
 
-def test_empty_database_migrates_to_exactly_schema_py(tmp_path: Path) -> None:
-    db = Database.sqlite(tmp_path / "jobs.sqlite3")
+def test_empty_database_migrates_to_exactly_schema_py(tmp_path: Path, database_url: str | None) -> None:
+    db = _database(tmp_path, database_url)
     try:
         assert migrate(db) == LATEST_VERSION
         shape = _shape(db)
@@ -48,6 +58,8 @@ def test_empty_database_migrates_to_exactly_schema_py(tmp_path: Path) -> None:
         assert migrate(db) == LATEST_VERSION  # idempotent
         with db.engine.connect() as conn:
             assert current_version(conn) == LATEST_VERSION
+            if database_url is not None:
+                return
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -55,9 +67,9 @@ def test_empty_database_migrates_to_exactly_schema_py(tmp_path: Path) -> None:
         db.close()
 
 
-def test_previous_version_with_data_migrates_and_keeps_it(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    db = Database.sqlite(settings.db_path)
+def test_previous_version_with_data_migrates_and_keeps_it(tmp_path: Path, database_url: str | None) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
+    db = _database(tmp_path, database_url)
     migrate(db, target=1)
     # A queued and a running job as version 1 wrote them (no worker_id / heartbeat columns).
     with db.transaction() as conn:
@@ -68,7 +80,7 @@ def test_previous_version_with_data_migrates_and_keeps_it(tmp_path: Path) -> Non
                 text(
                     "INSERT INTO jobs (id, status, request, model, created_at, updated_at, attempts, "
                     "cancel_requested, input_filename) VALUES (:id, :status, :request, 'tiny-i2vgen-xl', "
-                    ":created, :created, 1, 0, 'input.png')"
+                    ":created, :created, 1, false, 'input.png')"
                 ),
                 {"id": job_id, "status": status, "request": json.dumps(tiny_request()), "created": V1_TIME},
             )
@@ -93,9 +105,11 @@ def test_previous_version_with_data_migrates_and_keeps_it(tmp_path: Path) -> Non
         store.close()
 
 
-def test_version_2_with_data_gains_batches_and_keeps_its_jobs(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    db = Database.sqlite(settings.db_path)
+def test_version_2_with_data_gains_batches_and_keeps_its_jobs(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
+    db = _database(tmp_path, database_url)
     migrate(db, target=2)
     with db.transaction() as conn:
         assert "batch_id" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
@@ -103,7 +117,7 @@ def test_version_2_with_data_gains_batches_and_keeps_its_jobs(tmp_path: Path) ->
             text(
                 "INSERT INTO jobs (id, status, request, model, created_at, updated_at, attempts, "
                 "cancel_requested, input_filename) VALUES ('v2-job', 'queued', :request, 'tiny-i2vgen-xl', "
-                ":created, :created, 1, 0, 'input.png')"
+                ":created, :created, 1, false, 'input.png')"
             ),
             {"request": json.dumps(tiny_request()), "created": V1_TIME},
         )
@@ -121,8 +135,8 @@ def test_version_2_with_data_gains_batches_and_keeps_its_jobs(tmp_path: Path) ->
         store.close()
 
 
-def test_refuses_a_database_newer_than_the_code(tmp_path: Path) -> None:
-    db = Database.sqlite(tmp_path / "jobs.sqlite3")
+def test_refuses_a_database_newer_than_the_code(tmp_path: Path, database_url: str | None) -> None:
+    db = _database(tmp_path, database_url)
     try:
         migrate(db)
         with db.transaction() as conn:

@@ -1,20 +1,24 @@
-"""JobStore: the API-side and worker-side contract of docs/interfaces.md, on a real SQLite file."""
+"""JobStore: the API-side and worker-side contract of docs/interfaces.md, on a real SQLite file and a real
+PostgreSQL server (every test runs on both)."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from jobs_helpers import add_job, make_settings, tiny_request
+from jobs_helpers import Clock, add_job, tiny_request
+from tests.backends import ON_EVERY_BACKEND
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, InvalidTransition, JobNotFound
 from stillmotion.jobs.states import JobStatus
 from stillmotion.jobs.store import WORKER_CRASHED_REPEATEDLY, JobStore, QueueFull
+
+pytestmark = ON_EVERY_BACKEND
 
 
 def test_create_is_committed_and_visible_to_another_connection(settings: Settings, store: JobStore) -> None:
@@ -67,19 +71,16 @@ def test_idempotency_key_returns_the_same_job(store: JobStore) -> None:
     assert store.list()[1] == 1
 
 
-def test_queue_full_creates_no_row(tmp_path: Path) -> None:
-    store = JobStore.open(make_settings(tmp_path, max_queue_size=2))
-    try:
-        add_job(store, "a")
-        add_job(store, "b")
-        with pytest.raises(QueueFull) as info:
-            add_job(store, "c")
-        assert (info.value.code, info.value.http_status) == ("queue_full", 429)
-        assert store.list()[1] == 2
-        store.claim_next("w")  # a running job frees a queue slot
+def test_queue_full_creates_no_row(open_store: Callable[..., JobStore]) -> None:
+    store = open_store(max_queue_size=2)
+    add_job(store, "a")
+    add_job(store, "b")
+    with pytest.raises(QueueFull) as info:
         add_job(store, "c")
-    finally:
-        store.close()
+    assert (info.value.code, info.value.http_status) == ("queue_full", 429)
+    assert store.list()[1] == 2
+    store.claim_next("w")  # a running job frees a queue slot
+    add_job(store, "c")
 
 
 def test_list_paging_and_filters(store: JobStore) -> None:
@@ -145,9 +146,9 @@ def test_claim_exclusive_across_threads(settings: Settings, store: JobStore) -> 
     assert sorted(claimed) == [f"job{i:02d}" for i in range(30)]  # every job once, none twice
 
 
-def _claim_in_process(data_dir: str, worker_id: str, queue: multiprocessing.Queue[list[str]]) -> None:
+def _claim_in_process(settings_json: str, worker_id: str, queue: multiprocessing.Queue[list[str]]) -> None:
     out: list[str] = []
-    _claim_all(make_settings(Path(data_dir)), worker_id, out)
+    _claim_all(Settings.model_validate_json(settings_json), worker_id, out)
     queue.put(out)
 
 
@@ -158,7 +159,8 @@ def test_claim_exclusive_across_processes(settings: Settings, store: JobStore) -
     ctx = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue[list[str]] = ctx.Queue()
     procs = [
-        ctx.Process(target=_claim_in_process, args=(str(settings.data_dir), f"p{i}", queue)) for i in range(2)
+        ctx.Process(target=_claim_in_process, args=(settings.model_dump_json(), f"p{i}", queue))
+        for i in range(2)
     ]
     try:
         for p in procs:
@@ -274,7 +276,7 @@ def test_delete(store: JobStore) -> None:
 
 
 def test_progress_plan_and_heartbeat(store: JobStore) -> None:
-    clock = _Clock()
+    clock = Clock()
     store = JobStore(store.db, store.settings, clock=clock)
     add_job(store, "p")
     store.claim_next("w")
@@ -324,27 +326,26 @@ def test_finish_on_a_queued_job_is_refused(store: JobStore) -> None:
         store.finish_failed("missing", "oom", "x")
 
 
-def test_restart_recovery_requeues_with_attempts_then_poison_fails(tmp_path: Path) -> None:
-    store = JobStore.open(make_settings(tmp_path, max_attempts=3))
-    try:
-        add_job(store, "crashy")
-        add_job(store, "next")
-        for expected_attempts in (2, 3):
-            assert store.claim_next("w").id == "crashy"  # type: ignore[union-attr]
-            store.update_progress("crashy", {"stage": "denoise", "step": 1})
-            (moved,) = store.requeue_interrupted("service restart")
-            assert moved.status == JobStatus.QUEUED and moved.attempts == expected_attempts
-            assert moved.progress is None and moved.worker_id is None
-        store.claim_next("w")
-        (failed,) = store.requeue_interrupted("service restart")
-        assert failed.status == JobStatus.FAILED and failed.attempts == 3
-        assert failed.error_code == WORKER_CRASHED_REPEATEDLY and "3 attempts" in (failed.error_message or "")
-        kinds = [e["kind"] for e in store.events("crashy")]
-        assert kinds.count("interrupted") == 2 and kinds[-1] == "failed"
-        assert store.claim_next("w").id == "next"  # type: ignore[union-attr]  # the queue moves on
-        assert store.get("next").status == JobStatus.RUNNING
-    finally:
-        store.close()
+def test_restart_recovery_requeues_with_attempts_then_poison_fails(
+    open_store: Callable[..., JobStore],
+) -> None:
+    store = open_store(max_attempts=3)
+    add_job(store, "crashy")
+    add_job(store, "next")
+    for expected_attempts in (2, 3):
+        assert store.claim_next("w").id == "crashy"  # type: ignore[union-attr]
+        store.update_progress("crashy", {"stage": "denoise", "step": 1})
+        (moved,) = store.requeue_interrupted("service restart")
+        assert moved.status == JobStatus.QUEUED and moved.attempts == expected_attempts
+        assert moved.progress is None and moved.worker_id is None
+    store.claim_next("w")
+    (failed,) = store.requeue_interrupted("service restart")
+    assert failed.status == JobStatus.FAILED and failed.attempts == 3
+    assert failed.error_code == WORKER_CRASHED_REPEATEDLY and "3 attempts" in (failed.error_message or "")
+    kinds = [e["kind"] for e in store.events("crashy")]
+    assert kinds.count("interrupted") == 2 and kinds[-1] == "failed"
+    assert store.claim_next("w").id == "next"  # type: ignore[union-attr]  # the queue moves on
+    assert store.get("next").status == JobStatus.RUNNING
 
 
 def test_requeue_filters_by_worker_and_honours_cancel_and_graceful(store: JobStore) -> None:
@@ -365,49 +366,30 @@ def test_requeue_filters_by_worker_and_honours_cancel_and_graceful(store: JobSto
     assert store.requeue("missing-or-not-running", reason="x") is None
 
 
-def test_purge_expired_deletes_only_old_finished_jobs(tmp_path: Path) -> None:
-    clock = _Clock()
-    store = JobStore.open(make_settings(tmp_path, retention_days=1), clock=clock)
-    try:
-        add_job(store, "old_done")
-        add_job(store, "old_queued")
-        store.claim_next("w")
-        store.finish_failed("old_done", "oom", "x")
-        clock.advance(2 * 86400)
-        add_job(store, "new_done")
-        store.claim_next("w")  # old_queued runs now
-        store.finish_succeeded("old_queued", "video.mp4", "00" * 32, {})
-        assert store.purge_expired() == 1
-        assert not store.job_dir("old_done").exists()
-        assert {j.id for j in store.list()[0]} == {"old_queued", "new_done"}
-        assert store.purge_expired(clock() + timedelta(days=3)) == 1  # old_queued finished 2 days "ago"
-        assert [j.id for j in store.list()[0]] == ["new_done"]  # queued jobs are never purged
-    finally:
-        store.close()
-    off = JobStore.open(make_settings(tmp_path / "off"))
-    try:
-        assert off.purge_expired(datetime.now(UTC) + timedelta(days=10_000)) == 0
-    finally:
-        off.close()
+def test_purge_expired_deletes_only_old_finished_jobs(open_store: Callable[..., JobStore]) -> None:
+    clock = Clock()
+    store = open_store(retention_days=1, clock=clock)
+    add_job(store, "old_done")
+    add_job(store, "old_queued")
+    store.claim_next("w")
+    store.finish_failed("old_done", "oom", "x")
+    clock.advance(2 * 86400)
+    add_job(store, "new_done")
+    store.claim_next("w")  # old_queued runs now
+    store.finish_succeeded("old_queued", "video.mp4", "00" * 32, {})
+    assert store.purge_expired() == 1
+    assert not store.job_dir("old_done").exists()
+    assert {j.id for j in store.list()[0]} == {"old_queued", "new_done"}
+    assert store.purge_expired(clock() + timedelta(days=3)) == 1  # old_queued finished 2 days "ago"
+    assert [j.id for j in store.list()[0]] == ["new_done"]  # queued jobs are never purged
+    off = open_store()  # retention off
+    assert off.purge_expired(datetime.now(UTC) + timedelta(days=10_000)) == 0
 
 
 def test_job_to_dict_is_json(store: JobStore) -> None:
     add_job(store, "j")
     data = json.loads(json.dumps(store.get("j").to_dict()))
     assert data["status"] == "queued" and data["created_at"].endswith("+00:00")
-
-
-class _Clock:
-    """A controllable UTC clock."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def test_heartbeat_keeps_beating_while_weights_load(store: JobStore) -> None:
@@ -420,7 +402,7 @@ def test_heartbeat_keeps_beating_while_weights_load(store: JobStore) -> None:
     job = store.claim_next("w1")
     assert job is not None and job.id == "loading"
     before = store.get("loading").updated_at
-    beat = _LoadHeartbeat(store, "loading", interval_s=0.05)
+    beat = _LoadHeartbeat(store, job, interval_s=0.05)
     beat.start()
     time.sleep(0.4)
     beat.stop()

@@ -24,7 +24,7 @@ from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
 from stillmotion.jobs.states import TERMINAL, JobStatus
 from stillmotion.jobs.store import Job, JobStore
-from stillmotion.jobs.worker import Worker, output_filename
+from stillmotion.jobs.worker import PROGRESS_MIN_INTERVAL_S, Worker, output_filename
 from stillmotion.media.image_input import InputImage
 
 
@@ -344,3 +344,42 @@ def test_an_outcome_that_cannot_be_written_yet_waits_for_room(
     job = store.get("full")
     assert (job.status, job.attempts) == (JobStatus.QUEUED, 2)
     assert_no_output(store, job)
+
+
+def test_a_run_that_loses_its_lease_stops_and_the_next_run_resumes_from_its_checkpoint(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """Lease + checkpoint: after step 3 the job's lease is taken back (to the rest of the cluster its worker
+    looks dead); that run stops at its next progress write, publishes nothing and keeps the checkpoint, and
+    the run that takes the job over carries on after the saved step."""
+    settings = make_settings(tmp_path / "data", checkpoint_interval_s=0)  # a checkpoint after every step
+    store = JobStore.open(settings)
+    later = JobStore.open(settings, clock=lambda: datetime.now(UTC) + timedelta(hours=1))  # leases lapsed
+    try:
+        add_job(store, "j", steps=5)
+        stale = store.claim_next("stale")
+        assert stale is not None
+        taken_back: list[Job] = []
+
+        def take_back() -> None:
+            taken_back.extend(later.requeue_expired_leases())
+            time.sleep(PROGRESS_MIN_INTERVAL_S * 1.5)  # so the worker writes this step's progress, and learns
+
+        hook = StepHook(engine, Stage.DENOISE, 3, take_back)
+        outcome = Worker(settings, store, hook, worker_id="stale").run_one(stale)  # type: ignore[arg-type]
+        assert [j.id for j in taken_back] == ["j"]
+        assert outcome.status == JobStatus.QUEUED and outcome.attempts == 2  # not cancelled, not failed
+        # It stopped at that progress write: no step after it, no decode.
+        assert max(e.step for e in hook.events if e.stage == Stage.DENOISE) == 3
+        assert not any(e.stage == Stage.DECODE for e in hook.events)
+        assert (store.job_dir("j") / "checkpoint.pt").is_file()
+        assert not list(store.job_dir("j").glob("*.mp4"))  # the stale run published nothing
+
+        assert Worker(settings, store, engine, worker_id="next").run(max_jobs=1) == 1
+        done = store.get("j")
+        assert_succeeded_with_one_output(store, done)
+        assert done.worker_id == "next" and done.attempts == 2
+        assert any("resumed after denoising step" in w for w in (done.result or {})["warnings"])
+    finally:
+        later.close()
+        store.close()

@@ -168,3 +168,14 @@ def wait_terminal(client: httpx.Client, job_id: str, timeout_s: float = 120) -> 
             return job
         time.sleep(0.2)
     raise TimeoutError(f"job {job_id} not finished after {timeout_s}s")
+
+
+def wait_for(what: str, check: Any, timeout_s: float) -> Any:
+    """``check()``'s first true value, polled every 0.25 s; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")

@@ -43,6 +43,7 @@ from tests.server.helpers import (
     png_bytes,
     server_process,
     small_job_fields,
+    wait_for,
     wait_terminal,
 )
 from tests.server.small_disk import fill, free_mb, free_space, small_disk
@@ -68,7 +69,7 @@ def test_upload_that_meets_a_full_disk_is_507_and_leaves_nothing(disk: Path) -> 
     settings = make_settings(disk, min_free_disk_mb=0)
     with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
         fill(disk, leave_mb=2.5)  # above the 1 MB floor, so admission lets the upload in...
-        _wait(
+        wait_for(
             "health to see the fuller disk",
             lambda: client.get("/api/v1/health").json()["free_disk_mb"] < 3,
             10,
@@ -96,7 +97,7 @@ def test_health_and_admission_agree_on_a_low_disk(disk: Path) -> None:
     with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
         assert client.get("/api/v1/health").json()["accepting_jobs"] is True
         fill(disk, leave_mb=4)  # below the 8 MB floor: every POST is 507
-        _wait(
+        wait_for(
             "health to see the fuller disk",
             lambda: client.get("/api/v1/health").json()["free_disk_mb"] < 8,
             10,
@@ -115,7 +116,7 @@ def test_health_and_admission_agree_on_a_low_disk(disk: Path) -> None:
         assert body["free_disk_mb"] < 8
         _no_paths(disk, refused, health)
         free_space(disk)
-        _wait("health to see the room", lambda: client.get("/api/v1/health").json()["ok"], 10)
+        wait_for("health to see the room", lambda: client.get("/api/v1/health").json()["ok"], 10)
 
 
 class FillAtWrite:
@@ -162,14 +163,14 @@ def test_f9_f10_the_video_write_meets_a_really_full_disk(disk: Path, tmp_path: P
             assert engine.filled.wait(120)
             job_dir = store.job_dir(job_id)
             # F9: nothing at the final path, no temp file beside it, the input kept for the retry.
-            _wait(
+            wait_for(
                 "the partial video to go",
                 lambda: sorted(p.name for p in job_dir.iterdir()) == ["input.png"],
                 30,
             )
             # F10: reads still work; a submission is refused and creates nothing.
             assert store.get(job_id).status in ("queued", "running")
-            _wait("health to see the full disk", lambda: not client.get("/api/v1/health").json()["ok"], 10)
+            wait_for("health to see the full disk", lambda: not client.get("/api/v1/health").json()["ok"], 10)
             refused = client.post(
                 JOBS, files={"image": ("b.png", png_bytes(), "image/png")}, data=small_job_fields()
             )
@@ -196,16 +197,6 @@ def _health(http: httpx.Client) -> dict[str, Any]:
     return answer
 
 
-def _wait(what: str, check: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_disk_full_during_a_job_worker_stays_up_and_the_job_finishes_after(disk: Path) -> None:
     port = free_port()
     # Each denoising step takes 1 s more on the first attempt, so the disk fills while the job runs.
@@ -223,7 +214,7 @@ def test_disk_full_during_a_job_worker_stays_up_and_the_job_finishes_after(disk:
         )
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
-        _wait(
+        wait_for(
             "the job to reach step 2",
             lambda: (http.get(f"{JOBS}/{job_id}").json().get("progress") or {}).get("step", 0) >= 2,
             90,
@@ -233,7 +224,7 @@ def test_disk_full_during_a_job_worker_stays_up_and_the_job_finishes_after(disk:
         assert free_mb(disk) < 0.1
         # The job cannot be finished or recorded: it goes back to the queue (or, while not even that can be
         # written, waits in the worker) and the service says why, instead of a worker crash loop.
-        health = _wait(
+        health = wait_for(
             "health to report the full disk", lambda: (h := _health(http))["ok"] is False and h, 15
         )
         assert health["accepting_jobs"] is False
@@ -257,7 +248,7 @@ def test_disk_full_during_a_job_worker_stays_up_and_the_job_finishes_after(disk:
         assert done["attempts"] == 2  # the attempt that met the full disk counts (docs/jobs.md)
         video = http.get(f"{JOBS}/{job_id}/video")
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
-        health = _wait("health to recover", lambda: (h := _health(http))["ok"] and h, 15)
+        health = wait_for("health to recover", lambda: (h := _health(http))["ok"] and h, 15)
         assert health["accepting_jobs"] is True
         assert health["worker"]["pid"] == first_pid and health["worker"]["restarts"] == 0
         assert sorted(p.name for p in (disk / "jobs" / job_id).iterdir()) == [

@@ -13,18 +13,17 @@ folder cannot run code. A file that is unreadable, or belongs to another request
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from stillmotion.atomic_file import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +94,8 @@ def save(checkpoint: Checkpoint, path: Path) -> None:
         "latents": checkpoint.latents,
         "scheduler": checkpoint.scheduler_state,
     }
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save(data, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+    with atomic_file(path) as out:
+        torch.save(data, out)
 
 
 def load(path: Path, expected_fingerprint: str | None = None) -> Checkpoint | None:

@@ -121,7 +121,14 @@ class Database:
             event.listen(self.engine, "connect", self._on_sqlite_connect)
             event.listen(self.engine, "begin", self._on_sqlite_begin)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, **engine_kwargs)
+            try:
+                self.engine = create_engine(url, pool_pre_ping=True, **engine_kwargs)
+            except ModuleNotFoundError as exc:  # the URL's driver (psycopg) is an optional extra
+                raise StillmotionError(
+                    f"The job database URL needs the Python package {exc.name!r}, which is not installed: "
+                    "pip install 'stillmotion[scale]'.",
+                    code="database_driver_missing",
+                ) from None
         self._closed = threading.Event()
         # SQLite takes one writer at a time anyway. Queueing this process's writers on a lock, instead of
         # letting each poll SQLite's busy handler, keeps a burst of submissions from starving one of them

@@ -100,7 +100,17 @@ def _v3_batch_id(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_jobs_batch ON jobs (batch_id)"))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_jobs, _v2_worker_and_events, _v3_batch_id)
+def _v4_lease(conn: Connection) -> None:
+    """Version 4: a running job's lease (token and expiry), so a job whose worker vanished is taken back."""
+    dialect = conn.dialect
+    conn.execute(text(f"ALTER TABLE jobs ADD COLUMN lease_token {String(64).compile(dialect=dialect)}"))
+    time_type = DateTime(timezone=True).compile(dialect=dialect)
+    conn.execute(text(f"ALTER TABLE jobs ADD COLUMN lease_expires_at {time_type}"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_jobs, _v2_worker_and_events, _v3_batch_id, _v4_lease)
+# Any constant: it names the lock that serialises migrations of one PostgreSQL database across services.
+PG_MIGRATION_LOCK_KEY = 0x57111
 LATEST_VERSION = len(MIGRATIONS)
 
 _version_meta = MetaData()
@@ -123,12 +133,15 @@ def current_version(conn: Connection) -> int:
 def migrate(db: Database, target: int = LATEST_VERSION) -> int:
     """Apply every missing migration up to ``target`` in one transaction; returns the version reached.
 
-    The write transaction (BEGIN IMMEDIATE on SQLite) serialises two processes starting at once: the
-    second sees the first one's work and applies nothing.
+    The write transaction (BEGIN IMMEDIATE on SQLite; a transaction-scoped advisory lock on PostgreSQL,
+    where several workers on several machines open the store at once) serialises two processes starting
+    together: the second sees the first one's work and applies nothing.
     """
     if not 0 <= target <= LATEST_VERSION:
         raise ValueError(f"target={target} is not a schema version; latest is {LATEST_VERSION}")
     with db.transaction() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
         _version_meta.create_all(conn)
         version = current_version(conn)
         if version > LATEST_VERSION:

@@ -92,6 +92,10 @@ jobs = Table(
     Column("heartbeat_at", UTCDateTime, nullable=True),
     # Added in schema version 3: the batch a job was submitted in (one request, several jobs), or NULL.
     Column("batch_id", String(ID_LENGTH), nullable=True),
+    # Added in schema version 4: the running job's lease. Its worker renews lease_expires_at; every write a
+    # worker makes carries lease_token, so a worker whose lease lapsed (and the job moved on) changes nothing.
+    Column("lease_token", String(ID_LENGTH), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
 )
 
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.seq)

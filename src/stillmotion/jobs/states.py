@@ -65,6 +65,7 @@ def transition(
     now: datetime,
     event: str | None = None,
     detail: dict[str, Any] | None = None,
+    lease: str | None = None,
     **values: Any,
 ) -> bool:
     """Move ``job_id`` from ``expected`` to ``to`` inside the caller's transaction.
@@ -72,13 +73,13 @@ def transition(
     ``values`` are further columns to set in the same UPDATE. Returns False (and changes nothing) when the
     job is no longer ``expected``: someone else moved it first. Raises ``InvalidTransition`` for a move the
     table forbids, before touching the database. ``event`` (default: the new status) goes to job_events.
+    ``lease``: move only while the job is still held by that lease (a worker's fenced write).
     """
     check_allowed(job_id, expected, to)
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == expected.value)
-        .values(status=to.value, updated_at=now, **values)
-    )
+    where = [jobs.c.id == job_id, jobs.c.status == expected.value]
+    if lease is not None:
+        where.append(jobs.c.lease_token == lease)
+    result = conn.execute(update(jobs).where(*where).values(status=to.value, updated_at=now, **values))
     if result.rowcount != 1:
         return False
     conn.execute(insert(job_events).values(job_id=job_id, at=now, kind=event or to.value, detail=detail))

@@ -11,6 +11,14 @@ it goes back to the queue with ``attempts + 1``; once ``attempts`` reaches ``set
 failed instead (``worker_crashed_repeatedly``, or ``timeout`` when the watchdog killed a hung step), so
 ``attempts`` of a finished job is the number of attempts made. A graceful shutdown re-queues without
 counting an attempt: it is not the job's fault.
+
+Leases (several workers, several machines): ``claim_next`` gives the job a lease (``lease_token``, expiring
+``settings.lease_s`` later) that the worker renews (``renew_lease``). A worker passes its token to every
+write (``lease=``): once the lease has lapsed and the job was re-queued (``requeue_expired_leases``) or
+claimed by another worker, those writes change nothing (``LeaseLost``, or False), so a job never has two
+live runs that both count. Writes without ``lease`` are the service's own (tests, the supervisor of a
+worker it saw die). On PostgreSQL every read-then-write locks its row (``FOR UPDATE``); on SQLite the
+write transaction already excludes every other writer.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ import hashlib
 import logging
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from stillmotion.config import Settings
@@ -42,6 +51,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobStore",
+    "LeaseLost",
     "QueueFull",
     "WORKER_CRASHED_REPEATEDLY",
     "WORKER_KILLED",
@@ -53,6 +63,9 @@ logger = logging.getLogger(__name__)
 WORKER_CRASHED_REPEATEDLY = "worker_crashed_repeatedly"
 WORKER_KILLED = "worker_killed"  # reason code: SIGKILL without a watchdog decision (e.g. the host OOM killer)
 TIMEOUT = "timeout"
+LEASE_EXPIRED = (
+    "lease_expired"  # reason code: the job's worker stopped renewing its lease (it or its node died)
+)
 MAX_LIST_LIMIT = 500
 # Job ids name folders, so they are restricted to a safe alphabet (UUIDs fit); anything else is "not found".
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -68,6 +81,12 @@ class QueueFull(StillmotionError):
 
     code = "queue_full"
     http_status = 429
+
+
+class LeaseLost(InvalidTransition):
+    """A worker wrote to a job it no longer holds: its lease lapsed and the job went back to the queue."""
+
+    code = "lease_lost"
 
 
 def _utcnow() -> datetime:
@@ -100,6 +119,8 @@ class Job:
     worker_id: str | None
     heartbeat_at: datetime | None
     batch_id: str | None = None  # set for the jobs of one batch request
+    lease_token: str | None = None  # while running: the claim's token, which the worker's writes carry
+    lease_expires_at: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -134,6 +155,7 @@ class Job:
             "worker_id": self.worker_id,
             "heartbeat_at": iso(self.heartbeat_at),
             "batch_id": self.batch_id,
+            "lease_expires_at": iso(self.lease_expires_at),
         }
 
 
@@ -162,7 +184,20 @@ def _row_to_job(row: Row[Any]) -> Job:
         worker_id=m["worker_id"],
         heartbeat_at=m["heartbeat_at"],
         batch_id=m["batch_id"],
+        lease_token=m["lease_token"],
+        lease_expires_at=m["lease_expires_at"],
     )
+
+
+_LEASE_ENDED: dict[str, Any] = {"lease_token": None, "lease_expires_at": None}  # a job leaving "running"
+
+
+def _held(job_id: str, lease: str | None) -> builtins.list[Any]:
+    """WHERE clauses: the job is running and, when ``lease`` is given, still held by that lease."""
+    where = [jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value]
+    if lease is not None:
+        where.append(jobs.c.lease_token == lease)
+    return where
 
 
 def file_sha256(path: Path) -> str:
@@ -208,10 +243,12 @@ class JobStore:
         clock: Callable[[], datetime] = _utcnow,
         submit_wait_s: float = SUBMIT_WAIT_S,
     ) -> JobStore:
-        """Open (creating and migrating) the database: SQLite at ``settings.db_path`` unless ``url`` given.
+        """Open (creating and migrating) the database: ``url``, else ``settings.database_url``, else SQLite at
+        ``settings.db_path``.
 
         ``submit_wait_s``: how long ``create`` keeps retrying a locked database before it gives up (503).
         """
+        url = url or settings.database_url
         db = (
             Database(url, busy_timeout_s=busy_timeout_s)
             if url
@@ -412,6 +449,19 @@ class JobStore:
             raise JobNotFound(f"No job with id {job_id[:80]!r}.", details={"job_id": job_id[:80]})
         return _row_to_job(row)
 
+    def _locked(self, query: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+        """``query`` locking the rows it reads until the transaction ends (PostgreSQL; SQLite's write
+        transaction already excludes every other writer). ``skip_locked``: pass over rows another
+        transaction holds instead of waiting for them."""
+        return query if self.db.is_sqlite else query.with_for_update(skip_locked=skip_locked)
+
+    def _get_for_update(self, conn: Connection, job_id: str) -> Job:
+        """``_get`` for a read that decides a write: the row stays as read until this transaction ends."""
+        row = conn.execute(self._locked(select(jobs).where(jobs.c.id == job_id))).first()
+        if row is None:
+            raise JobNotFound(f"No job with id {job_id[:80]!r}.", details={"job_id": job_id[:80]})
+        return _row_to_job(row)
+
     def list(
         self,
         status: JobStatus | Sequence[JobStatus] | None = None,
@@ -475,7 +525,7 @@ class JobStore:
         one step); cancelled -> no-op; succeeded / failed -> ``InvalidTransition`` (409)."""
         now = self._clock()
         with self.db.transaction() as conn:
-            job = self._get(conn, job_id)
+            job = self._get_for_update(conn, job_id)
             if job.status == JobStatus.QUEUED:
                 moved = transition(
                     conn,
@@ -488,7 +538,7 @@ class JobStore:
                     error_code="cancelled",
                     error_message="Cancelled by the user before it started.",
                 )
-                assert moved, "the write lock is held, so the status read above cannot be stale"
+                assert moved, "the row is locked, so the status read above cannot be stale"
             elif job.status == JobStatus.RUNNING:
                 if not job.cancel_requested:
                     conn.execute(
@@ -506,7 +556,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Remove the row, its events and its folder. A running job must be cancelled first (409)."""
         with self.db.transaction() as conn:
-            job = self._get(conn, job_id)
+            job = self._get_for_update(conn, job_id)
             if job.status == JobStatus.RUNNING:
                 raise InvalidTransition(
                     f"job {job_id} is running; cancel it first, then delete it.",
@@ -528,7 +578,10 @@ class JobStore:
     # ---- worker side -----------------------------------------------------------------------------------
 
     def claim_next(self, worker_id: str) -> Job | None:
-        """Atomically take the oldest queued job (FIFO by created_at) for ``worker_id``; None if idle."""
+        """Atomically take the oldest queued job (FIFO by created_at) for ``worker_id``; None if idle.
+
+        The job comes with a fresh lease (``lease_token``, good for ``settings.lease_s``): pass the token to
+        every write about it and renew it (``renew_lease``) while the job runs."""
 
         def claim(conn: Connection) -> Job | None:
             now = self._clock()
@@ -538,10 +591,8 @@ class JobStore:
                 .order_by(jobs.c.created_at, jobs.c.seq)
                 .limit(1)
             )
-            if not self.db.is_sqlite:
-                # Several workers on PostgreSQL skip each other's rows instead of queueing behind them.
-                query = query.with_for_update(skip_locked=True)
-            row = conn.execute(query).first()
+            # Several workers on PostgreSQL skip each other's rows instead of queueing behind them.
+            row = conn.execute(self._locked(query, skip_locked=True)).first()
             if row is None:
                 return None
             # Select and claim in one write transaction; the status guard makes a lost race return None.
@@ -556,44 +607,72 @@ class JobStore:
                 started_at=now,
                 heartbeat_at=now,
                 progress=None,
+                lease_token=uuid.uuid4().hex,
+                lease_expires_at=now + timedelta(seconds=self.settings.lease_s),
             ):
                 return None
             return self._get(conn, row.id)
 
         return self.db.run_with_retry(claim, what="claim_next")
 
+    def renew_lease(self, job_id: str, lease: str) -> bool:
+        """Extend the lease by ``settings.lease_s`` from now; False once the job is no longer held by it."""
+
+        def write(conn: Connection) -> bool:
+            now = self._clock()
+            result = conn.execute(
+                update(jobs)
+                .where(*_held(job_id, lease))
+                .values(lease_expires_at=now + timedelta(seconds=self.settings.lease_s))
+            )
+            return result.rowcount == 1
+
+        # A renewal that waits longer than a third of the lease is late anyway: the next one tries again.
+        return self.db.run_with_retry(write, deadline_s=self.settings.lease_s / 3, what=f"lease of {job_id}")
+
     def update_progress(
-        self, job_id: str, progress: dict[str, Any], plan: dict[str, Any] | None = None
+        self,
+        job_id: str,
+        progress: dict[str, Any],
+        plan: dict[str, Any] | None = None,
+        *,
+        lease: str | None = None,
     ) -> bool:
-        """Record progress (and the plan, once known) and refresh the heartbeat; False if no longer running.
+        """Record progress (and the plan, once known) and refresh the heartbeat; False if no longer running
+        (or, with ``lease``, no longer held by it: the worker should stop).
 
         Retried while the database is locked; raises only after ``DEFAULT_RETRY_DEADLINE_S``.
         """
         values: dict[str, Any] = {"progress": progress}
         if plan is not None:
             values["plan"] = plan
-        return self._touch(job_id, values, what=f"progress of job {job_id}")
+        return self._touch(job_id, values, lease, what=f"progress of job {job_id}")
 
-    def heartbeat(self, job_id: str) -> bool:
-        """Refresh the heartbeat the watchdog reads; False if the job is no longer running."""
-        return self._touch(job_id, {}, what=f"heartbeat of job {job_id}")
+    def heartbeat(self, job_id: str, *, lease: str | None = None) -> bool:
+        """Refresh the heartbeat the watchdog reads; False if the job is no longer running (by ``lease``)."""
+        return self._touch(job_id, {}, lease, what=f"heartbeat of job {job_id}")
 
-    def _touch(self, job_id: str, values: dict[str, Any], *, what: str) -> bool:
+    def _touch(self, job_id: str, values: dict[str, Any], lease: str | None, *, what: str) -> bool:
         def write(conn: Connection) -> bool:
             now = self._clock()
             result = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
-                .values(heartbeat_at=now, updated_at=now, **values)
+                update(jobs).where(*_held(job_id, lease)).values(heartbeat_at=now, updated_at=now, **values)
             )
             return result.rowcount == 1
 
         return self.db.run_with_retry(write, what=what)
 
-    def add_event(self, job_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
-        """Append to the job's history (e.g. a memory-plan downgrade)."""
+    def add_event(
+        self, job_id: str, kind: str, detail: dict[str, Any] | None = None, *, lease: str | None = None
+    ) -> None:
+        """Append to the job's history (e.g. a memory-plan downgrade); ``LeaseLost`` if ``lease`` lapsed."""
 
         def write(conn: Connection) -> None:
+            if (
+                lease is not None
+                and conn.execute(self._locked(select(jobs.c.id).where(*_held(job_id, lease)))).first() is None
+            ):
+                raise LeaseLost(f"job {job_id} is no longer held by this worker; event {kind} not recorded.")
             conn.execute(insert(job_events).values(job_id=job_id, at=self._clock(), kind=kind, detail=detail))
 
         self.db.run_with_retry(write, what=f"event {kind} of job {job_id}")
@@ -609,12 +688,27 @@ class JobStore:
         return bool(value)
 
     def finish_succeeded(
-        self, job_id: str, output_filename: str, output_sha256: str, result: dict[str, Any]
+        self,
+        job_id: str,
+        output_filename: str,
+        output_sha256: str,
+        result: dict[str, Any],
+        *,
+        lease: str | None = None,
+        publish: Callable[[], None] | None = None,
     ) -> Job:
-        """running -> succeeded with its one output and the result (plan used, resolved seed, timings)."""
+        """running -> succeeded with its one output and the result (plan used, resolved seed, timings).
+
+        ``publish`` (moving the video to its final name) runs inside the transaction, after the lease is
+        checked and before the row is updated: only the job's current holder ever writes its final path.
+        It may run twice when the commit is retried, so it must be idempotent.
+        """
 
         def write(conn: Connection) -> Job:
             now = self._clock()
+            if publish is not None:
+                self._check_held(conn, job_id, JobStatus.SUCCEEDED, lease)
+                publish()
             values: dict[str, Any] = {
                 "finished_at": now,
                 "output_filename": output_filename,
@@ -625,7 +719,9 @@ class JobStore:
             }
             if isinstance(result.get("plan"), dict):
                 values["plan"] = result["plan"]
-            self._move(conn, job_id, JobStatus.SUCCEEDED, now, detail={"sha256": output_sha256}, **values)
+            self._move(
+                conn, job_id, JobStatus.SUCCEEDED, now, lease, detail={"sha256": output_sha256}, **values
+            )
             for downgrade in result.get("downgrades") or ():
                 conn.execute(
                     insert(job_events).values(job_id=job_id, at=now, kind="downgrade", detail=downgrade)
@@ -634,7 +730,7 @@ class JobStore:
 
         return self.db.run_with_retry(write, what=f"finish job {job_id}")
 
-    def finish_failed(self, job_id: str, code: str, message: str) -> Job:
+    def finish_failed(self, job_id: str, code: str, message: str, *, lease: str | None = None) -> Job:
         """running -> failed with a stable ``code`` and a human ``message`` (never a traceback)."""
 
         def write(conn: Connection) -> Job:
@@ -644,6 +740,7 @@ class JobStore:
                 job_id,
                 JobStatus.FAILED,
                 now,
+                lease,
                 detail={"code": code},
                 finished_at=now,
                 error_code=code,
@@ -653,7 +750,7 @@ class JobStore:
 
         return self.db.run_with_retry(write, what=f"fail job {job_id}")
 
-    def finish_cancelled(self, job_id: str) -> Job:
+    def finish_cancelled(self, job_id: str, *, lease: str | None = None) -> Job:
         """running -> cancelled, after the worker stopped at a step boundary on the user's request."""
 
         def write(conn: Connection) -> Job:
@@ -663,6 +760,7 @@ class JobStore:
                 job_id,
                 JobStatus.CANCELLED,
                 now,
+                lease,
                 finished_at=now,
                 error_code="cancelled",
                 error_message="Cancelled by the user while running; no output was kept.",
@@ -677,16 +775,42 @@ class JobStore:
         job_id: str,
         to: JobStatus,
         now: datetime,
+        lease: str | None,
         *,
         detail: dict[str, Any] | None = None,
         **values: Any,
     ) -> None:
-        """running -> ``to``, or ``InvalidTransition`` naming the status the job actually has."""
-        if not transition(conn, job_id, JobStatus.RUNNING, to, now=now, detail=detail, **values):
-            current = self._get(conn, job_id).status
-            check_allowed(job_id, current, to)
+        """running (held by ``lease``, if given) -> ``to``, ending the lease; else the error that says why."""
+        if not transition(
+            conn,
+            job_id,
+            JobStatus.RUNNING,
+            to,
+            now=now,
+            detail=detail,
+            lease=lease,
+            **_LEASE_ENDED,
+            **values,
+        ):
+            self._check_held(conn, job_id, to, lease)
+            raise AssertionError("unreachable: the job is held, yet the guarded update changed nothing")
+
+    def _check_held(self, conn: Connection, job_id: str, to: JobStatus, lease: str | None) -> None:
+        """Lock the row; raise unless the job is running (and held by ``lease``, if given).
+
+        ``InvalidTransition`` names the status the job actually has; ``LeaseLost`` says another run holds it.
+        """
+        current = self._get_for_update(conn, job_id)
+        if lease is not None and current.lease_token != lease and not current.is_terminal:
+            # Taken back (queued again) or running under another lease: this run no longer counts.
+            raise LeaseLost(
+                f"job {job_id} is no longer held by this worker (its lease lapsed and the job was taken "
+                f"back); it cannot become {to.value} from here."
+            )
+        if current.status != JobStatus.RUNNING:
+            check_allowed(job_id, current.status, to)
             raise InvalidTransition(
-                f"job {job_id} is {current.value}, not running; it cannot become {to.value}."
+                f"job {job_id} is {current.status.value}, not running; it cannot become {to.value}."
             )
 
     def requeue(
@@ -697,17 +821,19 @@ class JobStore:
         count_attempt: bool = True,
         exhausted_code: str = WORKER_CRASHED_REPEATEDLY,
         reason_code: str | None = None,
+        lease: str | None = None,
     ) -> Job | None:
         """An interrupted running job: back to the queue (attempts + 1), or failed once attempts are spent.
 
         A job whose cancel was already requested becomes cancelled instead. Returns None when the job is not
-        running (someone already moved it). ``count_attempt=False`` (graceful shutdown) never fails it.
-        ``reason_code`` (e.g. ``disk_full``) names ``reason`` as in ``requeue_interrupted``.
+        running (someone already moved it) or, with ``lease``, no longer held by it. ``count_attempt=False``
+        (graceful shutdown) never fails it. ``reason_code`` (e.g. ``disk_full``) names ``reason`` as in
+        ``requeue_interrupted``.
         """
 
         def write(conn: Connection) -> Job | None:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-            if row is None or row.status != JobStatus.RUNNING.value:
+            row = conn.execute(self._locked(select(jobs).where(*_held(job_id, lease)))).first()
+            if row is None:
                 return None
             return self._requeue_row(
                 conn, _row_to_job(row), reason, count_attempt, exhausted_code, reason_code
@@ -728,14 +854,36 @@ class JobStore:
 
         ``reason_code`` (e.g. ``worker_killed``) is a stable name for ``reason``: kept in the event's
         detail and, when the job fails, at the end of its message."""
+        where = [jobs.c.status == JobStatus.RUNNING.value]
+        if worker_id is not None:
+            where.append(jobs.c.worker_id == worker_id)
+        return self._requeue_where(where, reason, exhausted_code, reason_code)
 
+    def requeue_expired_leases(self) -> builtins.list[Job]:
+        """Take back every running job whose lease lapsed (its worker or its machine stopped renewing it):
+        re-queued with its attempt counted, or failed once attempts are spent (the poison guard).
+
+        Any service may call this; each job is moved once (rows are locked, a lost race skips the row). A
+        running row without a lease was left by a version before leases: it is taken back too."""
+        now = self._clock()
+        where = [
+            jobs.c.status == JobStatus.RUNNING.value,
+            or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now),
+        ]
+        reason = (
+            f"its worker stopped renewing the job's lease (lease_s={self.settings.lease_s:g}): the worker or "
+            "its machine is gone"
+        )
+        return self._requeue_where(where, reason, WORKER_CRASHED_REPEATEDLY, LEASE_EXPIRED)
+
+    def _requeue_where(
+        self, where: builtins.list[Any], reason: str, exhausted_code: str, reason_code: str | None
+    ) -> builtins.list[Job]:
         def write(conn: Connection) -> builtins.list[Job]:
-            query = select(jobs).where(jobs.c.status == JobStatus.RUNNING.value)
-            if worker_id is not None:
-                query = query.where(jobs.c.worker_id == worker_id)
-            found = [
-                _row_to_job(r) for r in conn.execute(query.order_by(jobs.c.created_at, jobs.c.seq)).all()
-            ]
+            query = self._locked(
+                select(jobs).where(*where).order_by(jobs.c.created_at, jobs.c.seq), skip_locked=True
+            )
+            found = [_row_to_job(r) for r in conn.execute(query).all()]
             return [self._requeue_row(conn, job, reason, True, exhausted_code, reason_code) for job in found]
 
         moved = self.db.run_with_retry(write, what="requeue interrupted jobs")
@@ -771,6 +919,7 @@ class JobStore:
                 finished_at=now,
                 error_code="cancelled",
                 error_message=f"Cancelled by the user; the run was interrupted ({reason}).",
+                **_LEASE_ENDED,
             )
         elif count_attempt and job.attempts >= self.settings.max_attempts:
             moved = transition(
@@ -786,6 +935,7 @@ class JobStore:
                     f"Gave up after {job.attempts} attempts (max_attempts={self.settings.max_attempts}); "
                     f"each one ended without a result. The last: {last}."
                 ),
+                **_LEASE_ENDED,
             )
         else:
             moved = transition(
@@ -800,6 +950,7 @@ class JobStore:
                 worker_id=None,
                 heartbeat_at=None,
                 progress=None,
+                **_LEASE_ENDED,
             )
         assert moved, "called inside the write transaction that read the job as running"
         return self._get(conn, job.id)

@@ -45,9 +45,13 @@ class WorkerSupervisor:
         worker_id: str = DEFAULT_WORKER_ID,
         store: JobStore | None = None,
         env: Mapping[str, str] | None = None,
+        node: str | None = None,
+        gpu: str | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        self.node = node  # where it runs and on which card, as /health shows them
+        self.gpu = gpu
         self._own_store = store is None
         self.store = store or JobStore.open(settings)
         self._env = dict(os.environ if env is None else env)
@@ -106,7 +110,8 @@ class WorkerSupervisor:
             _signal(proc, signal.SIGINT)
 
     def status(self) -> dict[str, Any]:
-        """alive, ready, pid, restarts, current_job_id, device, worker_id, last_exit_code, stopping.
+        """alive, ready, pid, restarts, current_job_id, device, worker_id, node, gpu, last_exit_code and
+        stopping.
 
         ``ready``: the worker process has finished starting (imports, engine) and takes jobs: it published
         its device state (jobs/worker_state.py) under its own pid.
@@ -131,6 +136,8 @@ class WorkerSupervisor:
             "current_job_id": current,
             "device": self.settings.device,
             "worker_id": self.worker_id,
+            "node": self.node,
+            "gpu": self.gpu,
             "last_exit_code": self._last_exit_code,
             "stopping": self._stopping.is_set(),
         }

@@ -16,6 +16,12 @@ worker only scopes each generation to its job and attempt so ``@job`` and ``@att
 
 After start and after every job the worker publishes its device state (``jobs/worker_state.py``) so the API
 plans with the memory this worker will really have.
+
+Several workers (processes on one machine, Ray actors on many) share one store. Each job runs under a lease
+(``jobs/lease.py``) that the worker renews, and every write about the job carries the lease's token; a worker
+that loses the lease stops the run and writes nothing more. Between jobs a worker takes back the jobs whose
+lease lapsed (their worker or machine died). Inputs and outputs go through ``JobFiles``
+(``jobs/job_files.py``): the local job folder, or for a Ray actor the API node's.
 """
 
 from __future__ import annotations
@@ -53,8 +59,10 @@ from stillmotion.errors import (
 from stillmotion.jobs import worker_state
 from stillmotion.jobs.db import DatabaseUnavailable
 from stillmotion.jobs.disk_space import DISK_FULL, disk_floor_mb, disk_low, free_disk_mb, is_disk_full_error
+from stillmotion.jobs.job_files import JobFiles, LocalJobFiles, output_filename, run_output_path
+from stillmotion.jobs.lease import LeaseKeeper
 from stillmotion.jobs.logging_setup import job_context, setup_logging
-from stillmotion.jobs.store import Job, JobStore, file_sha256
+from stillmotion.jobs.store import Job, JobStore, LeaseLost, file_sha256
 from stillmotion.media.image_input import InputImage, load_image_file
 
 logger = logging.getLogger(__name__)
@@ -90,9 +98,7 @@ class EngineLike(Protocol):
     ) -> GenerationResult: ...
 
 
-def output_filename(job_id: str) -> str:
-    """The video's name: the same in the job folder, the API's download and the UI's download button."""
-    return f"stillmotion-{job_id}.mp4"
+__all__ = ["DEFAULT_WORKER_ID", "EngineLike", "Worker", "main", "output_filename"]
 
 
 # ---- the worker -------------------------------------------------------------------------------------------
@@ -108,11 +114,13 @@ class Worker:
         engine: EngineLike,
         *,
         worker_id: str = DEFAULT_WORKER_ID,
+        files: JobFiles | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.worker_id = worker_id
+        self.files: JobFiles = files or LocalJobFiles(store)
         self._draining = threading.Event()
         self._interrupting = threading.Event()
         self._lock = threading.Lock()
@@ -137,7 +145,7 @@ class Worker:
         record its progress (docs/jobs.md, "A full disk").
         """
         done = 0
-        next_purge = time.monotonic()
+        next_purge = next_reap = time.monotonic()
         self.publish_state()
         room = _RoomWatch(self.settings)
         while not self._draining.is_set() and (max_jobs is None or done < max_jobs):
@@ -145,6 +153,9 @@ class Worker:
                 self._draining.wait(ROOM_POLL_S)
                 continue
             try:
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + self.settings.lease_s / 3
+                    self.store.requeue_expired_leases()  # jobs of workers (or machines) that died
                 job = self.store.claim_next(self.worker_id)
             except DatabaseUnavailable as exc:
                 # Locked for minutes, or full: nothing was claimed, so waiting loses nothing.
@@ -157,10 +168,17 @@ class Worker:
                     self._purge()
                 self._draining.wait(IDLE_POLL_S)
                 continue
-            self.run_one(job)
+            with LeaseKeeper(self.store, job, on_lost=self._lost_lease):
+                self.run_one(job)
             self.publish_state()
             done += 1
         return done
+
+    def _lost_lease(self, why: str) -> None:
+        """The running job is no longer this worker's (LeaseKeeper): stop it at the next step."""
+        with self._lock:
+            if self._token is not None:
+                self._token.cancel()
 
     def recover_interrupted(self) -> None:
         """At start: re-queue what a previous process of this worker left running (waits out a full disk)."""
@@ -216,7 +234,7 @@ class Worker:
             if self._interrupting.is_set():
                 token.cancel()
         job_dir = self.store.job_dir(job.id)
-        output_path = job_dir / output_filename(job.id)
+        output_path = run_output_path(job_dir, job)
         with job_context(job.id):
             logger.info("starting job %s (attempt %d)", job.id, job.attempts)
             outcome = job
@@ -245,7 +263,11 @@ class Worker:
             return self._record(
                 lambda: (
                     self.store.requeue(
-                        job.id, reason=DISK_FULL_REASON, exhausted_code=DISK_FULL, reason_code=DISK_FULL
+                        job.id,
+                        reason=DISK_FULL_REASON,
+                        exhausted_code=DISK_FULL,
+                        reason_code=DISK_FULL,
+                        lease=job.lease_token,
                     )
                     or self.store.get(job.id)
                 ),
@@ -287,18 +309,19 @@ class Worker:
 
     def _generate(self, job: Job, job_dir: Path, output_path: Path, token: CancelToken) -> Job:
         request = GenerationRequest.from_dict(job.request)
-        image = load_image_file(job_dir / job.input_filename)
+        image = load_image_file(self.files.input_path(job))
         report = self.engine.plan(request, (image.width, image.height))
         self.store.update_progress(
             job.id,
             ProgressEvent(Stage.PLAN, 0, report.request.num_inference_steps, 0.0).to_dict(),
             plan=report.plan.to_dict(),
+            lease=job.lease_token,
         )
-        loading = _LoadHeartbeat(self.store, job.id, self.settings.step_timeout_s / 4)
+        loading = _LoadHeartbeat(self.store, job, self.settings.step_timeout_s / 4)
+        # A run before this one (a restart, or a worker whose lease lapsed) left its latest step here: carry
+        # on from it (the engine checks that it belongs to this request). Not reachable from another machine.
         saved = job_dir / CHECKPOINT_FILENAME
-        resume = checkpoint.load(
-            saved
-        )  # a restart mid-job left one: carry on from its step (the engine checks)
+        resume = checkpoint.load(saved)
         try:
             with fault_switches.job_scope(job.id, job.attempts):
                 result = self.engine.generate(
@@ -317,7 +340,7 @@ class Worker:
             raise BadOutput(
                 f"the video at {output_path.name} does not match the checksum the engine recorded."
             )
-        finished = self.store.finish_succeeded(job.id, output_path.name, sha256, result.to_dict())
+        finished = self.files.publish(job, output_path, sha256, result.to_dict())
         logger.info("job %s succeeded (seed %d, sha256 %s)", job.id, result.request.seed, sha256[:12])
         return finished
 
@@ -334,7 +357,9 @@ class Worker:
             now = time.monotonic()
             important = event.stage != last_stage or event.step >= event.total_steps
             if important or now - last_write >= PROGRESS_MIN_INTERVAL_S:
-                self.store.update_progress(job.id, event.to_dict())  # also the watchdog's heartbeat
+                # Also the watchdog's heartbeat; False: the job is no longer this worker's (lease lost).
+                if not self.store.update_progress(job.id, event.to_dict(), lease=job.lease_token):
+                    token.cancel()
                 last_write, last_stage = now, event.stage
             if self._interrupting.is_set() or self.store.is_cancel_requested(job.id):
                 token.cancel()  # the engine raises Cancelled before the next step
@@ -363,15 +388,27 @@ class Worker:
         _remove_output(output_path)
         if self._interrupting.is_set() and not self.store.is_cancel_requested(job.id):
             logger.info("job %s interrupted by shutdown; back to the queue", job.id)
-            requeued = self.store.requeue(job.id, reason="the service shut down", count_attempt=False)
+            requeued = self.store.requeue(
+                job.id, reason="the service shut down", count_attempt=False, lease=job.lease_token
+            )
             return requeued or self.store.get(job.id)
+        try:
+            cancelled = self._record(
+                lambda: self.store.finish_cancelled(job.id, lease=job.lease_token), f"cancel job {job.id}"
+            )
+        except LeaseLost:
+            logger.warning("job %s stopped: this worker lost its lease; the job runs elsewhere", job.id)
+            return self.store.get(job.id)
+        except InvalidTransition:  # finished by someone else meanwhile (e.g. the service's own recovery)
+            logger.error("job %s was moved by someone else before it could be cancelled", job.id)
+            return self.store.get(job.id)
         logger.info("job %s cancelled by the user", job.id)
-        return self._record(lambda: self.store.finish_cancelled(job.id), f"cancel job {job.id}")
+        return cancelled
 
     def _note(self, job: Job, kind: str, detail: object) -> None:
         if isinstance(detail, dict):
             try:
-                self.store.add_event(job.id, kind, detail)
+                self.store.add_event(job.id, kind, detail, lease=job.lease_token)
             except StillmotionError as exc:
                 logger.error("job %s: could not record a %s event: %s", job.id, kind, exc.message)
 
@@ -379,7 +416,10 @@ class Worker:
         _remove_output(output_path)
         message = _without_paths(message, self.settings)
         try:
-            return self._record(lambda: self.store.finish_failed(job.id, code, message), f"fail job {job.id}")
+            return self._record(
+                lambda: self.store.finish_failed(job.id, code, message, lease=job.lease_token),
+                f"fail job {job.id}",
+            )
         except InvalidTransition:
             logger.error("job %s was moved by someone else before it could fail (%s)", job.id, code)
             return self.store.get(job.id)
@@ -391,8 +431,8 @@ class _LoadHeartbeat:
     Without it, a first download slower than step_timeout_s would look like a hung step.
     """
 
-    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
-        self._store, self._job_id, self._interval_s = store, job_id, interval_s
+    def __init__(self, store: JobStore, job: Job, interval_s: float) -> None:
+        self._store, self._job, self._interval_s = store, job, interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -411,9 +451,9 @@ class _LoadHeartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self._interval_s):
             try:
-                self._store.heartbeat(self._job_id)
+                self._store.heartbeat(self._job.id, lease=self._job.lease_token)
             except StillmotionError as exc:  # a full or locked database: the next beat tries again
-                logger.warning("heartbeat of job %s not written: %s", self._job_id, exc.code)
+                logger.warning("heartbeat of job %s not written: %s", self._job.id, exc.code)
 
 
 class _RoomWatch:

@@ -1,8 +1,9 @@
 """``create_app(settings)``: the FastAPI service, the REST API under /api/v1 and the Gradio UI at /.
 
 Four objects, built here and nowhere else: settings, the job store, the job service (the one submission
-path, shared by API and UI; its status monitor feeds /health) and the worker supervisor (started in the
-lifespan, stopped gracefully: new jobs get 503, the running one finishes or is re-queued).
+path, shared by API and UI; its status monitor feeds /health) and the worker pool (jobs/pools.py: local
+worker processes, or Ray actors; started in the lifespan, stopped gracefully: new jobs get 503, the running
+ones finish or are re-queued).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from starlette.routing import compile_path
 
 from stillmotion import __version__
 from stillmotion.config import Settings
+from stillmotion.jobs.local_pool import WorkerPool
+from stillmotion.jobs.pools import make_pool
 from stillmotion.jobs.store import JobStore
 from stillmotion.server.errors import ApiError, register_error_handlers
 from stillmotion.server.routes import batches, health, jobs, models
@@ -46,27 +49,23 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        supervisor = None
+        pool: WorkerPool | None = None
         if start_worker:
-            from stillmotion.jobs.supervisor import WorkerSupervisor
-
-            requeued = await run_in_threadpool(store.requeue_interrupted, "service restarted")
+            pool = await run_in_threadpool(make_pool, settings, store)
+            requeued = await run_in_threadpool(pool.recover_interrupted)
             if requeued:
                 logger.warning("%d interrupted job(s) re-queued at start-up", len(requeued))
-            supervisor = WorkerSupervisor(settings, store=store)
-            await run_in_threadpool(supervisor.start)
-        app.state.supervisor = supervisor
-        await run_in_threadpool(
-            service.status.watch_worker, None if supervisor is None else supervisor.status
-        )
+            await run_in_threadpool(pool.start)
+        app.state.workers = pool
+        await run_in_threadpool(service.status.watch_workers, None if pool is None else pool.statuses)
         await run_in_threadpool(service.status.start)
         logger.info("stillmotion %s serving data dir %s", __version__, settings.data_dir)
         try:
             yield
         finally:
             service.accepting = False  # F4: from here on, submissions get 503
-            if supervisor is not None:
-                await run_in_threadpool(supervisor.stop, SHUTDOWN_GRACE_S)
+            if pool is not None:
+                await run_in_threadpool(pool.stop, SHUTDOWN_GRACE_S)
             service.status.stop()
             store.close()
 
@@ -84,7 +83,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.service = service
-    app.state.supervisor = None
+    app.state.workers = None
     register_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)

@@ -89,7 +89,7 @@ def _server_class() -> type:
             self.app_state = app.state
 
         def on_signal(self, sig: int, frame: FrameType | None) -> None:
-            supervisor = getattr(self.app_state, "supervisor", None)
+            supervisor = getattr(self.app_state, "workers", None)
             if sig == signal.SIGINT or self.should_exit:
                 logger.warning(
                     "stopping now: the running job (if any) stops at its next step and goes back to the "

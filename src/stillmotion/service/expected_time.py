@@ -83,6 +83,15 @@ def expected_time(
     return ExpectedTime(seconds=seconds, jobs=len(history))
 
 
+def queue_wait(position: int, ready_workers: int, per_job_s: float) -> float:
+    """Seconds until the job at queue ``position`` (1 = next) starts, at most about: every ready worker is
+    taken to have just started a job, and the jobs ahead are shared among them, one round at a time."""
+    if position < 1 or ready_workers < 1:
+        raise ValueError(f"position={position} and ready_workers={ready_workers} must both be at least 1")
+    rounds = (position - 1) // ready_workers + 1
+    return rounds * per_job_s
+
+
 def format_duration(seconds: float | None) -> str:
     """'45 s', '1 min 5 s', '2 h 3 min': how a person reads a wait ('' for None)."""
     if seconds is None:

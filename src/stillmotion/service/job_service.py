@@ -37,7 +37,7 @@ from stillmotion.media.image_input import ImageLimits, InputImage, load_image_fi
 from stillmotion.models.registry import get_spec
 from stillmotion.models.repo_spec import find_spec
 from stillmotion.service.batch import expand_batch
-from stillmotion.service.expected_time import ExpectedTime, expected_time
+from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
 from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
 from stillmotion.service.schemas import (
     BatchLinks,
@@ -286,6 +286,18 @@ class JobService:
         finished, _ = self.store.list(status=JobStatus.SUCCEEDED, limit=HISTORY_FOR_TIMING)
         return expected_time(request, [job.result for job in finished])
 
+    def queue_wait_s(self, job: Job, position: int | None) -> float | None:
+        """About how long until the queued ``job`` starts (``queue_wait``), or None while unknown: no ready
+        worker, or no finished job of its model to measure by."""
+        ready = self.status.latest().ready_workers
+        if position is None or ready < 1:
+            return None
+        try:
+            expected = self.expected_time(job.request)
+        except (KeyError, TypeError, ValueError):  # a request stored by an older version: no estimate
+            return None
+        return None if expected is None else round(queue_wait(position, ready, expected.seconds), 1)
+
     def plan_budget(self, engine: Any) -> Any:
         """This process's measurement of the engine's device, plus what the worker will reuse there.
 
@@ -387,6 +399,7 @@ class JobService:
             attempts=int(data.get("attempts") or 0),
             cancel_requested=bool(data.get("cancel_requested")),
             queue_position=position,
+            queue_wait_s=self.queue_wait_s(job, position),
             progress=_progress(data.get("progress"), terminal=status in TERMINAL_STATUSES),
             plan=_jsonable(data.get("plan")),
             error=error,

@@ -1,11 +1,11 @@
 """The service's live status, measured in the background so /health and admission answer from memory.
 
 ``StatusMonitor`` re-measures every ``STATUS_INTERVAL_S`` in a thread of its own: the queue depth (one
-indexed COUNT), the free space on the data disk (one statfs) and the worker's state (the supervisor's
-``status()``: a poll of its process, a small file and one query). /health reads the last ``LiveStatus`` and
-never waits on the database, the disk or the GPU, however busy the thread pool is (issue 15.9).
-``refusal()`` is the one admission rule: POST /jobs raises what it returns, /health reports it, so the two
-cannot disagree (issue 15.5).
+indexed COUNT), the free space on the data disk (one statfs) and the workers' states (the worker pool's
+``statuses()``: for each, a poll of its process or actor, a small file and one query). /health reads the
+last ``LiveStatus`` and never waits on the database, the disk or the GPU, however busy the thread pool is
+(issue 15.9). ``refusal()`` is the one admission rule: POST /jobs raises what it returns, /health reports
+it, so the two cannot disagree (issue 15.5).
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ class LiveStatus:
     measured_at: float  # time.monotonic()
     queue_depth: int | None
     free_disk_mb: float | None
-    worker: dict[str, Any] | None  # WorkerSupervisor.status(); None when this app runs no worker
+    workers: list[dict[str, Any]] | None  # WorkerPool.statuses(); None when this app runs no worker
+
+    @property
+    def ready_workers(self) -> int:
+        """Workers alive and taking jobs (what queue waits are shared among)."""
+        return sum(1 for w in self.workers or () if w.get("alive") and w.get("ready"))
 
     @property
     def age_s(self) -> float:
@@ -92,15 +97,15 @@ class StatusMonitor:
         self.settings = settings
         self.store = store
         self.interval_s = interval_s
-        self._worker_status: Callable[[], dict[str, Any]] | None = None
+        self._worker_statuses: Callable[[], list[dict[str, Any]]] | None = None
         self._latest: LiveStatus | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._measure_lock = threading.Lock()
 
-    def watch_worker(self, status: Callable[[], dict[str, Any]] | None) -> None:
-        """Include this worker's status (the supervisor's ``status``) from the next measurement on."""
-        self._worker_status = status
+    def watch_workers(self, statuses: Callable[[], list[dict[str, Any]]] | None) -> None:
+        """Include the workers' states (the pool's ``statuses``) from the next measurement on."""
+        self._worker_statuses = statuses
         self.refresh()
 
     def start(self) -> None:
@@ -134,9 +139,9 @@ class StatusMonitor:
                 measured_at=time.monotonic(),
                 queue_depth=_quietly("queue depth", self.store.queue_depth),
                 free_disk_mb=_quietly("free disk space", lambda: free_disk_mb(self.settings)),
-                worker=None
-                if self._worker_status is None
-                else _quietly("worker status", self._worker_status),
+                workers=None
+                if self._worker_statuses is None
+                else _quietly("worker status", self._worker_statuses),
             )
             self._latest = status
             return status

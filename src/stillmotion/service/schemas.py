@@ -240,6 +240,11 @@ class JobOut(_Out):
     attempts: int
     cancel_requested: bool
     queue_position: int | None = Field(default=None, description="1 = next to run; null unless queued.")
+    queue_wait_s: float | None = Field(
+        default=None,
+        description="Seconds until it starts, at most about: the jobs ahead shared among the ready workers, "
+        "each as long as this one is expected to take; null unless queued and measured.",
+    )
     progress: ProgressOut | None = None
     plan: dict[str, Any] | None = Field(default=None, description="The memory plan in use (see GET /plan).")
     error: ErrorBody | None = Field(default=None, description="Why the job failed or was cancelled.")
@@ -284,6 +289,11 @@ class WorkerOut(_Out):
     restarts: int = 0
     current_job_id: str | None = None
     device: str | None = None
+    worker_id: str | None = Field(default=None, description="The id its jobs record (``worker_id``).")
+    node: str | None = Field(default=None, description="The machine (or Ray node) it runs on.")
+    gpu: str | None = Field(
+        default=None, description="The GPU it is pinned to (CUDA_VISIBLE_DEVICES entry); null: its device."
+    )
 
 
 class ModelReadinessOut(_Out):
@@ -314,7 +324,14 @@ class HealthOut(_Out):
     )
     queue_depth: int | None = Field(description="Queued jobs; null if the database did not answer.")
     max_queue_size: int
-    worker: WorkerOut
+    worker: WorkerOut = Field(
+        description="All workers in one: running when any takes jobs (with one worker: that worker)."
+    )
+    workers: list[WorkerOut] = Field(
+        default_factory=list,
+        description="Every worker (one per GPU; Ray actors across machines): node, GPU, state, current job.",
+    )
+    ready_workers: int = Field(default=0, description="Workers taking jobs now; queue waits are shared.")
     free_disk_mb: float | None = Field(description="Free space on the data disk, in MiB.")
     status_age_s: float = Field(
         description="Seconds since queue_depth, free_disk_mb and worker were measured: they are re-measured "

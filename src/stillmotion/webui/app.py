@@ -48,6 +48,7 @@ from stillmotion.webui.views import (
     plan_markdown,
     progress_bar,
     status_markdown,
+    workers_markdown,
 )
 
 logger = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def build_ui(service: JobService) -> gr.Blocks:
 
     def job_view(job: Job) -> tuple[str, str]:
         position = store.queue_position(job.id) if job.status == JobStatus.QUEUED else None
-        return status_markdown(job, position), progress_bar(job)
+        return status_markdown(job, position, service.queue_wait_s(job, position)), progress_bar(job)
 
     # -- generate ----------------------------------------------------------------------------------------
 
@@ -366,6 +367,9 @@ def build_ui(service: JobService) -> gr.Blocks:
         return tuple(gr.update(**fields[field]) for field in MODEL_FIELD_ORDER)
 
     # -- history -----------------------------------------------------------------------------------------
+
+    def refresh_workers() -> str:
+        return workers_markdown(service.status.latest().workers)
 
     def refresh_history() -> tuple[Any, list[str]]:
         jobs, _ = store.list(limit=HISTORY_ROWS)
@@ -566,6 +570,7 @@ def build_ui(service: JobService) -> gr.Blocks:
                 detail_download = gr.DownloadButton(
                     "Download video", visible=False, elem_id="sm-detail-download"
                 )
+                workers_md = gr.Markdown("", elem_id="sm-workers")
 
         form = [
             prompt,
@@ -628,7 +633,9 @@ def build_ui(service: JobService) -> gr.Blocks:
         reuse_btn.click(reuse, selected, [image, *form[:6], custom_row, *form[6:], tabs])
         timer = gr.Timer(HISTORY_REFRESH_S)
         timer.tick(refresh_history, None, [history, history_ids], show_progress="hidden")
+        timer.tick(refresh_workers, None, workers_md, show_progress="hidden")
         demo.load(refresh_history, None, [history, history_ids])
+        demo.load(refresh_workers, None, workers_md)
         demo.load(plan, plan_inputs, plan_md, **{k: v for k, v in plan_opts.items() if k != "trigger_mode"})
     # Watchers wait most of the time: let many run side by side (Gradio's default is one per event).
     demo.queue(default_concurrency_limit=16)

@@ -7,7 +7,7 @@ Sizes are always width x height, in pixels, as image tools print them.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from stillmotion.errors import StillmotionError, advice
@@ -111,7 +111,7 @@ def plan_markdown(out: Mapping[str, Any]) -> str:
     return text
 
 
-def status_markdown(job: Job, queue_position: int | None) -> str:
+def status_markdown(job: Job, queue_position: int | None, queue_wait_s: float | None = None) -> str:
     """One line on where the job is (queue position, step and time left, outcome), then the seed."""
     status = JobStatus(job.status)
     progress = job.progress or {}
@@ -119,6 +119,8 @@ def status_markdown(job: Job, queue_position: int | None) -> str:
     if status == JobStatus.QUEUED:
         where = f"number {queue_position} in the queue" if queue_position else "waiting for the worker"
         text = f"**Queued** · job {short} · {where}"
+        if queue_wait_s is not None:
+            text += f" · starts in about {format_duration(queue_wait_s)} or less"
         if job.cancel_requested:
             text += " · cancel requested"
     elif status == JobStatus.RUNNING:
@@ -188,3 +190,22 @@ def history_row(job: Job, shown: Mapping[str, Any], poster_url: str | None) -> l
         shown.get("num_inference_steps") or "",
         str(request.get("seed") if request.get("seed") is not None else ""),
     ]
+
+
+def workers_markdown(workers: Sequence[Mapping[str, Any]] | None) -> str:
+    """Every worker as a table row: where it runs (machine, GPU), its state and the job it runs now."""
+    if workers is None:
+        return "_This server runs no worker: jobs wait until one runs._"
+    if not workers:
+        return "_No worker reported yet._"
+    rows = ["| Worker | Machine | GPU | State | Job |", "|---|---|---|---|---|"]
+    for w in workers:
+        state = "down" if not w.get("alive") else "ready" if w.get("ready") else "starting"
+        job = w.get("current_job_id")
+        rows.append(
+            f"| {html.escape(str(w.get('worker_id') or '?'))} | {html.escape(str(w.get('node') or '-'))} "
+            f"| {html.escape(str(w.get('gpu') if w.get('gpu') is not None else w.get('device') or '-'))} "
+            f"| {state} | {f'`{str(job)[:8]}`' if job else 'idle'} |"
+        )
+    ready = sum(1 for w in workers if w.get("alive") and w.get("ready"))
+    return f"**Workers:** {ready} of {len(workers)} ready\n\n" + "\n".join(rows)

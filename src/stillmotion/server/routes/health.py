@@ -27,8 +27,9 @@ STALE_STATUS_S = 30.0  # figures this old mean the monitor is stuck: say so rath
 )
 async def health(request: Request, service: Annotated[JobService, Depends(get_service)]) -> HealthOut:
     status = service.status.latest()
-    supervised = getattr(request.app.state, "supervisor", None) is not None
-    worker = worker_out(status.worker, supervised=supervised)
+    supervised = getattr(request.app.state, "workers", None) is not None
+    workers = [worker_out(info, supervised=supervised) for info in status.workers or ()]
+    worker = all_workers(workers, supervised=supervised)
     problems = []
     refused = refusal(service.settings, status, accepting=service.accepting)
     if refused is not None:
@@ -40,6 +41,15 @@ async def health(request: Request, service: Annotated[JobService, Depends(get_se
     elif worker.status == "down":
         problems.append(
             HealthProblem(code="worker_down", message="The worker process is down and being restarted.")
+        )
+    down = [w.worker_id or "?" for w in workers if w.status == "down"]
+    if worker.status == "running" and down:
+        problems.append(
+            HealthProblem(
+                code="worker_down",
+                message=f"{len(down)} of {len(workers)} workers are down ({', '.join(down)}); the others "
+                "run the queue.",
+            )
         )
     if status.age_s > STALE_STATUS_S:
         problems.append(
@@ -56,14 +66,32 @@ async def health(request: Request, service: Annotated[JobService, Depends(get_se
         queue_depth=status.queue_depth,
         max_queue_size=service.settings.max_queue_size,
         worker=worker,
+        workers=workers,
+        ready_workers=status.ready_workers,
         free_disk_mb=None if status.free_disk_mb is None else round(status.free_disk_mb, 1),
         status_age_s=round(status.age_s, 3),
         default_model=service.model_readiness(),
     )
 
 
+def all_workers(workers: list[WorkerOut], *, supervised: bool) -> WorkerOut:
+    """The workers summed up: one worker as it is; several as running when any runs (else starting, else
+    down), with their restarts added."""
+    if not supervised:
+        return WorkerOut(status="disabled")
+    if not workers:  # not measured (the error is logged): an unknown worker is not a ready one
+        return WorkerOut(status="down")
+    if len(workers) == 1:
+        return workers[0]
+    states = {w.status for w in workers}
+    status: Literal["running", "starting", "down"] = (
+        "running" if "running" in states else "starting" if "starting" in states else "down"
+    )
+    return WorkerOut(status=status, restarts=sum(w.restarts for w in workers))
+
+
 def worker_out(info: dict[str, Any] | None, *, supervised: bool) -> WorkerOut:
-    """The supervisor's status() as the API shows it; ``disabled`` when the app runs without a worker."""
+    """One worker's status (``WorkerPool.statuses``) as the API shows it; ``disabled`` without workers."""
     if not supervised:
         return WorkerOut(status="disabled")
     if info is None:  # not measured (the error is logged): an unknown worker is not a ready one
@@ -78,4 +106,7 @@ def worker_out(info: dict[str, Any] | None, *, supervised: bool) -> WorkerOut:
         restarts=int(info.get("restarts") or 0),
         current_job_id=info.get("current_job_id"),
         device=None if info.get("device") is None else str(info.get("device")),
+        worker_id=info.get("worker_id"),
+        node=info.get("node"),
+        gpu=None if info.get("gpu") is None else str(info.get("gpu")),
     )

@@ -1,0 +1,98 @@
+"""``stillmotion serve --workers auto|N``: one worker process per visible GPU, each pinned to its card.
+
+On this CPU machine ``CUDA_VISIBLE_DEVICES`` stands in for two cards: the pool must start one worker per
+entry, pin each to its own (the worker sees only that card), show both in /health, and share the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stillmotion.cli import main
+from stillmotion.errors import InvalidRequest
+from stillmotion.jobs.local_pool import visible_gpus, worker_count, worker_ids
+from stillmotion.jobs.states import JobStatus
+from stillmotion.jobs.store import JobStore
+from stillmotion.server.app import create_app
+from stillmotion.service.expected_time import queue_wait
+from tests.server.helpers import make_settings, png_bytes, small_job_fields, wait_for
+
+DEADLINE_S = 180
+
+
+def test_worker_count_and_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert worker_count("auto", []) == 1  # a CPU machine: one worker, as always
+    assert worker_count("auto", ["0", "1", "2"]) == 3
+    assert worker_count(2, []) == 2
+    for bad in (0, -1, "many"):
+        with pytest.raises(InvalidRequest) as info:
+            worker_count(bad, ["0"])  # type: ignore[arg-type]
+        assert info.value.field == "workers" and "auto" in info.value.message
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert visible_gpus() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
+    default = make_settings(tmp_path)
+    assert worker_ids(default, 1) == ["worker-0"]  # the single-machine default is unchanged
+    assert worker_ids(default, 2) == ["worker-0", "worker-1"]
+    shared = make_settings(tmp_path, database_url="postgresql+psycopg://h/db", node_name="box7")
+    assert worker_ids(shared, 2) == ["box7-worker-0", "box7-worker-1"]  # unique across machines
+
+
+def test_cli_refuses_a_bad_workers_value(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--workers", "0"])
+    assert info.value.code == 2
+    assert "--workers: '0' is not 'auto' or a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_cli_names_a_bad_setting_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STILLMOTION_WORKERS", "0")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "setting workers (STILLMOTION_WORKERS) = '0'" in err and "greater than or equal to 1" in err
+    assert "Traceback" not in err
+
+
+def test_queue_wait_is_shared_among_ready_workers() -> None:
+    assert queue_wait(1, 1, 10.0) == 10.0
+    assert queue_wait(3, 1, 10.0) == 30.0
+    assert queue_wait(3, 3, 10.0) == 10.0  # three workers: the third in line starts with the first round
+    assert queue_wait(4, 3, 10.0) == 20.0
+    with pytest.raises(ValueError):
+        queue_wait(1, 0, 10.0)
+
+
+def test_workers_auto_runs_one_pinned_worker_per_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # two "cards"
+    settings = make_settings(tmp_path / "data", workers="auto")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:7860") as client:
+        pool = client.app.state.workers  # type: ignore[attr-defined]
+        assert [s._env["CUDA_VISIBLE_DEVICES"] for s in pool.supervisors] == ["0", "1"]
+        health = wait_for("two ready workers", lambda: _ready(client, 2), DEADLINE_S)
+        assert [(w["worker_id"], w["gpu"]) for w in health["workers"]] == [
+            ("worker-0", "0"),
+            ("worker-1", "1"),
+        ]
+        ids = [
+            client.post(
+                "/api/v1/jobs",
+                files={"image": ("in.png", png_bytes(), "image/png")},
+                data=small_job_fields(seed=str(i)),
+            ).json()["id"]
+            for i in range(4)
+        ]
+        store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+        wait_for("every job finished", lambda: all(store.get(i).is_terminal for i in ids), DEADLINE_S)
+        jobs = [store.get(i) for i in ids]
+        assert all(job.status == JobStatus.SUCCEEDED for job in jobs)
+        assert {job.worker_id for job in jobs} <= {"worker-0", "worker-1"}
+
+
+def _ready(client: TestClient, count: int) -> dict[str, object] | None:
+    health = client.get("/api/v1/health").json()
+    return health if health["ready_workers"] == count else None
