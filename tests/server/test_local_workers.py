@@ -5,6 +5,7 @@ entry, pin each to its own (the worker sees only that card), show both in /healt
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,22 @@ def test_workers_auto_runs_one_pinned_worker_per_gpu(tmp_path: Path, monkeypatch
 def _ready(client: TestClient, count: int) -> dict[str, object] | None:
     health = client.get("/api/v1/health").json()
     return health if health["ready_workers"] == count else None
+
+
+def test_serve_with_an_unreachable_ray_head_says_so_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's own connect retries an absent head for minutes; the service must refuse to start in seconds,
+    naming the address, before any server or worker starts."""
+    with socket.socket() as s:  # a port nothing listens on: bound, then released
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("STILLMOTION_DATA_DIR", str(tmp_path / "data"))
+    for address, words in (
+        (f"127.0.0.1:{port}", "Nothing answers"),
+        ("head-without-port", "is not an address"),
+    ):
+        assert main(["serve", "--ray", address]) == 2
+        err = capsys.readouterr().err
+        assert "ray_unavailable" in err and words in err and f"ray_address={address!r}" in err
+        assert "Traceback" not in err

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE = "stillmotion"
 STATUS_TIMEOUT_S = 5.0  # an actor that does not answer its status this fast counts as down
+PROBE_TIMEOUT_S = 5.0  # a head node answers a TCP connect at once; ray.init's own retries take minutes
 STOP_MARGIN_S = 15.0  # beyond the drain grace: time for a stopped job to be re-queued
 
 
@@ -56,6 +58,7 @@ def connect(settings: Settings) -> None:
     """Join the Ray cluster at ``settings.ray_address`` and check that it can run the workers; raises
     ``RayUnavailable`` saying why not. Called by ``stillmotion serve`` before the server starts."""
     address = settings.ray_address
+    _probe(address)
     try:
         ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -81,6 +84,29 @@ def connect(settings: Settings) -> None:
                 "DB to a PostgreSQL server every node reaches (docs/scale.md); SQLite works with Ray only "
                 "when every node is on this machine."
             )
+
+
+def _probe(address: str | None) -> None:
+    """Fail in seconds when nothing listens at a HOST:PORT address: ``ray.init`` itself retries an unreachable
+    head for minutes before it gives up. ``auto``/``local`` (found or started by Ray) are left to Ray."""
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnavailable(
+            f"ray_address={address!r} is not an address: use HOST:PORT of the head node "
+            "(e.g. 10.0.0.5:6379), ray://HOST:10001 or auto."
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise RayUnavailable(
+            f"Nothing answers at ray_address={address!r} ({exc.strerror or exc}). Start the cluster first "
+            "(ray start --head on one machine, ray start --address=HEAD:6379 on the others), check the "
+            "address and that the port is open from this machine."
+        ) from None
 
 
 def _shared_settings(settings: Settings) -> Settings:
