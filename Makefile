@@ -14,9 +14,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-installs when pyproject.toml changes.
+# Re-installs when pyproject.toml changes. The service needs the `server` extra only; the checks add the
+# dev tools and the `scale` extra (PostgreSQL driver, Ray) that the multi-worker tests use.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[server]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[server,dev,scale]"
 	touch $@
 
@@ -43,7 +48,7 @@ browser:
 postgres:
 	bash scripts/install-postgres.sh
 
-test: $(VENV)/.installed browser postgres check
+test: $(VENV)/.installed-dev browser postgres check
 
 check:
 	$(BIN)/ruff format --check src tests
@@ -51,7 +56,7 @@ check:
 	$(BIN)/mypy src
 	$(BIN)/pytest
 
-fmt: $(VENV)/.installed
+fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
