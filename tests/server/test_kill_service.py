@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,15 +173,24 @@ def test_ctrl_c_stops_at_the_next_step_and_the_restart_resumes_there(
         while (http.get(f"/api/v1/jobs/{job['id']}").json()["progress"] or {}).get("step", 0) < 3:
             assert time.monotonic() < deadline, "the job never got to step 3"
             time.sleep(0.1)
+    # A browser tab left open and a client following the job: streams that never end by themselves.
+    streams = [
+        _Follower(base, f"/api/v1/jobs/{job['id']}/events"),
+        _Follower(base, "/gradio_api/heartbeat/opentab"),
+    ]
     pressed = time.monotonic()
     service.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal of `make run` sends
     deadline = pressed + 5
     while "stopping now" not in log.read_text():
         assert time.monotonic() < deadline, "Ctrl-C was not acknowledged at once"
         time.sleep(0.05)
-    assert service.wait(timeout=30) == 0
+    assert service.wait(timeout=60) == 0
     stopped_in = time.monotonic() - pressed
     assert stopped_in < SHUTDOWN_GRACE_S, f"Ctrl-C waited {stopped_in:.0f} s: a drain, not a stop"
+    for stream in streams:  # ended by the server, not cut off after uvicorn's grace
+        stream.join(timeout=10)
+        assert stream.received and stream.ended_cleanly, (stream.path, stream.received, stream.error)
+    assert "timeout graceful shutdown exceeded" not in log.read_text()
 
     service = _serve(data_dir, port, log)  # no slow switch this time
     groups.append(service.pid)
@@ -195,3 +205,30 @@ def test_ctrl_c_stops_at_the_next_step_and_the_restart_resumes_there(
     assert resumed and int(resumed[0].split()[4].rstrip(",")) >= 3, done["result"]["warnings"]
     service.send_signal(signal.SIGTERM)
     assert service.wait(timeout=60) == 0
+
+
+class _Follower(threading.Thread):
+    """Reads a streaming response until the server ends it (``ended_cleanly``) or the connection breaks."""
+
+    def __init__(self, base: str, path: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.path = base, path
+        self.received = 0
+        self.ended_cleanly = False
+        self.error: str | None = None
+        self.opened = threading.Event()
+        self.start()
+        assert self.opened.wait(30), f"{path} did not start streaming"
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.base + self.path, timeout=httpx.Timeout(10, read=120)) as response:
+                response.raise_for_status()
+                for chunk in response.iter_raw():
+                    self.received += len(chunk)
+                    self.opened.set()
+            self.ended_cleanly = True
+        except httpx.HTTPError as exc:
+            self.error = repr(exc)
+        finally:
+            self.opened.set()

@@ -8,14 +8,16 @@ ones finish or are re-queued).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import compile_path
+from starlette.routing import Mount, compile_path
 
 from stillmotion import __version__
 from stillmotion.config import Settings
@@ -49,6 +51,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()  # for begin_shutdown
         pool: WorkerPool | None = None
         if start_worker:
             pool = await run_in_threadpool(make_pool, settings, store)
@@ -133,7 +136,24 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
         show_error=True,
     )
     app.add_middleware(OriginGuard, pin_loopback_host=is_loopback(settings.host))
+    # The mounted UI app: its session heartbeats end when its stop event is set (begin_shutdown).
+    app.state.ui_app = next(r.app for r in app.router.routes if isinstance(r, Mount) and r.path == "")
     return app
+
+
+def begin_shutdown(app_state: Any) -> None:
+    """The first moment of a stop (a signal), before the server waits for open connections to close: refuse
+    new jobs, and end the streams that would never close by themselves (job event streams, the UI's session
+    heartbeats). Their clients reconnect to the next server. Safe to call from a signal handler and twice."""
+    service: JobService = app_state.service
+    service.accepting = False
+    service.stopping.set()
+    ui_app = getattr(app_state, "ui_app", None)
+    loop = getattr(app_state, "loop", None)
+    if ui_app is not None and loop is not None:
+        # Gradio's own stop signal for its heartbeats (what Blocks.close sets): an asyncio.Event, so it is set
+        # on the server's loop, through the one call that is safe from a signal handler.
+        loop.call_soon_threadsafe(ui_app.stop_event.set)
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:

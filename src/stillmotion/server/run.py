@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from stillmotion.config import Settings
-from stillmotion.server.app import SHUTDOWN_GRACE_S
+from stillmotion.server.app import SHUTDOWN_GRACE_S, begin_shutdown
 from stillmotion.server.security import is_loopback
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def _server_class() -> type:
             self.app_state = app.state
 
         def on_signal(self, sig: int, frame: FrameType | None) -> None:
+            begin_shutdown(self.app_state)
             supervisor = getattr(self.app_state, "workers", None)
             if sig == signal.SIGINT or self.should_exit:
                 logger.warning(

@@ -72,6 +72,9 @@ class JobService:
         self.settings = settings
         self.store = store
         self.accepting = True  # False while shutting down: new jobs get 503 (F4)
+        # Set when the service starts to stop: long-lived streams end at once, so the server's wait for open
+        # connections does not hold the shutdown (a browser tab would otherwise keep it for the whole grace).
+        self.stopping = threading.Event()
         self.status = StatusMonitor(settings, store)  # what /health and admission read (live_status.py)
         self._engine: Any = None
         self._engine_lock = threading.Lock()

@@ -198,6 +198,8 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
         elif quiet_s >= SSE_KEEPALIVE_S:
             yield ": keep-alive\n\n"
             quiet_s = 0.0
+        if service.stopping.is_set():
+            return  # the server is stopping: the client reconnects (``retry``) to the next one
         await asyncio.sleep(SSE_POLL_S)
         quiet_s += SSE_POLL_S
 
