@@ -122,9 +122,13 @@ class ModelFamily(ABC, Generic[C, K]):
     ) -> K:
         """Prompt and image conditioning (text and image embeddings through ``cached``; image latents)."""
 
-    @abstractmethod
     def new_scheduler(self, components: C, request: ResolvedRequest, device: torch.device) -> Any:
-        """A fresh scheduler with its timesteps set for ``request`` (never the components' template)."""
+        """A fresh scheduler with its timesteps set for ``request`` (never the components' template). This
+        default suits a scheduler whose timesteps live on the device; a family overrides it for another
+        schedule (LTX's shifted sigmas) or placement (I2VGen-XL's CPU timesteps)."""
+        scheduler = type(components.scheduler).from_config(components.scheduler.config)
+        scheduler.set_timesteps(request.num_inference_steps, device=device)
+        return scheduler
 
     @abstractmethod
     def initial_latents(

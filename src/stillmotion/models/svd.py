@@ -258,11 +258,6 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
             image_embeds=embeds, image_latents=latents, added_time_ids=time_ids, guidance=guidance
         )
 
-    def new_scheduler(self, components: SVDComponents, request: ResolvedRequest, device: torch.device) -> Any:
-        scheduler = type(components.scheduler).from_config(components.scheduler.config)
-        scheduler.set_timesteps(request.num_inference_steps, device=device)
-        return scheduler
-
     def initial_latents(
         self,
         components: SVDComponents,

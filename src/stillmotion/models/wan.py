@@ -377,11 +377,6 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
             first_frame_mask=mask,
         )
 
-    def new_scheduler(self, components: WanComponents, request: ResolvedRequest, device: torch.device) -> Any:
-        scheduler = type(components.scheduler).from_config(components.scheduler.config)
-        scheduler.set_timesteps(request.num_inference_steps, device=device)
-        return scheduler
-
     def initial_latents(
         self,
         components: WanComponents,
