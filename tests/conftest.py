@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stillmotion.jobs.throwaway_postgres import PostgresUnavailable, ThrowawayPostgres
+from tests.support.throwaway_postgres import PostgresUnavailable, ThrowawayPostgres
 
 SKIP_POSTGRES_ENV = "STILLMOTION_SKIP_POSTGRES_TESTS"
 

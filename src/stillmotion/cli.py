@@ -362,7 +362,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.ray_address:
         try:
-            from stillmotion.jobs import ray_pool
+            from stillmotion.jobs.workers import ray_pool
         except ImportError as exc:
             raise StillmotionError(
                 f"--ray needs Ray, and {exc.name!r} is not installed: pip install 'stillmotion[scale]'.",

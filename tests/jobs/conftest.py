@@ -10,7 +10,7 @@ import pytest
 from jobs_helpers import make_settings
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
 
 
 @pytest.fixture

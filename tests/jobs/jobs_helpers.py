@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store import Job, JobStore
+from stillmotion.jobs.store.job_store import Job, JobStore
 
 TINY_MODEL = "tiny-i2vgen-xl"
 

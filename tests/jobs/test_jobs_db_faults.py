@@ -13,8 +13,8 @@ from jobs_helpers import add_job, make_settings, tiny_request
 from sqlalchemy import event
 
 from stillmotion.config import Settings
-from stillmotion.jobs.db import DatabaseUnavailable
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.db import DatabaseUnavailable
+from stillmotion.jobs.store.job_store import JobStore
 
 SHORT_BUSY_TIMEOUT_S = 0.3  # keeps the "lock held longer than the busy timeout" case quick
 SHORT_SUBMIT_WAIT_S = 0.5  # a submission gives up after this (the default is SUBMIT_WAIT_S)
@@ -130,7 +130,7 @@ def test_f11_a_submission_outlasts_a_lock_longer_than_the_busy_timeout(tmp_path:
 
 
 def test_database_errors_are_classified_by_their_code_not_their_text() -> None:
-    from stillmotion.jobs.db import error_kind, translate_error
+    from stillmotion.jobs.store.db import error_kind, translate_error
 
     def sqlite_error(code: int, text: str) -> sqlite3.OperationalError:
         exc = sqlite3.OperationalError(text)

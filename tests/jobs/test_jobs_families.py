@@ -7,9 +7,9 @@ from jobs_helpers import add_job
 
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import JobStore
-from stillmotion.jobs.worker import Worker
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.worker import Worker
 
 
 @pytest.mark.timeout(180)

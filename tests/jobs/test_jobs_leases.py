@@ -15,9 +15,9 @@ from jobs_helpers import Clock, add_job
 from tests.backends import ON_EVERY_BACKEND
 
 from stillmotion.errors import InvalidTransition
-from stillmotion.jobs.lease import LeaseKeeper
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import WORKER_CRASHED_REPEATEDLY, JobStore, LeaseLost
+from stillmotion.jobs.store.job_store import WORKER_CRASHED_REPEATEDLY, JobStore, LeaseLost
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.lease import LeaseKeeper
 
 pytestmark = ON_EVERY_BACKEND
 

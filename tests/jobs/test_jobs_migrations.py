@@ -13,11 +13,11 @@ from jobs_helpers import add_job, make_settings, tiny_request
 from sqlalchemy import inspect, text
 from tests.backends import ON_EVERY_BACKEND
 
-from stillmotion.jobs.db import Database
-from stillmotion.jobs.migrations import LATEST_VERSION, current_version, migrate
-from stillmotion.jobs.schema import metadata
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.db import Database
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.migrations import LATEST_VERSION, current_version, migrate
+from stillmotion.jobs.store.schema import metadata
+from stillmotion.jobs.store.states import JobStatus
 
 pytestmark = ON_EVERY_BACKEND
 

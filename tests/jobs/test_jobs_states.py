@@ -10,9 +10,9 @@ from jobs_helpers import add_job
 from sqlalchemy import select
 
 from stillmotion.errors import InvalidTransition
-from stillmotion.jobs.schema import job_events
-from stillmotion.jobs.states import ALLOWED, TERMINAL, JobStatus, is_allowed, transition
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.schema import job_events
+from stillmotion.jobs.store.states import ALLOWED, TERMINAL, JobStatus, is_allowed, transition
 
 Q, R, S, F, C = (
     JobStatus.QUEUED,

@@ -15,8 +15,8 @@ from tests.backends import ON_EVERY_BACKEND
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, InvalidTransition, JobNotFound
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import WORKER_CRASHED_REPEATEDLY, JobStore, QueueFull
+from stillmotion.jobs.store.job_store import WORKER_CRASHED_REPEATEDLY, JobStore, QueueFull
+from stillmotion.jobs.store.states import JobStatus
 
 pytestmark = ON_EVERY_BACKEND
 
@@ -396,7 +396,7 @@ def test_heartbeat_keeps_beating_while_weights_load(store: JobStore) -> None:
     """A long first download emits no step events; the load heartbeat keeps the watchdog away."""
     import time
 
-    from stillmotion.jobs.worker import _LoadHeartbeat
+    from stillmotion.jobs.workers.worker import _LoadHeartbeat
 
     store.create(job_id="loading", request={"prompt": "x"}, input_filename="input.png")
     job = store.claim_next("w1")

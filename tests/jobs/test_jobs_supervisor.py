@@ -21,10 +21,10 @@ from jobs_helpers import TINY_MODEL, add_job, make_settings
 
 from stillmotion.config import Settings
 from stillmotion.faults import FAULTS_ENV
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, Job, JobStore
-from stillmotion.jobs.supervisor import WorkerSupervisor
-from stillmotion.jobs.worker import output_filename
+from stillmotion.jobs.store.job_store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, Job, JobStore
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.supervisor import WorkerSupervisor
+from stillmotion.jobs.workers.worker import output_filename
 
 POLL_S = 0.2
 

@@ -21,10 +21,10 @@ from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressE
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.faults import FAULTS_ENV
-from stillmotion.jobs.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
-from stillmotion.jobs.states import TERMINAL, JobStatus
-from stillmotion.jobs.store import Job, JobStore
-from stillmotion.jobs.worker import PROGRESS_MIN_INTERVAL_S, Worker, output_filename
+from stillmotion.jobs.store.job_store import Job, JobStore
+from stillmotion.jobs.store.states import TERMINAL, JobStatus
+from stillmotion.jobs.workers.worker import PROGRESS_MIN_INTERVAL_S, Worker, output_filename
+from stillmotion.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
 from stillmotion.media.image_input import InputImage
 
 
@@ -323,8 +323,8 @@ def test_an_outcome_that_cannot_be_written_yet_waits_for_room(
     settings: Settings, store: JobStore, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The database is full too: the worker neither dies nor drops the outcome; it retries until it lands."""
-    from stillmotion.jobs import worker as worker_module
-    from stillmotion.jobs.db import DatabaseUnavailable
+    from stillmotion.jobs.store.db import DatabaseUnavailable
+    from stillmotion.jobs.workers import worker as worker_module
 
     monkeypatch.setattr(worker_module, "ROOM_POLL_S", 0.05)
     add_job(store, "full")

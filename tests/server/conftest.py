@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.server.app import create_app
 from tests.server.helpers import make_settings
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.server.app import create_app
 from stillmotion.server.routes.jobs import SSE_POLL_S
 from tests.server.helpers import leftovers, live_server, make_settings, png_bytes, small_job_fields
@@ -318,7 +318,7 @@ def test_plan_that_cannot_fit_is_a_normal_answer(client: TestClient, monkeypatch
 def test_storage_errors_are_503(
     client: TestClient, store: JobStore, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
-    from stillmotion.jobs.store import DatabaseUnavailable
+    from stillmotion.jobs.store.job_store import DatabaseUnavailable
 
     def full(**kwargs: Any) -> Any:
         raise DatabaseUnavailable("the database disk is full")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.server.app import create_app
 from tests.server.helpers import leftovers, make_settings, png_bytes, small_job_fields
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import JobStore
-from stillmotion.jobs.worker import Worker
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.worker import Worker
 from stillmotion.server.app import create_app
 from tests.server.helpers import leftovers, make_settings, png_bytes, small_job_fields
 

@@ -31,8 +31,8 @@ from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressE
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.faults import FAULTS_ENV
-from stillmotion.jobs.store import JobStore
-from stillmotion.jobs.worker import Worker, output_filename
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.workers.worker import Worker, output_filename
 from stillmotion.media.image_input import InputImage
 from stillmotion.server.app import create_app
 from tests.server.helpers import (

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.models.registry import get_spec
 from stillmotion.service.schemas import GenerationFields
 from stillmotion.webui.app import model_fields

@@ -142,7 +142,7 @@ def test_f3_sigkill_of_the_real_service_group_loses_nothing(tmp_path: Path, grou
 
 def service_events(data_dir: Path, job_id: str) -> list[dict[str, object]]:
     """The job's history from the store the service wrote (read-only; the service is still running)."""
-    from stillmotion.jobs.store import JobStore
+    from stillmotion.jobs.store.job_store import JobStore
     from tests.server.helpers import make_settings
 
     store = JobStore.open(make_settings(data_dir))

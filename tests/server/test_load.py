@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.bench.queue_depth import measure
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.server.app import create_app
 from tests.server.helpers import live_server, make_settings, png_bytes, small_job_fields
 

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from stillmotion.cli import main
 from stillmotion.errors import InvalidRequest
-from stillmotion.jobs.local_pool import visible_gpus, worker_count, worker_ids
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.local_pool import visible_gpus, worker_count, worker_ids
 from stillmotion.server.app import create_app
 from stillmotion.service.expected_time import queue_wait
 from tests.server.helpers import make_settings, png_bytes, small_job_fields, wait_for

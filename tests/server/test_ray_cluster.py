@@ -20,11 +20,11 @@ from fastapi.testclient import TestClient
 from ray.cluster_utils import Cluster
 
 from stillmotion.faults import FAULTS_ENV
-from stillmotion.jobs.states import JobStatus
-from stillmotion.jobs.store import JobStore
-from stillmotion.jobs.throwaway_postgres import ThrowawayPostgres
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.states import JobStatus
 from stillmotion.server.app import create_app
 from tests.server.helpers import make_settings, png_bytes, small_job_fields, wait_for
+from tests.support.throwaway_postgres import ThrowawayPostgres
 
 JOBS = 12
 LEASE_S = 6.0  # short, so the lost job comes back soon; renewed every 2 s, ample on busy cores

@@ -23,9 +23,9 @@ from fastapi.testclient import TestClient
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.faults import FAULTS_ENV
-from stillmotion.jobs import worker_state
-from stillmotion.jobs.store import JobStore
-from stillmotion.jobs.worker import Worker
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.workers import worker_state
+from stillmotion.jobs.workers.worker import Worker
 from stillmotion.memory.device import GIB, DeviceBudget
 from stillmotion.server.app import create_app
 from stillmotion.webui.views import status_markdown

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stillmotion.errors import InvalidImage, InvalidRequest
-from stillmotion.jobs.store import Job, JobStatus
+from stillmotion.jobs.store.job_store import Job, JobStatus
 from stillmotion.service.expected_time import expected_time, format_duration
 from stillmotion.webui.views import error_text, history_row, plan_markdown, status_markdown
 

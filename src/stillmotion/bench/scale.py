@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.actors.split(",")]
-    from stillmotion.jobs.throwaway_postgres import ThrowawayPostgres
+    from tests.support.throwaway_postgres import ThrowawayPostgres
 
     server = None if args.database_url else ThrowawayPostgres.start()
     try:

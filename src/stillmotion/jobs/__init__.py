@@ -1,4 +1,4 @@
-"""Durable jobs: the store (SQLAlchemy Core), the state machine, the worker process and its supervisor.
+"""Durable jobs: ``store/`` keeps them (the only SQL) and ``workers/`` runs them.
 
-Start at store.py (the API the server uses) and supervisor.py (how the worker is run and watched).
+Start at store/job_store.py (the API the service uses) and workers/worker.py (how a job is run).
 """

@@ -1,9 +1,9 @@
 """``create_app(settings)``: the FastAPI service, the REST API under /api/v1 and the Gradio UI at /.
 
 Four objects, built here and nowhere else: settings, the job store, the job service (the one submission
-path, shared by API and UI; its status monitor feeds /health) and the worker pool (jobs/pools.py: local
-worker processes, or Ray actors; started in the lifespan, stopped gracefully: new jobs get 503, the running
-ones finish or are re-queued).
+path, shared by API and UI; its status monitor feeds /health) and the worker pool (jobs/workers/pools.py:
+local worker processes, or Ray actors; started in the lifespan, stopped gracefully: new jobs get 503, the
+running ones finish or are re-queued).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from starlette.routing import Mount, compile_path
 
 from stillmotion import __version__
 from stillmotion.config import Settings
-from stillmotion.jobs.local_pool import WorkerPool
-from stillmotion.jobs.pools import make_pool
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.workers.local_pool import WorkerPool
+from stillmotion.jobs.workers.pools import make_pool
 from stillmotion.server.errors import ApiError, register_error_handlers
 from stillmotion.server.routes import batches, health, jobs, models
 from stillmotion.server.security import OriginGuard, is_loopback, require_token

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stillmotion.errors import StillmotionError, UnknownModel
-from stillmotion.jobs.db import translate_error
+from stillmotion.jobs.store.db import translate_error
 from stillmotion.service.validation import validation_message
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from stillmotion.jobs.disk_space import is_disk_full_error
+from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.server.errors import ApiError
 from stillmotion.service.live_status import out_of_space
 

@@ -30,9 +30,9 @@ from stillmotion.errors import (
     StillmotionError,
     UnknownModel,
 )
-from stillmotion.jobs import worker_state
-from stillmotion.jobs.disk_space import is_disk_full_error
-from stillmotion.jobs.store import Job, JobStatus, JobStore, QueueFull
+from stillmotion.jobs.store.job_store import Job, JobStatus, JobStore, QueueFull
+from stillmotion.jobs.workers import worker_state
+from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
 from stillmotion.models.repo_spec import find_spec
@@ -305,8 +305,8 @@ class JobService:
         """This process's measurement of the engine's device, plus what the worker will reuse there.
 
         The worker keeps its weights and PyTorch cache on the GPU between jobs; measured from here they look
-        taken, yet the worker's next job reuses them (jobs/worker_state.py). CPU budgets are unchanged.
-        """
+        taken, yet the worker's next job reuses them (jobs/workers/worker_state.py). CPU budgets are
+        unchanged."""
         from stillmotion.memory.device import DeviceBudget
 
         device = getattr(engine, "device", None)

@@ -19,8 +19,8 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.errors import ServiceRefused
-from stillmotion.jobs.disk_space import disk_low, free_disk_mb, low_disk_message
-from stillmotion.jobs.store import JobStore
+from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.workers.disk_space import disk_low, free_disk_mb, low_disk_message
 
 logger = logging.getLogger(__name__)
 

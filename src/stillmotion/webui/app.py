@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from stillmotion.engine.request import MAX_SEED, describe_rules, preset_size
 from stillmotion.errors import InvalidImage, InvalidRequest, StillmotionError
-from stillmotion.jobs.store import Job, JobStatus
+from stillmotion.jobs.store.job_store import Job, JobStatus
 from stillmotion.media.interpolation import DEFAULT_INTERPOLATOR, FACTORS, Interpolator
 from stillmotion.media.poster import ensure_poster
 from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec, get_spec, list_specs

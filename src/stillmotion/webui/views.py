@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from stillmotion.errors import StillmotionError, advice
-from stillmotion.jobs.store import Job, JobStatus
+from stillmotion.jobs.store.job_store import Job, JobStatus
 from stillmotion.service.expected_time import format_duration
 
 # The API's field names and the labels the form shows for them: errors name the field a user sees.

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from stillmotion.errors import JobNotFound
-from stillmotion.jobs.store import MAX_LIST_LIMIT, JobStatus
+from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT, JobStatus
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields

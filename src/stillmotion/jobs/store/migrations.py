@@ -30,8 +30,8 @@ from sqlalchemy import (
     text,
 )
 
-from stillmotion.jobs.db import Database
-from stillmotion.jobs.schema import UTCDateTime
+from stillmotion.jobs.store.db import Database
+from stillmotion.jobs.store.schema import UTCDateTime
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, update
 
 from stillmotion.errors import InvalidTransition
-from stillmotion.jobs.schema import job_events, jobs
+from stillmotion.jobs.store.schema import job_events, jobs
 
 
 class JobStatus(StrEnum):

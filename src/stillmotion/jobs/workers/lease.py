@@ -19,7 +19,7 @@ from types import TracebackType
 from sqlalchemy.exc import SQLAlchemyError
 
 from stillmotion.errors import StillmotionError
-from stillmotion.jobs.store import Job, JobStore
+from stillmotion.jobs.store.job_store import Job, JobStore
 
 logger = logging.getLogger(__name__)
 

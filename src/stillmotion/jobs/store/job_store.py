@@ -41,10 +41,10 @@ from sqlalchemy.exc import IntegrityError
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.errors import InvalidRequest, InvalidTransition, JobNotFound, StillmotionError
-from stillmotion.jobs.db import BUSY_TIMEOUT_S, Database, DatabaseUnavailable
-from stillmotion.jobs.migrations import migrate
-from stillmotion.jobs.schema import job_events, jobs
-from stillmotion.jobs.states import TERMINAL, JobStatus, check_allowed, transition
+from stillmotion.jobs.store.db import BUSY_TIMEOUT_S, Database, DatabaseUnavailable
+from stillmotion.jobs.store.migrations import migrate
+from stillmotion.jobs.store.schema import job_events, jobs
+from stillmotion.jobs.store.states import TERMINAL, JobStatus, check_allowed, transition
 
 __all__ = [
     "DatabaseUnavailable",

@@ -2,8 +2,8 @@
 
 A local worker shares the API's data folder: ``LocalJobFiles`` reads the input in place and publishes the
 video by renaming it into the job folder. A Ray actor on another machine has no such folder; its
-``JobFiles`` (``jobs/ray_pool.py``) fetches the input from the API node and sends the video back there,
-where it is published the same way (``publish_output``).
+``JobFiles`` (``jobs/workers/ray_pool.py``) fetches the input from the API node and sends the video back
+there, where it is published the same way (``publish_output``).
 
 Each run writes its video under a name of its own (``run_output_path``) and only the job's current lease
 holder renames it to the final name, inside the transaction that records the success
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stillmotion.errors import BadOutput
-from stillmotion.jobs.store import Job, JobStore, file_sha256
+from stillmotion.jobs.store.job_store import Job, JobStore, file_sha256
 from stillmotion.media.video_output import sidecar_path_for
 
 

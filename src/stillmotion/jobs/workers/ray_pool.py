@@ -10,7 +10,7 @@ The pieces, all plain Ray:
 - ``FileDepot`` (pinned to the API's node, no GPU): the only process that touches the API's data folder for
   the actors. An actor fetches a job's input from it and sends it the finished video as bytes (a Ray object);
   the depot writes the video into the job folder and publishes it under the job's lease, exactly as a local
-  worker does (``jobs/job_files.publish_output``), so a run that lost its lease changes nothing.
+  worker does (``jobs/workers/job_files.publish_output``), so a run that lost its lease changes nothing.
 
 A node that dies takes its actors with it; their jobs' leases lapse and the other actors take the jobs back
 (``JobStore.requeue_expired_leases``), attempt counted. The store must be reachable from every node:
@@ -35,8 +35,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from stillmotion.atomic_file import atomic_file
 from stillmotion.config import Settings
 from stillmotion.errors import StillmotionError
-from stillmotion.jobs.job_files import publish_output, run_output_path
-from stillmotion.jobs.store import Job, JobStore, LeaseLost
+from stillmotion.jobs.store.job_store import Job, JobStore, LeaseLost
+from stillmotion.jobs.workers.job_files import publish_output, run_output_path
 from stillmotion.media.video_output import sidecar_path_for
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _shared_settings(settings: Settings) -> Settings:
 
 
 class RayPool:
-    """The API process's handle on the actors (``jobs/local_pool.WorkerPool``)."""
+    """The API process's handle on the actors (``jobs/workers/local_pool.WorkerPool``)."""
 
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = _shared_settings(settings)
@@ -185,7 +185,7 @@ class GpuWorker:
 
     def __init__(self, settings_json: str, index: int, depot: Any) -> None:
         from stillmotion.engine.engine import Engine
-        from stillmotion.jobs.worker import Worker
+        from stillmotion.jobs.workers.worker import Worker
 
         context = ray.get_runtime_context()
         node = context.get_node_id()

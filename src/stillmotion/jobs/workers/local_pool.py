@@ -5,8 +5,8 @@ Each worker is a ``WorkerSupervisor`` (its own process, restarted when it dies) 
 alone. ``--workers auto`` starts one per visible GPU and one on a machine without a GPU; the default, one
 worker named ``worker-0`` on whatever device it finds, is the single-machine setup it always was.
 
-The pool and ``jobs/ray_pool.py`` answer the same four calls (``WorkerPool``), which is all the API process
-knows of its workers.
+The pool and ``jobs/workers/ray_pool.py`` answer the same four calls (``WorkerPool``), which is all the API
+process knows of its workers.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest
-from stillmotion.jobs.store import Job, JobStore
-from stillmotion.jobs.supervisor import WorkerSupervisor
-from stillmotion.jobs.worker_state import DEFAULT_WORKER_ID
+from stillmotion.jobs.store.job_store import Job, JobStore
+from stillmotion.jobs.workers.supervisor import WorkerSupervisor
+from stillmotion.jobs.workers.worker_state import DEFAULT_WORKER_ID
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The worker process: claims jobs one at a time and runs them through the Engine, which stays loaded.
 
-Run by ``WorkerSupervisor`` as ``python -m stillmotion.jobs.worker --settings-from-stdin`` (or by hand with
-``--data-dir``). The loop is: claim the oldest queued job -> ``engine.generate`` with a progress callback
-that writes progress to the store and turns a stored cancel request into the CancelToken -> one
+Run by ``WorkerSupervisor`` as ``python -m stillmotion.jobs.workers.worker --settings-from-stdin`` (or by
+hand with ``--data-dir``). The loop is: claim the oldest queued job -> ``engine.generate`` with a progress
+callback that writes progress to the store and turns a stored cancel request into the CancelToken -> one
 ``finish_*`` call. Expected failures keep their ``StillmotionError.code``; anything else is
 ``internal_error`` with the traceback in the log file, never in the row. A full data disk is the service's
 trouble, not the job's: the job goes back to the queue, outcomes that cannot be written yet wait for room,
@@ -14,14 +14,14 @@ SIGINT interrupts (stop at the next step boundary, re-queue the job without spen
 Test-only fault switches (``STILLMOTION_FAULTS``, ``stillmotion/faults.py``) fire inside the engine; the
 worker only scopes each generation to its job and attempt so ``@job`` and ``@attempt`` qualifiers match.
 
-After start and after every job the worker publishes its device state (``jobs/worker_state.py``) so the API
-plans with the memory this worker will really have.
+After start and after every job the worker publishes its device state (``jobs/workers/worker_state.py``) so
+the API plans with the memory this worker will really have.
 
 Several workers (processes on one machine, Ray actors on many) share one store. Each job runs under a lease
-(``jobs/lease.py``) that the worker renews, and every write about the job carries the lease's token; a worker
-that loses the lease stops the run and writes nothing more. Between jobs a worker takes back the jobs whose
-lease lapsed (their worker or machine died). Inputs and outputs go through ``JobFiles``
-(``jobs/job_files.py``): the local job folder, or for a Ray actor the API node's.
+(``jobs/workers/lease.py``) that the worker renews, and every write about the job carries the lease's token;
+a worker that loses the lease stops the run and writes nothing more. Between jobs a worker takes back the
+jobs whose lease lapsed (their worker or machine died). Inputs and outputs go through ``JobFiles``
+(``jobs/workers/job_files.py``): the local job folder, or for a Ray actor the API node's.
 """
 
 from __future__ import annotations
@@ -56,13 +56,19 @@ from stillmotion.errors import (
     StillmotionError,
     UnknownModel,
 )
-from stillmotion.jobs import worker_state
-from stillmotion.jobs.db import DatabaseUnavailable
-from stillmotion.jobs.disk_space import DISK_FULL, disk_floor_mb, disk_low, free_disk_mb, is_disk_full_error
-from stillmotion.jobs.job_files import JobFiles, LocalJobFiles, output_filename, run_output_path
-from stillmotion.jobs.lease import LeaseKeeper
-from stillmotion.jobs.logging_setup import job_context, setup_logging
-from stillmotion.jobs.store import Job, JobStore, LeaseLost, file_sha256
+from stillmotion.jobs.store.db import DatabaseUnavailable
+from stillmotion.jobs.store.job_store import Job, JobStore, LeaseLost, file_sha256
+from stillmotion.jobs.workers import worker_state
+from stillmotion.jobs.workers.disk_space import (
+    DISK_FULL,
+    disk_floor_mb,
+    disk_low,
+    free_disk_mb,
+    is_disk_full_error,
+)
+from stillmotion.jobs.workers.job_files import JobFiles, LocalJobFiles, output_filename, run_output_path
+from stillmotion.jobs.workers.lease import LeaseKeeper
+from stillmotion.logging_setup import job_context, setup_logging
 from stillmotion.media.image_input import InputImage, load_image_file
 
 logger = logging.getLogger(__name__)
@@ -551,7 +557,8 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stillmotion.jobs.worker``: run the worker until SIGTERM; exit 0 when stopped cleanly."""
+    """``python -m stillmotion.jobs.workers.worker``: run the worker until SIGTERM; exit 0 when stopped
+    cleanly."""
     parser = argparse.ArgumentParser(prog="stillmotion-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="data folder (default: STILLMOTION_DATA_DIR)")
     parser.add_argument("--worker-id", default=DEFAULT_WORKER_ID)

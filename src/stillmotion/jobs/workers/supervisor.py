@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stillmotion.config import Settings
-from stillmotion.jobs import worker_state
-from stillmotion.jobs.disk_space import disk_low
-from stillmotion.jobs.store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, JobStore
-from stillmotion.jobs.worker import DEFAULT_WORKER_ID
+from stillmotion.jobs.store.job_store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, JobStore
+from stillmotion.jobs.workers import worker_state
+from stillmotion.jobs.workers.disk_space import disk_low
+from stillmotion.jobs.workers.worker import DEFAULT_WORKER_ID
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class WorkerSupervisor:
     def interrupt(self) -> None:
         """Stop now: the worker takes no more jobs, and the running one stops at its next step and goes back
         to the queue without spending an attempt (it resumes from its last saved step). ``stop`` then only
-        waits for the worker to exit. The worker's SIGINT does this (jobs/worker.py)."""
+        waits for the worker to exit. The worker's SIGINT does this (jobs/workers/worker.py)."""
         with self._lock:
             self._stopping.set()  # the monitor must not restart the worker that is about to exit
             proc = self._proc
@@ -114,7 +114,7 @@ class WorkerSupervisor:
         stopping.
 
         ``ready``: the worker process has finished starting (imports, engine) and takes jobs: it published
-        its device state (jobs/worker_state.py) under its own pid.
+        its device state (jobs/workers/worker_state.py) under its own pid.
         """
         proc = self._proc
         alive = proc is not None and proc.poll() is None
@@ -152,7 +152,7 @@ class WorkerSupervisor:
             [
                 sys.executable,
                 "-m",
-                "stillmotion.jobs.worker",
+                "stillmotion.jobs.workers.worker",
                 "--settings-from-stdin",
                 "--worker-id",
                 self.worker_id,
