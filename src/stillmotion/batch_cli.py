@@ -23,7 +23,7 @@ from typing import Any
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken
-from stillmotion.engine.request import MAX_SEED, GenerationRequest
+from stillmotion.engine.request import GenerationRequest, variation_seeds
 from stillmotion.errors import Cancelled, InvalidRequest, StillmotionError
 from stillmotion.media.image_input import InputImage, load_image_file
 from stillmotion.media.video_output import VIDEO_FORMATS
@@ -80,11 +80,13 @@ def with_variations(entries: Entries, count: int, seed: int | None) -> Entries:
         raise InvalidRequest(f"variations={count} must be 1 or more.", field="variations")
     out = []
     for name, fields in entries:
-        for i in range(count):
-            varied = dict(fields)
-            base = fields.get("seed", seed)
-            if isinstance(base, int) and not isinstance(base, bool):
-                varied["seed"] = (base + i) % (MAX_SEED + 1)
+        base = fields.get("seed", seed)
+        if isinstance(base, bool) or not isinstance(base, int):
+            base = (
+                None  # each draws its own (a seed that is not a number is refused when the entry is checked)
+            )
+        for i, varied_seed in enumerate(variation_seeds(base, count)):
+            varied = dict(fields) if varied_seed is None else {**fields, "seed": varied_seed}
             out.append((f"{name} #{i + 1}" if count > 1 else name, varied))
     return out
 
@@ -99,7 +101,7 @@ def prepare(
         image_path = fields.pop("image", None)
         output_name = fields.pop("output", None)
         try:
-            request = GenerationRequest.from_dict({**_given(shared), **fields})
+            request = GenerationRequest.from_dict({**shared.given(), **fields})
             if image_path is None:
                 raise InvalidRequest("no image: give --image or an 'image' per entry.", field="image")
             image = load_image_file(Path(str(image_path)))
@@ -131,7 +133,3 @@ def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) ->
         path = str(result.video_path)
         results.append({"name": entry.name, "ok": True, "video_path": path, "seed": entry.request.seed})
     return results
-
-
-def _given(request: GenerationRequest) -> dict[str, Any]:
-    return {key: value for key, value in request.to_dict().items() if value not in (None, "")}

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError, advice
-from stillmotion.models.registry import RESOLUTION_PRESETS
 
 
 class MissingExtra(StillmotionError):
@@ -47,41 +46,23 @@ def out(text: str) -> None:
 
 
 def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -> None:
+    """The request's fields as flags (from the one field list, engine/request.py), then the run's own."""
+    from stillmotion.engine.request import request_fields
+
     parser.add_argument("--image", type=Path, required=need_image, help="input image (PNG, JPEG or WebP)")
-    parser.add_argument(
-        "--prompt",
-        default="",
-        # `plan` needs none (memory does not depend on the words); svd-xt takes none (no text encoder).
-        help="what should move, and how" + ("" if need_image else " (optional: the plan does not use it)"),
-    )
-    parser.add_argument("--negative-prompt", help="what to avoid (default: the model's recommended one)")
-    parser.add_argument(
-        "--model",
-        help="registered name (see `stillmotion models`: i2vgen-xl, wan2.1-i2v-14b-480p, svd-xt, ltx-video, "
-        "tiny-...), Hugging Face repo id or local folder",
-    )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--resolution", choices=list(RESOLUTION_PRESETS), help="output area, input aspect kept")
-    parser.add_argument("--height", type=int, help="output height in pixels (the model's size multiple)")
-    parser.add_argument("--width", type=int, help="output width in pixels (the model's size multiple)")
-    parser.add_argument("--num-frames", type=int, help="frames to generate (the model's rule and default)")
-    parser.add_argument("--num-inference-steps", type=int, help="denoising steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="prompt strength (default: the model's)")
-    parser.add_argument("--fps", type=int, help="playback frames per second (default: the model's)")
-    parser.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
-    interpolation = parser.add_mutually_exclusive_group()
-    interpolation.add_argument(
-        "--interpolate",
-        type=_factor,
-        metavar="2x|3x|4x",
-        help="interpolate frames after generating: N frames at F fps become N*k frames at k*F fps",
-    )
-    interpolation.add_argument("--interpolate-fps", type=int, help="instead of --interpolate: the output fps")
-    parser.add_argument(
-        "--interpolator",
-        choices=["minterpolate", "rife"],
-        help="minterpolate (ffmpeg, CPU, no download; default) or rife (learned, weights from the hub)",
-    )
+    for declared in request_fields():
+        info = declared.info
+        help_text = info.help
+        if declared.name == "prompt" and not need_image:
+            help_text += " Optional for `plan`: the plan does not use it."
+        parser.add_argument(
+            "--" + declared.name.replace("_", "-"),
+            type=_flag_type(info.cli_parse or declared.type),
+            default=declared.default,
+            choices=info.choices or None,
+            metavar=info.cli_metavar,
+            help=help_text,
+        )
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
@@ -96,12 +77,18 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
 
 
-def _factor(text: str) -> int:
-    """'2x' or '2' -> 2; the allowed factors are checked with the rest of the request."""
-    try:
-        return int(text.lower().removesuffix("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a factor like 2x or 4x") from None
+def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` with its ValueError as argparse's usage error (exit 2 with the message, not a traceback)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            plain = {int: "a whole number", float: "a number"}
+            why = f"{text!r} is not {plain[parse]}" if parse in plain else str(exc)
+            raise argparse.ArgumentTypeError(why) from None
+
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,24 +183,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from stillmotion.engine.request import GenerationRequest
+    """The request the flags ask for (every field of the field list, None where not given)."""
+    from stillmotion.engine.request import GenerationRequest, request_fields
 
-    return GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        model=args.model,
-        resolution=args.resolution,
-        height=args.height,
-        width=args.width,
-        num_frames=args.num_frames,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        fps=args.fps,
-        seed=args.seed,
-        interpolate=args.interpolate,
-        interpolate_fps=args.interpolate_fps,
-        interpolator=args.interpolator,
-    )
+    return GenerationRequest(**{declared.name: getattr(args, declared.name) for declared in request_fields()})
 
 
 # -- subcommands -----------------------------------------------------------------------------------------

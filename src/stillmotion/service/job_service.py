@@ -9,7 +9,6 @@ them in a thread pool.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -43,7 +42,6 @@ from stillmotion.service.schemas import (
     BatchLinks,
     BatchOut,
     ErrorBody,
-    GenerationFields,
     JobLinks,
     JobOut,
     JobResultOut,
@@ -112,10 +110,15 @@ class JobService:
         return load_image_file(path, ImageLimits(max_bytes=self.max_upload_bytes))
 
     def resolve(
-        self, fields: GenerationFields, image_size: tuple[int, int] | None, *, need_prompt: bool = True
+        self,
+        request: GenerationRequest,
+        image_size: tuple[int, int] | None,
+        *,
+        need_prompt: bool = True,
+        seed_key: str | None = None,
     ) -> ResolvedRequest:
-        """Validate the fields against the model's limits (raises InvalidRequest / UnknownModel)."""
-        request = self._request(fields)
+        """Validate the request against its model's limits and fill every default, once (raises
+        InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key."""
         try:
             # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
             # job is never queued only to fail at run time.
@@ -134,32 +137,25 @@ class JobService:
                 f"The server's default model is unavailable: {exc.message}",
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
-        return request.resolve(spec, image_size, need_prompt=need_prompt)
-
-    @staticmethod
-    def _request(fields: GenerationFields) -> GenerationRequest:
-        return GenerationRequest(**fields.model_dump())
+        return request.resolve(spec, image_size, need_prompt=need_prompt, seed_key=seed_key)
 
     # -- submit ------------------------------------------------------------------------------------------
 
     def submit(
-        self, fields: GenerationFields, upload: Path, idempotency_key: str | None = None
+        self, request: GenerationRequest, upload: Path, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        """Validate, move ``upload`` into a new job folder and commit the row; returns (job, created).
+        """Validate, move ``upload`` into a new job folder and commit the row with the resolved request;
+        returns (job, created).
 
         ``upload`` is consumed: moved on success, deleted on any failure. A repeated ``idempotency_key``
-        returns the first job and ``created=False``.
+        returns the first job and ``created=False`` (a retry resolves to the same request: a missing seed is
+        the key's).
         """
         job_dir: Path | None = None
         try:
             self.check_admission()
             image = self.load_image(upload)
-            if fields.seed is None and idempotency_key is not None:
-                # A retry must store the same request as the first try, so its "random" seed is the key's.
-                seed = int.from_bytes(hashlib.sha256(idempotency_key.encode()).digest()[:4], "big")
-                fields = fields.model_copy(update={"seed": seed})
-            resolved = self.resolve(fields, (image.width, image.height))
-            stored = self._stored_request(fields, resolved)
+            resolved = self.resolve(request, (image.width, image.height), seed_key=idempotency_key)
             job_id = str(uuid.uuid4())
             job_dir = self.store.job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=False)
@@ -168,7 +164,7 @@ class JobService:
             try:
                 job, created = self.store.create(
                     job_id=job_id,
-                    request=stored,
+                    request=resolved.to_dict(),
                     input_filename=input_filename,
                     idempotency_key=idempotency_key,
                     input_sha256=image.sha256,
@@ -191,7 +187,7 @@ class JobService:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
     def submit_batch(
-        self, base: GenerationFields, items: Sequence[dict[str, Any]], upload: Path
+        self, base: GenerationRequest, items: Sequence[dict[str, Any]], upload: Path
     ) -> tuple[str, list[Job]]:
         """One image, one job per entry of ``items`` (fields on top of ``base``): (batch id, the jobs).
 
@@ -204,9 +200,9 @@ class JobService:
             self.check_admission()
             image = self.load_image(upload)
             entries = []
-            for index, fields in enumerate(expand_batch(base, items)):
+            for index, request in enumerate(expand_batch(base, items)):
                 try:
-                    resolved = self.resolve(fields, (image.width, image.height))
+                    resolved = self.resolve(request, (image.width, image.height))
                 except InvalidRequest as exc:
                     raise InvalidRequest(
                         f"items[{index}]: {exc.message}",
@@ -214,9 +210,7 @@ class JobService:
                         field=f"items[{index}].{exc.field}",
                         http_status=exc.http_status,
                     ) from None
-                entries.append(
-                    (str(uuid.uuid4()), self._stored_request(fields, resolved), f"input.{image.format}")
-                )
+                entries.append((str(uuid.uuid4()), resolved.to_dict(), f"input.{image.format}"))
             for job_id, _, input_filename in entries:
                 job_dir = self.store.job_dir(job_id)
                 job_dirs.append(job_dir)
@@ -240,34 +234,18 @@ class JobService:
             for job_dir in job_dirs:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
-    @staticmethod
-    def _stored_request(fields: GenerationFields, resolved: ResolvedRequest) -> dict[str, Any]:
-        """What the row keeps: the fields as given plus the model and seed actually chosen.
-
-        A preset stays a preset (its size follows from the stored input image), so "reuse settings" gets
-        back what the user picked, and the run is still exactly repeatable.
-        """
-        stored = GenerationRequest(**fields.model_dump()).to_dict()
-        stored["model"] = resolved.model
-        stored["seed"] = resolved.seed
-        if stored["height"] is None and stored["resolution"] is None:
-            stored["resolution"] = resolved.resolution
-        return stored
-
     # -- plan --------------------------------------------------------------------------------------------
 
-    def plan(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> PlanOut:
-        """The engine's plan for these fields on this device; ``fits=False`` (not an error) on CannotFit.
+    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None) -> PlanOut:
+        """The engine's plan for this request on this device; ``fits=False`` (not an error) on CannotFit.
 
         The prompt may be empty: memory does not depend on it."""
-        resolved = self.resolve(fields, image_size, need_prompt=False)
+        resolved = self.resolve(request, image_size, need_prompt=False)
         request_out = ResolvedRequestOut(**resolved.to_dict())
         try:
             with _MODEL_CODE_LOCK:
                 engine = self._get_engine()
-                report = engine.plan(
-                    self._request(fields), image_size=image_size, budget=self.plan_budget(engine)
-                )
+                report = engine.plan(request, image_size=image_size, budget=self.plan_budget(engine))
         except CannotFit as exc:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()

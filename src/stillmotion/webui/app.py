@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import html
 import logging
-import secrets
 import shutil
 import tempfile
 import time
@@ -27,7 +26,14 @@ from typing import Any, TypeVar
 import gradio as gr
 from pydantic import ValidationError
 
-from stillmotion.engine.request import MAX_SEED, describe_rules, preset_size
+from stillmotion.engine.request import (
+    MAX_SEED,
+    GenerationRequest,
+    declaration,
+    describe_rules,
+    draw_seed,
+    preset_size,
+)
 from stillmotion.errors import InvalidImage, InvalidRequest, StillmotionError
 from stillmotion.jobs.store.job_store import Job, JobStatus
 from stillmotion.media.interpolation import DEFAULT_INTERPOLATOR, FACTORS, Interpolator
@@ -35,7 +41,6 @@ from stillmotion.media.poster import ensure_poster
 from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec, get_spec, list_specs
 from stillmotion.service.batch import MAX_BATCH_JOBS, variation_items
 from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
-from stillmotion.service.schemas import GenerationFields
 from stillmotion.service.validation import validation_message
 from stillmotion.webui.components import field_number, uploaded_image
 from stillmotion.webui.views import (
@@ -127,10 +132,12 @@ def _fields(
     interpolate: str = INTERPOLATE_OFF,
     interpolator: str | None = None,
     variations: Any = 1,  # not a generation field: read by submit()
-) -> GenerationFields:
+) -> GenerationRequest:
+    """The form's values as a request: blanks, "Off", "Custom" and seed -1 mean "not given"; the request's
+    own check (``resolve``) then names any broken rule with the nearest value that works."""
     custom = size_mode == CUSTOM
     factor = None if interpolate in (None, INTERPOLATE_OFF) else int(str(interpolate).rstrip("x"))
-    return GenerationFields(
+    return GenerationRequest(
         prompt=prompt or "",
         negative_prompt=_none_if_blank(negative),
         model=_none_if_blank(model),
@@ -147,41 +154,33 @@ def _fields(
     )
 
 
-# The number boxes whose range and default follow the chosen model: name -> (label, step, whole number?).
-MODEL_NUMBERS: dict[str, tuple[str, float, bool]] = {
-    "num_frames": ("Frames", 1, True),
-    "num_inference_steps": ("Steps", 1, True),
-    "guidance_scale": ("Guidance", 0.5, False),
-    "fps": ("FPS", 1, True),
-}
+# The number boxes whose range and default follow the chosen model: name -> how far an arrow click moves.
+MODEL_NUMBERS: dict[str, float] = {"num_frames": 1, "num_inference_steps": 1, "guidance_scale": 0.5, "fps": 1}
 
 
 def model_range(name: str, spec: ModelSpec) -> tuple[float, float]:
-    """The model's allowed range of a number field (the same bounds ``GenerationRequest.resolve`` checks)."""
-    lim = spec.limits
-    return {
-        "num_frames": (lim.min_frames, lim.max_frames),
-        "num_inference_steps": (1, lim.max_inference_steps),
-        "guidance_scale": (lim.min_guidance_scale, lim.max_guidance_scale),
-        "fps": (lim.min_fps, lim.max_fps),
-    }[name]
+    """The model's allowed range of a number field: the field list's bounds, as ``resolve`` checks them."""
+    bounds = declaration(name).bounds
+    assert bounds is not None, f"{name} has no bounds"
+    return bounds(spec.limits)
 
 
 def _model_number(name: str, spec: ModelSpec) -> dict[str, Any]:
     """Label, range, step, default and the range stated under the label, of one model number box."""
-    label, step, whole = MODEL_NUMBERS[name]
+    info = declaration(name)
+    step = MODEL_NUMBERS[name]
     if name == "num_frames":
         step = spec.limits.frame_step  # e.g. Wan takes 4k+1 frames: the arrows step by 4 from 5
     low, high = model_range(name, spec)
     return {
-        "label": label,
+        "label": info.label,
         "minimum": low,
         "maximum": high,
         "step": step,
-        "precision": 0 if whole else None,
+        "precision": 0 if info.kind == "int" else None,
         "value": getattr(spec.defaults, name),
         "info": f"{low:g} to {high:g} for this model",
-        "elem_id": f"sm-{label.lower()}",
+        "elem_id": f"sm-{info.label.lower()}",
     }
 
 
@@ -388,18 +387,22 @@ def build_ui(service: JobService) -> gr.Blocks:
 
     @_shown_errors
     def reuse(job_id: str | None) -> tuple[Any, ...]:
+        """The form as the job was asked: its stored (resolved) request, a preset kept as the preset."""
         if not job_id:
             raise InvalidRequest("Select a job in the table first.", field="job")
         job = store.get(job_id)
         r = job.request
         spec = _spec_or_none(job.model)
         d = spec.defaults if spec is not None else default_spec.defaults
-        custom = r.get("height") is not None
+        custom = r.get("resolution") is None and r.get("height") is not None
+        negative = r.get("negative_prompt") or ""
+        if spec is not None and negative == spec.defaults.negative_prompt:
+            negative = ""  # the model's default: left blank, as the user left it
         input_path = store.job_dir(job.id) / job.input_filename
         return (
             gr.update(value=str(input_path) if input_path.is_file() else None),
             r.get("prompt", ""),
-            r.get("negative_prompt") or "",
+            negative,
             job.model,
             CUSTOM if custom else (r.get("resolution") or d.resolution),
             gr.update(value=r.get("height") or 512),
@@ -410,7 +413,7 @@ def build_ui(service: JobService) -> gr.Blocks:
             r.get("guidance_scale") or d.guidance_scale,
             r.get("fps") or d.fps,
             r.get("seed"),
-            f"{r['interpolate']}x" if r.get("interpolate") else INTERPOLATE_OFF,
+            f"{r['interpolate']}x" if (r.get("interpolate") or 1) > 1 else INTERPOLATE_OFF,
             r.get("interpolator") or DEFAULT_INTERPOLATOR.value,
             1,
             gr.Tabs(selected="generate"),
@@ -591,7 +594,7 @@ def build_ui(service: JobService) -> gr.Blocks:
 
         # -- events -----------------------------------------------------------------------------------------
         size_mode.change(lambda m: gr.update(visible=m == CUSTOM), size_mode, custom_row, queue=False)
-        dice.click(lambda: secrets.randbelow(MAX_SEED + 1), None, seed, queue=False)
+        dice.click(lambda: draw_seed(), None, seed, queue=False)
         model.change(
             on_model,
             model,

@@ -10,26 +10,16 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from stillmotion.engine.request import request_fields
 from stillmotion.errors import StillmotionError, advice
 from stillmotion.jobs.store.job_store import Job, JobStatus
 from stillmotion.service.expected_time import format_duration
 
-# The API's field names and the labels the form shows for them: errors name the field a user sees.
+# The API's field names and the labels the form shows for them (the field list's, plus the form's own
+# inputs): errors name the field a user sees.
 FIELD_LABELS = {
-    "prompt": "Prompt",
-    "negative_prompt": "Negative prompt",
-    "model": "Model",
-    "resolution": "Size",
-    "height": "Height",
-    "width": "Width",
-    "num_frames": "Frames",
-    "num_inference_steps": "Steps",
-    "guidance_scale": "Guidance",
-    "fps": "FPS",
-    "seed": "Seed",
+    **{declared.name: declared.info.label for declared in request_fields()},
     "image": "Input image",
-    "interpolate": "Interpolate",
-    "interpolator": "Interpolator",
     "variations": "Variations",
 }
 
