@@ -21,7 +21,7 @@ from stillmotion.bench.simulate import (
 )
 from stillmotion.memory.estimate import denoiser_activation_gib
 from stillmotion.memory.types import Shape
-from stillmotion.models.families import family_of
+from stillmotion.models.adapters import family_of
 from stillmotion.models.registry import ModelSpec, get_spec
 
 # model -> a small shape of its rules (the simulator is linear in latent elements; fixed part < 0.03 GiB)

@@ -63,7 +63,7 @@ def _family_denoiser(model: str) -> torch.nn.Module:
     import torch as _torch
 
     from stillmotion.bench.simulate import meta_networks
-    from stillmotion.models.families import family_of
+    from stillmotion.models.adapters import family_of
     from stillmotion.models.registry import get_spec
 
     spec = get_spec(model)

@@ -347,7 +347,7 @@ def family_coefficients(spec: ModelSpec) -> dict[str, float]:
     from stillmotion.memory.chunking import disable_ff_chunking, enable_ff_chunking
     from stillmotion.memory.estimate import latent_tokens
     from stillmotion.memory.types import Shape
-    from stillmotion.models.families import family_of
+    from stillmotion.models.adapters import family_of
     from stillmotion.models.memory_facts import DecodeChunking
 
     dtype = getattr(torch, spec.half_dtype)
