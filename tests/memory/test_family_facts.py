@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import torch
 
+from stillmotion.bench.meta_device import meta_networks
 from stillmotion.bench.simulate import (
     GIB,
     denoiser_peak_bytes,
     group_block_resident_fraction,
     leaf_pair_params,
-    meta_networks,
 )
 from stillmotion.memory.estimate import denoiser_activation_gib
 from stillmotion.memory.types import Shape
