@@ -2,11 +2,11 @@
 
 The rules are those of the design (../shared/DESIGN.md, "Layout"):
 ``cli, server, webui -> service -> jobs -> engine -> memory, speed, models, media``; ``models`` imports
-nothing above it (errors.py and config.py are leaves anyone may import); the web UI and the API's routes reach
-jobs through the service; the engine imports no fault switches; ``memory/plan.py`` never touches
-``torch.cuda``; and no module imports itself round a circle. Imports are read with ``ast`` from the source, so
-every one counts: at the top, inside functions (a deferred import is still a dependency) and under
-``TYPE_CHECKING``. A failure names the file, the line and the rule.
+nothing above it; errors.py and config.py are leaves anyone may import (they import nothing of the package);
+the web UI and the API's routes reach jobs through the service; the engine imports no fault switches;
+``memory/plan.py`` never touches ``torch.cuda``; and no module imports itself round a circle. Imports are read
+with ``ast`` from the source, so every one counts: at the top, inside functions (a deferred import is still a
+dependency) and under ``TYPE_CHECKING``. A failure names the file, the line and the rule.
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ def layer(module: str) -> str:
 def broken_rule(item: Import) -> str | None:
     """The rule ``item`` breaks, in words, or None."""
     here, there = layer(item.importer), layer(item.imported)
+    if here in LEAVES:
+        return "errors.py and config.py are leaves: they import nothing of the package"
     if here == "models" and there not in {"models", *LEAVES}:
         return "models/ imports nothing above it (only models, errors.py, config.py)"
     if LAYER_OF[there] > LAYER_OF[here]:
