@@ -41,7 +41,7 @@ from stillmotion.memory.device import DeviceBudget, configure_allocator
 from stillmotion.memory.interpolation import InterpolationPlan, plan_interpolation
 from stillmotion.memory.plan import MemoryPlan, plan_memory
 from stillmotion.memory.recovery import next_plan
-from stillmotion.models.families import family_of
+from stillmotion.models.adapters import family_of
 from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.loader import load_components
 from stillmotion.models.registry import ModelSpec

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from stillmotion.memory.chunking import disable_ff_chunking, enable_ff_chunking
-from stillmotion.memory.types import GroupOffloadType, MemoryPlan, ModuleRoles, Placement
+from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement
+from stillmotion.models.family import ModuleRoles
 
 logger = logging.getLogger(__name__)
 

@@ -54,16 +54,6 @@ PLACEMENT_ORDER: tuple[Placement, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ModuleRoles:
-    """Which of a model's networks plays which part, so placement works the same for every family."""
-
-    denoiser: str  # runs every step: "unet" or "transformer" (fp8 storage, chunking, block-level offload)
-    encoders: tuple[str, ...]  # run once per request; released after encoding when the plan says so
-    # The order the models run in: diffusers' ``model_cpu_offload_seq`` for the family's pipeline.
-    offload_order: tuple[str, ...]
-
-
 class GroupOffloadType(StrEnum):
     """diffusers' ``apply_group_offloading(offload_type=...)`` values."""
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from stillmotion.errors import ModelUnavailable
-from stillmotion.models.families import Components, family_of
+from stillmotion.models.adapters import family_of
+from stillmotion.models.family import Components
 from stillmotion.models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)

@@ -130,6 +130,49 @@ class ModelSpec:
         return f"{self.repo_id}@{self.revision or 'main'}"
 
 
+# -- Variants: every family's real spec is written once below; its tiny and random builds derive from it ----
+
+
+def tiny_variant(spec: ModelSpec, *, name: str, label: str, num_frames: int, **changes: Any) -> ModelSpec:
+    """``spec``'s architecture at tiny sizes with random weights built in memory (models/tiny.py): no
+    download, seconds on a CPU. Small defaults (512p preset, ``num_frames``: the smallest count the family's
+    frame rule allows from 8, 4 steps) and sides down to 32 pixels; the rest of the limits and the memory
+    facts are ``spec``'s. ``changes`` replaces further fields (a tiny UNet's block widths)."""
+    tiny = replace(
+        spec,
+        name=name,
+        repo_id=None,
+        revision=None,
+        defaults=replace(spec.defaults, resolution="512p", num_frames=num_frames, num_inference_steps=4),
+        limits=replace(spec.limits, min_side=32),
+        params=ComponentParams(denoiser=0, vae=0),  # a few kB of weights: nothing for the planner to place
+        description=f"The {label} architecture at tiny sizes with random weights: for tests and offline "
+        "demos. Its videos are noise.",
+        tiny=True,
+        aliases=(),
+    )
+    return replace(tiny, **changes)
+
+
+def random_variant(spec: ModelSpec, *, name: str, label: str, note: str = "") -> ModelSpec:
+    """``spec`` at full size with seeded random weights, built offline from the shipped configs
+    (models/random_full.py): the same networks, parameter counts and memory facts, so the same plans and
+    estimates; for GPU memory and speed testing (the benchmark) without a download."""
+    description = (
+        f"The full-size {label} architecture with seeded random weights, built offline: for GPU memory and "
+        "speed testing. Its videos are noise."
+    )
+    return replace(
+        spec,
+        name=name,
+        repo_id=None,
+        revision=None,
+        description=f"{description} {note}" if note else description,
+        random_weights=True,
+        aliases=(),
+    )
+
+
 I2VGENXL_MEMORY = MemoryFacts(
     # The measured coefficients are what stillmotion.memory.calibrate fits on all of ../shared/measurements
     # (tests/memory/test_estimate_vs_measurements.py holds them to it, and checks fits on held-out rows).
@@ -198,21 +241,13 @@ I2VGENXL = ModelSpec(
     aliases=("ali-vilab/i2vgen-xl",),
 )
 
-TINY_I2VGENXL = ModelSpec(
+TINY_I2VGENXL = tiny_variant(
+    I2VGENXL,
     name="tiny-i2vgen-xl",
-    family="i2vgen-xl",
-    repo_id=None,
-    revision=None,
-    local_path=None,
-    defaults=Defaults(resolution="512p", num_frames=8, num_inference_steps=4),
-    limits=Limits(min_side=32),
-    # Counted from the tiny build (tests/test_tiny_model.py keeps this honest).
-    params=ComponentParams(denoiser=0, vae=0),
-    architecture=Architecture(unet_block_out_channels=(8, 16), text_max_length=77),
-    memory=I2VGENXL_MEMORY,
-    description="The I2VGen-XL architecture at tiny sizes with random weights: for tests and offline demos. "
-    "Its videos are noise.",
-    tiny=True,
+    label="I2VGen-XL",
+    num_frames=8,
+    architecture=replace(I2VGENXL.architecture, unet_block_out_channels=(8, 16)),  # models/tiny.py's UNet
+    config_name=None,
 )
 
 # -- Memory facts of the other families: ESTIMATED, never measured on a GPU --------------------------------
@@ -366,16 +401,11 @@ LTX_VIDEO_MEMORY = _with_offload_costs(
     3.85,
 )
 
-RANDOM_I2VGENXL = replace(
+RANDOM_I2VGENXL = random_variant(
     I2VGENXL,
     name="i2vgen-xl-random",
-    repo_id=None,
-    revision=None,
-    description="The full-size I2VGen-XL architecture with seeded random weights, built offline (no "
-    "download): for memory and speed testing, e.g. the benchmark. Its videos are noise. Same parameter "
-    "counts as i2vgen-xl, so the same memory estimates.",
-    random_weights=True,
-    aliases=(),
+    label="I2VGen-XL",
+    note="Same parameter counts as i2vgen-xl, so the same memory estimates.",
 )
 
 # -- Wan (models/wan.py) --------------------------------------------------------------------------------
@@ -439,28 +469,12 @@ WAN21_I2V_720P = replace(
     description="Wan 2.1 I2V 14B, 720P: the 480P model's architecture trained for 1280x720; same limits.",
     aliases=("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
 )
-TINY_WAN21_I2V = replace(
-    WAN21_I2V_480P,
-    name="tiny-wan2.1-i2v",
-    repo_id=None,
-    revision=None,
-    defaults=replace(WAN21_I2V_480P.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
-    limits=replace(WAN21_LIMITS, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The Wan 2.1 I2V architecture at tiny sizes with random weights (models/tiny.py): for tests "
-    "and offline demos. Its videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_WAN21_I2V = replace(
+TINY_WAN21_I2V = tiny_variant(WAN21_I2V_480P, name="tiny-wan2.1-i2v", label="Wan 2.1 I2V", num_frames=9)
+RANDOM_WAN21_I2V = random_variant(
     WAN21_I2V_480P,
     name="wan2.1-i2v-14b-random",
-    repo_id=None,
-    revision=None,
-    description="The full-size Wan 2.1 I2V 14B architecture with seeded random weights, built offline: for "
-    "GPU memory and speed testing. Its videos are noise. Building it needs ~70 GB of host RAM once.",
-    random_weights=True,
-    aliases=(),
+    label="Wan 2.1 I2V 14B",
+    note="Building it needs ~70 GB of host RAM once.",
 )
 
 WAN22_TI2V_LIMITS = replace(
@@ -497,27 +511,8 @@ WAN22_TI2V_5B = ModelSpec(
     config_name="wan2.2-ti2v-5b",
     aliases=("Wan-AI/Wan2.2-TI2V-5B-Diffusers",),
 )
-TINY_WAN22_TI2V = replace(
-    WAN22_TI2V_5B,
-    name="tiny-wan2.2-ti2v",
-    repo_id=None,
-    defaults=replace(WAN22_TI2V_5B.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
-    limits=replace(WAN22_TI2V_LIMITS, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The Wan 2.2 TI2V architecture at tiny sizes with random weights: for tests and offline "
-    "demos. Its videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_WAN22_TI2V = replace(
-    WAN22_TI2V_5B,
-    name="wan2.2-ti2v-5b-random",
-    repo_id=None,
-    description="The full-size Wan 2.2 TI2V 5B architecture with seeded random weights, built offline: for "
-    "GPU memory and speed testing. Its videos are noise.",
-    random_weights=True,
-    aliases=(),
-)
+TINY_WAN22_TI2V = tiny_variant(WAN22_TI2V_5B, name="tiny-wan2.2-ti2v", label="Wan 2.2 TI2V", num_frames=9)
+RANDOM_WAN22_TI2V = random_variant(WAN22_TI2V_5B, name="wan2.2-ti2v-5b-random", label="Wan 2.2 TI2V 5B")
 
 # -- Stable Video Diffusion (models/svd.py) --------------------------------------------------------------
 SVD_XT = ModelSpec(
@@ -556,29 +551,8 @@ SVD_XT = ModelSpec(
     config_name="svd-xt",
     aliases=("stabilityai/stable-video-diffusion-img2vid-xt",),
 )
-TINY_SVD_XT = replace(
-    SVD_XT,
-    name="tiny-svd-xt",
-    repo_id=None,
-    revision=None,
-    defaults=replace(SVD_XT.defaults, resolution="512p", num_frames=8, num_inference_steps=4),
-    limits=replace(SVD_XT.limits, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The SVD-XT architecture at tiny sizes with random weights: for tests and offline demos. Its "
-    "videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_SVD_XT = replace(
-    SVD_XT,
-    name="svd-xt-random",
-    repo_id=None,
-    revision=None,
-    description="The full-size SVD-XT architecture with seeded random weights, built offline: for GPU memory "
-    "and speed testing. Its videos are noise.",
-    random_weights=True,
-    aliases=(),
-)
+TINY_SVD_XT = tiny_variant(SVD_XT, name="tiny-svd-xt", label="SVD-XT", num_frames=8)
+RANDOM_SVD_XT = random_variant(SVD_XT, name="svd-xt-random", label="SVD-XT")
 
 # -- LTX-Video (models/ltx.py) --------------------------------------------------------------------------
 LTX_NEGATIVE_PROMPT = (
@@ -621,27 +595,8 @@ LTX_VIDEO = ModelSpec(
     config_name="ltx-video",
     aliases=("Lightricks/LTX-Video",),
 )
-TINY_LTX_VIDEO = replace(
-    LTX_VIDEO,
-    name="tiny-ltx-video",
-    repo_id=None,
-    defaults=replace(LTX_VIDEO.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
-    limits=replace(LTX_VIDEO.limits, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The LTX-Video architecture at tiny sizes with random weights: for tests and offline demos. "
-    "Its videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_LTX_VIDEO = replace(
-    LTX_VIDEO,
-    name="ltx-video-random",
-    repo_id=None,
-    description="The full-size LTX-Video 2B architecture with seeded random weights, built offline: for GPU "
-    "memory and speed testing. Its videos are noise.",
-    random_weights=True,
-    aliases=(),
-)
+TINY_LTX_VIDEO = tiny_variant(LTX_VIDEO, name="tiny-ltx-video", label="LTX-Video", num_frames=9)
+RANDOM_LTX_VIDEO = random_variant(LTX_VIDEO, name="ltx-video-random", label="LTX-Video 2B")
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec

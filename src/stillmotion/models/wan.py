@@ -27,11 +27,16 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from stillmotion.memory.types import ModuleRoles
-from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
+from stillmotion.models.family import (
+    Cached,
+    FamilyRequest,
+    ModelFamily,
+    ModuleRoles,
+    NetworkBuilders,
+    read_config,
+)
 
 if TYPE_CHECKING:
-    from stillmotion.engine.request import ResolvedRequest
     from stillmotion.models.registry import ModelSpec
 
 TI2V_CONFIG = "wan2.2-ti2v-5b"  # the config folder (and tiny variant) of Wan 2.2 TI2V
@@ -346,7 +351,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     def encode(
         self,
         components: WanComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         image: PIL.Image.Image,
         device: torch.device,
         dtype: torch.dtype,
@@ -380,7 +385,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     def initial_latents(
         self,
         components: WanComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         cond: WanConditioning,
         scheduler: Any,
         generator: torch.Generator,
@@ -406,7 +411,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: WanConditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
         return predict_noise(components, latents, timestep, cond, request.guidance_scale, split_guidance)
@@ -427,7 +432,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         components: WanComponents,
         latents: torch.Tensor,
         cond: WanConditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
     ) -> torch.Tensor:
