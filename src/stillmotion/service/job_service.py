@@ -1,9 +1,11 @@
 """Submission and read-side logic shared by the REST routes and the web UI, so both use one path.
 
-``JobService.submit`` is the whole "accept a job" rule: admission (draining, queue depth, free disk) ->
-image validation -> request validation -> input moved into the job's folder -> row committed. Any failure
-before the commit leaves no row and no file. Every method here blocks (SQLite, files); async callers run
-them in a thread pool.
+Routes and the UI call ``JobService`` only, never the store or a job folder: reads (``get``, ``list_jobs``,
+``batch``, ``finished_video``, ``input_image``), changes (``request_cancel``, ``delete``, ``cancel_batch``)
+and ``submit``. ``JobService.submit`` is the whole "accept a job" rule: admission (draining, queue depth,
+free disk) -> image validation -> request validation -> input moved into the job's folder -> row committed.
+Any failure before the commit leaves no row and no file. Every method here blocks (SQLite, files); async
+callers run them in a thread pool.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from stillmotion.errors import (
     StillmotionError,
     UnknownModel,
 )
+from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT as MAX_LIST_LIMIT  # the routes' page limit
 from stillmotion.jobs.store.job_store import Job, JobStatus, JobStore, QueueFull
+from stillmotion.jobs.store.states import TERMINAL
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
@@ -54,7 +58,8 @@ from stillmotion.service.schemas import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# The web UI still imports this name; states.TERMINAL is the one definition (remove once the UI uses it).
+TERMINAL_STATUSES = TERMINAL
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
@@ -354,14 +359,62 @@ class JobService:
         """The job, or JobNotFound (also for ids that are not UUIDs: B27)."""
         return self.store.get(parse_job_id(job_id))
 
+    def list_jobs(
+        self, status: Sequence[JobStatus] | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and how many match ``status`` (all when None); ``limit`` is 1 to
+        ``MAX_LIST_LIMIT`` (InvalidRequest otherwise)."""
+        return self.store.list(status=list(status) if status else None, limit=limit, offset=offset)
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the queued job that runs next, 2 for the one after...; None unless ``job`` is queued."""
+        return self.store.queue_position(job.id) if job.status == JobStatus.QUEUED else None
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Cancel: a queued job at once, a running one at its next step (``cancel_requested``); a cancelled
+        job is a no-op; a finished one is InvalidTransition (409). Returns the job as it is now."""
+        return self.store.request_cancel(self.get(job_id).id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job, its history and its files; a running job is InvalidTransition (409)."""
+        self.store.delete(self.get(job_id).id)
+
+    def batch(self, batch_id: str) -> list[Job]:
+        """The jobs of one batch in submission order; JobNotFound when there is no such batch."""
+        return self.store.batch(parse_job_id(batch_id))  # batch ids are UUIDs, like job ids
+
+    def cancel_batch(self, batch_id: str) -> list[Job]:
+        """Cancel every unfinished job of the batch (as ``request_cancel``); the batch as it is now."""
+        return self.store.cancel_batch(parse_job_id(batch_id))
+
+    def finished_video(self, job: Job) -> Path | None:
+        """The succeeded ``job``'s video, checked as ``video_path`` checks it; None while it has none (not
+        finished, failed, cancelled) or once its file is gone."""
+        if job.status != JobStatus.SUCCEEDED or not job.output_filename:
+            return None
+        path = self._file_in_job_dir(job, job.output_filename)
+        return path if path.is_file() else None
+
+    def input_image(self, job: Job) -> Path | None:
+        """The image ``job`` was submitted with, or None once its file is gone."""
+        path = self._file_in_job_dir(job, job.input_filename)
+        return path if path.is_file() else None
+
+    def _file_in_job_dir(self, job: Job, name: str) -> Path:
+        """``name`` in the job's folder; JobNotFound if it resolves anywhere else. Second line of defence
+        behind UUID ids and the store's filename rule."""
+        job_dir = self.store.job_dir(job.id).resolve()
+        path = (job_dir / name).resolve()
+        if os.path.commonpath([job_dir, path]) != str(job_dir):
+            raise JobNotFound(f"job {job.id} has no such file.")
+        return path
+
     def job_out(self, job: Job, *, with_position: bool = True) -> JobOut:
         """The public view of a stored job."""
         data = job.to_dict()
         status = JobStatus(data["status"])
         base = f"{API_PREFIX}/jobs/{job.id}"
-        position = None
-        if with_position and status == JobStatus.QUEUED:
-            position = self.store.queue_position(job.id)
+        position = self.queue_position(job) if with_position else None
         error = None
         if data.get("error_code"):
             error = ErrorBody(
@@ -381,7 +434,7 @@ class JobService:
             cancel_requested=bool(data.get("cancel_requested")),
             queue_position=position,
             queue_wait_s=self.queue_wait_s(job, position),
-            progress=_progress(data.get("progress"), terminal=status in TERMINAL_STATUSES),
+            progress=_progress(data.get("progress"), terminal=status in TERMINAL),
             plan=_jsonable(data.get("plan")),
             error=error,
             result=None
@@ -432,11 +485,7 @@ class JobService:
                 "job_has_no_video",
                 f"job {job.id} {why}; it has no video and never will. Submit it again to retry.",
             )
-        job_dir = self.store.job_dir(job.id).resolve()
-        path = (job_dir / job.output_filename).resolve()
-        # Second line of defence behind UUID ids: the file must sit inside the job's own folder.
-        if os.path.commonpath([job_dir, path]) != str(job_dir):
-            raise JobNotFound(f"job {job.id} has no video.")
+        path = self._file_in_job_dir(job, job.output_filename)
         if not path.is_file():
             raise ServiceRefused(
                 410,

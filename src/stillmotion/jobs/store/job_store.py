@@ -36,17 +36,23 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, and_, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.errors import InvalidRequest, InvalidTransition, JobNotFound, StillmotionError
-from stillmotion.jobs.store.db import BUSY_TIMEOUT_S, Database, DatabaseUnavailable
+from stillmotion.jobs.store.db import (
+    BUSY_TIMEOUT_S,
+    Database,
+    DatabaseConflict,
+    DatabaseError,
+    DatabaseUnavailable,
+)
 from stillmotion.jobs.store.migrations import migrate
 from stillmotion.jobs.store.schema import job_events, jobs
 from stillmotion.jobs.store.states import TERMINAL, JobStatus, check_allowed, transition
 
 __all__ = [
+    "DatabaseError",
     "DatabaseUnavailable",
     "Job",
     "JobStatus",
@@ -321,7 +327,7 @@ class JobStore:
         try:
             # Retried while the database is locked (each try is a whole transaction, rolled back on failure).
             self.db.run_with_retry(insert_job, deadline_s=self.submit_wait_s, what=f"create job {job_id}")
-        except IntegrityError:
+        except DatabaseConflict:
             # Two submissions with one key raced (the check above ran outside this transaction).
             if idempotency_key is not None:
                 existing = self._by_idempotency_key(idempotency_key, request, input_sha256)

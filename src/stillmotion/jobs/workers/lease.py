@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from stillmotion.errors import StillmotionError
 from stillmotion.jobs.store.job_store import Job, JobStore
 
@@ -59,7 +57,7 @@ class LeaseKeeper:
                     valid_until = started + self.lease_s
                     continue
                 why = "the job was taken back (its lease had lapsed) or finished elsewhere"
-            except (StillmotionError, SQLAlchemyError) as exc:
+            except StillmotionError as exc:
                 if time.monotonic() < valid_until:
                     logger.warning("job %s: lease not renewed (%s); trying again", self.job_id, exc)
                     continue

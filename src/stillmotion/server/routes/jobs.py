@@ -1,7 +1,7 @@
 """``/api/v1/jobs``: submit, list, inspect, follow (server-sent events), cancel, delete, download.
 
-Routes are thin: parse, call ``JobService``/``JobStore`` in a thread pool (SQLite and files block), return
-a schema. Errors are raised, never caught here; ``server/errors.py`` maps them.
+Routes are thin: parse, call ``JobService`` (never the store) in a thread pool (SQLite and files block),
+return a schema. Errors are raised, never caught here; ``server/errors.py`` maps them.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from stillmotion.errors import JobNotFound
-from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT, JobStatus
+from stillmotion.jobs.store.states import TERMINAL, JobStatus
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
-from stillmotion.service.job_service import TERMINAL_STATUSES, JobService
+from stillmotion.service.job_service import MAX_LIST_LIMIT, JobService
 from stillmotion.service.schemas import (
     ErrorResponse,
     JobForm,
@@ -124,7 +124,7 @@ async def list_jobs(
 ) -> JobList:
     def read() -> JobList:
         statuses = [JobStatus(s) for s in status] if status else None
-        jobs, total = service.store.list(status=statuses, limit=limit, offset=offset)
+        jobs, total = service.list_jobs(status=statuses, limit=limit, offset=offset)
         return JobList(jobs=[service.job_out(j) for j in jobs], total=total, limit=limit, offset=offset)
 
     return await run_in_threadpool(read)
@@ -186,7 +186,7 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
             out.queue_position,
             out.progress.model_dump() if out.progress else None,
         )
-        terminal = JobStatus(out.status) in TERMINAL_STATUSES
+        terminal = JobStatus(out.status) in TERMINAL
         if key != last or terminal:
             seq += 1
             kind = "done" if terminal else "job"
@@ -215,10 +215,7 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
     responses=_errors(401, 403, 404, 409, 422),
 )
 async def cancel_job(job_id: JobId, service: ServiceDep) -> JobOut:
-    def cancel() -> JobOut:
-        return service.job_out(service.store.request_cancel(service.get(job_id).id))
-
-    return await run_in_threadpool(cancel)
+    return await run_in_threadpool(lambda: service.job_out(service.request_cancel(job_id)))
 
 
 @router.delete(
@@ -231,7 +228,7 @@ async def cancel_job(job_id: JobId, service: ServiceDep) -> JobOut:
     responses=_errors(401, 403, 404, 409, 422),
 )
 async def delete_job(job_id: JobId, service: ServiceDep) -> Response:
-    await run_in_threadpool(lambda: service.store.delete(service.get(job_id).id))
+    await run_in_threadpool(service.delete, job_id)
     return Response(status_code=204)
 
 
