@@ -43,8 +43,6 @@ KNOWN_OFFENDERS: frozenset[tuple[str, str]] = frozenset(
         # JobService only: issue 18, "every caller through the service").
         ("stillmotion.webui.app", "stillmotion.jobs.store.job_store"),
         ("stillmotion.webui.views", "stillmotion.jobs.store.job_store"),
-        # The jobs routes take the store's list limit and statuses (being rewritten the same way).
-        ("stillmotion.server.routes.jobs", "stillmotion.jobs.store.job_store"),
         # Fault switches inside the engine (being rewritten: faults become a hook the worker or CLI installs).
         ("stillmotion.engine.engine", "stillmotion.faults"),
     }

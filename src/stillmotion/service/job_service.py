@@ -32,8 +32,9 @@ from stillmotion.errors import (
     UnknownModel,
 )
 from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT as MAX_LIST_LIMIT  # the routes' page limit
-from stillmotion.jobs.store.job_store import Job, JobStatus, JobStore, QueueFull
-from stillmotion.jobs.store.states import TERMINAL
+from stillmotion.jobs.store.job_store import Job, JobStore, QueueFull
+from stillmotion.jobs.store.job_store import JobStatus as JobStatus  # for the routes and the UI
+from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file

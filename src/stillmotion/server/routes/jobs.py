@@ -16,11 +16,10 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from stillmotion.errors import JobNotFound
-from stillmotion.jobs.store.states import TERMINAL, JobStatus
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
-from stillmotion.service.job_service import MAX_LIST_LIMIT, JobService
+from stillmotion.service.job_service import MAX_LIST_LIMIT, TERMINAL, JobService, JobStatus
 from stillmotion.service.schemas import (
     ErrorResponse,
     JobForm,
