@@ -270,9 +270,7 @@ class JobService:
         try:
             with _MODEL_CODE_LOCK:
                 engine = self._get_engine()
-                report = engine.plan(
-                    self._request(fields), image_size=image_size, budget=self.plan_budget(engine)
-                )
+                report = engine.plan(resolved, budget=self.plan_budget(engine))
         except CannotFit as exc:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()
@@ -312,14 +310,12 @@ class JobService:
         The worker keeps its weights and PyTorch cache on the GPU between jobs; measured from here they look
         taken, yet the worker's next job reuses them (jobs/workers/worker_state.py). CPU budgets are
         unchanged."""
-        from stillmotion.memory.device import DeviceBudget
+        from stillmotion.memory.device import measure_budget
 
         device = getattr(engine, "device", None)
         if device is None:  # an engine without a device (a test double) measures for itself
             return None
-        budget = DeviceBudget.measure(
-            device, vram_budget_gb=self.settings.vram_budget_gb, reserve_vram_gb=self.settings.reserve_vram_gb
-        )
+        budget = measure_budget(device, self.settings)
         state = worker_state.read_state(
             worker_state.state_path(self.settings.data_dir, worker_state.DEFAULT_WORKER_ID)
         )
