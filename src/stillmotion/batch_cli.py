@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stillmotion import faults
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken
-from stillmotion.engine.request import GenerationRequest, variation_seeds
+from stillmotion.engine.request import GenerationRequest, ResolvedRequest, variation_seeds
+from stillmotion.engine.resolve import resolve
 from stillmotion.errors import Cancelled, InvalidRequest, StillmotionError
 from stillmotion.media.image_input import InputImage, load_image_file
 from stillmotion.media.video_output import VIDEO_FORMATS
-from stillmotion.models.registry import get_spec
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ Entries = list[tuple[str, dict[str, Any]]]  # (how messages name it, its fields)
 
 @dataclass(frozen=True)
 class BatchEntry:
-    """One video to make: its request (seed fixed), its image and where it goes."""
+    """One video to make: its resolved request (seed fixed), its image and where it goes."""
 
     name: str  # how messages name it: "line 3" or the image's file name
-    request: GenerationRequest
+    request: ResolvedRequest
     image: InputImage
     output: Path
 
@@ -94,7 +95,7 @@ def with_variations(entries: Entries, count: int, seed: int | None) -> Entries:
 def prepare(
     entries: Entries, shared: GenerationRequest, settings: Settings, folder: Path
 ) -> list[BatchEntry]:
-    """Check every entry before any runs; the seed each will use is fixed now (and recorded)."""
+    """Resolve every entry before any runs; the seed each will use is fixed now (and recorded)."""
     prepared = []
     for index, (name, fields) in enumerate(entries):
         fields = dict(fields)
@@ -105,8 +106,7 @@ def prepare(
             if image_path is None:
                 raise InvalidRequest("no image: give --image or an 'image' per entry.", field="image")
             image = load_image_file(Path(str(image_path)))
-            spec = get_spec(request.model or settings.default_model)
-            resolved = request.resolve(spec, (image.width, image.height))
+            resolved = resolve(request, settings, (image.width, image.height))
             output = folder / str(output_name or f"{index + 1:03d}-{Path(str(image_path)).stem}.mp4")
             if output.suffix.lstrip(".").lower() not in VIDEO_FORMATS or output.parent != folder:
                 raise InvalidRequest(
@@ -114,7 +114,7 @@ def prepare(
                 )
         except StillmotionError as exc:
             raise InvalidRequest(f"batch {name}: {exc.message}", code=exc.code, field=exc.field) from None
-        prepared.append(BatchEntry(name, replace(request, seed=resolved.seed), image, output))
+        prepared.append(BatchEntry(name, resolved, image, output))
     return prepared
 
 
@@ -123,7 +123,7 @@ def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) ->
     results = []
     for entry in entries:
         try:
-            result = engine.generate(entry.request, entry.image, entry.output, cancel=cancel)
+            result = engine.generate(entry.request, entry.image, entry.output, faults.hooks(), cancel=cancel)
         except Cancelled:
             raise
         except StillmotionError as exc:

@@ -193,8 +193,11 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from stillmotion import faults
     from stillmotion.engine.engine import Engine
+    from stillmotion.engine.hooks import Callbacks
     from stillmotion.engine.progress import CancelToken
+    from stillmotion.engine.resolve import resolve
     from stillmotion.media.image_input import load_image_file
 
     if args.batch is not None or args.variations is not None:
@@ -208,11 +211,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
+    request = resolve(_request(args), settings, (image.width, image.height))
     cancel = CancelToken()
     with _ctrl_c_cancels(cancel), _ProgressBar(enabled=not args.json) as bar:
-        result = engine.generate(
-            _request(args), image, output, on_progress=bar.update, cancel=cancel, strategy=args.strategy
-        )
+        hooks = [*faults.hooks(), Callbacks(on_progress=bar.update)]
+        result = engine.generate(request, image, output, hooks, cancel=cancel, strategy=args.strategy)
     if args.json:
         out(json.dumps({"ok": True, **result.to_dict()}, default=str))
     else:
@@ -261,6 +264,7 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from stillmotion.engine.engine import Engine
+    from stillmotion.engine.resolve import resolve
 
     settings = _settings(args)
     image_size = None
@@ -282,9 +286,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             name=f"a CUDA card with {args.gpu_gb:g} GiB free",
             user_budget_gb=settings.vram_budget_gb,
         )
-    report = Engine(settings).plan(
-        _request(args), image_size=image_size, strategy=args.strategy, budget=budget
-    )
+    engine = Engine(settings)
+    request = resolve(_request(args), settings, image_size, need_prompt=False)
+    report = engine.plan(request, strategy=args.strategy, budget=budget)
     if args.json:
         out(json.dumps({"ok": True, **report.to_dict()}, default=str))
     else:

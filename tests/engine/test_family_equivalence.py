@@ -20,6 +20,7 @@ from stillmotion.engine.engine import Engine
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
 from stillmotion.media.image_input import InputImage
 from stillmotion.models import tiny
+from tests.support.engine_calls import render
 
 TOLERANCE = 1e-4  # fp32 on the CPU: only reduction order may differ
 
@@ -107,7 +108,7 @@ def test_frames_match_the_family_pipeline(
         fps=8,
         seed=1234,
     )
-    rendered = engine.render(request, input_image, strategy=strategy)
+    rendered = render(engine, request, input_image, strategy=strategy)
     assert rendered.plan.split_guidance is (strategy == "split_guidance")
     ours = rendered.frames.numpy()
     reference = reference_frames(case, input_image, rendered.request, rendered.plan.decode_chunk_size)

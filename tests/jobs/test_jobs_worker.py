@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,9 @@ from jobs_helpers import TINY_MODEL, add_job, make_settings
 
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
-from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
-from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.hooks import Callbacks, EngineHooks
+from stillmotion.engine.progress import ProgressEvent, Stage
+from stillmotion.engine.request import ResolvedRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.store.job_store import Job, JobStore
@@ -46,27 +47,23 @@ class StepHook:
         self.engine, self.stage, self.step, self.action = engine, stage, step, action
         self.events: list[ProgressEvent] = []
 
-    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport:
-        return self.engine.plan(request, image_size)
+    def plan(self, request: ResolvedRequest) -> PlanReport:
+        return self.engine.plan(request)
 
     def generate(
         self,
-        request: GenerationRequest,
+        request: ResolvedRequest,
         image: InputImage,
         output_path: Path,
-        on_progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-        **more: Any,  # resume, on_checkpoint: passed on as they are
+        hooks: Sequence[EngineHooks] = (),
+        **more: Any,  # cancel, resume: passed on as they are
     ) -> GenerationResult:
-        assert on_progress is not None
-
-        def wrapped(event: ProgressEvent) -> None:
+        def act(event: ProgressEvent) -> None:
             self.events.append(event)
             if event.stage == self.stage and event.step == self.step:
                 self.action()
-            on_progress(event)
 
-        return self.engine.generate(request, image, output_path, on_progress=wrapped, cancel=cancel, **more)
+        return self.engine.generate(request, image, output_path, [Callbacks(on_progress=act), *hooks], **more)
 
 
 def assert_succeeded_with_one_output(store: JobStore, job: Job) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.engine.engine import Engine
-from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
-from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.hooks import Callbacks, EngineHooks
+from stillmotion.engine.progress import ProgressEvent, Stage
+from stillmotion.engine.request import ResolvedRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.store.job_store import JobStore
@@ -126,26 +127,25 @@ class FillAtWrite:
         self.engine, self.disk = engine, disk
         self.filled = threading.Event()
 
-    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport:
-        return self.engine.plan(request, image_size)
+    def plan(self, request: ResolvedRequest) -> PlanReport:
+        return self.engine.plan(request)
 
     def generate(
         self,
-        request: GenerationRequest,
+        request: ResolvedRequest,
         image: InputImage,
         output_path: Path,
-        on_progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-        **more: Any,  # resume, on_checkpoint: passed on as they are
+        hooks: Sequence[EngineHooks] = (),
+        **more: Any,  # cancel, resume: passed on as they are
     ) -> GenerationResult:
         def progress(event: ProgressEvent) -> None:
             if event.stage is Stage.WRITE and not self.filled.is_set():
                 fill(self.disk)
                 self.filled.set()
-            if on_progress is not None:
-                on_progress(event)
 
-        return self.engine.generate(request, image, output_path, on_progress=progress, cancel=cancel, **more)
+        return self.engine.generate(
+            request, image, output_path, [Callbacks(on_progress=progress), *hooks], **more
+        )
 
 
 def test_f9_f10_the_video_write_meets_a_really_full_disk(disk: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
+from stillmotion.engine.resolve import model_spec
 from stillmotion.errors import (
     CannotFit,
     InvalidRequest,
@@ -39,7 +40,6 @@ from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
-from stillmotion.models.repo_spec import find_spec
 from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
 from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
@@ -128,11 +128,7 @@ class JobService:
         try:
             # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
             # job is never queued only to fail at run time.
-            spec = find_spec(
-                request.model or self.settings.default_model,
-                cache_dir=self.settings.models_dir,
-                offline=self.settings.offline,
-            )
+            spec = model_spec(request.model or self.settings.default_model, self.settings)
         except UnknownModel as exc:
             if request.model:
                 raise  # the client named it: 422
@@ -251,7 +247,7 @@ class JobService:
         try:
             with _MODEL_CODE_LOCK:
                 engine = self._get_engine()
-                report = engine.plan(request, image_size=image_size, budget=self.plan_budget(engine))
+                report = engine.plan(resolved, budget=self.plan_budget(engine))
         except CannotFit as exc:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()
@@ -291,14 +287,12 @@ class JobService:
         The worker keeps its weights and PyTorch cache on the GPU between jobs; measured from here they look
         taken, yet the worker's next job reuses them (jobs/workers/worker_state.py). CPU budgets are
         unchanged."""
-        from stillmotion.memory.device import DeviceBudget
+        from stillmotion.memory.device import measure_budget
 
         device = getattr(engine, "device", None)
         if device is None:  # an engine without a device (a test double) measures for itself
             return None
-        budget = DeviceBudget.measure(
-            device, vram_budget_gb=self.settings.vram_budget_gb, reserve_vram_gb=self.settings.reserve_vram_gb
-        )
+        budget = measure_budget(device, self.settings)
         state = worker_state.read_state(
             worker_state.state_path(self.settings.data_dir, worker_state.DEFAULT_WORKER_ID)
         )

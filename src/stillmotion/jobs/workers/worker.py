@@ -11,8 +11,10 @@ and no job is claimed until there is some (docs/jobs.md, "A full disk").
 Signals: the first SIGTERM drains (finish the current job, claim no more, exit 0); a second SIGTERM or a
 SIGINT interrupts (stop at the next step boundary, re-queue the job without spending an attempt, exit 0).
 
-Test-only fault switches (``STILLMOTION_FAULTS``, ``stillmotion/faults.py``) fire inside the engine; the
-worker only scopes each generation to its job and attempt so ``@job`` and ``@attempt`` qualifiers match.
+The worker resolves each job's request and hears the engine through hooks (engine/hooks.py): progress goes
+to the store, checkpoints to the job's folder. Test-only fault switches (``STILLMOTION_FAULTS``,
+``stillmotion/faults.py``) are one more hook, installed per job and attempt so ``@job`` and ``@attempt``
+qualifiers match.
 
 After start and after every job the worker publishes its device state (``jobs/workers/worker_state.py``) so
 the API plans with the memory this worker will really have.
@@ -45,12 +47,15 @@ from stillmotion import faults as fault_switches
 from stillmotion.config import Settings
 from stillmotion.engine import checkpoint
 from stillmotion.engine.checkpoint import Checkpoint, CheckpointCallback
+from stillmotion.engine.hooks import Callbacks, EngineHooks
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
-from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.request import GenerationRequest, ResolvedRequest
+from stillmotion.engine.resolve import resolve
 from stillmotion.engine.result import GenerationResult, PlanReport
 from stillmotion.errors import (
     BadOutput,
     Cancelled,
+    InvalidRequest,
     InvalidTransition,
     ModelUnavailable,
     StillmotionError,
@@ -89,18 +94,17 @@ T = TypeVar("T")
 class EngineLike(Protocol):
     """What the worker needs from ``stillmotion.engine.engine.Engine`` (a Protocol so tests can wrap it)."""
 
-    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport: ...
+    def plan(self, request: ResolvedRequest) -> PlanReport: ...
 
     def generate(
         self,
-        request: GenerationRequest,
+        request: ResolvedRequest,
         image: InputImage,
         output_path: Path,
-        on_progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
+        hooks: Sequence[EngineHooks] = (),
         *,
+        cancel: CancelToken | None = None,
         resume: Checkpoint | None = None,
-        on_checkpoint: CheckpointCallback | None = None,
     ) -> GenerationResult: ...
 
 
@@ -201,18 +205,14 @@ class Worker:
         try:
             import torch
 
-            from stillmotion.memory.device import DeviceBudget
+            from stillmotion.memory.device import measure_budget
 
             index = device.index
             reusable = 0
             if device.type == "cuda" and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 index = device.index if device.index is not None else torch.cuda.current_device()
                 reusable = int(torch.cuda.memory_reserved(index))
-            budget = DeviceBudget.measure(
-                device,
-                vram_budget_gb=self.settings.vram_budget_gb,
-                reserve_vram_gb=self.settings.reserve_vram_gb,
-            )
+            budget = measure_budget(device, self.settings)
             loaded = getattr(self.engine, "_loaded", None)
             worker_state.publish(
                 worker_state.state_path(self.settings.data_dir, self.worker_id),
@@ -314,9 +314,9 @@ class Worker:
             delay = min(delay * 2, MAX_ROOM_WAIT_S)
 
     def _generate(self, job: Job, job_dir: Path, output_path: Path, token: CancelToken) -> Job:
-        request = GenerationRequest.from_dict(job.request)
         image = load_image_file(self.files.input_path(job))
-        report = self.engine.plan(request, (image.width, image.height))
+        request = self._stored_request(job, image)
+        report = self.engine.plan(request)
         self.store.update_progress(
             job.id,
             ProgressEvent(Stage.PLAN, 0, report.request.num_inference_steps, 0.0).to_dict(),
@@ -328,17 +328,18 @@ class Worker:
         # on from it (the engine checks that it belongs to this request). Not reachable from another machine.
         saved = job_dir / CHECKPOINT_FILENAME
         resume = checkpoint.load(saved)
+        hooks = Callbacks(
+            on_progress=self._progress(job, token, loading), on_checkpoint=self._checkpointer(saved)
+        )
         try:
-            with fault_switches.job_scope(job.id, job.attempts):
-                result = self.engine.generate(
-                    request,
-                    image=image,
-                    output_path=output_path,
-                    on_progress=self._progress(job, token, loading),
-                    cancel=token,
-                    resume=resume,
-                    on_checkpoint=self._checkpointer(saved),
-                )
+            result = self.engine.generate(
+                request,
+                image,
+                output_path,
+                [*fault_switches.hooks(job.id, job.attempts), hooks],
+                cancel=token,
+                resume=resume,
+            )
         finally:
             loading.stop()
         sha256 = file_sha256(output_path)
@@ -349,6 +350,18 @@ class Worker:
         finished = self.files.publish(job, output_path, sha256, result.to_dict())
         logger.info("job %s succeeded (seed %d, sha256 %s)", job.id, result.request.seed, sha256[:12])
         return finished
+
+    def _stored_request(self, job: Job, image: InputImage) -> ResolvedRequest:
+        """The request as the service resolved and stored it: run as stored, nothing resolved or drawn again.
+
+        A row stored before requests were stored resolved (stillmotion 0.1 kept the fields as given, with
+        the seed) is resolved once here, as it would have been then."""
+        try:
+            return ResolvedRequest.from_dict(job.request)
+        except InvalidRequest:
+            asked = GenerationRequest.from_dict(job.request)
+            logger.info("job %s: a request stored as given (before 0.2); resolving it once", job.id)
+            return resolve(asked, self.settings, (image.width, image.height))
 
     def _progress(self, job: Job, token: CancelToken, loading: _LoadHeartbeat) -> ProgressCallback:
         last_write = 0.0
