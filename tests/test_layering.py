@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models", "media", "memory", "speed"}),
     frozenset({"engine"}),
     # The fault switches are an engine hook (engine/hooks.py) that the worker, the CLI and the benchmark
-    # install; the engine never imports them (test_the_engine_imports_no_fault_switches).
+    # install; the engine never imports them (tests/engine/test_hooks.py).
     frozenset({"jobs", "faults"}),
     frozenset({"service"}),
     frozenset({"server", "webui", "cli", "batch_cli", "doctor", "bench"}),
