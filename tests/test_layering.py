@@ -25,7 +25,7 @@ PACKAGE = "stillmotion"
 LAYERS: tuple[frozenset[str], ...] = (
     # Leaves and shared helpers: the package itself (__version__), settings, the user-facing errors, atomic
     # writes, logging set-up.
-    frozenset({PACKAGE, "errors", "config", "atomic_file", "logging_setup"}),
+    frozenset({PACKAGE, "errors", "config", "atomic_file", "bounded_json", "logging_setup"}),
     frozenset({"models", "media", "memory", "speed"}),
     frozenset({"engine"}),
     # The fault switches are an engine hook (engine/hooks.py) that the worker, the CLI and the benchmark

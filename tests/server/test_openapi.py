@@ -3,9 +3,12 @@ schema, and a client driven only by the spec (paths, methods, body schema) works
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +16,8 @@ from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
 from stillmotion.models.registry import RESOLUTION_PRESETS, list_specs
-from tests.server.helpers import png_bytes
+from stillmotion.server.app import create_app
+from tests.server.helpers import REPO_ROOT, make_settings, png_bytes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,8 +71,7 @@ def test_spec_is_valid_and_complete(client: TestClient) -> None:
 
 
 def test_multipart_body_is_documented(client: TestClient) -> None:
-    spec = _spec(client)
-    body = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body = _job_body(_spec(client))
     assert body["properties"]["image"]["format"] == "binary"
     # prompt is optional on the wire: models without a text encoder (svd-xt) take none; the server requires it
     # for the models that do (tests/server/test_families_api.py).
@@ -106,7 +109,7 @@ def test_a_client_driven_by_the_spec_works(client: TestClient) -> None:
     """Build every request from the spec alone (as a generated client would) and check the answers."""
     spec = _spec(client)
     submit = spec["paths"]["/api/v1/jobs"]["post"]
-    schema = submit["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema = _job_body(spec)
     data, files = {}, {}
     for name, prop in schema["properties"].items():
         if prop.get("format") == "binary":
@@ -132,18 +135,17 @@ def test_a_client_driven_by_the_spec_works(client: TestClient) -> None:
         assert set(schema["required"]) <= set(answer.json()), path
 
 
-def _job_body(spec: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"][
-        "multipart/form-data"
-    ]["schema"]
-    return body
+def _job_body(spec: dict[str, Any], path: str = "/api/v1/jobs") -> dict[str, Any]:
+    """The multipart body schema of ``POST path`` (a named component: JobForm, PlanForm, BatchForm)."""
+    return _resolve(
+        spec, spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    )
 
 
-def _value_schema(prop: dict[str, Any]) -> dict[str, Any]:
-    """The value branch of an optional form field's schema (not the empty "not given" one)."""
-    branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") not in (None, "null")]
-    assert len(branches) == 1, prop
-    return branches[0]
+def _value_schema(prop: dict[str, Any], spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An optional form field's schema (a $ref to an enum component resolved)."""
+    assert "anyOf" not in prop, prop
+    return _resolve(spec, prop) if spec is not None and "$ref" in prop else prop
 
 
 def test_field_limits_in_the_spec_are_the_widest_of_the_registry(client: TestClient) -> None:
@@ -161,7 +163,8 @@ def test_field_limits_in_the_spec_are_the_widest_of_the_registry(client: TestCli
         "fps": (min(x.min_fps for x in limits), max(x.max_fps for x in limits)),
         "seed": (0, 2**32 - 1),
     }
-    body = _job_body(_spec(client))
+    spec = _spec(client)
+    body = _job_body(spec)
     for name, (low, high) in expected.items():
         schema = _value_schema(body["properties"][name])
         assert (schema["minimum"], schema["maximum"]) == (low, high), name
@@ -171,7 +174,7 @@ def test_field_limits_in_the_spec_are_the_widest_of_the_registry(client: TestCli
     assert body["properties"]["prompt"]["maxLength"] == longest
     assert "prompt" not in body.get("required", [])  # svd-xt takes none; the others are checked by the server
     assert _value_schema(body["properties"]["negative_prompt"])["maxLength"] == longest
-    assert _value_schema(body["properties"]["resolution"])["enum"] == list(RESOLUTION_PRESETS)
+    assert _value_schema(body["properties"]["resolution"], spec)["enum"] == list(RESOLUTION_PRESETS)
 
 
 # Which Limits field of a model stands behind each bound of the spec (None: the same for every model).
@@ -244,7 +247,7 @@ def test_event_stream_is_declared_with_the_event_shape(client: TestClient) -> No
     spec = _spec(client)
     ok = spec["paths"]["/api/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert list(ok) == ["text/event-stream"]
-    event = ok["text/event-stream"]["schema"]
+    event = _resolve(spec, ok["text/event-stream"]["schema"])
     assert event["type"] == "object" and set(event["required"]) == {"event", "id", "data"}
     assert event["properties"]["event"]["enum"] == ["job", "done"]
     assert event["properties"]["data"]["contentSchema"]["$ref"].endswith("/JobOut")
@@ -289,16 +292,159 @@ def test_methods_the_spec_does_not_list_are_405_with_allow(client: TestClient) -
 
 
 def test_form_fields_say_what_a_form_can_send(client: TestClient) -> None:
-    """A form has no null: optional fields are left out or, for numbers and presets, sent empty; the spec
-    says exactly that, and the server agrees (an empty value is "not given", a blank one is not a number)."""
-    body = _job_body(_spec(client))
-    for name, prop in body["properties"].items():
-        assert '"null"' not in json.dumps(prop), name
-    assert {"const": ""} in [
-        {k: v for k, v in b.items() if k == "const"} for b in body["properties"]["seed"]["anyOf"]
-    ]
-    assert "anyOf" not in body["properties"]["negative_prompt"]  # text: "" is a value
+    """A form has no null: optional fields are left out (the default applies). Each is one plain type, as a
+    generator needs (no number-or-empty-string union); the server still reads a non-text field sent empty
+    as "not given" (curl's -F seed=), and a blank one is not a number."""
+    spec = _spec(client)
+    for path in ("/api/v1/jobs", "/api/v1/plan", "/api/v1/batches"):
+        body = _job_body(spec, path)
+        for name, prop in body["properties"].items():
+            assert '"null"' not in json.dumps(prop) and '"const"' not in json.dumps(prop), (path, name)
+            assert "anyOf" not in prop and ("type" in prop or "$ref" in prop), (path, name, prop)
+    body = _job_body(spec)
+    for name in ("height", "width", "num_frames", "num_inference_steps", "fps", "interpolate"):
+        assert body["properties"][name]["type"] == "integer", name
+    assert body["properties"]["guidance_scale"]["type"] == "number"
+    assert body["properties"]["seed"]["format"] == "int64"  # 2^32 - 1 does not fit a Java Integer
     fields = {"prompt": "x", "model": "tiny-i2vgen-xl", "height": "64", "width": "64"}
     assert client.post("/api/v1/plan", data={**fields, "seed": ""}).status_code == 200
     blank = client.post("/api/v1/plan", data={**fields, "seed": " "})
     assert blank.status_code == 422 and blank.json()["error"]["field"] == "seed"
+
+
+# -- a contract generators can use (issue 23) ---------------------------------------------------------------
+
+
+def _walk(node: object) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_every_operation_is_named_tagged_and_secured(client: TestClient) -> None:
+    spec = _spec(client)
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    tags = {tag["name"] for tag in spec["tags"]}
+    names = set()
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert re.fullmatch(r"[a-z]+[A-Za-z]*", op["operationId"]), (method, path, op["operationId"])
+            names.add(op["operationId"])
+            assert len(op["tags"]) == 1 and op["tags"][0] in tags, (method, path, op["tags"])
+            if op["operationId"] == "getHealth":
+                assert "security" not in op
+            else:  # no token on this server: the scheme is declared, and an empty requirement allows none
+                assert op["security"] == [{"bearerAuth": []}, {}], (method, path)
+    assert len(names) == len(EXPECTED)
+    assert {"submitBatch", "getBatch", "cancelBatch", "planJob"} <= names
+    assert spec["paths"]["/api/v1/plan"]["post"]["tags"] == ["plan"]
+
+
+def test_with_a_token_every_route_but_health_requires_the_bearer_scheme(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", api_token="token-for-the-spec-0123456789")
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as c:
+        spec = c.get("/openapi.json", headers={"Authorization": f"Bearer {settings.api_token}"}).json()
+    for item in spec["paths"].values():
+        for op in item.values():
+            assert op.get("security") == (None if op["operationId"] == "getHealth" else [{"bearerAuth": []}])
+
+
+def test_bodies_are_named_typed_schemas_and_closed_sets_are_enums(client: TestClient) -> None:
+    spec = _spec(client)
+    schemas = spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            for code, response in op["responses"].items():
+                for media, content in response.get("content", {}).items():
+                    schema = content["schema"]
+                    if media.startswith(("video/", "image/")):
+                        assert schema == {"type": "string", "format": "binary"}, (method, path, code)
+                    else:  # JSON bodies and the event stream: a named component
+                        assert set(schema) == {"$ref"}, (method, path, code, media)
+    # No untyped maps anywhere: every object lists its properties, or says what its values are.
+    for name, schema in schemas.items():
+        for node in _walk(schema):
+            if node.get("type") == "object":
+                typed = node.get("properties") or isinstance(node.get("additionalProperties"), dict)
+                assert typed, (name, node)
+            assert node.get("additionalProperties") not in (True, {}), (name, node)
+    job = schemas["JobOut"]["properties"]
+    assert job["status"] == {"$ref": "#/components/schemas/JobStatus"}
+    assert "batch_id" in job
+    for field, component in (("request", "ResolvedRequestOut"), ("plan", "MemoryPlanOut")):
+        assert {"$ref": f"#/components/schemas/{component}"} in job[field]["anyOf"], field
+    assert schemas["ErrorBody"]["properties"]["code"]["$ref"] == "#/components/schemas/ErrorCode"
+    for enum, values in (
+        ("JobStatus", ["queued", "running", "succeeded", "failed", "cancelled"]),
+        ("Resolution", list(RESOLUTION_PRESETS)),
+        ("Interpolator", ["minterpolate", "rife"]),
+    ):
+        assert schemas[enum]["enum"] == values, enum
+    assert _job_body(spec)["properties"]["resolution"]["$ref"] == "#/components/schemas/Resolution"
+    model = schemas["ModelOut"]["properties"]
+    assert (model["limits"], model["defaults"]) == (
+        {"$ref": "#/components/schemas/LimitsOut"},
+        {"$ref": "#/components/schemas/DefaultsOut"},
+    )
+
+
+def test_the_batch_form_says_items_or_variations(client: TestClient) -> None:
+    """oneOf: a schema-valid batch has exactly one of them, and the server takes each alone."""
+    body = _job_body(_spec(client), "/api/v1/batches")
+    assert body["oneOf"] == [{"required": ["items"]}, {"required": ["variations"]}]
+    assert body["properties"]["items"]["contentMediaType"] == "application/json"
+    image = {"image": ("p.png", png_bytes(), "image/png")}
+    fields = {"prompt": "x", "model": "tiny-i2vgen-xl", "height": "64", "width": "64"}
+    for extra, status in (
+        ({"variations": "2"}, 202),
+        ({"items": '[{"seed": 1}]'}, 202),
+        ({"variations": "2", "items": '[{"seed": 1}]'}, 422),
+    ):
+        assert client.post("/api/v1/batches", data={**fields, **extra}, files=image).status_code == status
+
+
+def _raised_codes() -> set[str]:
+    """Every error code literal in the source: ``code=`` arguments and class attributes, the code after a
+    status in a call or tuple (``ApiError(422, "x", ...)``), and the values of status-to-code tables."""
+    codes: set[str] = set()
+
+    def is_status(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) and isinstance(node.value, int) and 400 <= node.value < 600
+
+    def text(node: ast.AST) -> str | None:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+    for path in (REPO_ROOT / "src" / "stillmotion").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg in ("code", "error_code"):
+                codes.add(text(node.value) or "")
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "code" for t in node.targets
+            ):
+                codes.add(text(node.value) or "")
+            elif isinstance(node, ast.Call | ast.Tuple):
+                items = node.args if isinstance(node, ast.Call) else node.elts
+                codes |= {text(b) or "" for a, b in zip(items, items[1:], strict=False) if is_status(a)}
+            elif (
+                isinstance(node, ast.Dict)
+                and node.keys
+                and all(k is not None and is_status(k) for k in node.keys)
+            ):
+                codes |= {text(v) or "" for v in node.values}
+    return {code for code in codes if re.fullmatch(r"[a-z]+(_[a-z]+)*", code)}
+
+
+def test_every_error_code_the_source_raises_is_in_the_enum(client: TestClient) -> None:
+    """A code missing from ErrorCode would make a generated client fail to read that error."""
+    enum = set(_spec(client)["components"]["schemas"]["ErrorCode"]["enum"])
+    raised = _raised_codes()
+    assert {"invalid_request", "queue_full", "unknown_model", "malformed_header", "not_found"} <= raised
+    assert raised - enum == set()

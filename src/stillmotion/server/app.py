@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Mount, compile_path
 
@@ -25,8 +26,16 @@ from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.jobs.workers.local_pool import WorkerPool
 from stillmotion.jobs.workers.pools import make_pool
 from stillmotion.server.errors import ApiError, register_error_handlers
+from stillmotion.server.openapi_doc import asset, build_openapi, docs_page
 from stillmotion.server.routes import batches, health, jobs, models
-from stillmotion.server.security import OriginGuard, is_loopback, require_token
+from stillmotion.server.security import (
+    LoginGate,
+    OriginGuard,
+    is_loopback,
+    require_page_token,
+    require_token,
+    token_problem,
+)
 from stillmotion.service.job_service import API_PREFIX, JobService
 
 logger = logging.getLogger(__name__)
@@ -38,16 +47,46 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRA
 
 def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
     """Build the app; ``start_worker=False`` serves the API and UI over the store without running jobs."""
+    problem = token_problem(settings)
+    if problem is not None:
+        raise ValueError(problem)
     # Gradio reads these at import: no usage analytics, no version check, nothing leaves the machine.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
-
-    from stillmotion.webui.app import build_ui, ui_theme
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Opened here rather than in the lifespan because the UI is built (and mounted) around it.
     store = JobStore.open(settings)
     service = JobService(settings, store)
+    app = FastAPI(
+        title="stillmotion",
+        version=__version__,
+        lifespan=_lifespan(settings, store, service, start_worker=start_worker),
+        # Served by routes of our own (below): behind the token like the API, assets from this server.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.service = service
+    app.state.workers = None
+    register_error_handlers(app)
+    app.include_router(_api_router())
+    app.include_router(_docs_router())
+    _add_api_fallback(app)
+    _mount_ui(app, service, settings)
+    app.add_middleware(OriginGuard, pin_loopback_host=is_loopback(settings.host))
+    if settings.api_token:
+        app.add_middleware(LoginGate, token=settings.api_token)
+    app.openapi = lambda: build_openapi(app, token_required=bool(settings.api_token))  # type: ignore[method-assign]
+    # The mounted UI app: its session heartbeats end when its stop event is set (begin_shutdown).
+    app.state.ui_app = next(r.app for r in app.router.routes if isinstance(r, Mount) and r.path == "")
+    return app
+
+
+def _lifespan(
+    settings: Settings, store: JobStore, service: JobService, *, start_worker: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up and shutdown: the worker pool (F4: new jobs get 503 from the first moment of a stop)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,38 +111,52 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
             service.status.stop()
             store.close()
 
-    app = FastAPI(
-        title="stillmotion",
-        version=__version__,
-        summary="Image-to-video (I2VGen-XL), planned to fit your GPU, over a durable job queue.",
-        lifespan=lifespan,
-        docs_url=f"{API_PREFIX}/docs",
-        redoc_url=None,
-        openapi_url="/openapi.json",
-        description='REST API of stillmotion. Every error answers `{"error": {"code", "message", '
-        '"field"}}` (schema ErrorResponse); docs/api.md lists the codes.',
-    )
-    app.state.settings = settings
-    app.state.store = store
-    app.state.service = service
-    app.state.workers = None
-    register_error_handlers(app)
+    return lifespan
 
+
+def _api_router() -> APIRouter:
+    """/api/v1: health open, everything else behind the token (``require_token`` is a no-op without one;
+    the OpenAPI document declares the bearer scheme either way: server/openapi_doc.py)."""
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    # Without a token the routes are open, and the OpenAPI document says so: it declares the bearer scheme
-    # only where the server really asks for it (a spec that demands a header the server ignores is wrong).
-    protected = APIRouter(dependencies=[Depends(require_token)] if settings.api_token else [])
+    protected = APIRouter(dependencies=[Depends(require_token)])
     protected.include_router(jobs.router)
     protected.include_router(batches.router)
     protected.include_router(models.router)
     api.include_router(protected)
-    app.include_router(api)
+    return api
+
+
+def _docs_router() -> APIRouter:
+    """/openapi.json, the docs page and its assets: behind the token like the API (only /health is open)."""
+    router = APIRouter(dependencies=[Depends(require_page_token)], include_in_schema=False)
+    assets_url = f"{API_PREFIX}/docs/assets"
+
+    @router.get("/openapi.json")
+    async def openapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(request.app.openapi())
+
+    @router.get(f"{API_PREFIX}/docs")
+    async def docs() -> HTMLResponse:
+        return docs_page("/openapi.json", assets_url)
+
+    @router.get(assets_url + "/{name}")
+    async def docs_asset(name: str) -> Response:
+        found = asset(name)
+        if found is None:
+            raise ApiError(404, "not_found", f"No docs asset {name[:80]!r}.")
+        content, media_type = found
+        return Response(content, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+
+    return router
+
+
+def _add_api_fallback(app: FastAPI) -> None:
+    """Keep unknown /api paths (../, %2e%2e...) and methods away from the UI mount, which would otherwise
+    match them: a JSON 404 or 405, never a page. (Starlette answers 405 itself only when no later route
+    matches the path, and the UI mount at / matches every path.)"""
 
     async def api_fallback(request: Request) -> None:
-        # Keeps unknown /api paths (../, %2e%2e...) and methods away from the UI mount, which would otherwise
-        # match them: a JSON 404 or 405, never a page. (Starlette answers 405 itself only when no later route
-        # matches the path, and the UI mount at / matches every path.)
         allowed = _allowed_methods(request.app, request.url.path)
         if allowed:
             raise ApiError(
@@ -118,11 +171,17 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
     for path in ("/api", "/api/{rest:path}"):
         app.add_api_route(path, api_fallback, methods=list(HTTP_METHODS), include_in_schema=False)
 
-    blocks = build_ui(service)
+
+def _mount_ui(app: FastAPI, service: JobService, settings: Settings) -> None:
+    """The Gradio UI at /, its login the API token (any user name) when the server has one."""
+    import gradio as gr
+
+    from stillmotion.webui.app import build_ui, ui_theme
+
     token = settings.api_token
     gr.mount_gradio_app(
         app,
-        blocks,
+        build_ui(service),
         path="/",
         allowed_paths=[str(settings.jobs_dir.resolve())],
         max_file_size=int(settings.max_upload_mb * 2**20),
@@ -135,10 +194,6 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
         auth_message="Password: the server's STILLMOTION_API_TOKEN (any user name)." if token else None,
         show_error=True,
     )
-    app.add_middleware(OriginGuard, pin_loopback_host=is_loopback(settings.host))
-    # The mounted UI app: its session heartbeats end when its stop event is set (begin_shutdown).
-    app.state.ui_app = next(r.app for r in app.router.routes if isinstance(r, Mount) and r.path == "")
-    return app
 
 
 def begin_shutdown(app_state: Any) -> None:

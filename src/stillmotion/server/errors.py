@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_STORAGE_S = 5
 
 # UnknownModel is 404 in errors.py (for the CLI); over HTTP the model is always a field of the request
-# body, so the API answers 422 like every other bad field (docs/api.md says so).
-_STATUS_OVERRIDES: dict[type[StillmotionError], int] = {UnknownModel: 422}
+# body, so the API answers 422 like every other bad field (docs/api.md says so), also for a batch entry.
+_STATUS_OVERRIDES: dict[str, int] = {UnknownModel.code: 422}
 
 
 class ApiError(StillmotionError):
@@ -75,7 +75,7 @@ def register_error_handlers(app: FastAPI) -> None:
 
     async def on_stillmotion(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StillmotionError)
-        status = _STATUS_OVERRIDES.get(type(exc), exc.http_status)
+        status = _STATUS_OVERRIDES.get(exc.code, exc.http_status)
         headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
         if exc.retry_after_s is not None:
             headers.setdefault("Retry-After", str(exc.retry_after_s))

@@ -9,17 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel
 
 from stillmotion.engine.request import GenerationRequest, request_fields
 from stillmotion.server.errors import ApiError
 from stillmotion.server.upload import ParsedForm, read_multipart
 from stillmotion.service.job_service import JobService
-from stillmotion.service.schemas import GenerationFields, request_of
+from stillmotion.service.request_form import IMAGE_PART, Form, GenerationFields, request_of
 
-IMAGE_FIELD = "image"
-# Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value. Only
-# empty: " " is a value, and not a plain number.
+IMAGE_FIELD = IMAGE_PART.name
+# Optional non-text fields sent empty (``-F seed=``) mean "not given", as curl and HTML forms send them; text
+# fields keep "" as a value. Only empty: " " is a value, and not a plain number.
 _TEXT_FIELDS = frozenset(d.name for d in request_fields() if d.info.kind == "text")
 
 
@@ -65,42 +64,13 @@ async def multipart_form(request: Request, service: JobService) -> AsyncIterator
         form.cleanup()
 
 
-def multipart_body(model: type[BaseModel], *, description: str) -> dict[str, Any]:
-    """``openapi_extra`` describing a multipart body with ``model``'s fields (image as a binary part)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    for name, prop in schema.get("properties", {}).items():
-        # OpenAPI 3.1 multipart: a file part is a string with contentMediaType/format binary.
-        if prop.get("format") == "binary" or any(
-            option.get("format") == "binary" for option in prop.get("anyOf", [])
-        ):
-            prop.pop("anyOf", None)
-            prop.update(
-                {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
-            )
-        elif "anyOf" in prop:
-            _form_optional(name, prop)
+def multipart_body(form: Form, *, description: str) -> dict[str, Any]:
+    """``openapi_extra`` describing a multipart body: a reference to the form's component (the document
+    builder, server/openapi_doc.py, adds the component from ``request_form.form_schema``)."""
     return {
         "requestBody": {
             "required": True,
             "description": description,
-            "content": {"multipart/form-data": {"schema": schema}},
+            "content": {"multipart/form-data": {"schema": {"$ref": f"#/components/schemas/{form.name}"}}},
         }
     }
-
-
-def _form_optional(name: str, prop: dict[str, Any]) -> None:
-    """A form has no null: an optional field is left out or, if not a text field, sent empty (``parse_fields``
-    reads both as "not given"). Say exactly that in place of pydantic's ``null`` branch."""
-    options = [option for option in prop["anyOf"] if option.get("type") != "null"]
-    takes_empty = any(
-        option.get("type") == "string" and not option.keys() & {"enum", "pattern", "minLength"}
-        for option in options
-    )
-    if name not in _TEXT_FIELDS and not takes_empty:
-        options.append({"const": "", "description": "Empty: not given (the default applies)."})
-    if len(options) == 1:
-        prop.pop("anyOf")
-        prop.update(options[0])
-    else:
-        prop["anyOf"] = options

@@ -1,7 +1,9 @@
 """Safe defaults: bearer token, same-origin writes, and Host pinning for loopback binds (RELIABILITY 0.6).
 
 - ``require_token``: when ``settings.api_token`` is set, every API route (but /health) needs
-  ``Authorization: Bearer <token>``, compared in constant time; a token in the query string is refused.
+  ``Authorization: Bearer <token>``, compared in constant time; a token in the query string is refused. The
+  OpenAPI document and its docs page need it too (``require_page_token``: there HTTP Basic with the token as
+  password also works, so a browser can ask for it). A blank token is refused at start (``token_problem``).
 - ``OriginGuard`` (pure ASGI middleware, covers the API and the Gradio UI alike):
   * a state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` (or, without one, ``Referer``)
     names another origin (scheme, host or port) gets 403: a web page on another site cannot drive the local
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
 import re
@@ -35,8 +38,22 @@ GUARDED_HEADERS = frozenset({"host", "origin", "referer"})
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "key"})
 
 bearer_scheme = HTTPBearer(
-    auto_error=False, description="Required when the server has STILLMOTION_API_TOKEN."
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="Required when the server has STILLMOTION_API_TOKEN.",
 )
+PAGE_CHALLENGE = {"WWW-Authenticate": 'Bearer, Basic realm="stillmotion API", charset="UTF-8"'}
+
+
+def token_problem(settings: Settings) -> str | None:
+    """Why the configured token cannot be used (set but blank), or None."""
+    token = settings.api_token
+    if token is not None and not token.strip():
+        return (
+            "STILLMOTION_API_TOKEN is set but blank: a token of spaces (or nothing) protects nothing. Set it "
+            "to a long random secret, or unset it to serve on loopback without one."
+        )
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -79,6 +96,29 @@ async def require_token(
 ) -> None:
     """FastAPI dependency wrapping ``check_token`` with the app's settings."""
     check_token(request.app.state.settings, request, credentials)
+
+
+async def require_page_token(request: Request) -> None:
+    """The docs page, its assets and /openapi.json: the bearer token, or HTTP Basic with the token as the
+    password (any user name, as the web UI's login), which a browser asks for by itself."""
+    settings: Settings = request.app.state.settings
+    expected = settings.api_token
+    if not expected:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            password = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            password = ""
+        if hmac.compare_digest(password.encode(), expected.encode()):
+            return
+        raise ApiError(401, "unauthorized", "The API token is wrong.", headers=PAGE_CHALLENGE)
+    credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=value) if value else None
+    try:
+        check_token(settings, request, credentials)
+    except ApiError as exc:
+        raise ApiError(401, exc.code, exc.message, headers=PAGE_CHALLENGE) from None
 
 
 class MalformedHeader(ValueError):
@@ -199,3 +239,65 @@ class OriginGuard:
                 )
             return None
         return None
+
+
+# What a browser needs before it has logged in to the UI: the login page, its assets, the login itself. The
+# API and the OpenAPI document check the token in their own routes.
+_OPEN_PREFIXES = ("/api/", "/assets/", "/static/", "/svelte/", "/pwa_icon")
+_OPEN_PATHS = frozenset(
+    {
+        "/",
+        "/api",
+        "/openapi.json",
+        "/login",
+        "/login/",
+        "/logout",
+        "/favicon.ico",
+        "/theme.css",
+        "/robots.txt",
+        "/manifest.json",
+        "/gradio_api/theme.css",
+        "/gradio_api/login_check",
+        "/gradio_api/login_check/",
+    }
+)
+
+
+class LoginGate:
+    """With a token, every UI route needs the UI's login (its session cookie) or the bearer token, except the
+    login page and its assets: Gradio leaves some routes (session heartbeats, streams, cancel) open even with
+    its login on, and only /health is meant to be open (docs/api.md)."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        message = "Log in to the UI first (password: the server's API token), or send the bearer token."
+        log_refusal(scope.get("method", ""), scope.get("path", ""), 401, "unauthorized", message)
+        await error_response(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})(
+            scope, receive, send
+        )
+
+    def _allowed(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        if path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES):
+            return True
+        request = Request(scope)
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), self.token.encode()):
+            return True
+        ui = getattr(scope["app"].state, "ui_app", None)
+        if ui is None:
+            return False
+        for name in (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}"):
+            cookie = request.cookies.get(name)
+            if cookie is not None and cookie in ui.tokens:
+                return True
+        return False

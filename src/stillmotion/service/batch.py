@@ -1,4 +1,4 @@
-"""Batches: one request, several jobs. Pure helpers; ``JobService.submit_batch`` does the accepting.
+"""Batches: one request, several jobs. Pure helpers and the batch form; ``JobService.submit_batch`` accepts.
 
 A batch is a base set of generation fields plus one entry per job with the fields that differ (a seed, a
 prompt, an interpolation...). ``variations`` N is the shorthand for N entries that differ only in the seed:
@@ -8,18 +8,68 @@ its own row, folder and video; the rows share a ``batch_id`` so the batch is lis
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from stillmotion import bounded_json
 from stillmotion.engine.request import GenerationRequest, variation_seeds
 from stillmotion.errors import InvalidRequest
-from stillmotion.service.schemas import GenerationFields, request_of
+from stillmotion.service.request_form import (
+    IMAGE_PART,
+    Form,
+    GenerationFields,
+    json_text_schema,
+    plain_int,
+    request_of,
+)
 from stillmotion.service.validation import validation_message
 
 MAX_BATCH_JOBS = 64  # one request may not fill the queue on its own; larger batches are several requests
+MAX_ITEMS_CHARS = 1 << 20  # the multipart parser's limit of one text field
+MAX_ITEMS_DEPTH = 8  # an array of objects whose values are plain: 2 levels; room for list-valued fields
+BATCH_FIELDS = ("items", "variations")
+
+BATCH_FORM = Form(
+    "BatchForm",
+    "Multipart body of POST /batches: one image, the fields all jobs share, and what differs per job: "
+    "either `items` or `variations` (exactly one of them).",
+    (IMAGE_PART,),
+    {
+        "items": json_text_schema(
+            "A JSON array, one object per job with the fields that differ from the shared ones, e.g. "
+            '[{"seed": 1}, {"seed": 2}] or [{"prompt": "waves"}, {"prompt": "rain"}] (1 to '
+            f"{MAX_BATCH_JOBS} entries).",
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_JOBS,
+                "items": {"$ref": "#/components/schemas/GenerationFields"},
+            },
+            MAX_ITEMS_CHARS,
+        ),
+        "variations": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_BATCH_JOBS,
+            "description": "Instead of `items`: this many jobs that differ only in the seed (seed, seed+1, "
+            "... when `seed` is given, random seeds otherwise).",
+        },
+    },
+    one_of=(("items",), ("variations",)),
+)
+
+
+def parse_variations(text: str) -> int:
+    """The ``variations`` form field: ASCII digits only, 1 to ``MAX_BATCH_JOBS``; ``InvalidRequest``."""
+    count = plain_int(text)
+    if count is None:
+        raise InvalidRequest(
+            f"variations={text[:40]!r} must be a whole number in ASCII digits, 1 to {MAX_BATCH_JOBS}.",
+            field="variations",
+        )
+    return count
 
 
 def variation_items(count: object, base_seed: int | None) -> list[dict[str, Any]]:
@@ -33,9 +83,9 @@ def variation_items(count: object, base_seed: int | None) -> list[dict[str, Any]
 
 
 def parse_items(text: str) -> list[dict[str, Any]]:
-    """The ``items`` form field: a JSON array of objects, one per job."""
+    """The ``items`` form field: a JSON array of objects, one per job (size and nesting bounded)."""
     try:
-        items = json.loads(text)
+        items = bounded_json.loads(text, max_depth=MAX_ITEMS_DEPTH, max_bytes=MAX_ITEMS_CHARS)
     except ValueError as exc:
         raise InvalidRequest(f"items: not valid JSON ({exc}).", field="items") from None
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):

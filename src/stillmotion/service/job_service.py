@@ -19,7 +19,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
@@ -44,12 +46,17 @@ from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
 from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
 from stillmotion.service.schemas import (
+    BatchCounts,
     BatchLinks,
     BatchOut,
-    ErrorBody,
+    DeviceBudgetOut,
+    DowngradeOut,
+    InterpolationPlanOut,
+    JobErrorOut,
     JobLinks,
     JobOut,
     JobResultOut,
+    MemoryPlanOut,
     ModelReadinessOut,
     PlanOut,
     ProgressOut,
@@ -57,6 +64,7 @@ from stillmotion.service.schemas import (
 )
 
 logger = logging.getLogger(__name__)
+_Model = TypeVar("_Model", bound=BaseModel)
 
 API_PREFIX = "/api/v1"
 # The web UI still imports this name; states.TERMINAL is the one definition (remove once the UI uses it).
@@ -253,13 +261,16 @@ class JobService:
         data = report.to_dict()
         plan = data.get("plan") or {}
         expected = self.expected_time(data["request"])
+        interpolation = data.get("interpolation")
         return PlanOut(
             fits=True,
             message=plan.get("reason") or None,
             request=ResolvedRequestOut(**data["request"]),
-            budget=_jsonable(data.get("budget")),
-            plan=_jsonable(plan),
-            interpolation=_jsonable(data.get("interpolation")),
+            budget=DeviceBudgetOut.model_validate(_jsonable(report.budget.__dict__)),
+            plan=MemoryPlanOut.model_validate(_jsonable(plan)),
+            interpolation=None
+            if interpolation is None
+            else InterpolationPlanOut.model_validate(interpolation),
             expected_time_s=None if expected is None else round(expected.seconds, 1),
             expected_time_basis=None if expected is None else expected.basis,
         )
@@ -412,15 +423,16 @@ class JobService:
         position = self.queue_position(job) if with_position else None
         error = None
         if data.get("error_code"):
-            error = ErrorBody(
+            error = JobErrorOut(
                 code=data["error_code"], message=data.get("error_message") or data["error_code"]
             )
         result = data.get("result") or None
         return JobOut(
             id=job.id,
-            status=status.value,
+            status=status,
             model=data.get("model"),
-            request=data.get("request") or {},
+            batch_id=job.batch_id,
+            request=_stored(ResolvedRequestOut, data.get("request")),
             created_at=data["created_at"],
             updated_at=data.get("updated_at"),
             started_at=data.get("started_at"),
@@ -430,14 +442,18 @@ class JobService:
             queue_position=position,
             queue_wait_s=self.queue_wait_s(job, position),
             progress=_progress(data.get("progress"), terminal=status in TERMINAL),
-            plan=_jsonable(data.get("plan")),
+            plan=_stored(MemoryPlanOut, _jsonable(data.get("plan"))),
             error=error,
             result=None
             if result is None
             else JobResultOut(
                 sha256=data.get("output_sha256") or result.get("sha256"),
                 warnings=[str(w) for w in result.get("warnings") or []],
-                downgrades=list(result.get("downgrades") or []),
+                downgrades=[
+                    d
+                    for d in (_stored(DowngradeOut, x) for x in result.get("downgrades") or [])
+                    if d is not None
+                ],
                 timings={k: float(v) for k, v in (result.get("timings") or {}).items() if _is_number(v)},
             ),
             links=JobLinks(
@@ -457,7 +473,7 @@ class JobService:
         return BatchOut(
             id=batch_id,
             jobs=[self.job_out(job) for job in jobs],
-            counts=counts,
+            counts=BatchCounts(**counts),
             links=BatchLinks(self=base, cancel=f"{base}/cancel"),
         )
 
@@ -528,6 +544,18 @@ def parse_job_id(job_id: str) -> str:
         return str(uuid.UUID(job_id))
     except ValueError:
         raise JobNotFound(f"No job {job_id[:40]!r} (job ids are UUIDs).") from None
+
+
+def _stored(model: type[_Model], data: object) -> _Model | None:
+    """``data`` read back from a job row as ``model``; None when it is missing or has another shape (a row
+    written by an older version): the job is still shown, without that part."""
+    if data is None:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        logger.debug("stored %s of another shape left out: %r", model.__name__, data)
+        return None
 
 
 def _is_number(value: object) -> bool:

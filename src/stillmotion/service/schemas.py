@@ -1,52 +1,100 @@
-"""The public REST contract: every body the API accepts or returns, as pydantic models.
+"""The public REST contract: every body the API returns, as named, typed pydantic models.
 
-Kept apart from ``jobs/`` so the API can stay stable while the store changes; ``job_out()`` is the one
-translation from a store ``Job`` to the wire. Input models forbid unknown fields and NaN/Infinity, and take
-numbers written plainly only ("16", not "+16", " 16 ", "1_6" or "16.0"). The field bounds come from the model
-registry through ``field_limits.api_bounds()``: the widest over registered models, stated in the OpenAPI
-document and enforced here; the rules of the one model a request names are checked by
-``GenerationRequest.resolve`` (docs/api.md, "Field limits").
+Kept apart from ``jobs/`` so the API can stay stable while the store changes; ``JobService.job_out`` is the
+one translation from a store ``Job`` to the wire. Every body and every nested object is a named schema with
+typed fields, closed sets are enums (a generated client gets classes, not maps of anything); where a body
+mirrors an engine dataclass (the resolved request, a model's limits and defaults, the device budget, the
+plans) its model is derived from that dataclass (``wire_model``), so a field added there appears here. The
+request forms are in ``request_form.py``; the error codes in ``ErrorCode``.
 """
 
 from __future__ import annotations
 
-import re
 import typing
 from dataclasses import MISSING
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
-from pydantic_core import PydanticCustomError
 
-from stillmotion.engine.request import DeclaredField, GenerationRequest, ResolvedRequest, request_fields
-from stillmotion.service.field_limits import PROMPT_PATTERN, api_bounds
-
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-_PLAIN_INT = re.compile(r"-?[0-9]+")
-_PLAIN_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-
-
-def _plain(pattern: re.Pattern[str], kind: str, example: str) -> BeforeValidator:
-    """Form values arrive as text: take only a number written plainly (pydantic's lax parsing would also
-    take signs, spaces, underscores and "8.0" for an integer). Numbers (from the web UI) pass through."""
-
-    def check(value: object) -> object:
-        if isinstance(value, bool):  # True is an int to Python, never a number to a user
-            raise PydanticCustomError("plain_number", f"must be {kind}, not a true/false value")
-        if isinstance(value, str) and not pattern.fullmatch(value):
-            raise PydanticCustomError("plain_number", f"must be {kind} written plainly, e.g. {example}")
-        return value
-
-    return BeforeValidator(check)
+from stillmotion.engine.request import ResolvedRequest
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.memory.device import DeviceBudget
+from stillmotion.memory.interpolation import InterpolationPlan
+from stillmotion.memory.types import GroupOffloadType, MemoryPlan, PhaseEstimate, Placement
+from stillmotion.models.registry import Defaults, Limits
+from stillmotion.service.request_form import CHOICE_ENUMS
 
 
-# Used inside Annotated with the field's bounds: bounds given to Field() on an Optional of an annotated type
-# would not reach the JSON Schema.
-PLAIN_INT = _plain(_PLAIN_INT, "a whole number (digits, optionally a leading minus)", "16")
-PLAIN_FLOAT = _plain(_PLAIN_FLOAT, "a decimal number", "7.5")
+class ErrorCode(StrEnum):
+    """Every stable error code an API answer can carry (docs/api.md lists them with their statuses;
+    tests/server/test_openapi.py checks that every code the source raises is here)."""
+
+    # 400, 401, 403, 404, 405, 408
+    MALFORMED_BODY = "malformed_body"
+    MALFORMED_HEADER = "malformed_header"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    JOB_NOT_FOUND = "job_not_found"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    REQUEST_TIMEOUT = "request_timeout"
+    HTTP_ERROR = "http_error"
+    # 409, 410, 413, 415, 416
+    INVALID_TRANSITION = "invalid_transition"
+    LEASE_LOST = "lease_lost"
+    JOB_NOT_FINISHED = "job_not_finished"
+    JOB_HAS_NO_VIDEO = "job_has_no_video"
+    CANCELLED = "cancelled"
+    OUTPUT_DELETED = "output_deleted"
+    FILE_TOO_LARGE = "file_too_large"
+    FIELD_TOO_LARGE = "field_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
+    # 422
+    INVALID_REQUEST = "invalid_request"
+    INVALID_IMAGE = "invalid_image"
+    UNKNOWN_MODEL = "unknown_model"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    TOO_MANY_PARTS = "too_many_parts"
+    EMPTY_FILE = "empty_file"
+    FILE_UNREADABLE = "file_unreadable"
+    IMAGE_TRUNCATED = "image_truncated"
+    IMAGE_CORRUPT = "image_corrupt"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_TOO_SMALL = "image_too_small"
+    BAD_ASPECT_RATIO = "bad_aspect_ratio"
+    ANIMATED_NOT_SUPPORTED = "animated_not_supported"
+    # 429, 5xx
+    QUEUE_FULL = "queue_full"
+    INTERNAL_ERROR = "internal_error"
+    SHUTTING_DOWN = "shutting_down"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    DATABASE_BUSY = "database_busy"
+    DATABASE_FULL = "database_full"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    DATABASE_CONFLICT = "database_conflict"
+    DATABASE_ERROR = "database_error"
+    DATABASE_DRIVER_MISSING = "database_driver_missing"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
+    DISK_FULL = "disk_full"
+    CANNOT_FIT = "cannot_fit"
+    OOM = "oom"
+    BAD_OUTPUT = "bad_output"
+    NAN_OUTPUT = "nan_output"
+    OUTPUT_WRITE_FAILED = "output_write_failed"
+    MISSING_EXTRA = "missing_extra"
+    RAY_MISSING = "ray_missing"
+    RAY_UNAVAILABLE = "ray_unavailable"
+    # read by the CLI and in /health rather than answered, listed so that one enum holds every code
+    NO_METADATA = "no_metadata"
+    WORKER_STARTING = "worker_starting"
+    WORKER_DOWN = "worker_down"
+    STATUS_STALE = "status_stale"
 
 
 class _Out(BaseModel):
@@ -54,9 +102,7 @@ class _Out(BaseModel):
 
 
 class ErrorBody(_Out):
-    code: str = Field(
-        description="Stable machine-readable code, e.g. invalid_request, empty_file, queue_full."
-    )
+    code: ErrorCode = Field(description="Stable machine-readable code (docs/api.md lists them).")
     message: str = Field(description="Human message naming the field, the value and the rule.")
     field: str | None = Field(default=None, description="The request field at fault, when there is one.")
 
@@ -67,120 +113,113 @@ class ErrorResponse(_Out):
     error: ErrorBody
 
 
-_MODEL_RULES = "each model may be narrower (GET /models lists its limits)"
+def wire_model(
+    source: type,
+    name: str,
+    doc: str,
+    *,
+    types: dict[str, Any] | None = None,
+    exclude: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> type[BaseModel]:
+    """A pydantic model with the fields of the dataclass ``source`` (names, types, defaults): ``types``
+    replaces a field's type (an enum for a str, say), ``exclude`` drops fields, ``extra`` adds some."""
+    hints = typing.get_type_hints(source)
+    fields: dict[str, Any] = {}
+    for f in dataclass_fields(source):
+        if f.name in exclude:
+            continue
+        default = ... if f.default is MISSING and f.default_factory is MISSING else f.default
+        if f.default_factory is not MISSING:
+            default = Field(default_factory=f.default_factory)
+        fields[f.name] = ((types or {}).get(f.name, hints[f.name]), default)
+    fields.update(extra or {})
+    model: type[BaseModel] = create_model(name, __base__=_Out, __doc__=doc, **fields)
+    return model
 
 
-def _api_field(declared: DeclaredField) -> tuple[Any, Any]:
-    """One request field as a form field: its type with the widest bounds over the models, and its help."""
-    info, bounds = declared.info, api_bounds()[declared.name]
-    description = info.help + (f" Bounds: {_MODEL_RULES}." if info.bounds is not None else "")
-    if info.kind in ("int", "float"):
-        constraints = Field(ge=bounds.low, le=bounds.high, multiple_of=bounds.multiple_of)
-        number = (
-            Annotated[int, constraints, PLAIN_INT]
-            if info.kind == "int"
-            else Annotated[float, constraints, PLAIN_FLOAT]
-        )
-        return number | None, Field(default=None, description=description)
-    if info.kind == "choice":
-        literal: Any = Literal
-        return literal[info.choices] | None, Field(default=None, description=description)
-    pattern = PROMPT_PATTERN if info.kind == "text" else None
-    text = Field(
-        default=declared.default, max_length=bounds.max_chars, pattern=pattern, description=description
-    )
-    return (str if declared.default == "" else str | None), text
+if TYPE_CHECKING:  # classes built from dataclasses below; mypy sees only their names
 
+    class ResolvedRequestOut(BaseModel): ...
 
-# The generation fields of ``POST /jobs``, ``POST /plan`` and batches (multipart form fields, diffusers'
-# names), built from the one field list (engine/request.py): everything may be left out and takes the model's
-# default; give either ``resolution`` or both ``height`` and ``width``; a missing ``seed`` is drawn and stored
-# with the job. Bounds are the widest over the registered models; the named model's own rules (GET /models:
-# size multiple, frame rule, whether it takes a prompt) are checked by the server too.
-_GENERATION_FIELDS: dict[str, Any] = {declared.name: _api_field(declared) for declared in request_fields()}
-GenerationFields: type[BaseModel] = create_model(
-    "GenerationFields",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-    __doc__="The generation fields of a job (multipart form fields with diffusers' names); see the field "
-    "list in engine/request.py.",
-    **_GENERATION_FIELDS,
-)
+    class LimitsOut(BaseModel): ...
 
-_IMAGE = Field(
-    json_schema_extra={"format": "binary"},
-    description="PNG, JPEG or WebP still image (size limited by the server; checked by content).",
-)
-JobForm: type[BaseModel] = create_model(
-    "JobForm",
-    __base__=GenerationFields,
-    __doc__="Multipart body of ``POST /jobs``: the image file plus the generation fields (the prompt "
-    "optional on the wire: a model without a text encoder takes none; the server requires it for the "
-    "others).",
-    image=(bytes, _IMAGE),
-)
-PlanForm: type[BaseModel] = create_model(
-    "PlanForm",
-    __base__=GenerationFields,
-    __doc__="Multipart body of ``POST /plan``: the generation fields and, optionally, the image (with it, "
-    "presets keep its aspect ratio exactly as a job would). The prompt is optional here: the plan does not "
-    "depend on it.",
-    image=(
-        bytes | None,
-        Field(
-            default=None,
-            json_schema_extra={"format": "binary"},
-            description="Optional: with it, presets keep its aspect ratio exactly as a job would.",
-        ),
-    ),
-)
-BatchForm: type[BaseModel] = create_model(
-    "BatchForm",
-    __base__=JobForm,
-    __doc__="Multipart body of ``POST /batches``: one image, the fields all jobs share, and what differs per "
-    "job.",
-    items=(
-        str | None,
-        Field(
-            default=None,
-            description="A JSON array, one object per job with the fields that differ from the shared ones, "
-            'e.g. [{"seed": 1}, {"seed": 2}] or [{"prompt": "waves"}, {"prompt": "rain"}] (1 to 64 entries).',
-        ),
-    ),
-    variations=(
-        int | None,
-        Field(
-            default=None,
-            description="Instead of `items`: this many jobs that differ only in the seed (seed, seed+1, ... "
-            "when `seed` is given, random seeds otherwise).",
-        ),
-    ),
-)
+    class DefaultsOut(BaseModel): ...
 
+    class DeviceBudgetOut(BaseModel): ...
 
-def request_of(fields: BaseModel) -> GenerationRequest:
-    """The engine's request from validated form fields (the one translation from the wire)."""
-    return GenerationRequest(**fields.model_dump())
+    class PhaseEstimateOut(BaseModel): ...
 
+    class MemoryPlanOut(BaseModel): ...
 
-if TYPE_CHECKING:  # a class built from the dataclass below; mypy sees only its name
+    class InterpolationPlanOut(BaseModel): ...
 
-    class ResolvedRequestOut(BaseModel):
-        """engine/request.py's ResolvedRequest on the wire."""
-
-else:  # engine/request.py's ResolvedRequest on the wire
-    ResolvedRequestOut = create_model(
+else:
+    ResolvedRequestOut = wire_model(
+        ResolvedRequest,
         "ResolvedRequestOut",
-        __base__=_Out,
-        __doc__="A request with every default filled in: exactly what runs.",
-        **{
-            f.name: (hint, ... if f.default is MISSING else f.default)
-            for f, hint in zip(
-                dataclass_fields(ResolvedRequest),
-                typing.get_type_hints(ResolvedRequest).values(),
-                strict=True,
-            )
+        "A request with every default filled in: exactly what runs (engine/request.py's ResolvedRequest).",
+        types={name: enum | None for name, enum in CHOICE_ENUMS.items()},
+    )
+    LimitsOut = wire_model(
+        Limits,
+        "LimitsOut",
+        "Every bound a request must keep for one model: frames (num_frames = frame_step x k + 1), size "
+        "(size_multiple and why, min_side, max_side, max_pixels), steps, guidance, fps, prompt length, and "
+        "whether it takes a prompt.",
+    )
+    DefaultsOut = wire_model(Defaults, "DefaultsOut", "What a request gets for each field it leaves out.")
+    DeviceBudgetOut = wire_model(
+        DeviceBudget, "DeviceBudgetOut", "The memory a job may use on this device (bytes), measured now."
+    )
+    PhaseEstimateOut = wire_model(PhaseEstimate, "PhaseEstimateOut", "Predicted peak of one phase, in GiB.")
+
+
+class MemoryEstimateOut(_Out):
+    """Predicted peaks per phase and the expected speed of a plan (memory/types.py MemoryEstimate.to_dict)."""
+
+    peak_reserved_gib: float
+    peak_allocated_gib: float
+    peak_phase: Literal["encode", "denoise", "decode"]
+    encode: PhaseEstimateOut
+    denoise: PhaseEstimateOut
+    decode: PhaseEstimateOut
+    expandable_segments: bool
+    s_per_step_h100: float = Field(description="Expected seconds per denoising step on an H100.")
+    expected_slowdown: float = Field(description="Expected time relative to the fastest (resident) plan.")
+
+
+if not TYPE_CHECKING:
+    MemoryPlanOut = wire_model(
+        MemoryPlan,
+        "MemoryPlanOut",
+        "How a request runs: placement, dtype and the memory savers (memory/types.py MemoryPlan).",
+        types={"placement": Placement, "group_offload_type": GroupOffloadType | None},
+        exclude=("estimate",),
+        extra={
+            "approximate": (bool, Field(default=False, description="True when the plan changes the math.")),
+            # to_dict writes {} for "no estimate"
+            "estimate": (Annotated[MemoryEstimateOut | None, BeforeValidator(lambda v: v or None)], None),
         },
     )
+    InterpolationPlanOut = wire_model(
+        InterpolationPlan,
+        "InterpolationPlanOut",
+        "How the interpolation phase runs: where, in what precision, how many in-between frames at once.",
+        types={"interpolator": CHOICE_ENUMS["interpolator"]},  # the request field's enum: one component
+    )
+
+
+class DowngradeOut(_Out):
+    """One recovery from out-of-memory: the plan that failed, the one that took over, where it resumed."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from", description="The plan rung that ran out of memory.")
+    to: str = Field(description="The cheaper rung that took over.")
+    phase: str = Field(description="encode, denoise or decode.")
+    resumed_at_step: int
+    error: str = Field(description="The out-of-memory message, shortened.")
 
 
 class ProgressOut(_Out):
@@ -202,17 +241,29 @@ class JobLinks(_Out):
 class JobResultOut(_Out):
     sha256: str | None = None
     warnings: list[str] = Field(default_factory=list)
-    downgrades: list[dict[str, Any]] = Field(default_factory=list, description="OOM recoveries, one each.")
+    downgrades: list[DowngradeOut] = Field(default_factory=list, description="OOM recoveries, one each.")
     timings: dict[str, float] = Field(default_factory=dict)
+
+
+class JobErrorOut(_Out):
+    """Why a job failed or was cancelled. ``code`` is a string, not the ErrorCode enum: a job keeps the code
+    of the version that ran it (e.g. cancelled, model_unavailable, oom, internal_error)."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. cancelled, model_unavailable, oom.")
+    message: str
 
 
 class JobOut(_Out):
     """One job as the API shows it."""
 
-    id: str
-    status: JobStatusName
+    id: str = Field(description="The job's UUID.")
+    status: JobStatus
     model: str | None
-    request: dict[str, Any] = Field(description="The request as stored: the fields given, the seed drawn.")
+    batch_id: str | None = Field(default=None, description="The batch it belongs to (POST /batches), if any.")
+    request: ResolvedRequestOut | None = Field(
+        description="The request as stored: every field resolved, the seed drawn (null for a job stored by a "
+        "version before 0.2, which kept the fields as given)."
+    )
     created_at: datetime
     updated_at: datetime | None = None
     started_at: datetime | None = None
@@ -226,8 +277,8 @@ class JobOut(_Out):
         "each as long as this one is expected to take; null unless queued and measured.",
     )
     progress: ProgressOut | None = None
-    plan: dict[str, Any] | None = Field(default=None, description="The memory plan in use (see GET /plan).")
-    error: ErrorBody | None = Field(default=None, description="Why the job failed or was cancelled.")
+    plan: MemoryPlanOut | None = Field(default=None, description="The memory plan in use (see POST /plan).")
+    error: JobErrorOut | None = Field(default=None, description="Why the job failed or was cancelled.")
     result: JobResultOut | None = None
     links: JobLinks
 
@@ -246,12 +297,8 @@ class ModelOut(_Out):
     source: str
     tiny: bool
     default: bool = Field(description="True for the server's default model.")
-    defaults: dict[str, Any]
-    limits: dict[str, Any] = Field(
-        description="Every bound a request must keep: frames (min_frames, max_frames, frame_step: num_frames "
-        "must be frame_step x k + 1), size (size_multiple and why, min_side, max_side, max_pixels), steps, "
-        "guidance, fps, prompt length, and accepts_prompt."
-    )
+    defaults: DefaultsOut
+    limits: LimitsOut
     rules: list[str] = Field(description="The same rules in words, as the UI shows them.")
 
 
@@ -283,7 +330,14 @@ class ModelReadinessOut(_Out):
 
 
 class HealthProblem(_Out):
-    code: str = Field(
+    code: Literal[
+        "shutting_down",
+        "queue_full",
+        "insufficient_storage",
+        "worker_starting",
+        "worker_down",
+        "status_stale",
+    ] = Field(
         description="shutting_down, queue_full, insufficient_storage (the codes POST /jobs would answer), "
         "worker_starting, worker_down or status_stale."
     )
@@ -330,9 +384,9 @@ class PlanOut(_Out):
     fits: bool = Field(description="False when no memory plan fits; `message` says what would.")
     message: str | None = None
     request: ResolvedRequestOut
-    budget: dict[str, Any] | None = Field(default=None, description="The device budget measured now.")
-    plan: dict[str, Any] | None = Field(default=None, description="The chosen plan and its estimates.")
-    interpolation: dict[str, Any] | None = Field(
+    budget: DeviceBudgetOut | None = Field(default=None, description="The device budget measured now.")
+    plan: MemoryPlanOut | None = Field(default=None, description="The chosen plan and its estimates.")
+    interpolation: InterpolationPlanOut | None = Field(
         default=None, description="The interpolation phase's plan, when the request asks for interpolation."
     )
     expected_time_s: float | None = Field(
@@ -348,12 +402,25 @@ class BatchLinks(_Out):
     cancel: str
 
 
+if TYPE_CHECKING:
+
+    class BatchCounts(BaseModel): ...
+
+else:
+    BatchCounts = create_model(
+        "BatchCounts",
+        __base__=_Out,
+        __doc__="Jobs of a batch per status.",
+        **{status.value: (int, 0) for status in JobStatus},
+    )
+
+
 class BatchOut(_Out):
     """One batch: its jobs in submission order and how many are in each status."""
 
     id: str
     jobs: list[JobOut]
-    counts: dict[str, int] = Field(description='Jobs per status, e.g. {"succeeded": 5, "cancelled": 1}.')
+    counts: BatchCounts = Field(description="How many of its jobs are in each status.")
     links: BatchLinks
 
 

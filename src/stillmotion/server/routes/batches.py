@@ -6,6 +6,7 @@ all-or-nothing submission and the group view and cancel. Routes are thin, as in 
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -16,30 +17,41 @@ from starlette.concurrency import run_in_threadpool
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
-from stillmotion.server.routes.jobs import _errors
+from stillmotion.server.routes.responses import error_responses
 from stillmotion.server.upload import ParsedForm
-from stillmotion.service.batch import parse_items, variation_items
+from stillmotion.service.batch import BATCH_FIELDS, BATCH_FORM, parse_items, parse_variations, variation_items
 from stillmotion.service.job_service import JobService
-from stillmotion.service.schemas import BatchForm, BatchOut
+from stillmotion.service.schemas import BatchOut
 
 router = APIRouter(prefix="/batches", tags=["batches"])
 
 ServiceDep = Annotated[JobService, Depends(get_service)]
-BatchId = Annotated[str, Path(description="The batch's UUID.")]
-BATCH_FIELDS = ("items", "variations")
+# A UUID, checked by FastAPI: anything else is 422 naming batch_id (as the routes document).
+BatchId = Annotated[uuid.UUID, Path(description="The batch's UUID.")]
+# Links from a submitted batch to what can be done with it (generated clients and stateful fuzzers use them).
+BATCH_LINKS = {
+    name: {"operationId": operation, "parameters": {"batch_id": "$response.body#/id"}}
+    for name, operation in (("GetBatch", "getBatch"), ("CancelBatch", "cancelBatch"))
+}
 
 
 @router.post(
     "",
     status_code=202,
     response_model=BatchOut,
+    operation_id="submitBatch",
     summary="Submit a batch of jobs",
     description="Multipart upload: the file part `image`, the generation fields every job shares, and either "
     "`items` (a JSON array, one object of differing fields per job) or `variations` (N jobs that differ in "
     "the seed). All or nothing: every job is validated before any is stored, and all rows are committed in "
     "one transaction before the answer.",
-    responses=_errors(400, 401, 403, 413, 415, 422, 429, 503, 507),
-    openapi_extra=multipart_body(BatchForm, description="The image, the shared fields and the per-job ones."),
+    responses={
+        202: {"description": "The batch, its jobs queued", "links": BATCH_LINKS},
+        **error_responses(400, 401, 403, 413, 415, 422, 429, 503, 507),
+    },
+    openapi_extra=multipart_body(
+        BATCH_FORM, description="The image, the shared fields and the per-job ones."
+    ),
 )
 async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
     await run_in_threadpool(service.check_admission)
@@ -48,7 +60,7 @@ async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
         shared = ParsedForm(fields={k: v for k, v in form.fields.items() if k not in BATCH_FIELDS})
         fields = parse_fields(shared, prompt_optional=True)  # the entries may each bring their prompt
         if items is None:
-            items = variation_items(_one_int(form, "variations"), fields.seed)
+            items = variation_items(parse_variations(_one(form, "variations")), fields.seed)
         if form.file_path is None:
             raise ApiError(
                 422, "invalid_request", "image: the file part 'image' is missing.", field=IMAGE_FIELD
@@ -58,11 +70,17 @@ async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
     return JSONResponse(out.model_dump(mode="json"), status_code=202, headers={"Location": out.links.self})
 
 
-@router.get("/{batch_id}", response_model=BatchOut, summary="One batch", responses=_errors(401, 404, 422))
+@router.get(
+    "/{batch_id}",
+    response_model=BatchOut,
+    operation_id="getBatch",
+    summary="One batch",
+    responses=error_responses(401, 404, 422),
+)
 async def get_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
     def read() -> BatchOut:
-        jobs = service.batch(batch_id)
-        return service.batch_out(jobs[0].batch_id or batch_id, jobs)
+        jobs = service.batch(str(batch_id))
+        return service.batch_out(str(batch_id), jobs)
 
     return await run_in_threadpool(read)
 
@@ -70,15 +88,16 @@ async def get_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
 @router.post(
     "/{batch_id}/cancel",
     response_model=BatchOut,
+    operation_id="cancelBatch",
     summary="Cancel a batch",
     description="Every job of the batch that has not finished is cancelled, as by `POST /jobs/{id}/cancel`; "
     "finished jobs keep their videos.",
-    responses=_errors(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422),
 )
 async def cancel_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
     def cancel() -> BatchOut:
-        jobs = service.cancel_batch(batch_id)
-        return service.batch_out(jobs[0].batch_id or batch_id, jobs)
+        jobs = service.cancel_batch(str(batch_id))
+        return service.batch_out(str(batch_id), jobs)
 
     return await run_in_threadpool(cancel)
 
@@ -103,10 +122,3 @@ def _one(form: ParsedForm, name: str) -> str:
             422, "invalid_request", f"{name}: given {len(values)} times; give it once.", field=name
         )
     return values[0]
-
-
-def _one_int(form: ParsedForm, name: str) -> int:
-    text = _one(form, name).strip()
-    if not text.lstrip("-").isdigit():
-        raise ApiError(422, "invalid_request", f"{name}={text[:40]!r} must be a whole number.", field=name)
-    return int(text)

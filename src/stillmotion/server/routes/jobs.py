@@ -19,15 +19,10 @@ from stillmotion.errors import JobNotFound
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
 from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
+from stillmotion.server.routes.responses import error_responses
 from stillmotion.service.job_service import MAX_LIST_LIMIT, TERMINAL, JobService, JobStatus
-from stillmotion.service.schemas import (
-    ErrorResponse,
-    JobForm,
-    JobList,
-    JobOut,
-    JobStatusName,
-    job_event_schema,
-)
+from stillmotion.service.request_form import JOB_FORM
+from stillmotion.service.schemas import JobList, JobOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -36,25 +31,6 @@ SSE_KEEPALIVE_S = 15.0
 
 ServiceDep = Annotated[JobService, Depends(get_service)]
 JobId = Annotated[str, Path(description="The job's UUID.")]
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {
-        400: "Malformed body",
-        401: "Missing or wrong API token",
-        403: "Cross-origin request refused",
-        404: "No such job",
-        409: "Not allowed in the job's current state",
-        410: "The output file is gone",
-        413: "Upload too large",
-        415: "Not multipart/form-data, or not a supported image",
-        416: "Range not satisfiable",
-        422: "Invalid field (the error names it)",
-        429: "Queue full (see Retry-After)",
-        503: "Shutting down or database unavailable (see Retry-After)",
-        507: "Not enough free disk",
-    }
-    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 
 
 # OpenAPI links from a submitted job to what can be done with it: generated clients and stateful fuzzers
@@ -82,9 +58,9 @@ JOB_LINKS = {
     "`Idempotent-Replayed: true`) instead of creating another.",
     responses={
         202: {"description": "The job, queued", "links": JOB_LINKS},
-        **_errors(400, 401, 403, 413, 415, 422, 429, 503, 507),
+        **error_responses(400, 401, 403, 413, 415, 422, 429, 503, 507),
     },
-    openapi_extra=multipart_body(JobForm, description="The image and the generation fields."),
+    openapi_extra=multipart_body(JOB_FORM, description="The image and the generation fields."),
 )
 async def submit_job(
     request: Request,
@@ -113,16 +89,16 @@ async def submit_job(
     response_model=JobList,
     operation_id="listJobs",
     summary="List jobs, newest first",
-    responses=_errors(401, 422),
+    responses=error_responses(401, 422),
 )
 async def list_jobs(
     service: ServiceDep,
-    status: Annotated[list[JobStatusName] | None, Query(description="Filter; repeat for several.")] = None,
+    status: Annotated[list[JobStatus] | None, Query(description="Filter; repeat for several.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobList:
     def read() -> JobList:
-        statuses = [JobStatus(s) for s in status] if status else None
+        statuses = list(status) if status else None
         jobs, total = service.list_jobs(status=statuses, limit=limit, offset=offset)
         return JobList(jobs=[service.job_out(j) for j in jobs], total=total, limit=limit, offset=offset)
 
@@ -134,7 +110,7 @@ async def list_jobs(
     response_model=JobOut,
     operation_id="getJob",
     summary="One job",
-    responses=_errors(401, 404, 422),
+    responses=error_responses(401, 404, 422),
 )
 async def get_job(job_id: JobId, service: ServiceDep) -> JobOut:
     return await run_in_threadpool(lambda: service.job_out(service.get(job_id)))
@@ -152,10 +128,10 @@ async def get_job(job_id: JobId, service: ServiceDep) -> JobOut:
     "`data` is a JobOut as JSON), as OpenAPI 3.1 tools read event streams.",
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": job_event_schema()}},
+            "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/JobEvent"}}},
             "description": "Event stream, one event per change",
         },
-        **_errors(401, 404, 422),
+        **error_responses(401, 404, 422),
     },
 )
 async def job_events(job_id: JobId, service: ServiceDep) -> StreamingResponse:
@@ -211,7 +187,7 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
     description="A queued job is cancelled at once; a running one stops within one denoising step "
     "(`cancel_requested` is true until it does). Cancelling a cancelled job is a no-op; a finished "
     "(succeeded or failed) job answers 409.",
-    responses=_errors(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 async def cancel_job(job_id: JobId, service: ServiceDep) -> JobOut:
     return await run_in_threadpool(lambda: service.job_out(service.request_cancel(job_id)))
@@ -224,7 +200,7 @@ async def cancel_job(job_id: JobId, service: ServiceDep) -> JobOut:
     operation_id="deleteJob",
     summary="Delete a job and its files",
     description="A running job answers 409: cancel it first.",
-    responses=_errors(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 async def delete_job(job_id: JobId, service: ServiceDep) -> Response:
     await run_in_threadpool(service.delete, job_id)
@@ -248,7 +224,7 @@ async def delete_job(job_id: JobId, service: ServiceDep) -> Response:
             "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
             "description": "The requested byte range",
         },
-        **_errors(401, 404, 409, 410, 416, 422),
+        **error_responses(401, 404, 409, 410, 416, 422),
     },
 )
 async def job_video(job_id: JobId, service: ServiceDep, request: Request) -> FileResponse:

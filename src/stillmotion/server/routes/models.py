@@ -12,21 +12,23 @@ from stillmotion.engine.request import describe_rules
 from stillmotion.models.registry import list_specs
 from stillmotion.server.deps import get_service
 from stillmotion.server.forms import multipart_body, multipart_form, parse_fields
-from stillmotion.server.routes.jobs import _errors
+from stillmotion.server.routes.responses import error_responses
 from stillmotion.service.job_service import JobService
-from stillmotion.service.schemas import ModelList, ModelOut, PlanForm, PlanOut
+from stillmotion.service.request_form import PLAN_FORM
+from stillmotion.service.schemas import DefaultsOut, LimitsOut, ModelList, ModelOut, PlanOut
 
-router = APIRouter(tags=["models"])
+router = APIRouter()
 
 ServiceDep = Annotated[JobService, Depends(get_service)]
 
 
 @router.get(
     "/models",
+    tags=["models"],
     response_model=ModelList,
     operation_id="listModels",
     summary="Registered models",
-    responses=_errors(401),
+    responses=error_responses(401),
 )
 async def models(service: ServiceDep) -> ModelList:
     default = service.settings.default_model
@@ -40,8 +42,8 @@ async def models(service: ServiceDep) -> ModelList:
                 source=spec.source,
                 tiny=spec.tiny,
                 default=spec.name == default or default in spec.aliases,
-                defaults=asdict(spec.defaults),
-                limits=asdict(spec.limits),
+                defaults=DefaultsOut(**asdict(spec.defaults)),
+                limits=LimitsOut(**asdict(spec.limits)),
                 rules=describe_rules(spec),
             )
             for spec in list_specs()
@@ -51,13 +53,14 @@ async def models(service: ServiceDep) -> ModelList:
 
 @router.post(
     "/plan",
+    tags=["plan"],
     response_model=PlanOut,
     operation_id="planJob",
     summary="Plan a request without running it",
     description="The same fields as POST /jobs, the image optional. Answers the memory plan and estimate "
     "for this server's device; when nothing fits, `fits` is false and `message` says what would.",
-    responses=_errors(400, 401, 403, 413, 415, 422),
-    openapi_extra=multipart_body(PlanForm, description="The generation fields and, optionally, the image."),
+    responses=error_responses(400, 401, 403, 413, 415, 422),
+    openapi_extra=multipart_body(PLAN_FORM, description="The generation fields and, optionally, the image."),
 )
 async def plan(request: Request, service: ServiceDep) -> PlanOut:
     async with multipart_form(request, service) as form:
