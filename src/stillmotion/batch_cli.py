@@ -14,13 +14,12 @@ entry is reported and the others still run. Each entry writes its own video into
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stillmotion import faults
+from stillmotion import bounded_json, faults
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken
@@ -62,7 +61,7 @@ def read_entries(source: Path) -> Entries:
         if not line.strip():
             continue
         try:
-            fields = json.loads(line)
+            fields = bounded_json.loads(line)  # bounded: 100,000 "[" is a refusal, not a crash
         except ValueError as exc:
             raise InvalidRequest(f"batch line {number}: not valid JSON ({exc}).", field="batch") from None
         if not isinstance(fields, dict):

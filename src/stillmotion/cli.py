@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError, advice
+from stillmotion.service.request_form import plain_int
 
 
 class MissingExtra(StillmotionError):
@@ -82,6 +83,11 @@ def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
     def convert(text: str) -> Any:
         try:
+            if parse is int:  # ASCII digits only, as the API takes them (int() would read "٨" and " 6 ")
+                value = plain_int(text)
+                if value is None:
+                    raise ValueError(text)
+                return value
             return parse(text)
         except ValueError as exc:
             plain = {int: "a whole number", float: "a number"}
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--variations",
-        type=int,
+        type=_flag_type(int),
         help="each video N times with seeds seed, seed+1, ... (random without --seed)",
     )
 

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default=None,
         description="Hugging Face cache folder for downloaded weights (default: the hub's own cache).",
     )
+    model_dirs: str = Field(
+        default="",
+        description="Folders (separated by ':') holding model folders that API and web UI requests may name "
+        "(by a path relative to one of them); empty, the default: none. The CLI takes any folder.",
+    )
     offline: bool = Field(
         default=False,
         description="Never contact the Hugging Face hub; load weights only from the cache or local folders.",
@@ -135,6 +140,11 @@ class Settings(BaseSettings):
         description="A running job's lease: its worker renews it every lease_s/3; a job whose lease "
         "lapsed (its worker or node died) goes back to the queue.",
     )
+
+    @property
+    def model_roots(self) -> tuple[Path, ...]:
+        """``model_dirs`` as resolved folders."""
+        return tuple(Path(part).expanduser().resolve() for part in self.model_dirs.split(":") if part.strip())
 
     @property
     def db_path(self) -> Path:

@@ -48,9 +48,9 @@ def filter_body(context: schemathesis.HookContext, body: object) -> bool:
 def filter_failure(context: schemathesis.HookContext, failure: Failure, case: Any, response: Any) -> bool:
     """Drop an "accepted negative data" failure only when the form actually sent conforms to the schema.
 
-    Schemathesis 4.32 mutates one branch of an ``anyOf`` (e.g. ``fps``: an integer, or "" for "not given")
-    and cannot re-validate a multipart body that holds a binary part, so it may call a request the schema
-    allows schema-violating. This re-checks its claim: the text fields against their schemas, the file part
+    Schemathesis 4.32 cannot re-validate a multipart body that holds a binary part, so it may call a request
+    the schema allows schema-violating. This re-checks its claim: the text fields against their schemas (a
+    non-text field sent empty is the documented "not given", as curl's ``-F seed=`` sends it), the file part
     present as bytes where required. Every other failure, and every real violation, is kept.
     """
     if not isinstance(failure, AcceptedNegativeData) or case.media_type != "multipart/form-data":
@@ -58,6 +58,9 @@ def filter_failure(context: schemathesis.HookContext, failure: Failure, case: An
     if not isinstance(case.body, dict):
         return True
     schema = case.operation.definition.raw["requestBody"]["content"][case.media_type]["schema"]
+    components = case.operation.schema.raw_schema["components"]["schemas"]
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
     files = {name for name, prop in schema["properties"].items() if prop.get("format") == "binary"}
     for name in files:
         value = case.body.get(name)
@@ -70,5 +73,10 @@ def filter_failure(context: schemathesis.HookContext, failure: Failure, case: An
         "properties": {k: v for k, v in schema["properties"].items() if k not in files},
         "required": [r for r in schema.get("required", []) if r not in files],
     }
-    text = {k: v for k, v in case.body.items() if k not in files}
-    return not Draft202012Validator(text_schema).is_valid(text)
+    text = {
+        k: v
+        for k, v in case.body.items()
+        if k not in files and not (v == "" and schema["properties"].get(k, {}).get("type") != "string")
+    }
+    # The document's components ride along, so a field's "$ref" (an enum, say) resolves in this document.
+    return not Draft202012Validator({**text_schema, "components": {"schemas": components}}).is_valid(text)

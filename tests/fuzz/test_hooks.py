@@ -29,8 +29,11 @@ def _image() -> Binary:
 def submit_case(tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = make_settings(tmp_path_factory.mktemp("fuzz") / "data")
     with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
-        operation = client.get("/openapi.json").json()["paths"]["/api/v1/jobs"]["post"]
-    op = types.SimpleNamespace(definition=types.SimpleNamespace(raw=operation))
+        spec = client.get("/openapi.json").json()
+    op = types.SimpleNamespace(
+        definition=types.SimpleNamespace(raw=spec["paths"]["/api/v1/jobs"]["post"]),
+        schema=types.SimpleNamespace(raw_schema=spec),
+    )
     return lambda body: types.SimpleNamespace(media_type="multipart/form-data", body=body, operation=op)
 
 
@@ -46,6 +49,8 @@ ACCEPTED = AcceptedNegativeData(
         ({"prompt": "x", "seed": 7, "image": _image()}, False),
         ({"prompt": "x", "fps": "abc", "image": _image()}, True),
         ({"prompt": "x", "fps": 0, "image": _image()}, True),
+        ({"prompt": "x", "resolution": "512p", "image": _image()}, False),  # an enum, through its $ref
+        ({"prompt": "x", "resolution": "513p", "image": _image()}, True),
         ({"prompt": "", "image": _image()}, False),  # optional on the wire: svd-xt takes none
         ({"prompt": "x\x00y", "image": _image()}, True),  # control character
         ({"prompt": "x"}, True),  # no image

@@ -23,6 +23,11 @@ def post_batch(client: TestClient, **fields: str) -> httpx.Response:
     return client.post("/api/v1/batches", files={"image": ("photo.png", png_bytes(), "image/png")}, data=data)
 
 
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    """A batch's counts (every status, typed: BatchCounts) without the statuses no job is in."""
+    return {status: count for status, count in counts.items() if count}
+
+
 def run_queue(settings: Settings, store: JobStore, engine: Engine) -> None:
     """A worker in this process, with a real tiny engine, until the queue is empty."""
     Worker(settings, store, engine, worker_id="w-batch").run(max_jobs=store.queue_depth())
@@ -36,7 +41,7 @@ def test_a_batch_of_6_makes_6_videos_one_cancelled_on_request(
     batch = response.json()
     assert response.headers["Location"] == f"/api/v1/batches/{batch['id']}"
     jobs = batch["jobs"]
-    assert len({job["id"] for job in jobs}) == 6 and batch["counts"] == {"queued": 6}
+    assert len({job["id"] for job in jobs}) == 6 and nonzero(batch["counts"]) == {"queued": 6}
     assert [job["request"]["seed"] for job in jobs] == [100, 101, 102, 103, 104, 105]
     assert {store.get(job["id"]).batch_id for job in jobs} == {batch["id"]}  # committed, one batch id
 
@@ -46,7 +51,7 @@ def test_a_batch_of_6_makes_6_videos_one_cancelled_on_request(
     run_queue(settings, store, engine)
 
     after = client.get(f"/api/v1/batches/{batch['id']}").json()
-    assert after["counts"] == {"succeeded": 5, "cancelled": 1}
+    assert nonzero(after["counts"]) == {"succeeded": 5, "cancelled": 1}
     videos = set()
     for job in after["jobs"]:
         if job["id"] == cancelled:
@@ -82,7 +87,7 @@ def test_items_give_each_job_its_own_fields(client: TestClient) -> None:
             "-1",
         ),
         ({"items": json.dumps([{"seed": 1}, {"sed": 2}])}, 422, "items[1].sed", "unknown field"),
-        ({"items": json.dumps([{}, {"interpolate": 5}])}, 422, "items[1].interpolate", "or equal to 4"),
+        ({"items": json.dumps([{}, {"interpolate": 5}])}, 422, "items[1].interpolate", "allowed: 2, 3, 4"),
         ({"items": "[1, 2]"}, 422, "items", "array of objects"),
         ({"variations": "0"}, 422, "variations", "1 to 64"),
         ({"variations": "2", "items": "[{}]"}, 422, "items", "one or the other"),
@@ -119,7 +124,7 @@ def test_cancel_a_batch_as_a_group(client: TestClient, store: JobStore) -> None:
     first = batch["jobs"][0]["id"]
     store.claim_next("w")  # the first one is running
     out = client.post(f"/api/v1/batches/{batch['id']}/cancel").json()
-    assert out["counts"] == {"running": 1, "cancelled": 2}
+    assert nonzero(out["counts"]) == {"running": 1, "cancelled": 2}
     assert store.get(first).cancel_requested  # the running one stops within one step
     assert client.get("/api/v1/batches/00000000-0000-0000-0000-000000000000").status_code == 404
 

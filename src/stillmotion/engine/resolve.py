@@ -14,9 +14,9 @@ from stillmotion.models.registry import ModelSpec
 from stillmotion.models.repo_spec import find_spec
 
 
-def model_spec(name: str, settings: Settings) -> ModelSpec:
-    """The spec of the model ``name`` (a registered name, a repo id or a local folder)."""
-    return find_spec(name, cache_dir=settings.models_dir, offline=settings.offline)
+def model_spec(name: str, settings: Settings, *, folders: bool = True) -> ModelSpec:
+    """The spec of the model ``name`` (a registered name, a repo id or, with ``folders``, a local folder)."""
+    return find_spec(name, cache_dir=settings.models_dir, offline=settings.offline, folders=folders)
 
 
 def resolve(

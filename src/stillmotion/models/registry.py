@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from stillmotion import bounded_json
 from stillmotion.errors import UnknownModel
 from stillmotion.models.memory_facts import DecodeChunking, MemoryFacts
 
@@ -628,8 +628,10 @@ def list_specs() -> list[ModelSpec]:
     return list(MODELS.values())
 
 
-def get_spec(name: str) -> ModelSpec:
-    """Resolve a model name, repo id or local folder to its spec; raise UnknownModel listing the choices."""
+def get_spec(name: str, *, folders: bool = True) -> ModelSpec:
+    """Resolve a model name, repo id or local folder to its spec; raise UnknownModel listing the choices.
+
+    ``folders=False`` never looks at the file system (the service passes the folders it allows itself)."""
     name = name.strip()
     if name in MODELS:
         return MODELS[name]
@@ -637,18 +639,34 @@ def get_spec(name: str) -> ModelSpec:
         if name in spec.aliases:
             return spec
     path = Path(name).expanduser()
-    if _is_dir(path):
+    if folders and _is_dir(path):
         return _spec_for_folder(path)
     if _REPO_ID.match(name) and not name.startswith((".", "/")):
+        _check_hub_id(name)
         # An unregistered repo (a fine-tune or a mirror): its family is not known from the name alone, so the
         # spec says so; models/repo_spec.find_spec reads the repo's model_index.json to settle it.
         return replace(I2VGENXL, name=name, repo_id=name, revision=None, aliases=(), unverified=True)
     known = ", ".join(sorted(MODELS))
+    folder = "an existing local folder" if folders else "a model folder under the server's model folders"
     raise UnknownModel(
-        f"model={name!r} is not a registered model ({known}), an existing local folder, "
+        f"model={name[:200]!r} is not a registered model ({known}), {folder}, "
         "or a Hugging Face repo id of the form owner/name.",
         field="model",
     )
+
+
+def _check_hub_id(name: str) -> None:
+    """UnknownModel naming the rule when ``name`` breaks the Hugging Face hub's own repo id rules (length,
+    characters, no "--", "..", ".git"), checked up front rather than by the hub library mid-request."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as exc:
+        rule = str(exc).rsplit(": '", 1)[0]  # the hub's rule, without the id it repeats
+        raise UnknownModel(
+            f"model={name[:100]!r} is not a valid Hugging Face repo id: {rule}", field="model"
+        ) from None
 
 
 # The diffusers pipelines whose folders stillmotion runs, and the spec whose defaults, limits and memory facts
@@ -701,9 +719,9 @@ def _spec_for_folder(path: Path) -> ModelSpec:
             field="model",
         )
     try:
-        index = json.loads(index_file.read_text())
+        index = bounded_json.read_json_file(index_file)
         transformer = path / "transformer" / "config.json"
-        config = json.loads(transformer.read_text()) if transformer.is_file() else None
+        config = bounded_json.read_json_file(transformer) if transformer.is_file() else None
     except (OSError, ValueError) as exc:
         raise UnknownModel(
             f"model={str(path)!r}: a config file is unreadable ({exc}).", field="model"

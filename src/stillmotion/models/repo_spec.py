@@ -10,12 +10,12 @@ refused at once with a clear message; one that cannot be had here (offline, hub 
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from stillmotion import bounded_json
 from stillmotion.errors import ModelUnavailable, UnknownModel
 from stillmotion.models.registry import ModelSpec, get_spec, spec_for_index
 
@@ -23,9 +23,11 @@ _settled: dict[tuple[str, str | None], ModelSpec] = {}  # repo resolutions that 
 _lock = threading.Lock()
 
 
-def find_spec(name: str, *, cache_dir: Path | None = None, offline: bool = False) -> ModelSpec:
+def find_spec(
+    name: str, *, cache_dir: Path | None = None, offline: bool = False, folders: bool = True
+) -> ModelSpec:
     """``get_spec(name)``, with an unregistered repo id's family read from the repo itself."""
-    spec = get_spec(name)
+    spec = get_spec(name, folders=folders)
     if not spec.unverified:
         return spec
     key = (spec.name, None if cache_dir is None else str(cache_dir))
@@ -91,7 +93,7 @@ def _repo_json(repo: str, filename: str, *, cache_dir: Path | None, offline: boo
                 f"model={repo!r}: reading its {filename} from the hub failed ({exc}).", field="model"
             ) from None
     try:
-        data = json.loads(Path(path).read_text())
+        data = bounded_json.read_json_file(Path(path))
     except (OSError, ValueError) as exc:
         raise UnknownModel(f"model={repo!r}: its {filename} is unreadable ({exc}).", field="model") from None
     if not isinstance(data, dict):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stillmotion.errors import StillmotionError, UnknownModel
+from stillmotion.service.model_folders import public_text
 from stillmotion.service.validation import validation_message
 
 logger = logging.getLogger(__name__)
@@ -81,8 +82,10 @@ def register_error_handlers(app: FastAPI) -> None:
             headers.setdefault("Retry-After", str(exc.retry_after_s))
         if status in (429, 503):
             headers.setdefault("Retry-After", str(RETRY_AFTER_STORAGE_S))
-        log_refusal(request.method, request.url.path, status, exc.code, exc.message)
-        return error_response(status, exc.code, exc.message, exc.field, headers)
+        # Answers name no server path (a model root, the hub cache, the data folder): docs/api.md.
+        message = public_text(exc.message, request.app.state.settings)
+        log_refusal(request.method, request.url.path, status, exc.code, message)
+        return error_response(status, exc.code, message, exc.field, headers)
 
     async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError | ValidationError)

@@ -18,7 +18,7 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.server.app import SHUTDOWN_GRACE_S, begin_shutdown
-from stillmotion.server.security import is_loopback
+from stillmotion.server.security import is_loopback, token_problem
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ GRACEFUL_TIMEOUT_S = int(SHUTDOWN_GRACE_S) + 15  # the worker's own grace plus m
 
 def check_bind(settings: Settings) -> str | None:
     """Why this bind is refused, or None when it is allowed."""
+    problem = token_problem(settings)
+    if problem is not None:
+        return problem
     if is_loopback(settings.host) or settings.api_token:
         return None
     return (

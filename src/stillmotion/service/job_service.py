@@ -29,6 +29,7 @@ from stillmotion.engine.resolve import model_spec
 from stillmotion.errors import (
     CannotFit,
     InvalidRequest,
+    InvalidTransition,
     JobNotFound,
     ServiceRefused,
     StillmotionError,
@@ -44,7 +45,8 @@ from stillmotion.media.image_input import ImageLimits, InputImage, load_image_fi
 from stillmotion.models.registry import get_spec
 from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
-from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
+from stillmotion.service.live_status import RETRY_AFTER_QUEUE_FULL_S, StatusMonitor, out_of_space, refusal
+from stillmotion.service.model_folders import api_model_spec, public_text
 from stillmotion.service.schemas import (
     BatchCounts,
     BatchLinks,
@@ -135,8 +137,12 @@ class JobService:
         InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key."""
         try:
             # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
-            # job is never queued only to fail at run time.
-            spec = model_spec(request.model or self.settings.default_model, self.settings)
+            # job is never queued only to fail at run time. A client names folders under the model roots
+            # only; the server's own default may be any folder.
+            if request.model:
+                spec = api_model_spec(request.model, self.settings)
+            else:
+                spec = model_spec(self.settings.default_model, self.settings)
         except UnknownModel as exc:
             if request.model:
                 raise  # the client named it: 422
@@ -144,7 +150,7 @@ class JobService:
             raise ServiceRefused(
                 503,
                 "model_unavailable",
-                f"The server's default model is unavailable: {exc.message}",
+                f"The server's default model is unavailable: {public_text(exc.message, self.settings)}",
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
         return request.resolve(spec, image_size, need_prompt=need_prompt, seed_key=seed_key)
@@ -179,8 +185,8 @@ class JobService:
                     idempotency_key=idempotency_key,
                     input_sha256=image.sha256,
                 )
-            except QueueFull:
-                raise queue_full(self.settings) from None
+            except QueueFull as exc:
+                raise _queue_full(exc) from None
             if not created:  # an idempotent replay: the first job stands, this copy of the input goes
                 shutil.rmtree(job_dir, ignore_errors=True)
             job_dir = None
@@ -229,8 +235,8 @@ class JobService:
             batch_id = str(uuid.uuid4())
             try:
                 jobs = self.store.create_batch(batch_id, entries)
-            except QueueFull:
-                raise queue_full(self.settings) from None
+            except QueueFull as exc:
+                raise _queue_full(exc) from None
             job_dirs = []  # committed: the folders belong to their rows now
             logger.info("batch %s accepted: %d jobs", batch_id, len(jobs))
             return batch_id, jobs
@@ -251,7 +257,9 @@ class JobService:
 
         The prompt may be empty: memory does not depend on it."""
         resolved = self.resolve(request, image_size, need_prompt=False)
-        request_out = ResolvedRequestOut(**resolved.to_dict())
+        request_out = ResolvedRequestOut(
+            **{**resolved.to_dict(), "model": public_text(resolved.model, self.settings)}
+        )
         try:
             with _MODEL_CODE_LOCK:
                 engine = self._get_engine()
@@ -265,7 +273,7 @@ class JobService:
         return PlanOut(
             fits=True,
             message=plan.get("reason") or None,
-            request=ResolvedRequestOut(**data["request"]),
+            request=request_out,
             budget=DeviceBudgetOut.model_validate(_jsonable(report.budget.__dict__)),
             plan=MemoryPlanOut.model_validate(_jsonable(plan)),
             interpolation=None
@@ -340,7 +348,7 @@ class JobService:
         except Exception as exc:  # a readiness probe must never take the health check down
             logger.exception("model readiness check failed")
             available, detail = False, f"the check failed: {type(exc).__name__}"
-        return ModelReadinessOut(name=name, available=available, detail=detail)
+        return ModelReadinessOut(name=name, available=available, detail=public_text(detail, self.settings))
 
     def _refresh_readiness(self) -> None:
         result = self.check_model_readiness()
@@ -390,8 +398,19 @@ class JobService:
         return self.store.batch(parse_job_id(batch_id))  # batch ids are UUIDs, like job ids
 
     def cancel_batch(self, batch_id: str) -> list[Job]:
-        """Cancel every unfinished job of the batch (as ``request_cancel``); the batch as it is now."""
-        return self.store.cancel_batch(parse_job_id(batch_id))
+        """Cancel every unfinished job of the batch (as ``request_cancel``); the batch as it is now.
+
+        Each job on its own: one that finishes (or is deleted) between the read and its cancel keeps its end,
+        and the others are cancelled all the same."""
+        batch_id = parse_job_id(batch_id)
+        for job in self.store.batch(batch_id):
+            if job.status in TERMINAL:
+                continue
+            try:
+                self.store.request_cancel(job.id)
+            except (InvalidTransition, JobNotFound):
+                logger.info("batch %s: job %s ended before its cancel", batch_id, job.id)
+        return self.store.batch(batch_id)
 
     def finished_video(self, job: Job) -> Path | None:
         """The succeeded ``job``'s video, checked as ``video_path`` checks it; None while it has none (not
@@ -423,16 +442,15 @@ class JobService:
         position = self.queue_position(job) if with_position else None
         error = None
         if data.get("error_code"):
-            error = JobErrorOut(
-                code=data["error_code"], message=data.get("error_message") or data["error_code"]
-            )
+            message = public_text(data.get("error_message") or data["error_code"], self.settings)
+            error = JobErrorOut(code=data["error_code"], message=message)
         result = data.get("result") or None
         return JobOut(
             id=job.id,
             status=status,
-            model=data.get("model"),
+            model=None if data.get("model") is None else public_text(data["model"], self.settings),
             batch_id=job.batch_id,
-            request=_stored(ResolvedRequestOut, data.get("request")),
+            request=self._request_out(data.get("request")),
             created_at=data["created_at"],
             updated_at=data.get("updated_at"),
             started_at=data.get("started_at"),
@@ -463,6 +481,12 @@ class JobService:
                 video=f"{base}/video" if status == JobStatus.SUCCEEDED else None,
             ),
         )
+
+    def _request_out(self, data: object) -> ResolvedRequestOut | None:
+        """A stored resolved request on the wire, its model folder named relative to its root."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = {**data, "model": public_text(data["model"], self.settings)}
+        return _stored(ResolvedRequestOut, data)
 
     def batch_out(self, batch_id: str, jobs: list[Job]) -> BatchOut:
         """The public view of a batch."""
@@ -544,6 +568,11 @@ def parse_job_id(job_id: str) -> str:
         return str(uuid.UUID(job_id))
     except ValueError:
         raise JobNotFound(f"No job {job_id[:40]!r} (job ids are UUIDs).") from None
+
+
+def _queue_full(exc: QueueFull) -> ServiceRefused:
+    """429 with the store's own count, measured as it refused (not the monitor's figure of a moment ago)."""
+    return ServiceRefused(429, "queue_full", exc.message, retry_after_s=RETRY_AFTER_QUEUE_FULL_S)
 
 
 def _stored(model: type[_Model], data: object) -> _Model | None:

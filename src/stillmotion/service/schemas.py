@@ -251,6 +251,7 @@ class JobErrorOut(_Out):
 
     code: str = Field(description="Stable machine-readable code, e.g. cancelled, model_unavailable, oom.")
     message: str
+    field: str | None = Field(default=None, description="Always null: kept for the shape of ErrorBody.")
 
 
 class JobOut(_Out):
