@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # (`torch>=2.4`) installs the CUDA build. Override with e.g. `make test TORCH_SPEC="torch==2.6.0"`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: run example demo test check fmt browser postgres clean
+.PHONY: run example demo test check fmt browser postgres javaclient clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,11 @@ browser:
 postgres:
 	bash scripts/install-postgres.sh
 
-test: $(VENV)/.installed-dev browser postgres check
+# The generated Java client (tests/clients) compiles against Debian's jars: Jackson, httpmime, jakarta.annotation.
+javaclient:
+	bash scripts/install-java-client.sh
+
+test: $(VENV)/.installed-dev browser postgres javaclient check
 
 check:
 	$(BIN)/ruff format --check src tests

@@ -284,3 +284,33 @@ def test_a_missing_browser_fails_unless_the_skip_is_explicit(tmp_path: Path) -> 
             find_chromium(missing, skip_requested=False)
         with pytest.raises(pytest.skip.Exception):
             find_chromium(missing, skip_requested=True)
+
+
+def test_the_api_docs_page_renders_with_the_network_off(
+    browser: Any, served: tuple[str, Path], shots: Path
+) -> None:
+    """/api/v1/docs is Swagger UI from this server's own assets: with every request off the server refused
+    (the network off), it still lists the operations; nothing is fetched from anywhere else."""
+    from playwright.sync_api import expect
+
+    base, _ = served
+    context = browser.new_context(viewport=WIDE)
+    outside: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith((base, "data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_the_server)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(base + "/api/v1/docs", wait_until="load")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("stillmotion")
+    expect(page.locator(".opblock-summary-operation-id", has_text="submitJob")).to_be_visible()
+    assert page.locator(".opblock").count() >= 13  # every operation of the API
+    page.screenshot(path=str(shots / "api-docs.png"))
+    context.close()
+    assert outside == []

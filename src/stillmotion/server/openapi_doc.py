@@ -116,7 +116,7 @@ def docs_page(openapi_url: str, assets_url: str) -> HTMLResponse:
         swagger_js_url=f"{assets_url}/swagger-ui-bundle.js",
         swagger_css_url=f"{assets_url}/swagger-ui.css",
         swagger_favicon_url=f"{assets_url}/favicon.png",
-        swagger_ui_parameters={"persistAuthorization": False},
+        swagger_ui_parameters={"persistAuthorization": False, "displayOperationId": True},
     )
 
 

@@ -185,12 +185,7 @@ async def read_multipart(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         # Refused before reading a byte of the body.
-        raise ApiError(
-            413,
-            "file_too_large",
-            f"The request body exceeds the limit of {max_file_bytes / 2**20:g} MB.",
-            field="image",
-        )
+        raise _too_large(max_file_bytes)
     if content_type == b"application/x-www-form-urlencoded":
         return await _read_urlencoded(request, timeout_s)
     if content_type != b"multipart/form-data":
@@ -224,12 +219,7 @@ async def read_multipart(
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
-                    raise ApiError(
-                        413,
-                        "file_too_large",
-                        f"The request body exceeds the limit of {max_file_bytes / 2**20:g} MB.",
-                        field="image",
-                    )
+                    raise _too_large(max_file_bytes)
                 parser.write(chunk)
         parser.finalize()
         if collector.open_file:  # the body ended inside the file part: a truncated upload
@@ -248,6 +238,15 @@ async def read_multipart(
             collector.close()
             collector.form.cleanup()
     return collector.form
+
+
+def _too_large(max_file_bytes: int) -> ApiError:
+    return ApiError(
+        413,
+        "file_too_large",
+        f"The request body exceeds the limit of {max_file_bytes / 2**20:g} MB.",
+        field="image",
+    )
 
 
 def _too_slow(timeout_s: float) -> ApiError:
