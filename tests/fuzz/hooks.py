@@ -73,10 +73,17 @@ def filter_failure(context: schemathesis.HookContext, failure: Failure, case: An
         "properties": {k: v for k, v in schema["properties"].items() if k not in files},
         "required": [r for r in schema.get("required", []) if r not in files],
     }
+    types = {name: prop.get("type") for name, prop in schema["properties"].items()}
+    # A form sends text: a value schemathesis generated as a number arrives as that number's text, which a
+    # string field takes as it is.
     text = {
-        k: v
+        k: (
+            str(v)
+            if types.get(k) == "string" and isinstance(v, int | float) and not isinstance(v, bool)
+            else v
+        )
         for k, v in case.body.items()
-        if k not in files and not (v == "" and schema["properties"].get(k, {}).get("type") != "string")
+        if k not in files and not (v == "" and types.get(k) != "string")
     }
     # The document's components ride along, so a field's "$ref" (an enum, say) resolves in this document.
     return not Draft202012Validator({**text_schema, "components": {"schemas": components}}).is_valid(text)

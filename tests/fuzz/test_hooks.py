@@ -50,6 +50,7 @@ ACCEPTED = AcceptedNegativeData(
         ({"prompt": "x", "fps": "abc", "image": _image()}, True),
         ({"prompt": "x", "fps": 0, "image": _image()}, True),
         ({"prompt": "x", "resolution": "512p", "image": _image()}, False),  # an enum, through its $ref
+        ({"prompt": -1.5e308, "image": _image()}, False),  # sent as the text "-1.5e+308": a valid prompt
         ({"prompt": "x", "resolution": "513p", "image": _image()}, True),
         ({"prompt": "", "image": _image()}, False),  # optional on the wire: svd-xt takes none
         ({"prompt": "x\x00y", "image": _image()}, True),  # control character

@@ -6,7 +6,6 @@ all-or-nothing submission and the group view and cancel. Routes are thin, as in 
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -26,8 +25,9 @@ from stillmotion.service.schemas import BatchOut
 router = APIRouter(prefix="/batches", tags=["batches"])
 
 ServiceDep = Annotated[JobService, Depends(get_service)]
-# A UUID, checked by FastAPI: anything else is 422 naming batch_id (as the routes document).
-BatchId = Annotated[uuid.UUID, Path(description="The batch's UUID.")]
+# A UUID, checked by FastAPI against the pattern the schema states: anything else is 422 naming batch_id.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+BatchId = Annotated[str, Path(description="The batch's UUID.", pattern=UUID_PATTERN)]
 # Links from a submitted batch to what can be done with it (generated clients and stateful fuzzers use them).
 BATCH_LINKS = {
     name: {"operationId": operation, "parameters": {"batch_id": "$response.body#/id"}}
@@ -79,8 +79,8 @@ async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
 )
 async def get_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
     def read() -> BatchOut:
-        jobs = service.batch(str(batch_id))
-        return service.batch_out(str(batch_id), jobs)
+        jobs = service.batch(batch_id)
+        return service.batch_out(jobs[0].batch_id or batch_id, jobs)
 
     return await run_in_threadpool(read)
 
@@ -96,8 +96,8 @@ async def get_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
 )
 async def cancel_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
     def cancel() -> BatchOut:
-        jobs = service.cancel_batch(str(batch_id))
-        return service.batch_out(str(batch_id), jobs)
+        jobs = service.cancel_batch(batch_id)
+        return service.batch_out(jobs[0].batch_id or batch_id, jobs)
 
     return await run_in_threadpool(cancel)
 
