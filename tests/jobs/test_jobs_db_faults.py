@@ -180,6 +180,7 @@ STORE_CALLS: dict[str, Callable[[JobStore], object]] = {
     "requeue_expired_leases": lambda s: s.requeue_expired_leases(),
     "running_jobs": lambda s: s.running_jobs(),
     "purge_expired": lambda s: s.purge_expired(),
+    "run_while_held": lambda s: s.run_while_held("j", "token", lambda: None, what="x"),
     "database_time": lambda s: s.database_time(),
 }
 NO_DATABASE = {"open", "close", "job_dir"}  # entry points that never touch the database

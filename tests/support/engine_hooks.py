@@ -1,6 +1,6 @@
 """Wrappers around the real engine that let a test act at an exact moment of a generation: ``StepHook`` at
-a progress event (before the worker sees it). It keeps the engine's interface (``worker.EngineLike``) and
-nests: wrap a hook in another.
+a progress event (before the worker sees it), ``CheckpointHook`` as a checkpoint is offered (before the
+worker saves it). Both keep the engine's interface (``worker.EngineLike``) and nest: wrap a hook in another.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stillmotion.engine.checkpoint import Checkpoint, CheckpointCallback
 from stillmotion.engine.progress import CancelToken, ProgressCallback, ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.result import GenerationResult, PlanReport
@@ -44,3 +45,36 @@ class StepHook:
             on_progress(event)
 
         return self.engine.generate(request, image, output_path, on_progress=wrapped, cancel=cancel, **more)
+
+
+class CheckpointHook:
+    """Runs ``action`` as the checkpoint after denoising step ``step`` is offered, before the worker saves
+    it."""
+
+    def __init__(self, engine: EngineLike, step: int, action: Callable[[], None]) -> None:
+        self.engine, self.step, self.action = engine, step, action
+
+    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None = None) -> PlanReport:
+        return self.engine.plan(request, image_size)
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        image: InputImage,
+        output_path: Path,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        *,
+        on_checkpoint: CheckpointCallback | None = None,
+        **more: Any,  # resume: passed on as it is
+    ) -> GenerationResult:
+        assert on_checkpoint is not None
+
+        def wrapped(steps_done: int, make: Callable[[], Checkpoint]) -> None:
+            if steps_done == self.step:
+                self.action()
+            on_checkpoint(steps_done, make)
+
+        return self.engine.generate(
+            request, image, output_path, on_progress=on_progress, cancel=cancel, on_checkpoint=wrapped, **more
+        )

@@ -860,24 +860,45 @@ class JobStore:
         exhausted_code: str = WORKER_CRASHED_REPEATEDLY,
         reason_code: str | None = None,
         lease: str | None = None,
+        publish: Callable[[], None] | None = None,
     ) -> Job | None:
         """An interrupted running job: back to the queue (attempts + 1), or failed once attempts are spent.
 
         A job whose cancel was already requested becomes cancelled instead. Returns None when the job is not
         running (someone already moved it) or, with ``lease``, no longer held by it. ``count_attempt=False``
         (graceful shutdown, a database outage: not the job's fault) never fails it. ``reason_code`` (e.g.
-        ``disk_full``) names ``reason`` as in ``requeue_interrupted``.
+        ``disk_full``) names ``reason`` as in ``requeue_interrupted``. ``publish`` (making the run's last
+        checkpoint the job's) runs inside the transaction once the job is found held, as in
+        ``finish_succeeded``; it may run twice when the commit is retried, so it must be idempotent.
         """
 
         def write(conn: Connection) -> Job | None:
             row = conn.execute(self._locked(select(jobs).where(*_held(job_id, lease)))).first()
             if row is None:
                 return None
+            if publish is not None:
+                publish()
             return self._requeue_row(
                 conn, _row_to_job(row), reason, count_attempt, exhausted_code, reason_code
             )
 
         return self.db.run_with_retry(write, what=f"requeue job {job_id}")
+
+    def run_while_held(self, job_id: str, lease: str, action: Callable[[], None], *, what: str) -> None:
+        """Run ``action`` (moving a run's file into the job's folder) inside a write transaction that locks
+        the job's row and finds it running under ``lease``: the file counterpart of a fenced write, so only
+        the lease holder ever changes the job's files. ``LeaseLost`` (and ``action`` not run) when another run
+        holds the job now, ``InvalidTransition`` when it is no longer running."""
+
+        def write(conn: Connection) -> None:
+            current = self._get_for_update(conn, job_id)
+            if current.lease_token != lease and not current.is_terminal:
+                raise LeaseLost(f"job {job_id} is no longer held by this worker; {what} not done.")
+            if current.status != JobStatus.RUNNING:
+                raise InvalidTransition(f"job {job_id} is {current.status.value}; {what} not done.")
+            action()
+
+        self.db.run_with_retry(write, what=f"{what} of job {job_id}")
 
     def requeue_interrupted(
         self,

@@ -32,10 +32,12 @@ writes that record an outcome wait for the database. No database error ends the 
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -75,6 +77,7 @@ from stillmotion.jobs.workers.job_files import (
     JobFiles,
     LocalJobFiles,
     output_filename,
+    run_checkpoint_path,
     run_output_path,
 )
 from stillmotion.jobs.workers.lease import LeaseKeeper, LeaseReaper
@@ -87,6 +90,8 @@ FAULTS_ENV = "STILLMOTION_FAULTS"
 DEFAULT_WORKER_ID = worker_state.DEFAULT_WORKER_ID
 IDLE_POLL_S = 0.5  # how often an idle worker looks for new jobs (an Event wait, so a stop wakes it at once)
 CHECKPOINT_FILENAME = "checkpoint.pt"  # the latest denoising step of a running job (engine/checkpoint.py)
+RUN_CHECKPOINTS = "checkpoint.run-*.pt"  # each run's own (job_files.run_checkpoint_path)
+CHECKPOINT_MARGIN_MB = 1.0  # beyond the latents: the scheduler's state and the file's own overhead
 PROGRESS_MIN_INTERVAL_S = 0.2  # denoising steps closer together than this are not each written
 PURGE_INTERVAL_S = 3600.0  # retention (settings.retention_days) is applied this often, when idle
 STDIN_FD = 0
@@ -280,8 +285,12 @@ class Worker:
             finally:
                 with self._lock:
                     self._token = None
+                _remove_checkpoint(run_checkpoint_path(job_dir, job))  # promoted, or this run's to drop
                 if outcome.is_terminal and outcome.worker_id == self.worker_id:
-                    _remove_checkpoint(job_dir / CHECKPOINT_FILENAME)  # a re-queued job resumes from it
+                    # This run ended the job: its checkpoint goes, and any a vanished run left (a re-queued
+                    # job keeps the job's: its next run resumes from it).
+                    for leftover in (job_dir / CHECKPOINT_FILENAME, *job_dir.glob(RUN_CHECKPOINTS)):
+                        _remove_checkpoint(leftover)
                 gc.collect()  # drop this job's tensors now, so memory is back to baseline between jobs
             return outcome
 
@@ -367,8 +376,7 @@ class Worker:
         loading = _LoadHeartbeat(self.store, job, self.settings.step_timeout_s / 4)
         # A run before this one (a restart, or a worker whose lease lapsed) left its latest step here: carry
         # on from it (the engine checks that it belongs to this request). Not reachable from another machine.
-        saved = job_dir / CHECKPOINT_FILENAME
-        resume = checkpoint.load(saved)
+        resume = checkpoint.load(job_dir / CHECKPOINT_FILENAME)
         try:
             with fault_switches.job_scope(job.id, job.attempts):
                 result = self.engine.generate(
@@ -378,7 +386,7 @@ class Worker:
                     on_progress=self._progress(job, token, loading),
                     cancel=token,
                     resume=resume,
-                    on_checkpoint=self._checkpointer(saved),
+                    on_checkpoint=self._checkpointer(job, job_dir),
                 )
         finally:
             loading.stop()
@@ -436,23 +444,58 @@ class Worker:
 
         return on_progress
 
-    def _checkpointer(self, path: Path) -> CheckpointCallback:
-        """Keeps the engine's latest step in the job's folder: at most every ``checkpoint_interval_s``, and
-        at once when the worker is being stopped, so a restart resumes there (engine/checkpoint.py)."""
+    def _checkpointer(self, job: Job, job_dir: Path) -> CheckpointCallback:
+        """Keeps the engine's latest step for the job: at most every ``checkpoint_interval_s``, and at once
+        when the worker is being stopped, so a restart resumes there (engine/checkpoint.py).
+
+        Fenced like the video: the run writes its own file (``run_checkpoint_path``) and only the lease
+        holder renames it to the job's ``checkpoint.pt`` (``JobStore.run_while_held``); a run whose job was
+        taken back writes nothing more. While the database cannot be reached the run's file waits, and
+        becomes the job's if the run still holds the lease when it hands the job back. A full disk is the
+        service's trouble, as during the video write: the job goes back to the queue
+        (``_save_checkpoint``)."""
         last_write = time.monotonic()
+        run_file = run_checkpoint_path(job_dir, job)
 
         def on_checkpoint(steps_done: int, make: Callable[[], Checkpoint]) -> None:
             nonlocal last_write
             now = time.monotonic()
+            if self._lease_lost is not None and not self._lease_unreachable:
+                return  # another run holds the job: this one writes nothing more
             if not self._interrupting.is_set() and now - last_write < self.settings.checkpoint_interval_s:
                 return
-            try:
-                checkpoint.save(make(), path)
-            except OSError as exc:  # a checkpoint is insurance: a full disk must not fail the job for it
-                logger.warning("could not save the checkpoint after step %d: %s", steps_done, exc)
             last_write = now
+            if not _save_checkpoint(make(), run_file, steps_done):
+                return
+            try:
+                self.store.run_while_held(
+                    job.id,
+                    job.lease_token or "",
+                    self._promoter(job),
+                    what=f"checkpoint after step {steps_done}",
+                )
+            except InvalidTransition as exc:  # LeaseLost included: not this run's job any more
+                _remove_checkpoint(run_file)
+                self._lost_lease(exc.message)
+            except DatabaseUnavailable as exc:
+                if exc.code not in WAITABLE_DATABASE_CODES:
+                    raise
+                # Kept: promoted at the next save, or when the run hands the job back.
+                self._outage.note(f"checkpoint of job {job.id}", exc)
 
         return on_checkpoint
+
+    def _promoter(self, job: Job) -> Callable[[], None]:
+        """Makes this run's last saved checkpoint the job's (called inside a transaction holding the lease);
+        nothing when there is none. Idempotent: a retried commit finds it already moved."""
+        job_dir = self.store.job_dir(job.id)
+        run_file = run_checkpoint_path(job_dir, job)
+
+        def promote() -> None:
+            if run_file.exists():
+                os.replace(run_file, job_dir / CHECKPOINT_FILENAME)
+
+        return promote
 
     def _hand_back(self, job: Job, reason: str, reason_code: str | None) -> Job:
         """Back to the queue without spending an attempt: not the job's fault (a shutdown, an outage)."""
@@ -467,8 +510,9 @@ class Worker:
         count_attempt: bool,
         exhausted_code: str = WORKER_CRASHED_REPEATEDLY,
     ) -> Job:
-        """Back to the queue (or failed with ``exhausted_code`` once a counted attempt was the last); waits
-        for room or the database. The job as it is now (elsewhere, if it was taken back meanwhile)."""
+        """Back to the queue (or failed with ``exhausted_code`` once a counted attempt was the last), with
+        this run's last checkpoint as the job's; waits for room or the database. The job as it is now
+        (elsewhere, if it was taken back meanwhile)."""
         requeued = self._record(
             lambda: self.store.requeue(
                 job.id,
@@ -477,6 +521,7 @@ class Worker:
                 exhausted_code=exhausted_code,
                 reason_code=reason_code,
                 lease=job.lease_token,
+                publish=self._promoter(job),
             ),
             f"re-queue job {job.id}",
         )
@@ -540,6 +585,25 @@ class Worker:
         except InvalidTransition:
             logger.error("job %s was moved by someone else before it could fail (%s)", job.id, code)
             return self._current(job)
+
+
+def _save_checkpoint(saved: Checkpoint, path: Path, steps_done: int) -> bool:
+    """Write ``saved`` to ``path``; True when written. A checkpoint is insurance: a write that fails is
+    logged and skipped, except on a full disk, raised as ENOSPC so the job takes the full-disk path.
+
+    ``torch.save`` reports a failed write as a RuntimeError without an errno, so a failure is a full disk
+    when the disk has less room left than the checkpoint needs."""
+    try:
+        checkpoint.save(saved, path)
+    except Exception as exc:
+        needed_mb = saved.latents.element_size() * saved.latents.nelement() / 2**20 + CHECKPOINT_MARGIN_MB
+        if is_disk_full_error(exc) or shutil.disk_usage(path.parent).free / 2**20 < needed_mb:
+            raise OSError(
+                errno.ENOSPC, f"no room on the data disk for the checkpoint after step {steps_done}"
+            ) from exc
+        logger.warning("could not save the checkpoint after step %d: %s", steps_done, exc)
+        return False
+    return True
 
 
 class _Outage:
