@@ -127,14 +127,23 @@ def _probe(address: str | None) -> None:
 def _probe_ray_head(address: str) -> None:
     """Ask the head at ``address`` for its cluster id with Ray's GCS client (bounded: it runs in a thread
     given ``PROBE_DEADLINE_S``); RayUnavailable unless it answers."""
-    # What ray._raylet.GcsClient wraps, called with a timeout of our own (GcsClient's is 30 s + retries).
-    from ray._raylet import InnerGcsClient  # type: ignore[attr-defined]
+    import ray._raylet as raylet
+
+    # InnerGcsClient is what GcsClient wraps, called with a timeout of our own (GcsClient's own is 30 s plus
+    # its connects: 40 s). It is Ray's internal API; without it GcsClient still answers a real head at once,
+    # and the thread's deadline bounds the wait for anything else.
+    inner = getattr(raylet, "InnerGcsClient", None)
+
+    def client() -> object:
+        if inner is not None:
+            return inner.standalone(address, None, int(GCS_PROBE_TIMEOUT_S * 1000))
+        return raylet.GcsClient(address=address)  # type: ignore[attr-defined]
 
     outcome: list[BaseException | None] = []
 
     def ask() -> None:
         try:
-            InnerGcsClient.standalone(address, None, int(GCS_PROBE_TIMEOUT_S * 1000))
+            client()
             outcome.append(None)
         except BaseException as exc:  # whatever the client raises, the answer is "not a Ray head"
             outcome.append(exc)
