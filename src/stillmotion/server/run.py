@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from stillmotion.config import Settings
+from stillmotion.logging_setup import setup_logging
 from stillmotion.server.app import SHUTDOWN_GRACE_S, begin_shutdown
 from stillmotion.server.security import is_loopback
 
@@ -39,7 +40,11 @@ def check_bind(settings: Settings) -> str | None:
 
 
 def serve(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM; returns the process exit code (2 when the bind is refused)."""
+    """Serve until SIGINT/SIGTERM; returns the process exit code (2 when the bind is refused).
+
+    Logs go to ``logs/<node>/server.log`` and the console in the service's one format (logging_setup.py),
+    uvicorn's own lines included."""
+    setup_logging(settings, "server")
     refusal = check_bind(settings)
     if refusal is not None:
         logger.error("%s", refusal)
@@ -58,6 +63,7 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=None,  # uvicorn's lines go through the root logger, in the service's format
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
         proxy_headers=False,
         server_header=False,
@@ -122,7 +128,6 @@ def _server_class() -> type:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(Settings())
 
 

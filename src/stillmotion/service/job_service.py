@@ -33,6 +33,7 @@ from stillmotion.errors import (
     UnknownModel,
 )
 from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT as MAX_LIST_LIMIT  # the routes' page limit
+from stillmotion.jobs.store.job_store import DatabaseUnavailable as DatabaseUnavailable  # for the routes
 from stillmotion.jobs.store.job_store import Job, JobStore, QueueFull
 from stillmotion.jobs.store.job_store import JobStatus as JobStatus  # for the routes and the UI
 from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
@@ -405,11 +406,16 @@ class JobService:
         return path
 
     def job_out(self, job: Job, *, with_position: bool = True) -> JobOut:
-        """The public view of a stored job."""
+        """The public view of a stored job. Its queue position and wait are read now, when the database
+        answers: a job just committed is still answered (202) if it stops answering meanwhile."""
         data = job.to_dict()
         status = JobStatus(data["status"])
         base = f"{API_PREFIX}/jobs/{job.id}"
-        position = self.queue_position(job) if with_position else None
+        position, wait_s = None, None
+        if with_position:
+            with contextlib.suppress(DatabaseUnavailable):
+                position = self.queue_position(job)
+                wait_s = self.queue_wait_s(job, position)
         error = None
         if data.get("error_code"):
             error = ErrorBody(
@@ -428,7 +434,7 @@ class JobService:
             attempts=int(data.get("attempts") or 0),
             cancel_requested=bool(data.get("cancel_requested")),
             queue_position=position,
-            queue_wait_s=self.queue_wait_s(job, position),
+            queue_wait_s=wait_s,
             progress=_progress(data.get("progress"), terminal=status in TERMINAL),
             plan=_jsonable(data.get("plan")),
             error=error,
