@@ -470,6 +470,32 @@ class ResolvedRequest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def notes(self) -> list[str]:
+        """What a user should know before it runs, one line each: the experts, the fast choice, the LoRAs."""
+        lines = []
+        if self.experts is not None:
+            switch = self.experts["switch_after_step"]
+            guidance_2 = self.guidance_scale if self.guidance_scale_2 is None else self.guidance_scale_2
+            lines.append(
+                f"experts: transformer (high noise) for steps 1-{self.experts['high_noise_steps']}, "
+                f"transformer_2 (low noise) for the other {self.experts['low_noise_steps']} (guidance "
+                f"{guidance_2:g}); boundary_ratio {self.experts['boundary_ratio']:g}"
+                + (f"; switch after step {switch}" if switch else "; no switch at this step count")
+            )
+        if self.fast:
+            lines.append(
+                "fast: APPROXIMATE, a step-distilled LoRA's video, not the base model's "
+                f"({self.num_inference_steps} steps, guidance {self.guidance_scale:g}, "
+                f"shift {self.flow_shift:g})"
+            )
+        for lora in self.loras:
+            where = f"@{lora.revision[:12]}" if lora.revision else ""
+            lines.append(
+                f"lora: {lora.reference}{where} strength {lora.strength:g}, expert {lora.expert} "
+                f"(sha256 {lora.sha256[:12]})"
+            )
+        return lines
+
     @property
     def approximations(self) -> list[str]:
         """What makes this request's video not the base model's (labelled in the recipe)."""
