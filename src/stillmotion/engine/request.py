@@ -470,6 +470,11 @@ class ResolvedRequest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def lora_bytes(self) -> int:
+        """The LoRA files together (the planner counts their weights)."""
+        return sum(lora.size_bytes for lora in self.loras)
+
     def notes(self) -> list[str]:
         """What a user should know before it runs, one line each: the experts, the fast choice, the LoRAs."""
         lines = []
