@@ -51,7 +51,7 @@ def make_lora(folder: Path, *, seed: int = 11, experts: bool = True, name: str =
 
 
 def to_kohya(native: Path, out: Path) -> Path:
-    """The same LoRA in kohya/ComfyUI names (diffusion_model.blocks.N.self_attn.q.lora_down.weight, .alpha)."""
+    """The same LoRA in kohya/ComfyUI names (diffusion_model.blocks.N.self_attn.q.lora_down.weight)."""
     state = load_file(str(native))
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
