@@ -44,6 +44,7 @@ class BatchEntry:
     request: ResolvedRequest
     image: InputImage
     output: Path
+    last_image: InputImage | None = None  # the frame to end on (``last_image`` in the entry)
 
 
 def read_entries(source: Path) -> Entries:
@@ -106,7 +107,13 @@ def prepare(
             if image_path is None:
                 raise InvalidRequest("no image: give --image or an 'image' per entry.", field="image")
             image = load_image_file(Path(str(image_path)))
-            resolved = resolve(request, settings, (image.width, image.height))
+            last = None if request.last_image is None else load_image_file(Path(request.last_image))
+            resolved = resolve(
+                request,
+                settings,
+                (image.width, image.height),
+                last_image_sha256=None if last is None else last.sha256,
+            )
             output = folder / str(output_name or f"{index + 1:03d}-{Path(str(image_path)).stem}.mp4")
             if output.suffix.lstrip(".").lower() not in VIDEO_FORMATS or output.parent != folder:
                 raise InvalidRequest(
@@ -114,7 +121,7 @@ def prepare(
                 )
         except StillmotionError as exc:
             raise InvalidRequest(f"batch {name}: {exc.message}", code=exc.code, field=exc.field) from None
-        prepared.append(BatchEntry(name, resolved, image, output))
+        prepared.append(BatchEntry(name, resolved, image, output, last))
     return prepared
 
 
@@ -123,7 +130,14 @@ def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) ->
     results = []
     for entry in entries:
         try:
-            result = engine.generate(entry.request, entry.image, entry.output, faults.hooks(), cancel=cancel)
+            result = engine.generate(
+                entry.request,
+                entry.image,
+                entry.output,
+                faults.hooks(),
+                cancel=cancel,
+                last_image=entry.last_image,
+            )
         except Cancelled:
             raise
         except StillmotionError as exc:

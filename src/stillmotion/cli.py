@@ -55,14 +55,30 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
         help_text = info.help
         if declared.name == "prompt" and not need_image:
             help_text += " Optional for `plan`: the plan does not use it."
-        parser.add_argument(
-            "--" + declared.name.replace("_", "-"),
-            type=_flag_type(info.cli_parse or declared.type),
-            default=declared.default,
-            choices=info.choices or None,
-            metavar=info.cli_metavar,
-            help=help_text,
-        )
+        flag = "--" + declared.name.replace("_", "-")
+        if info.kind == "flag":  # on when given; None (the model's default) when not
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+        elif info.kind == "loras":  # repeatable: --lora A.safetensors:0.8 --lora B.safetensors:1:low
+            assert info.cli_parse is not None
+            parser.add_argument(
+                "--lora",
+                dest=declared.name,
+                action="append",
+                type=_flag_type(info.cli_parse),
+                metavar=info.cli_metavar,
+                help=help_text + " Repeat for several.",
+            )
+        elif info.kind == "image":
+            parser.add_argument(flag, type=Path, metavar="PATH", help=help_text)
+        else:
+            parser.add_argument(
+                flag,
+                type=_flag_type(info.cli_parse or declared.type),
+                default=declared.default,
+                choices=info.choices or None,
+                metavar=info.cli_metavar,
+                help=help_text,
+            )
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
@@ -186,7 +202,9 @@ def _request(args: argparse.Namespace) -> Any:
     """The request the flags ask for (every field of the field list, None where not given)."""
     from stillmotion.engine.request import GenerationRequest, request_fields
 
-    return GenerationRequest(**{declared.name: getattr(args, declared.name) for declared in request_fields()})
+    values = {declared.name: getattr(args, declared.name) for declared in request_fields()}
+    values["last_image"] = None if values.get("last_image") is None else str(values["last_image"])
+    return GenerationRequest(**values)
 
 
 # -- subcommands -----------------------------------------------------------------------------------------
@@ -211,11 +229,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
-    request = resolve(_request(args), settings, (image.width, image.height))
+    last = None if args.last_image is None else load_image_file(args.last_image)
+    request = resolve(
+        _request(args),
+        settings,
+        (image.width, image.height),
+        last_image_sha256=None if last is None else last.sha256,
+    )
     cancel = CancelToken()
     with _ctrl_c_cancels(cancel), _ProgressBar(enabled=not args.json) as bar:
         hooks = [*faults.hooks(), Callbacks(on_progress=bar.update)]
-        result = engine.generate(request, image, output, hooks, cancel=cancel, strategy=args.strategy)
+        result = engine.generate(
+            request, image, output, hooks, cancel=cancel, strategy=args.strategy, last_image=last
+        )
     if args.json:
         out(json.dumps({"ok": True, **result.to_dict()}, default=str))
     else:
@@ -287,7 +313,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
             user_budget_gb=settings.vram_budget_gb,
         )
     engine = Engine(settings)
-    request = resolve(_request(args), settings, image_size, need_prompt=False)
+    last_sha256 = None
+    if args.last_image is not None:
+        from stillmotion.media.image_input import load_image_file
+
+        last_sha256 = load_image_file(args.last_image).sha256
+    request = resolve(_request(args), settings, image_size, need_prompt=False, last_image_sha256=last_sha256)
     report = engine.plan(request, strategy=args.strategy, budget=budget)
     if args.json:
         out(json.dumps({"ok": True, **report.to_dict()}, default=str))
@@ -298,6 +329,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         out(
             f"{req.model}: {req.width}x{req.height}, {req.num_frames} frames, {req.num_inference_steps} steps"
         )
+        for note in req.notes():
+            out(note)
         out(format_plan(report.plan, report.budget))
     return EXIT_OK
 

@@ -18,12 +18,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.engine.resolve import model_spec
+from stillmotion.engine.resolve import model_spec, resolve_loras
 from stillmotion.errors import (
     CannotFit,
     InvalidRequest,
@@ -60,6 +61,7 @@ from stillmotion.service.schemas import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
 # The web UI still imports this name; states.TERMINAL is the one definition (remove once the UI uses it).
 TERMINAL_STATUSES = TERMINAL
 READINESS_TTL_S = 30.0
@@ -123,9 +125,11 @@ class JobService:
         *,
         need_prompt: bool = True,
         seed_key: str | None = None,
+        last_image_sha256: str | None = None,
     ) -> ResolvedRequest:
         """Validate the request against its model's limits and fill every default, once (raises
-        InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key."""
+        InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key. LoRA
+        files are found and checked now (under the LoRA folders only: never a client's path elsewhere)."""
         try:
             # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
             # job is never queued only to fail at run time.
@@ -140,15 +144,28 @@ class JobService:
                 f"The server's default model is unavailable: {exc.message}",
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
-        return request.resolve(spec, image_size, need_prompt=need_prompt, seed_key=seed_key)
+        loras = resolve_loras(request, spec, self.settings, any_local_path=False)
+        return request.resolve(
+            spec,
+            image_size,
+            need_prompt=need_prompt,
+            seed_key=seed_key,
+            loras=loras,
+            last_image_sha256=last_image_sha256,
+        )
 
     # -- submit ------------------------------------------------------------------------------------------
 
     def submit(
-        self, request: GenerationRequest, upload: Path, idempotency_key: str | None = None
+        self,
+        request: GenerationRequest,
+        upload: Path,
+        idempotency_key: str | None = None,
+        last_upload: Path | None = None,
     ) -> tuple[Job, bool]:
         """Validate, move ``upload`` into a new job folder and commit the row with the resolved request;
-        returns (job, created).
+        returns (job, created). ``last_upload``: the ``last_image`` file part, stored beside the input as
+        ``last_image.<format>`` (consumed like ``upload``).
 
         ``upload`` is consumed: moved on success, deleted on any failure. A repeated ``idempotency_key``
         returns the first job and ``created=False`` (a retry resolves to the same request: a missing seed is
@@ -158,12 +175,22 @@ class JobService:
         try:
             self.check_admission()
             image = self.load_image(upload)
-            resolved = self.resolve(request, (image.width, image.height), seed_key=idempotency_key)
+            last = None if last_upload is None else self.load_image(last_upload)
+            if last is not None:
+                request = replace(request, last_image=str(last_upload))
+            resolved = self.resolve(
+                request,
+                (image.width, image.height),
+                seed_key=idempotency_key,
+                last_image_sha256=None if last is None else last.sha256,
+            )
             job_id = str(uuid.uuid4())
             job_dir = self.store.job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=False)
             input_filename = f"input.{image.format}"
             os.replace(upload, job_dir / input_filename)
+            if last is not None and last_upload is not None:
+                os.replace(last_upload, job_dir / f"{LAST_IMAGE_STEM}.{last.format}")
             try:
                 job, created = self.store.create(
                     job_id=job_id,
@@ -184,8 +211,10 @@ class JobService:
                 raise out_of_space() from None
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                upload.unlink()
+            for consumed in (upload, last_upload):
+                if consumed is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        consumed.unlink()
             if job_dir is not None:
                 shutil.rmtree(job_dir, ignore_errors=True)
 

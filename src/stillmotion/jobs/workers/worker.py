@@ -125,6 +125,7 @@ class EngineLike(Protocol):
         *,
         cancel: CancelToken | None = None,
         resume: Checkpoint | None = None,
+        last_image: InputImage | None = None,
     ) -> GenerationResult: ...
 
 
@@ -367,6 +368,7 @@ class Worker:
     def _generate(self, job: Job, job_dir: Path, output_path: Path, token: CancelToken) -> Job:
         image = load_image_file(self.files.input_path(job))
         request = self._stored_request(job, image)
+        last_image = _last_image(job_dir, request)
         report = self.engine.plan(request)
         self._write_progress(
             job,
@@ -388,6 +390,7 @@ class Worker:
                 [*fault_switches.hooks(job.id, job.attempts), hooks],
                 cancel=token,
                 resume=resume,
+                last_image=last_image,
             )
         finally:
             loading.stop()
@@ -845,3 +848,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _last_image(job_dir: Path, request: ResolvedRequest) -> InputImage | None:
+    """The frame a job ends on, stored beside its input as ``last_image.<format>`` (None if it has none)."""
+    if request.last_image is None:
+        return None
+    found = sorted(job_dir.glob("last_image.*"))
+    if not found:
+        raise InvalidRequest(
+            "last_image: the job's last frame is missing from its folder; submit the job again.",
+            field="last_image",
+        )
+    return load_image_file(found[0])

@@ -18,7 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from stillmotion.errors import JobNotFound
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
-from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
+from stillmotion.server.forms import (
+    IMAGE_FIELD,
+    LAST_IMAGE_FIELD,
+    multipart_body,
+    multipart_form,
+    parse_fields,
+)
 from stillmotion.service.job_service import (
     MAX_LIST_LIMIT,
     TERMINAL,
@@ -100,13 +106,14 @@ async def submit_job(
     ] = None,
 ) -> JSONResponse:
     await run_in_threadpool(service.check_admission)  # refuse before reading a 20 MB body
-    async with multipart_form(request, service) as form:
+    async with multipart_form(request, service, last_image=True) as form:
         fields = parse_fields(form)
         if form.file_path is None:
             raise ApiError(
                 422, "invalid_request", "image: the file part 'image' is missing.", field=IMAGE_FIELD
             )
-        job, created = await run_in_threadpool(service.submit, fields, form.file_path, idempotency_key)
+        last = form.extra_files.get(LAST_IMAGE_FIELD)
+        job, created = await run_in_threadpool(service.submit, fields, form.file_path, idempotency_key, last)
     out = await run_in_threadpool(service.job_out, job)
     headers = {"Location": out.links.self}
     if not created:
