@@ -317,6 +317,7 @@ def check_server_extra() -> None:
     import importlib.util
 
     missing = []
+    "websockets": "websockets",
     for module, package in SERVER_EXTRA.items():
         try:
             found = importlib.util.find_spec(module) is not None
