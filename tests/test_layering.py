@@ -32,7 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     # install; the engine never imports them (tests/engine/test_hooks.py).
     frozenset({"jobs", "faults"}),
     frozenset({"service"}),
-    frozenset({"server", "webui", "cli", "batch_cli", "doctor", "bench"}),
+    frozenset({"server", "webui", "cli", "batch_cli", "cli_progress", "doctor", "bench"}),
 )
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 LEAVES = frozenset({"errors", "config"})
