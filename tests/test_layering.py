@@ -39,14 +39,7 @@ LEAVES = frozenset({"errors", "config"})
 
 # Imports that break a rule only in code another helper of issue 18 is rewriting right now. The lead empties
 # this list when merging those rewrites; nothing else may be added here: fix the import instead.
-KNOWN_OFFENDERS: frozenset[tuple[str, str]] = frozenset(
-    {
-        # The web UI still reads job rows and statuses from the store itself (being rewritten to call
-        # JobService only: issue 18, "every caller through the service").
-        ("stillmotion.webui.app", "stillmotion.jobs.store.job_store"),
-        ("stillmotion.webui.views", "stillmotion.jobs.store.job_store"),
-    }
-)
+KNOWN_OFFENDERS: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
