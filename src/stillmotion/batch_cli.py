@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stillmotion import faults
+from stillmotion.cli_progress import ProgressDisplay
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken
@@ -125,18 +126,17 @@ def prepare(
     return prepared
 
 
-def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) -> list[dict[str, Any]]:
-    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``."""
+def run_batch(
+    entries: list[BatchEntry], engine: Engine, cancel: CancelToken, progress: ProgressDisplay | None = None
+) -> list[dict[str, Any]]:
+    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``. ``progress``
+    shows a bar per entry under the batch's own."""
     results = []
     for entry in entries:
+        hooks = [*faults.hooks(), *([progress.job(entry.name)] if progress is not None else [])]
         try:
             result = engine.generate(
-                entry.request,
-                entry.image,
-                entry.output,
-                faults.hooks(),
-                cancel=cancel,
-                last_image=entry.last_image,
+                entry.request, entry.image, entry.output, hooks, cancel=cancel, last_image=entry.last_image
             )
         except Cancelled:
             raise
@@ -144,6 +144,9 @@ def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) ->
             logger.warning("batch %s failed: [%s] %s", entry.name, exc.code, exc.message)
             results.append({"name": entry.name, "ok": False, "error": exc.to_dict()})
             continue
+        finally:
+            if progress is not None:
+                progress.job_done()
         path = str(result.video_path)
         results.append({"name": entry.name, "ok": True, "video_path": path, "seed": entry.request.seed})
     return results

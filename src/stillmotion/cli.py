@@ -212,8 +212,8 @@ def _request(args: argparse.Namespace) -> Any:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from stillmotion import faults
+    from stillmotion.cli_progress import ProgressDisplay
     from stillmotion.engine.engine import Engine
-    from stillmotion.engine.hooks import Callbacks
     from stillmotion.engine.progress import CancelToken
     from stillmotion.engine.resolve import resolve
     from stillmotion.media.image_input import load_image_file
@@ -237,8 +237,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         last_image_sha256=None if last is None else last.sha256,
     )
     cancel = CancelToken()
-    with _ctrl_c_cancels(cancel), _ProgressBar(enabled=not args.json) as bar:
-        hooks = [*faults.hooks(), Callbacks(on_progress=bar.update)]
+    with _ctrl_c_cancels(cancel), ProgressDisplay(enabled=not args.json) as progress:
+        hooks = [*faults.hooks(), progress.job()]
         result = engine.generate(
             request, image, output, hooks, cancel=cancel, strategy=args.strategy, last_image=last
         )
@@ -261,6 +261,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_generate_batch(args: argparse.Namespace) -> int:
     """``generate --batch`` / ``--variations``: every entry checked first, then each its own video."""
     from stillmotion import batch_cli
+    from stillmotion.cli_progress import ProgressDisplay
     from stillmotion.engine.engine import Engine
     from stillmotion.engine.progress import CancelToken
 
@@ -276,8 +277,8 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
     prepared = batch_cli.prepare(entries, _request(args), settings, folder)
     folder.mkdir(parents=True, exist_ok=True)
     cancel = CancelToken()
-    with _ctrl_c_cancels(cancel):
-        results = batch_cli.run_batch(prepared, Engine(settings), cancel)
+    with _ctrl_c_cancels(cancel), ProgressDisplay(not args.json, jobs=len(prepared)) as progress:
+        results = batch_cli.run_batch(prepared, Engine(settings), cancel, progress)
     for result in results:
         if args.json:
             out(json.dumps(result, default=str))
@@ -320,8 +321,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         last_sha256 = load_image_file(args.last_image).sha256
     request = resolve(_request(args), settings, image_size, need_prompt=False, last_image_sha256=last_sha256)
     report = engine.plan(request, strategy=args.strategy, budget=budget)
+    # A preset's size follows the input's aspect ratio: without --image, say which one the size assumed.
+    assumed = "1:1" if image_size is None and request.resolution is not None else None
     if args.json:
-        out(json.dumps({"ok": True, **report.to_dict()}, default=str))
+        out(json.dumps({"ok": True, **report.to_dict(), "assumed_aspect": assumed}, default=str))
     else:
         from stillmotion.memory.report import format_plan
 
@@ -331,6 +334,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         for note in req.notes():
             out(note)
+        if assumed is not None:
+            out(
+                f"(no --image: a square {assumed} input assumed; {req.resolution} keeps the image's aspect "
+                "ratio, so give --image for the size it will have)"
+            )
         out(format_plan(report.plan, report.budget))
     return EXIT_OK
 
@@ -342,6 +350,7 @@ SERVER_EXTRA = {
     "multipart": "python-multipart",
     "sqlalchemy": "sqlalchemy",
     "gradio": "gradio",
+    "websockets": "websockets",
 }
 
 
@@ -421,39 +430,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # -- plumbing --------------------------------------------------------------------------------------------
-
-
-class _ProgressBar:
-    """A tqdm bar over the denoising steps with the engine's ETA; stage changes go to the log."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-        self._stage = ""
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def update(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if event.stage != self._stage:
-            self._stage = event.stage
-            if event.stage != "denoise" and event.message:
-                logger.info("%s", event.message)
-        if event.stage == "denoise":
-            if self._bar is None:
-                self._bar = tqdm(total=event.total_steps, desc="denoising", unit="step", file=sys.stderr)
-            self._bar.n = event.step
-            if event.eta_s is not None:
-                self._bar.set_postfix_str(f"ETA {event.eta_s:.0f}s")
-            self._bar.refresh()
 
 
 class _ctrl_c_cancels:  # noqa: N801 - used as a context manager, reads like a sentence

@@ -54,6 +54,9 @@ class RequestField:
     kind: FieldKind
     bounds: Bounds | None = None  # a number's (low, high) for one model's limits
     multiple_of: Callable[[Limits], int] | None = None  # explicit values must be multiples of this
+    # The spacing of the valid values from the low bound (Wan's frames: 5, 9, 13...), where it is not 1 or
+    # ``multiple_of``: the web UI's arrows step by it.
+    step: Callable[[Limits], int] | None = None
     max_chars: Callable[[Limits], int] | None = None  # text: the longest value
     choices: tuple[str, ...] = ()  # kind "choice": the allowed values
     affects_plan: bool = True  # False: changes neither the memory plan nor the time (the UI re-plans less)
@@ -148,6 +151,7 @@ class GenerationRequest:
             "Frames to generate (some models take 4k+1 or 8k+1 only).",
             "int",
             bounds=lambda lim: (lim.min_frames, lim.max_frames),
+            step=lambda lim: lim.frame_step,
         )
     )
     num_inference_steps: int | None = declared(

@@ -35,15 +35,16 @@ from stillmotion.errors import (
 )
 from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT as MAX_LIST_LIMIT  # the routes' page limit
 from stillmotion.jobs.store.job_store import DatabaseUnavailable as DatabaseUnavailable  # for the routes
-from stillmotion.jobs.store.job_store import Job, JobStore, QueueFull
+from stillmotion.jobs.store.job_store import Job as Job  # the row type, for the routes and the UI
 from stillmotion.jobs.store.job_store import JobStatus as JobStatus  # for the routes and the UI
+from stillmotion.jobs.store.job_store import JobStore, QueueFull
 from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
 from stillmotion.service.batch import expand_batch
-from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
+from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait, time_left
 from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
 from stillmotion.service.schemas import (
     BatchLinks,
@@ -62,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
-# The web UI still imports this name; states.TERMINAL is the one definition (remove once the UI uses it).
-TERMINAL_STATUSES = TERMINAL
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
@@ -311,6 +310,37 @@ class JobService:
             return None
         return None if expected is None else round(queue_wait(position, ready, expected.seconds), 1)
 
+    def time_left(self, job: Job) -> float | None:
+        """About how long the running ``job`` still takes, its decode counted (``expected_time.time_left``);
+        None when unknown or when it is not running."""
+        if job.status != JobStatus.RUNNING or not isinstance(job.progress, dict):
+            return None
+        try:
+            expected = self.expected_time(job.request)
+        except (KeyError, TypeError, ValueError):  # a request stored by an older version: no estimate
+            expected = None
+        decoding_for_s = 0.0
+        elapsed = job.progress.get("elapsed_s")
+        if job.started_at is not None and isinstance(elapsed, int | float):
+            # The decode began ``elapsed_s`` into the run (its progress event); the run began at the claim.
+            decode_began = job.started_at.timestamp() + float(elapsed)
+            decoding_for_s = max(0.0, time.time() - decode_began)
+        return time_left(job.progress, expected, decoding_for_s)
+
+    def workers(self) -> list[dict[str, Any]] | None:
+        """The workers' last statuses (``WorkerPool.statuses``; None when this server runs none), each with
+        ``device_name``: the name of the device it measured (the GPU's, or "CPU"), from the state it
+        publishes (jobs/workers/worker_state.py), else the GPU it is pinned to, else None."""
+        statuses = self.status.latest().workers
+        if statuses is None:
+            return None
+        named = []
+        for status in statuses:
+            worker_id = str(status.get("worker_id") or worker_state.DEFAULT_WORKER_ID)
+            state = worker_state.read_state(worker_state.state_path(self.settings.data_dir, worker_id))
+            named.append({**status, "device_name": _device_name(state, status)})
+        return named
+
     def plan_budget(self, engine: Any) -> Any:
         """This process's measurement of the engine's device, plus what the worker will reuse there.
 
@@ -553,6 +583,17 @@ def _model_files_ready(settings: Settings) -> tuple[bool, str]:
     else:
         then = "the first job downloads it (or fails with model_unavailable if the hub cannot be reached)"
     return False, f"{spec.repo_id} is not in {where}; {then}."
+
+
+def _device_name(state: dict[str, Any] | None, status: dict[str, Any]) -> str | None:
+    """What a person calls the worker's device: "CPU", the GPU's name, or the pinned GPU's index."""
+    budget = (state or {}).get("budget") or {}
+    if budget.get("device_type") == "cpu":
+        return "CPU"
+    if budget.get("name"):
+        return str(budget["name"])
+    gpu = status.get("gpu")
+    return None if gpu is None else f"GPU {gpu}"
 
 
 def parse_job_id(job_id: str) -> str:
