@@ -113,7 +113,8 @@ def test_a_client_driven_by_the_spec_works(client: TestClient) -> None:
     data, files = {}, {}
     for name, prop in schema["properties"].items():
         if prop.get("format") == "binary":
-            files[name] = ("photo.png", png_bytes(), "image/png")
+            if name in schema["required"]:  # an optional file (last_image) is for the models that take one
+                files[name] = ("photo.png", png_bytes(), "image/png")
         elif (value := _example(prop, name)) is not None:
             data[name] = value
     response = client.post("/api/v1/jobs", data=data, files=files)

@@ -14,9 +14,11 @@ from stillmotion.engine.request import GenerationRequest, request_fields
 from stillmotion.server.errors import ApiError
 from stillmotion.server.upload import ParsedForm, read_multipart
 from stillmotion.service.job_service import JobService
-from stillmotion.service.request_form import IMAGE_PART, Form, GenerationFields, request_of
+from stillmotion.service.request_form import IMAGE_PART, LAST_IMAGE_PART, Form, GenerationFields, request_of
 
 IMAGE_FIELD = IMAGE_PART.name
+LAST_IMAGE_FIELD = LAST_IMAGE_PART.name  # POST /jobs: an optional second file part, the frame to end on
+_FILE_FIELDS = frozenset({IMAGE_FIELD, LAST_IMAGE_FIELD})
 # Optional non-text fields sent empty (``-F seed=``) mean "not given", as curl and HTML forms send them; text
 # fields keep "" as a value. Only empty: " " is a value, and not a plain number.
 _TEXT_FIELDS = frozenset(d.name for d in request_fields() if d.info.kind == "text")
@@ -30,12 +32,12 @@ def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> Generati
     """
     values: dict[str, Any] = {"prompt": ""} if prompt_optional else {}
     for name, given in form.fields.items():
-        if name == IMAGE_FIELD:
+        if name in _FILE_FIELDS:
             raise ApiError(
                 422,
                 "invalid_request",
-                "image: send the image as a file part (multipart file upload), not as a text field.",
-                field=IMAGE_FIELD,
+                f"{name}: send the image as a file part (multipart file upload), not as a text field.",
+                field=name,
             )
         if len(given) > 1:
             raise ApiError(
@@ -49,12 +51,16 @@ def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> Generati
 
 
 @asynccontextmanager
-async def multipart_form(request: Request, service: JobService) -> AsyncIterator[ParsedForm]:
-    """Stream the form in; its temp file is removed when the block ends, whatever happened."""
+async def multipart_form(
+    request: Request, service: JobService, *, last_image: bool = False
+) -> AsyncIterator[ParsedForm]:
+    """Stream the form in; its temp files are removed when the block ends, whatever happened.
+
+    ``last_image``: the form may carry a second file part, ``last_image`` (``POST /jobs``)."""
     form = await read_multipart(
         request,
         tmp_dir=service.upload_tmp_dir,
-        file_fields={IMAGE_FIELD},
+        file_fields={IMAGE_FIELD, LAST_IMAGE_FIELD} if last_image else {IMAGE_FIELD},
         max_file_bytes=service.max_upload_bytes,
         timeout_s=service.settings.upload_timeout_s,
     )

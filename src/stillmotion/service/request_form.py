@@ -11,8 +11,10 @@ works ("height=383 is not a multiple of 8 for tiny-i2vgen-xl (...); try 384"). T
 number's widest bounds over the registered models (``field_limits.api_bounds``), so a generated client knows
 them; ``tests/server/test_openapi.py`` holds the server to every bound the schema states.
 
-Adding a kind of field (a list of objects sent as JSON text, a second file part): add its builder to
-``_FORM_KINDS`` (``json_text_schema`` describes a JSON-text part) and, for a file, a ``FilePart`` to the form.
+Kinds that are not plain text on the wire: ``loras`` is a typed list of ``LoraIn`` objects (batch items give
+the list itself; a form field holds it as JSON text, ``json_text_schema``); an ``image`` field
+(``last_image``) is a file part of ``POST /jobs`` (``FilePart``), never a text field. Adding a kind: add its
+builder to ``_FORM_KINDS`` and, for a file, a ``FilePart`` to the form.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Annotated, Any, cast
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
+from stillmotion import bounded_json
 from stillmotion.engine.request import DeclaredField, GenerationRequest, request_fields
+from stillmotion.models.lora_refs import EXPERTS, MAX_LORAS, MAX_STRENGTH, MIN_STRENGTH, parse_lora_text
 from stillmotion.service.field_limits import PROMPT_PATTERN, FieldBounds, api_bounds
 
 # Numbers as a form sends them: ASCII digits only (not "٨", "²", "+16", " 16 ", "1_6" or "16.0" for an
@@ -109,12 +113,66 @@ def _text_field(declared: DeclaredField, bounds: FieldBounds, description: str) 
     return (str if declared.default == "" else str | None), text
 
 
+def _flag_field(declared: DeclaredField, bounds: FieldBounds, description: str) -> FormField:
+    """An optional boolean: a form sends "true" or "false"."""
+    return bool | None, Field(default=None, description=description)
+
+
+LoraExpert = StrEnum("LoraExpert", {expert: expert for expert in EXPERTS})  # type: ignore[misc]
+LoraExpert.__doc__ = "Which expert of a two-expert model a LoRA goes into (a one-denoiser model: both)."
+MAX_LORAS_CHARS = 16 << 10  # the loras form field: 8 references with room to spare
+MAX_LORAS_DEPTH = 4  # an array of flat objects: 2 levels
+
+
+class LoraIn(BaseModel):
+    """One LoRA of a request (models/lora_refs.py ``LoraChoice``); its rules are checked when it resolves."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    ref: str = Field(
+        max_length=1024,
+        description="A .safetensors file under the server's LoRA folders (its relative path), or a Hugging "
+        "Face file owner/repo/path/file.safetensors[@revision].",
+    )
+    strength: Annotated[float, PLAIN_FLOAT] = Field(
+        default=1.0,
+        description="Scales the LoRA (1 = as trained).",
+        json_schema_extra={"minimum": MIN_STRENGTH, "maximum": MAX_STRENGTH},
+    )
+    expert: LoraExpert = Field(default=LoraExpert("both"), description=LoraExpert.__doc__)
+
+
+def _lora_list(value: object) -> object:
+    """The loras as a form sends them (JSON text, bounded) or as a batch item gives them (the list); a
+    CLI-style "REF[:STRENGTH[:EXPERT]]" string in the list is read as the CLI reads it."""
+    if isinstance(value, str):
+        try:
+            value = bounded_json.loads(value, max_depth=MAX_LORAS_DEPTH, max_bytes=MAX_LORAS_CHARS)
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "json", "must be a JSON array of LoRA objects ({error})", {"error": str(exc)}
+            ) from None
+    if isinstance(value, list):
+        try:
+            return [vars(parse_lora_text(item)) if isinstance(item, str) else item for item in value]
+        except ValueError as exc:
+            raise PydanticCustomError("lora_text", "{error}", {"error": str(exc)}) from None
+    return value
+
+
+def _loras_field(declared: DeclaredField, bounds: FieldBounds, description: str) -> FormField:
+    loras = Annotated[list[LoraIn], BeforeValidator(_lora_list), Field(max_length=MAX_LORAS)]
+    return loras | None, Field(default=None, description=description)
+
+
 _FORM_KINDS: dict[str, Callable[[DeclaredField, FieldBounds, str], FormField]] = {
     "int": _number_field,
     "float": _number_field,
     "choice": _choice_field,
     "text": _text_field,
     "model": _text_field,
+    "flag": _flag_field,
+    "loras": _loras_field,
 }
 
 
@@ -151,13 +209,22 @@ class FilePart:
 IMAGE_PART = FilePart(
     "image", True, "PNG, JPEG or WebP still image (size limited by the server; checked by content)."
 )
+# Request fields of kind "image" (``last_image``): optional file parts of POST /jobs, not form fields.
+_IMAGE_FIELDS = tuple(d for d in request_fields() if d.info.kind == "image")
+(LAST_IMAGE_PART,) = (
+    FilePart(d.name, False, f"Optional file part, PNG, JPEG or WebP. {d.info.help}") for d in _IMAGE_FIELDS
+)
+# Fields that hold a list: a form field carries it as JSON text (``form_schema``).
+_JSON_TEXT_FIELDS = {d.name: MAX_LORAS_CHARS for d in request_fields() if d.info.kind == "loras"}
 
 
 # -- the forms --------------------------------------------------------------------------------------------
 
 _FORM_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-_FIELDS: dict[str, Any] = {declared.name: _form_field(declared) for declared in request_fields()}
+_FIELDS: dict[str, Any] = {
+    declared.name: _form_field(declared) for declared in request_fields() if declared.info.kind != "image"
+}
 GenerationFields: type[BaseModel] = create_model(
     "GenerationFields",
     __config__=_FORM_CONFIG,
@@ -187,7 +254,7 @@ JOB_FORM = Form(
     "JobForm",
     "Multipart body of POST /jobs: the image file plus the generation fields (the prompt optional on the "
     "wire: a model without a text encoder takes none; the server requires it for the others).",
-    (IMAGE_PART,),
+    (IMAGE_PART, LAST_IMAGE_PART),
     {},
 )
 PLAN_FORM = Form(
@@ -204,6 +271,14 @@ def form_schema(form: Form) -> dict[str, Any]:
     typed (a form has no null: left out means the default), file parts as binary strings."""
     base = GenerationFields.model_json_schema(ref_template="#/components/schemas/{model}")
     properties = {name: _without_null(prop) for name, prop in base["properties"].items()}
+    for name, max_chars in _JSON_TEXT_FIELDS.items():
+        value = properties[name]
+        properties[name] = json_text_schema(
+            f"{value.pop('description', '')} JSON text of the list, e.g. "
+            '[{"ref": "my-style.safetensors", "strength": 0.8}].',
+            value,
+            max_chars,
+        )
     for part in form.files:
         properties[part.name] = {
             "type": "string",

@@ -24,8 +24,9 @@ from stillmotion.jobs.store.states import JobStatus
 from stillmotion.memory.device import DeviceBudget
 from stillmotion.memory.interpolation import InterpolationPlan
 from stillmotion.memory.types import GroupOffloadType, MemoryPlan, PhaseEstimate, Placement
+from stillmotion.models.lora_refs import ResolvedLora
 from stillmotion.models.registry import Defaults, Limits
-from stillmotion.service.request_form import CHOICE_ENUMS
+from stillmotion.service.request_form import CHOICE_ENUMS, LoraExpert
 
 
 class ErrorCode(StrEnum):
@@ -154,12 +155,40 @@ if TYPE_CHECKING:  # classes built from dataclasses below; mypy sees only their 
 
     class InterpolationPlanOut(BaseModel): ...
 
+
+class ExpertsOut(_Out):
+    """A two-expert model's split of the steps (engine/request.py ``_expert_note``)."""
+
+    high_noise: str = Field(description="The component that denoises the high-noise steps (transformer).")
+    low_noise: str = Field(description="The component that denoises the low-noise steps (transformer_2).")
+    boundary_ratio: float
+    high_noise_steps: int
+    low_noise_steps: int
+    switch_after_step: int | None = Field(description="The last high-noise step; null: no switch.")
+
+
+if TYPE_CHECKING:
+
+    class LoraOut(BaseModel): ...
+
 else:
+    # The file's place on the server is not part of the answer: ``reference`` names it (docs/api.md).
+    LoraOut = wire_model(
+        ResolvedLora,
+        "LoraOut",
+        "A LoRA as it ran: its reference, the hub revision, the file's sha256 and size, strength, expert.",
+        types={"source": Literal["file", "hub"], "expert": LoraExpert},
+        exclude=("path",),
+    )
     ResolvedRequestOut = wire_model(
         ResolvedRequest,
         "ResolvedRequestOut",
         "A request with every default filled in: exactly what runs (engine/request.py's ResolvedRequest).",
-        types={name: enum | None for name, enum in CHOICE_ENUMS.items()},
+        types={
+            **{name: enum | None for name, enum in CHOICE_ENUMS.items()},
+            "loras": list[LoraOut],
+            "experts": ExpertsOut | None,
+        },
     )
     LimitsOut = wire_model(
         Limits,
@@ -187,6 +216,13 @@ class MemoryEstimateOut(_Out):
     expandable_segments: bool
     s_per_step_h100: float = Field(description="Expected seconds per denoising step on an H100.")
     expected_slowdown: float = Field(description="Expected time relative to the fastest (resident) plan.")
+    expected_total_s_h100: float = Field(
+        default=0.0, description="Expected seconds of this request (its steps, an expert switch) on an H100."
+    )
+    expert_switch_s: float = Field(default=0.0, description="Two experts: loading the low-noise one.")
+    switch_after_step: int | None = Field(default=None, description="Two experts: the last high-noise step.")
+    lora_gib: float = Field(default=0.0, description="LoRA weights counted in the denoise phase.")
+    experts: str | None = Field(default=None, description="Two experts: where they live.")
 
 
 if not TYPE_CHECKING:
@@ -301,6 +337,13 @@ class ModelOut(_Out):
     defaults: DefaultsOut
     limits: LimitsOut
     rules: list[str] = Field(description="The same rules in words, as the UI shows them.")
+    fast: str | None = Field(
+        default=None,
+        description="The model's fast choice (a step-distilled LoRA, APPROXIMATE) as the UI labels it; "
+        "null: none (the request field `fast` is refused).",
+    )
+    two_experts: bool = Field(default=False, description="Takes `guidance_scale_2` (Wan 2.2 A14B).")
+    accepts_last_image: bool = Field(default=False, description="Takes the file part `last_image`.")
 
 
 class ModelList(_Out):

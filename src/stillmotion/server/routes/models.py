@@ -45,6 +45,9 @@ async def models(service: ServiceDep) -> ModelList:
                 defaults=DefaultsOut(**asdict(spec.defaults)),
                 limits=LimitsOut(**asdict(spec.limits)),
                 rules=describe_rules(spec),
+                fast=None if spec.fast is None else spec.fast.label,
+                two_experts=spec.experts is not None,
+                accepts_last_image=spec.accepts_last_image,
             )
             for spec in list_specs()
         ],
