@@ -9,15 +9,17 @@ its own row, folder and video; the rows share a ``batch_id`` so the batch is lis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from stillmotion import bounded_json
-from stillmotion.engine.request import GenerationRequest, variation_seeds
+from stillmotion.engine.request import GenerationRequest, request_fields, variation_seeds
 from stillmotion.errors import InvalidRequest
 from stillmotion.service.request_form import (
     IMAGE_PART,
+    LAST_IMAGE_PART,
     Form,
     GenerationFields,
     json_text_schema,
@@ -34,8 +36,8 @@ BATCH_FIELDS = ("items", "variations")
 BATCH_FORM = Form(
     "BatchForm",
     "Multipart body of POST /batches: one image, the fields all jobs share, and what differs per job: "
-    "either `items` or `variations` (exactly one of them).",
-    (IMAGE_PART,),
+    "either `items` or `variations` (exactly one of them); the last frame, if given, is every job's.",
+    (IMAGE_PART, LAST_IMAGE_PART),
     {
         "items": json_text_schema(
             "A JSON array, one object per job with the fields that differ from the shared ones, e.g. "
@@ -102,11 +104,15 @@ def expand_batch(base: GenerationRequest, items: Sequence[dict[str, Any]]) -> li
         raise InvalidRequest(
             f"items has {len(items)} entries; a batch holds 1 to {MAX_BATCH_JOBS} jobs.", field="items"
         )
-    given = base.given()
+    # An image field (the last frame) is a file the batch shares, not a form field an entry may change.
+    images = {d.name for d in request_fields() if d.info.kind == "image"}
+    given = {name: value for name, value in base.given().items() if name not in images}
+    shared = {name: getattr(base, name) for name in images}
     expanded = []
     for index, item in enumerate(items):
         try:
-            expanded.append(request_of(GenerationFields.model_validate({**given, **item})))
+            fields = GenerationFields.model_validate({**given, **item})
+            expanded.append(replace(request_of(fields), **shared))
         except ValidationError as exc:
             message, field = validation_message(list(exc.errors()))
             raise InvalidRequest(f"items[{index}].{message}", field=f"items[{index}].{field}") from None

@@ -15,7 +15,13 @@ from starlette.concurrency import run_in_threadpool
 
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
-from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
+from stillmotion.server.forms import (
+    IMAGE_FIELD,
+    LAST_IMAGE_FIELD,
+    multipart_body,
+    multipart_form,
+    parse_fields,
+)
 from stillmotion.server.routes.responses import error_responses
 from stillmotion.server.upload import ParsedForm
 from stillmotion.service.batch import BATCH_FIELDS, BATCH_FORM, parse_items, parse_variations, variation_items
@@ -43,7 +49,8 @@ BATCH_LINKS = {
     summary="Submit a batch of jobs",
     description="Multipart upload: the file part `image`, the generation fields every job shares, and either "
     "`items` (a JSON array, one object of differing fields per job) or `variations` (N jobs that differ in "
-    "the seed). All or nothing: every job is validated before any is stored, and all rows are committed in "
+    "the seed); optionally `last_image`, the frame every job ends on. All or nothing: every job is "
+    "validated before any is stored, and all rows are committed in "
     "one transaction before the answer.",
     responses={
         202: {"description": "The batch, its jobs queued", "links": BATCH_LINKS},
@@ -55,7 +62,7 @@ BATCH_LINKS = {
 )
 async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
     await run_in_threadpool(service.check_admission)
-    async with multipart_form(request, service) as form:
+    async with multipart_form(request, service, last_image=True) as form:
         items = _batch_items(form)
         shared = ParsedForm(fields={k: v for k, v in form.fields.items() if k not in BATCH_FIELDS})
         fields = parse_fields(shared, prompt_optional=True)  # the entries may each bring their prompt
@@ -65,7 +72,8 @@ async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
             raise ApiError(
                 422, "invalid_request", "image: the file part 'image' is missing.", field=IMAGE_FIELD
             )
-        batch_id, jobs = await run_in_threadpool(service.submit_batch, fields, items, form.file_path)
+        last = form.extra_files.get(LAST_IMAGE_FIELD)
+        batch_id, jobs = await run_in_threadpool(service.submit_batch, fields, items, form.file_path, last)
     out = await run_in_threadpool(service.batch_out, batch_id, jobs)
     return JSONResponse(out.model_dump(mode="json"), status_code=202, headers={"Location": out.links.self})
 
