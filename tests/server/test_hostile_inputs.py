@@ -4,6 +4,7 @@ clear 4xx naming the field, never a 500, and no answer tells a client about the 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.errors import InvalidRequest, InvalidTransition
 from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.models.lora_refs import LoraChoice, parse_loras, resolve_lora
 from stillmotion.models.registry import get_spec
 from stillmotion.server.app import create_app
 from stillmotion.server.run import check_bind
@@ -63,6 +65,22 @@ def test_a_deeply_nested_cli_batch_line_is_exit_2(
     code = main(["generate", "--batch", str(batch), "--image", str(image), "--model", "tiny-i2vgen-xl"])
     assert code == 2
     assert "batch line 1: not valid JSON (nested deeper" in capsys.readouterr().err
+
+
+def test_deep_json_in_a_lora_list_or_a_lora_files_header_is_refused_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="loras: not valid JSON .nested deeper"):
+        parse_loras(DEEP)  # a CLI batch line may carry the list as JSON text
+    header = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+    (tmp_path / "deep.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(InvalidRequest, match="not a safetensors file"):
+        resolve_lora(
+            LoraChoice("deep.safetensors"),
+            0,
+            folders=[tmp_path],
+            any_local_path=False,
+            cache_dir=None,
+            offline=True,
+        )
 
 
 def _cached_repo(cache: Path, repo: str, index: str) -> None:

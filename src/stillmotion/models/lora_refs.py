@@ -17,7 +17,6 @@ the API's JSON objects are read by ``parse_loras``.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import struct
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stillmotion import bounded_json
 from stillmotion.errors import InvalidRequest, ModelUnavailable
 
 # Which expert of a two-expert model a LoRA goes into: the high-noise one (``transformer``), the low-noise one
@@ -35,6 +35,7 @@ MIN_STRENGTH, MAX_STRENGTH = -4.0, 4.0
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header larger than this is not a LoRA
+LORAS_MAX_DEPTH = 4  # a list of flat objects: 2 levels (bounded_json: never a RecursionError)
 _HUB_REF = re.compile(
     r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)/(?P<file>[^@]+?)(?:@(?P<rev>[^@/]+))?$"
 )
@@ -92,7 +93,7 @@ def parse_loras(value: object) -> tuple[LoraChoice, ...]:
     JSON text of that list); each checked (``InvalidRequest`` naming ``loras[i]``)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value) if value.strip() else []
+            value = bounded_json.loads(value, max_depth=LORAS_MAX_DEPTH) if value.strip() else []
         except ValueError as exc:
             raise InvalidRequest(f"loras: not valid JSON ({exc}).", field="loras") from None
     if not isinstance(value, list | tuple):
@@ -292,7 +293,7 @@ def _check_safetensors(path: Path, where: str, ref: str) -> None:
             head = handle.read(8)
             (length,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
             header = handle.read(length) if 2 <= length <= MAX_HEADER_BYTES else b""
-        parsed = json.loads(header) if header else None
+        parsed = bounded_json.loads(header, max_bytes=MAX_HEADER_BYTES) if header else None
     except (OSError, ValueError):
         parsed = None
     if not isinstance(parsed, dict):

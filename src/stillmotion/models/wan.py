@@ -19,7 +19,6 @@ which the engine snapshots after every step so an out-of-memory resume is exact.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from stillmotion import bounded_json
 from stillmotion.models.family import (
     Cached,
     FamilyRequest,
@@ -302,14 +302,14 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         import diffusers
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
-        index = json.loads((folder / "model_index.json").read_text())
+        index = bounded_json.read_json_file(folder / "model_index.json")
         two_experts = index.get("boundary_ratio") is not None
         if two_experts and not (folder / "transformer_2").is_dir():
             raise ValueError(f"model_index.json names two experts but {folder} has no transformer_2 folder")
         common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
         src = str(folder)
         has_clip = (folder / "image_encoder").is_dir()
-        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        scheduler_config = bounded_json.read_json_file(folder / "scheduler" / "scheduler_config.json")
         scheduler_class = getattr(diffusers, scheduler_config["_class_name"])
         return WanComponents(
             transformer=WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common),
