@@ -7,7 +7,8 @@ folder exists, so a caller learns nothing about the server's disk. The CLI, run 
 takes any folder (engine/resolve.py).
 
 ``public_text`` rewrites a message for a client: paths under a model root relative to it, Hugging Face cache
-paths as the repo id and the file in it, the data folder as ``<data>``, the home folder as ``~``.
+paths as the repo id and the file in it, the data folder as ``<data>``, the models folder (``models_dir``) as
+``<models>``, the home folder as ``~``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def public_text(text: str, settings: Settings) -> str:
     text = _HUB_CACHE_PATH.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
     places = [(root, "") for root in settings.model_roots]
     places.append((settings.data_dir.resolve(), "<data>"))
+    if settings.models_dir is not None:  # the hub cache (paths in it are repo ids by now) and LoRA folder
+        places.append((settings.models_dir.expanduser().resolve(), "<models>"))
     places.append((Path.home(), "~"))
     for folder, shown in sorted(places, key=lambda place: -len(str(place[0]))):
         prefix = str(folder)
