@@ -374,16 +374,9 @@ class ModelReadinessOut(_Out):
 
 
 class HealthProblem(_Out):
-    code: Literal[
-        "shutting_down",
-        "queue_full",
-        "insufficient_storage",
-        "worker_starting",
-        "worker_down",
-        "status_stale",
-    ] = Field(
-        description="shutting_down, queue_full, insufficient_storage (the codes POST /jobs would answer), "
-        "worker_starting, worker_down or status_stale."
+    code: ErrorCode = Field(
+        description="The code POST /jobs would answer now (shutting_down, a database_* code, queue_full, "
+        "insufficient_storage), or worker_starting, worker_down or status_stale."
     )
     message: str
 
