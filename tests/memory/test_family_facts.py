@@ -1,8 +1,9 @@
 """The registry's facts for the families without GPU measurements agree with their full-size networks.
 
-Parameter counts, group-offload residency and the denoiser's activation coefficient come from the meta-device
-simulator (``python -m stillmotion.bench.simulate MODEL``); these checks rebuild the networks from the shipped
-configs on ``meta`` and hold the registry to them, so a changed config or a typo cannot drift silently.
+Parameter counts and group-offload residency come from the meta-device simulator (``python -m
+stillmotion.bench.simulate MODEL``); these checks rebuild the networks from the shipped configs on ``meta``
+and hold the registry to them, so a changed config or a typo cannot drift silently. The denoiser's activation
+coefficient is measured on the CPU now; the simulator cross-checks it.
 """
 
 from __future__ import annotations
@@ -76,10 +77,13 @@ def test_offload_residency_is_the_networks_own(model: str) -> None:
 
 @pytest.mark.parametrize("model", list(FAMILIES))
 @pytest.mark.parametrize("batch", [1, 2])
-def test_denoiser_activation_estimate_follows_the_simulator(model: str, batch: int) -> None:
+def test_denoiser_activation_estimate_agrees_with_the_simulator(model: str, batch: int) -> None:
+    # The estimate is measured on the CPU now (tests/memory/test_activation_facts.py holds it to the results).
+    # The simulator counts a dead tensor until the next op runs, so it may hold more, never much less: 18%
+    # more on Wan 2.1 I2V (around its image cross-attention), 0-7% elsewhere.
     spec = get_spec(model)
     shape = FAMILIES[model]
     denoiser = _networks(spec)[family_of(spec).roles.denoiser]
     simulated = denoiser_peak_bytes(spec, denoiser, shape.height, shape.width, shape.num_frames, batch) / GIB
     estimated = denoiser_activation_gib(spec, shape, batch=batch, ff_chunk_mib=None, dtype=spec.half_dtype)
-    assert estimated == pytest.approx(simulated, rel=0.05, abs=0.03)
+    assert simulated * 0.80 - 0.03 <= estimated <= simulated * 1.05 + 0.03

@@ -34,9 +34,11 @@ log-sum-exp. ``--kernels real`` computes everything (float32 here); the suite ru
 network both ways, and they must agree (memory/activation_facts.py checks it).
 
 What a CPU cannot show: cuDNN's convolution workspaces, which the GPU allocates from the same caching
-allocator. The UNet (its peak is in a feed-forward) lands within 1% of all H100 rows; the VAE decode (its
-peak is at a convolution) is 25% below them at every size, a constant ratio that memory/activation_facts.py
-fits on I2VGen-XL's VAE and applies to every family's decoder (docs/memory.md).
+allocator. The UNet (its peak is in a feed-forward) lands within 0.3% of the H100 rows it re-measures; the
+VAE decode (its peak is at a convolution) is 25% below them at every size, a constant ratio that
+memory/activation_facts.py fits on I2VGen-XL's VAE and applies to the decoders built of the same 2-D
+convolutions (SVD-XT's); the causal 3-D VAEs of Wan and LTX-Video keep the CPU figure (docs/memory.md,
+section 8).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Measured memory and speed facts of a model family, used by the memory estimator without loading weights.
 
 Values come from ../shared/measurements (H100, fp16, diffusers 0.42.1), from the meta-device simulator
-(stillmotion.bench.simulate, which reproduces those measurements to the MiB) and, where marked PRIOR, from
-reasoning that no GPU run has checked yet. docs/memory.md explains how each number was derived.
+(stillmotion.bench.simulate, which reproduces those measurements to the MiB), from the CPU measurements of the
+full-size networks (stillmotion.bench.activations, bench/results/activations-cpu.jsonl) and, where marked
+PRIOR, from reasoning that no measurement has checked yet. docs/memory.md explains how each was derived.
 All activation coefficients are for 16-bit activations; the estimator scales them for float32.
 """
 
