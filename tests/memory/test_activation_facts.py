@@ -22,6 +22,7 @@ from stillmotion.memory.activation_facts import (
     MEASURED_MODELS,
     conv_workspace,
     derive_facts,
+    gib16,
     kernel_pairs,
     pixel_linearity,
     validate_on_h100,
@@ -119,3 +120,11 @@ def test_vae_decode_memory_is_linear_in_pixels() -> None:
         _say(f"{small['model']:22} {small['height']}x{small['width']} vs {large['height']}x{large['width']} "
              f"x{small['num_frames']}: per-pixel ratio {ratio:.3f}")  # fmt: skip
         assert ratio == pytest.approx(1.0, abs=0.05)
+
+
+def test_the_wan_vae_was_measured_in_float32_as_it_runs() -> None:
+    for model in ("wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b"):
+        decode = [r for r in CPU if r["model"] == model and r["component"] == "vae_decode"]
+        assert decode and {r["dtype"] for r in decode} == {"float32"}
+        assert get_spec(model).memory.vae_dtype == "float32"
+        assert all(gib16(r) == pytest.approx(r["act_peak_gib"] / 2, abs=1e-5) for r in decode)

@@ -267,6 +267,7 @@ WAN21_14B_MEMORY = _with_offload_costs(
         denoiser_ff_proj_width=13824 / 4,  # ffn 13824 per token, a token is 2x2 latent pixels
         denoiser_ff_out_width=5120 / 4,
         loop_extra_gib=0.05,
+        vae_dtype="float32",  # as diffusers' Wan examples load it (models/wan.py VAE_DTYPE)
         decode_chunking=DecodeChunking.WHOLE_VIDEO,
         # CPU, in float32 at 240x416 (1/4 of the pixels; 120x208 agrees per pixel to 0.2%) x 1, 9 and 81
         # frames, halved to the 16-bit convention: 7.6 GiB of float32 activations at 480x832 x 81 (the
@@ -300,6 +301,7 @@ WAN22_5B_MEMORY = _with_offload_costs(
         denoiser_ff_proj_width=14336 / 4,
         denoiser_ff_out_width=3072 / 4,
         loop_extra_gib=0.05,
+        vae_dtype="float32",  # as diffusers' Wan examples load it (models/wan.py VAE_DTYPE)
         decode_chunking=DecodeChunking.WHOLE_VIDEO,
         # CPU, in float32 at 176x320 (1/16 of the pixels) x 1, 9 and 41 frames, halved: 19.4 GiB of float32
         # activations at 704x1280 x 121 (the simulator's bf16: 10.7). PRIOR: no GPU workspace (as Wan 2.1).
