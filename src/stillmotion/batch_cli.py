@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stillmotion import faults
+from stillmotion.cli_progress import ProgressDisplay
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.engine.progress import CancelToken
-from stillmotion.engine.request import MAX_SEED, GenerationRequest
+from stillmotion.engine.request import GenerationRequest, ResolvedRequest, variation_seeds
+from stillmotion.engine.resolve import resolve
 from stillmotion.errors import Cancelled, InvalidRequest, StillmotionError
 from stillmotion.media.image_input import InputImage, load_image_file
 from stillmotion.media.video_output import VIDEO_FORMATS
-from stillmotion.models.registry import get_spec
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +39,13 @@ Entries = list[tuple[str, dict[str, Any]]]  # (how messages name it, its fields)
 
 @dataclass(frozen=True)
 class BatchEntry:
-    """One video to make: its request (seed fixed), its image and where it goes."""
+    """One video to make: its resolved request (seed fixed), its image and where it goes."""
 
     name: str  # how messages name it: "line 3" or the image's file name
-    request: GenerationRequest
+    request: ResolvedRequest
     image: InputImage
     output: Path
+    last_image: InputImage | None = None  # the frame to end on (``last_image`` in the entry)
 
 
 def read_entries(source: Path) -> Entries:
@@ -80,11 +83,13 @@ def with_variations(entries: Entries, count: int, seed: int | None) -> Entries:
         raise InvalidRequest(f"variations={count} must be 1 or more.", field="variations")
     out = []
     for name, fields in entries:
-        for i in range(count):
-            varied = dict(fields)
-            base = fields.get("seed", seed)
-            if isinstance(base, int) and not isinstance(base, bool):
-                varied["seed"] = (base + i) % (MAX_SEED + 1)
+        base = fields.get("seed", seed)
+        if isinstance(base, bool) or not isinstance(base, int):
+            base = (
+                None  # each draws its own (a seed that is not a number is refused when the entry is checked)
+            )
+        for i, varied_seed in enumerate(variation_seeds(base, count)):
+            varied = dict(fields) if varied_seed is None else {**fields, "seed": varied_seed}
             out.append((f"{name} #{i + 1}" if count > 1 else name, varied))
     return out
 
@@ -92,19 +97,24 @@ def with_variations(entries: Entries, count: int, seed: int | None) -> Entries:
 def prepare(
     entries: Entries, shared: GenerationRequest, settings: Settings, folder: Path
 ) -> list[BatchEntry]:
-    """Check every entry before any runs; the seed each will use is fixed now (and recorded)."""
+    """Resolve every entry before any runs; the seed each will use is fixed now (and recorded)."""
     prepared = []
     for index, (name, fields) in enumerate(entries):
         fields = dict(fields)
         image_path = fields.pop("image", None)
         output_name = fields.pop("output", None)
         try:
-            request = GenerationRequest.from_dict({**_given(shared), **fields})
+            request = GenerationRequest.from_dict({**shared.given(), **fields})
             if image_path is None:
                 raise InvalidRequest("no image: give --image or an 'image' per entry.", field="image")
             image = load_image_file(Path(str(image_path)))
-            spec = get_spec(request.model or settings.default_model)
-            resolved = request.resolve(spec, (image.width, image.height))
+            last = None if request.last_image is None else load_image_file(Path(request.last_image))
+            resolved = resolve(
+                request,
+                settings,
+                (image.width, image.height),
+                last_image_sha256=None if last is None else last.sha256,
+            )
             output = folder / str(output_name or f"{index + 1:03d}-{Path(str(image_path)).stem}.mp4")
             if output.suffix.lstrip(".").lower() not in VIDEO_FORMATS or output.parent != folder:
                 raise InvalidRequest(
@@ -112,26 +122,31 @@ def prepare(
                 )
         except StillmotionError as exc:
             raise InvalidRequest(f"batch {name}: {exc.message}", code=exc.code, field=exc.field) from None
-        prepared.append(BatchEntry(name, replace(request, seed=resolved.seed), image, output))
+        prepared.append(BatchEntry(name, resolved, image, output, last))
     return prepared
 
 
-def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) -> list[dict[str, Any]]:
-    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``."""
+def run_batch(
+    entries: list[BatchEntry], engine: Engine, cancel: CancelToken, progress: ProgressDisplay | None = None
+) -> list[dict[str, Any]]:
+    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``. ``progress``
+    shows a bar per entry under the batch's own."""
     results = []
     for entry in entries:
+        hooks = [*faults.hooks(), *([progress.job(entry.name)] if progress is not None else [])]
         try:
-            result = engine.generate(entry.request, entry.image, entry.output, cancel=cancel)
+            result = engine.generate(
+                entry.request, entry.image, entry.output, hooks, cancel=cancel, last_image=entry.last_image
+            )
         except Cancelled:
             raise
         except StillmotionError as exc:
             logger.warning("batch %s failed: [%s] %s", entry.name, exc.code, exc.message)
             results.append({"name": entry.name, "ok": False, "error": exc.to_dict()})
             continue
+        finally:
+            if progress is not None:
+                progress.job_done()
         path = str(result.video_path)
         results.append({"name": entry.name, "ok": True, "video_path": path, "seed": entry.request.seed})
     return results
-
-
-def _given(request: GenerationRequest) -> dict[str, Any]:
-    return {key: value for key, value in request.to_dict().items() if value not in (None, "")}

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError, advice
-from stillmotion.models.registry import RESOLUTION_PRESETS
 
 
 class MissingExtra(StillmotionError):
@@ -47,41 +46,39 @@ def out(text: str) -> None:
 
 
 def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -> None:
+    """The request's fields as flags (from the one field list, engine/request.py), then the run's own."""
+    from stillmotion.engine.request import request_fields
+
     parser.add_argument("--image", type=Path, required=need_image, help="input image (PNG, JPEG or WebP)")
-    parser.add_argument(
-        "--prompt",
-        default="",
-        # `plan` needs none (memory does not depend on the words); svd-xt takes none (no text encoder).
-        help="what should move, and how" + ("" if need_image else " (optional: the plan does not use it)"),
-    )
-    parser.add_argument("--negative-prompt", help="what to avoid (default: the model's recommended one)")
-    parser.add_argument(
-        "--model",
-        help="registered name (see `stillmotion models`: i2vgen-xl, wan2.1-i2v-14b-480p, svd-xt, ltx-video, "
-        "tiny-...), Hugging Face repo id or local folder",
-    )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--resolution", choices=list(RESOLUTION_PRESETS), help="output area, input aspect kept")
-    parser.add_argument("--height", type=int, help="output height in pixels (the model's size multiple)")
-    parser.add_argument("--width", type=int, help="output width in pixels (the model's size multiple)")
-    parser.add_argument("--num-frames", type=int, help="frames to generate (the model's rule and default)")
-    parser.add_argument("--num-inference-steps", type=int, help="denoising steps (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, help="prompt strength (default: the model's)")
-    parser.add_argument("--fps", type=int, help="playback frames per second (default: the model's)")
-    parser.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
-    interpolation = parser.add_mutually_exclusive_group()
-    interpolation.add_argument(
-        "--interpolate",
-        type=_factor,
-        metavar="2x|3x|4x",
-        help="interpolate frames after generating: N frames at F fps become N*k frames at k*F fps",
-    )
-    interpolation.add_argument("--interpolate-fps", type=int, help="instead of --interpolate: the output fps")
-    parser.add_argument(
-        "--interpolator",
-        choices=["minterpolate", "rife"],
-        help="minterpolate (ffmpeg, CPU, no download; default) or rife (learned, weights from the hub)",
-    )
+    for declared in request_fields():
+        info = declared.info
+        help_text = info.help
+        if declared.name == "prompt" and not need_image:
+            help_text += " Optional for `plan`: the plan does not use it."
+        flag = "--" + declared.name.replace("_", "-")
+        if info.kind == "flag":  # on when given; None (the model's default) when not
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+        elif info.kind == "loras":  # repeatable: --lora A.safetensors:0.8 --lora B.safetensors:1:low
+            assert info.cli_parse is not None
+            parser.add_argument(
+                "--lora",
+                dest=declared.name,
+                action="append",
+                type=_flag_type(info.cli_parse),
+                metavar=info.cli_metavar,
+                help=help_text + " Repeat for several.",
+            )
+        elif info.kind == "image":
+            parser.add_argument(flag, type=Path, metavar="PATH", help=help_text)
+        else:
+            parser.add_argument(
+                flag,
+                type=_flag_type(info.cli_parse or declared.type),
+                default=declared.default,
+                choices=info.choices or None,
+                metavar=info.cli_metavar,
+                help=help_text,
+            )
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
@@ -96,12 +93,18 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
 
 
-def _factor(text: str) -> int:
-    """'2x' or '2' -> 2; the allowed factors are checked with the rest of the request."""
-    try:
-        return int(text.lower().removesuffix("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a factor like 2x or 4x") from None
+def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` with its ValueError as argparse's usage error (exit 2 with the message, not a traceback)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            plain = {int: "a whole number", float: "a number"}
+            why = f"{text!r} is not {plain[parse]}" if parse in plain else str(exc)
+            raise argparse.ArgumentTypeError(why) from None
+
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,32 +199,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from stillmotion.engine.request import GenerationRequest
+    """The request the flags ask for (every field of the field list, None where not given)."""
+    from stillmotion.engine.request import GenerationRequest, request_fields
 
-    return GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        model=args.model,
-        resolution=args.resolution,
-        height=args.height,
-        width=args.width,
-        num_frames=args.num_frames,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        fps=args.fps,
-        seed=args.seed,
-        interpolate=args.interpolate,
-        interpolate_fps=args.interpolate_fps,
-        interpolator=args.interpolator,
-    )
+    values = {declared.name: getattr(args, declared.name) for declared in request_fields()}
+    values["last_image"] = None if values.get("last_image") is None else str(values["last_image"])
+    return GenerationRequest(**values)
 
 
 # -- subcommands -----------------------------------------------------------------------------------------
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from stillmotion import faults
+    from stillmotion.cli_progress import ProgressDisplay
     from stillmotion.engine.engine import Engine
     from stillmotion.engine.progress import CancelToken
+    from stillmotion.engine.resolve import resolve
     from stillmotion.media.image_input import load_image_file
 
     if args.batch is not None or args.variations is not None:
@@ -235,10 +229,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
+    last = None if args.last_image is None else load_image_file(args.last_image)
+    request = resolve(
+        _request(args),
+        settings,
+        (image.width, image.height),
+        last_image_sha256=None if last is None else last.sha256,
+    )
     cancel = CancelToken()
-    with _ctrl_c_cancels(cancel), _ProgressBar(enabled=not args.json) as bar:
+    with _ctrl_c_cancels(cancel), ProgressDisplay(enabled=not args.json) as progress:
+        hooks = [*faults.hooks(), progress.job()]
         result = engine.generate(
-            _request(args), image, output, on_progress=bar.update, cancel=cancel, strategy=args.strategy
+            request, image, output, hooks, cancel=cancel, strategy=args.strategy, last_image=last
         )
     if args.json:
         out(json.dumps({"ok": True, **result.to_dict()}, default=str))
@@ -259,6 +261,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_generate_batch(args: argparse.Namespace) -> int:
     """``generate --batch`` / ``--variations``: every entry checked first, then each its own video."""
     from stillmotion import batch_cli
+    from stillmotion.cli_progress import ProgressDisplay
     from stillmotion.engine.engine import Engine
     from stillmotion.engine.progress import CancelToken
 
@@ -274,8 +277,8 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
     prepared = batch_cli.prepare(entries, _request(args), settings, folder)
     folder.mkdir(parents=True, exist_ok=True)
     cancel = CancelToken()
-    with _ctrl_c_cancels(cancel):
-        results = batch_cli.run_batch(prepared, Engine(settings), cancel)
+    with _ctrl_c_cancels(cancel), ProgressDisplay(not args.json, jobs=len(prepared)) as progress:
+        results = batch_cli.run_batch(prepared, Engine(settings), cancel, progress)
     for result in results:
         if args.json:
             out(json.dumps(result, default=str))
@@ -288,6 +291,7 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from stillmotion.engine.engine import Engine
+    from stillmotion.engine.resolve import resolve
 
     settings = _settings(args)
     image_size = None
@@ -309,11 +313,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
             name=f"a CUDA card with {args.gpu_gb:g} GiB free",
             user_budget_gb=settings.vram_budget_gb,
         )
-    report = Engine(settings).plan(
-        _request(args), image_size=image_size, strategy=args.strategy, budget=budget
-    )
+    engine = Engine(settings)
+    last_sha256 = None
+    if args.last_image is not None:
+        from stillmotion.media.image_input import load_image_file
+
+        last_sha256 = load_image_file(args.last_image).sha256
+    request = resolve(_request(args), settings, image_size, need_prompt=False, last_image_sha256=last_sha256)
+    report = engine.plan(request, strategy=args.strategy, budget=budget)
+    # A preset's size follows the input's aspect ratio: without --image, say which one the size assumed.
+    assumed = "1:1" if image_size is None and request.resolution is not None else None
     if args.json:
-        out(json.dumps({"ok": True, **report.to_dict()}, default=str))
+        out(json.dumps({"ok": True, **report.to_dict(), "assumed_aspect": assumed}, default=str))
     else:
         from stillmotion.memory.report import format_plan
 
@@ -321,6 +332,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         out(
             f"{req.model}: {req.width}x{req.height}, {req.num_frames} frames, {req.num_inference_steps} steps"
         )
+        for note in req.notes():
+            out(note)
+        if assumed is not None:
+            out(
+                f"(no --image: a square {assumed} input assumed; {req.resolution} keeps the image's aspect "
+                "ratio, so give --image for the size it will have)"
+            )
         out(format_plan(report.plan, report.budget))
     return EXIT_OK
 
@@ -332,6 +350,7 @@ SERVER_EXTRA = {
     "multipart": "python-multipart",
     "sqlalchemy": "sqlalchemy",
     "gradio": "gradio",
+    "websockets": "websockets",
 }
 
 
@@ -411,39 +430,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # -- plumbing --------------------------------------------------------------------------------------------
-
-
-class _ProgressBar:
-    """A tqdm bar over the denoising steps with the engine's ETA; stage changes go to the log."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-        self._stage = ""
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def update(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if event.stage != self._stage:
-            self._stage = event.stage
-            if event.stage != "denoise" and event.message:
-                logger.info("%s", event.message)
-        if event.stage == "denoise":
-            if self._bar is None:
-                self._bar = tqdm(total=event.total_steps, desc="denoising", unit="step", file=sys.stderr)
-            self._bar.n = event.step
-            if event.eta_s is not None:
-                self._bar.set_postfix_str(f"ETA {event.eta_s:.0f}s")
-            self._bar.refresh()
 
 
 class _ctrl_c_cancels:  # noqa: N801 - used as a context manager, reads like a sentence

@@ -12,7 +12,12 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stillmotion.models.rife_loader import RIFE_REPO_ID, RIFE_REVISION
+# The RIFE 4.6 checkpoint as published by Practical-RIFE, mirrored on the hub in the layout ComfyUI's frame
+# interpolation nodes use (a plain state dict); models/rife_loader.py loads it. The revision is the repo's
+# main branch: the commit hash could not be looked up from the machine this was written on (no hub access).
+# Pin it with STILLMOTION_RIFE_REVISION=<commit>; every video records the commit it was made with either way.
+RIFE_REPO_ID = "MachineDelusions/RIFE"
+RIFE_REVISION = "main"
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,10 @@
-"""Test-only fault switches: ``STILLMOTION_FAULTS``, the one place faults are defined, parsed and fired.
+"""Chaos testing: ``STILLMOTION_FAULTS``, the one place test faults are defined, parsed and fired.
 
-Never set it in production. The engine calls ``run.phase(name)`` around each phase (load, encode, decode,
-write) and ``run.step(n)`` before each denoising step; the worker only says which job and attempt is running
-(``job_scope``), so ``@attempt`` and ``@job`` qualifiers can match. Nothing else in the package reads the
-variable.
+Never set it in production. The faults reach a generation as an engine hook (engine/hooks.py), never as code
+in the engine: ``hooks(job_id, attempt)`` returns ``[FaultHooks]`` when the variable is set (else nothing),
+and the worker (for each job's attempt, so ``@attempt`` and ``@job`` qualifiers match), the CLI and the
+benchmark install it with their own hooks. The hook fires a phase's faults as the phase starts (load,
+encode, decode, write) and a step's before the step. Nothing else in the package reads the variable.
 
 Grammar: comma-separated ``ACTION@TRIGGER[@attempt:N|all][@job:ID]``.
 
@@ -33,6 +34,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from stillmotion.engine.hooks import EngineHooks
+from stillmotion.engine.progress import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ class FaultRun:
     """The faults that may still fire in one generation (each once, except ``step:all``)."""
 
     pending: list[Fault] = field(default_factory=list)
+    # enospc lasts until its phase ends: how to undo it, per phase
+    _restore: dict[str, functools.partial[None]] = field(default_factory=dict, init=False, repr=False)
 
     def step(self, number: int) -> None:
         """Before denoising step ``number`` (1-based)."""
@@ -85,23 +91,48 @@ class FaultRun:
                     self.pending.remove(fault)
                 _fire(fault, f"step {number}")
 
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Around a phase: fires its faults on entry; ``enospc`` lasts until the phase ends."""
-        restore = None
+    def enter(self, name: str) -> None:
+        """Phase ``name`` starts: fire its faults; ``enospc`` lasts until ``leave(name)``."""
         for fault in list(self.pending):
             if fault.phase != name:
                 continue
             self.pending.remove(fault)
             if fault.action == "enospc":
-                restore = _fail_fsync()
+                self._restore.setdefault(name, _fail_fsync())
             else:
                 _fire(fault, name)
+
+    def leave(self, name: str) -> None:
+        """Phase ``name`` ended (finished or failed): undo what lasts for it."""
+        restore = self._restore.pop(name, None)
+        if restore is not None:
+            restore()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Around a phase: fires its faults on entry; ``enospc`` lasts until the phase ends."""
         try:
+            self.enter(name)
             yield
         finally:
-            if restore is not None:
-                restore()
+            self.leave(name)
+
+
+class FaultHooks(EngineHooks):
+    """One generation's faults as an engine hook: a phase's fire as it starts, a step's before the step."""
+
+    def __init__(self, run: FaultRun) -> None:
+        self.run = run
+
+    def phase_started(self, phase: Stage) -> None:
+        if phase.value in PHASES:
+            self.run.enter(phase.value)
+
+    def phase_ended(self, phase: Stage) -> None:
+        self.run.leave(phase.value)
+
+    def step_started(self, step: int) -> None:
+        self.run.step(step)
 
 
 def parse(text: str) -> FaultSet:
@@ -152,13 +183,23 @@ _SCOPE: contextvars.ContextVar[tuple[str | None, int]] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def job_scope(job_id: str, attempt: int) -> Iterator[None]:
+def job_scope(job_id: str | None, attempt: int) -> Iterator[None]:
     """Generations inside run as ``job_id``'s attempt ``attempt`` (for ``@job`` / ``@attempt``)."""
     token = _SCOPE.set((job_id, attempt))
     try:
         yield
     finally:
         _SCOPE.reset(token)
+
+
+def hooks(job_id: str | None = None, attempt: int = 1) -> list[EngineHooks]:
+    """The hooks to install for one generation (of ``job_id``'s attempt ``attempt``, when a worker runs a
+    job): the fault hook when ``STILLMOTION_FAULTS`` is set, else none."""
+    switches = active()
+    if not switches:
+        return []
+    with job_scope(job_id, attempt):
+        return [FaultHooks(switches.for_run())]
 
 
 def _fire(fault: Fault, where: str) -> None:

@@ -16,6 +16,7 @@ from stillmotion.errors import Cancelled, InvalidRequest, OutOfMemory
 from stillmotion.faults import FAULTS_ENV
 from stillmotion.media.image_input import InputImage
 from stillmotion.media.video_output import read_metadata
+from tests.support.engine_calls import generate, render
 
 SMALL = dict(height=64, width=64, num_frames=8, num_inference_steps=3)
 
@@ -24,7 +25,7 @@ def test_generate_writes_a_playable_mp4_with_its_recipe(
     engine: Engine, input_image: InputImage, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.mp4"
-    result = engine.generate(GenerationRequest(prompt="a calm lake", seed=7, **SMALL), input_image, out)
+    result = generate(engine, GenerationRequest(prompt="a calm lake", seed=7, **SMALL), input_image, out)
 
     assert result.video_path == out and out.stat().st_size > 0
     with av.open(str(out)) as container:
@@ -50,7 +51,7 @@ def test_generate_writes_a_playable_mp4_with_its_recipe(
 def test_a_seed_is_drawn_and_recorded_when_absent(
     engine: Engine, input_image: InputImage, tmp_path: Path
 ) -> None:
-    result = engine.generate(GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "a.mp4")
+    result = generate(engine, GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "a.mp4")
     assert 0 <= result.request.seed < 2**32
     assert read_metadata(result.video_path)["seed"] == result.request.seed
 
@@ -59,7 +60,8 @@ def test_progress_reports_every_step_in_order_with_an_eta(
     engine: Engine, input_image: InputImage, tmp_path: Path
 ) -> None:
     events: list[ProgressEvent] = []
-    engine.generate(
+    generate(
+        engine,
         GenerationRequest(prompt="x", seed=1, **SMALL),
         input_image,
         tmp_path / "p.mp4",
@@ -88,7 +90,8 @@ def test_cancel_stops_within_one_step_and_writes_nothing(
 
     out = tmp_path / "cancelled.mp4"
     with pytest.raises(Cancelled):
-        engine.generate(
+        generate(
+            engine,
             GenerationRequest(prompt="x", seed=1, **{**SMALL, "num_inference_steps": 6}),
             input_image,
             out,
@@ -103,21 +106,21 @@ def test_second_run_with_same_prompt_and_image_skips_the_encoders(
     engine: Engine, input_image: InputImage, tmp_path: Path
 ) -> None:
     request = GenerationRequest(prompt="clouds drifting", seed=3, **SMALL)
-    first = engine.generate(request, input_image, tmp_path / "1.mp4")
+    first = generate(engine, request, input_image, tmp_path / "1.mp4")
     misses = engine.cache.misses
-    second = engine.generate(request, input_image, tmp_path / "2.mp4")
+    second = generate(engine, request, input_image, tmp_path / "2.mp4")
 
     assert not any("cache hit" in w for w in first.warnings)
     assert any("cache hit" in w for w in second.warnings)
     assert engine.cache.misses == misses and engine.cache.hits >= 3
     # Cached embeddings give the identical frames.
     engine.cache.clear()
-    fresh = engine.render(request, input_image).frames
-    cached = engine.render(request, input_image).frames
+    fresh = render(engine, request, input_image).frames
+    cached = render(engine, request, input_image).frames
     assert torch.equal(fresh, cached)
 
-    other = engine.generate(
-        GenerationRequest(prompt="other words", seed=3, **SMALL), input_image, tmp_path / "3.mp4"
+    other = generate(
+        engine, GenerationRequest(prompt="other words", seed=3, **SMALL), input_image, tmp_path / "3.mp4"
     )
     assert not any("cache hit" in w for w in other.warnings)
 
@@ -126,11 +129,11 @@ def test_oom_at_a_step_resumes_on_a_cheaper_plan_with_identical_frames(
     engine: Engine, input_image: InputImage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     request = GenerationRequest(prompt="a fox", seed=5, **{**SMALL, "num_inference_steps": 5})
-    clean = engine.render(request, input_image)
+    clean = render(engine, request, input_image)
 
     monkeypatch.setenv(FAULTS_ENV, "oom@step:3")
     events: list[ProgressEvent] = []
-    resumed = engine.render(request, input_image, on_progress=events.append)
+    resumed = render(engine, request, input_image, on_progress=events.append)
 
     assert len(resumed.downgrades) == 1
     downgrade = resumed.downgrades[0]
@@ -146,7 +149,7 @@ def test_oom_in_other_phases_is_recovered_and_recorded(
     engine: Engine, input_image: InputImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str
 ) -> None:
     monkeypatch.setenv(FAULTS_ENV, f"oom@{phase}")
-    result = engine.generate(GenerationRequest(prompt="x", seed=2, **SMALL), input_image, tmp_path / "o.mp4")
+    result = generate(engine, GenerationRequest(prompt="x", seed=2, **SMALL), input_image, tmp_path / "o.mp4")
     assert [d["phase"] for d in result.downgrades] == [phase]
     assert read_metadata(result.video_path)["runtime"]["downgrades"][0]["phase"] == phase
 
@@ -159,7 +162,7 @@ def test_oom_on_every_rung_fails_clearly(
 
     monkeypatch.setattr("stillmotion.models.i2vgen_xl.predict_noise", always_oom)
     with pytest.raises(OutOfMemory) as info:
-        engine.generate(GenerationRequest(prompt="x", seed=2, **SMALL), input_image, tmp_path / "never.mp4")
+        generate(engine, GenerationRequest(prompt="x", seed=2, **SMALL), input_image, tmp_path / "never.mp4")
     assert "no cheaper plan" in info.value.message
     assert len(info.value.details["downgrades"]) >= 1
     assert list(tmp_path.iterdir()) == []
@@ -167,7 +170,8 @@ def test_oom_on_every_rung_fails_clearly(
 
 def test_bad_requests_fail_before_any_work(engine: Engine, input_image: InputImage, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as info:
-        engine.generate(
+        generate(
+            engine,
             GenerationRequest(
                 prompt="x", num_frames=99, **{k: v for k, v in SMALL.items() if k != "num_frames"}
             ),
@@ -176,7 +180,7 @@ def test_bad_requests_fail_before_any_work(engine: Engine, input_image: InputIma
         )
     assert info.value.field == "num_frames"
     with pytest.raises(InvalidRequest) as info:
-        engine.generate(GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "x.avi")
+        generate(engine, GenerationRequest(prompt="x", **SMALL), input_image, tmp_path / "x.avi")
     assert info.value.field == "output"
     assert engine._loaded is None  # nothing was loaded for a request that could not run
 
@@ -185,12 +189,14 @@ def test_a_cut_prompt_is_named_and_the_models_own_negative_prompt_never_warns(
     engine: Engine, input_image: InputImage
 ) -> None:
     """The tiny tokenizer reads one token per character (77 at most, like CLIP)."""
-    short = engine.render(GenerationRequest(prompt="waves roll in", seed=1, **SMALL), input_image)
+    short = render(engine, GenerationRequest(prompt="waves roll in", seed=1, **SMALL), input_image)
     assert not [w for w in short.warnings if "tokens long" in w]  # the default negative prompt is 131 chars
 
     long_negative = "blurry, " * 20
-    cut = engine.render(
-        GenerationRequest(prompt="w" * 100, negative_prompt=long_negative, seed=1, **SMALL), input_image
+    cut = render(
+        engine,
+        GenerationRequest(prompt="w" * 100, negative_prompt=long_negative, seed=1, **SMALL),
+        input_image,
     )
     warned = [w for w in cut.warnings if "tokens long" in w]
     assert [w.split(" ", 1)[0] for w in warned] == ["prompt", "negative_prompt"]

@@ -11,6 +11,7 @@ from stillmotion.engine.engine import Engine
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.media.image_input import InputImage
 from stillmotion.models.tiny import build_tiny_components
+from tests.support.engine_calls import render
 
 TOLERANCE = 1e-4  # fp32 on the CPU: only reduction order may differ
 
@@ -63,7 +64,7 @@ def test_frames_match_the_deprecated_pipeline(
         fps=8,
         seed=1234,
     )
-    rendered = engine.render(request, input_image, strategy=strategy)
+    rendered = render(engine, request, input_image, strategy=strategy)
     assert rendered.plan.split_guidance is (strategy == "split_guidance")
     ours = rendered.frames.numpy()
     reference = reference_frames(input_image, request, decode_chunk_size=rendered.plan.decode_chunk_size)
@@ -75,8 +76,8 @@ def test_frames_match_the_deprecated_pipeline(
 
 def test_a_different_seed_gives_different_frames(engine: Engine, input_image: InputImage) -> None:
     base = dict(prompt="waves", height=64, width=64, num_frames=8, num_inference_steps=2)
-    first = engine.render(GenerationRequest(**base, seed=1), input_image).frames
-    again = engine.render(GenerationRequest(**base, seed=1), input_image).frames
-    other = engine.render(GenerationRequest(**base, seed=2), input_image).frames
+    first = render(engine, GenerationRequest(**base, seed=1), input_image).frames
+    again = render(engine, GenerationRequest(**base, seed=1), input_image).frames
+    other = render(engine, GenerationRequest(**base, seed=2), input_image).frames
     assert torch.equal(first, again)
     assert float((first - other).abs().max()) > 1e-3

@@ -20,6 +20,7 @@ from stillmotion.engine.engine import Engine
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
 from stillmotion.media.image_input import InputImage
 from stillmotion.models import tiny
+from tests.support.engine_calls import render
 
 TOLERANCE = 1e-4  # fp32 on the CPU: only reduction order may differ
 
@@ -36,6 +37,7 @@ class Case:
 CASES = [
     Case("tiny-wan2.1-i2v", 48, 80, 9, prompt=True),
     Case("tiny-wan2.2-ti2v", 64, 96, 9, prompt=True),
+    Case("tiny-wan2.2-i2v-a14b", 48, 80, 9, prompt=True),  # two experts (tests/engine/test_two_experts.py)
     Case("tiny-svd-xt", 64, 96, 6, prompt=False),
     Case("tiny-ltx-video", 64, 96, 9, prompt=True),
 ]
@@ -57,7 +59,9 @@ def reference_frames(
     }
     pipe: Any
     if case.model.startswith("tiny-wan"):
-        parts = tiny.build_tiny_wan_components(0, ti2v=case.model == "tiny-wan2.2-ti2v")
+        parts = tiny.build_tiny_wan_components(
+            0, ti2v=case.model == "tiny-wan2.2-ti2v", experts=case.model == "tiny-wan2.2-i2v-a14b"
+        )
         expand = parts.pop("expand_timesteps")
         parts = {name: part for name, part in parts.items() if part is not None}
         pipe = WanImageToVideoPipeline(**parts, expand_timesteps=expand)
@@ -107,7 +111,7 @@ def test_frames_match_the_family_pipeline(
         fps=8,
         seed=1234,
     )
-    rendered = engine.render(request, input_image, strategy=strategy)
+    rendered = render(engine, request, input_image, strategy=strategy)
     assert rendered.plan.split_guidance is (strategy == "split_guidance")
     ours = rendered.frames.numpy()
     reference = reference_frames(case, input_image, rendered.request, rendered.plan.decode_chunk_size)

@@ -19,11 +19,14 @@ from stillmotion.engine.progress import ProgressEvent, Stage
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.faults import FAULTS_ENV
 from stillmotion.media.image_input import InputImage
+from tests.support.engine_calls import render
 
 MODELS = {
     # model: (height, width, frames, takes a prompt)
     "tiny-wan2.1-i2v": (48, 64, 9, True),
     "tiny-wan2.2-ti2v": (64, 64, 9, True),
+    # Five steps at shift 3: timesteps 999, 923 | 818, 667, 429: the experts switch after step 2.
+    "tiny-wan2.2-i2v-a14b": (48, 64, 9, True),
     "tiny-svd-xt": (64, 64, 4, False),
     "tiny-ltx-video": (64, 64, 9, True),
 }
@@ -49,11 +52,11 @@ def test_oom_mid_loop_resumes_with_the_frames_of_an_uninterrupted_run(
     engine: Engine, input_image: InputImage, monkeypatch: pytest.MonkeyPatch, model: str
 ) -> None:
     request = _request(model, seed=5)
-    clean = engine.render(request, input_image)
+    clean = render(engine, request, input_image)
 
     monkeypatch.setenv(FAULTS_ENV, "oom@step:3")
     events: list[ProgressEvent] = []
-    resumed = engine.render(request, input_image, on_progress=events.append)
+    resumed = render(engine, request, input_image, on_progress=events.append)
 
     assert [(d["phase"], d["resumed_at_step"]) for d in resumed.downgrades] == [("denoise", 2)]
     assert resumed.plan.rung != clean.plan.rung
@@ -75,18 +78,18 @@ def test_a_checkpoint_file_resumes_a_new_engine_with_the_same_frames(
         if steps_done == 2:
             checkpoint.save(make(), path)
 
-    clean = engine.render(request, input_image, on_checkpoint=keep_step_2)
+    clean = render(engine, request, input_image, on_checkpoint=keep_step_2)
     saved = checkpoint.load(path)
     assert saved is not None and saved.steps_done == 2
 
     restarted = Engine(engine.settings)
     events: list[ProgressEvent] = []
-    resumed = restarted.render(request, input_image, on_progress=events.append, resume=saved)
+    resumed = render(restarted, request, input_image, on_progress=events.append, resume=saved)
     assert [e.step for e in events if e.stage is Stage.DENOISE] == [3, 4, 5]  # steps 1-2 not run again
     assert any("resumed after denoising step 2" in w for w in resumed.warnings)
     assert float((clean.frames - resumed.frames).abs().max()) <= 1e-5
     other = GenerationRequest(**{**request.to_dict(), "seed": 8})  # another request: never resumed from it
-    started = restarted.render(other, input_image, on_progress=events.append, resume=saved)
+    started = render(restarted, other, input_image, on_progress=events.append, resume=saved)
     assert not any("resumed" in w for w in started.warnings)
 
 

@@ -12,6 +12,7 @@ from stillmotion.engine.engine import Engine
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.media.image_input import InputImage
 from stillmotion.media.video_output import read_metadata
+from tests.support.engine_calls import generate
 
 SMALL = dict(height=64, width=64, num_inference_steps=2, seed=3)
 
@@ -19,7 +20,8 @@ SMALL = dict(height=64, width=64, num_inference_steps=2, seed=3)
 def test_switching_families_unloads_the_previous_model(
     engine: Engine, input_image: InputImage, tmp_path: Path
 ) -> None:
-    wan = engine.generate(
+    wan = generate(
+        engine,
         GenerationRequest(prompt="a kite", model="tiny-wan2.1-i2v", num_frames=9, **SMALL),
         input_image,
         tmp_path / "wan.mp4",
@@ -27,8 +29,11 @@ def test_switching_families_unloads_the_previous_model(
     assert engine._loaded is not None and engine._loaded[0] == "tiny-wan2.1-i2v"
     transformer = weakref.ref(engine._loaded[2].modules()["transformer"])
 
-    svd = engine.generate(
-        GenerationRequest(model="tiny-svd-xt", num_frames=4, **SMALL), input_image, tmp_path / "svd.mp4"
+    svd = generate(
+        engine,
+        GenerationRequest(model="tiny-svd-xt", num_frames=4, **SMALL),
+        input_image,
+        tmp_path / "svd.mp4",
     )
     gc.collect()
     assert engine._loaded is not None and engine._loaded[0] == "tiny-svd-xt"

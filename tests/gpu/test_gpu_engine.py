@@ -15,6 +15,7 @@ from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.media.image_input import load_image_file
+from tests.support.engine_calls import generate
 
 pytestmark = [
     pytest.mark.gpu,
@@ -43,7 +44,7 @@ def test_planned_run_stays_under_its_budget_and_memory_returns_to_baseline(tmp_p
     baseline = torch.cuda.memory_allocated()
     engine = Engine(Settings(data_dir=tmp_path, vram_budget_gb=6.0))
     torch.cuda.reset_peak_memory_stats()
-    result = engine.generate(_request(), load_image_file(EXAMPLE), tmp_path / "v.mp4")
+    result = generate(engine, _request(), load_image_file(EXAMPLE), tmp_path / "v.mp4")
     peak = torch.cuda.max_memory_reserved()
     assert result.video_path.exists() and not result.downgrades
     assert peak <= 6.0 * GIB, f"peak reserved {peak / GIB:.2f} GiB over the 6 GiB budget ({result.plan.rung})"
@@ -68,8 +69,8 @@ def test_a_real_out_of_memory_steps_down_and_finishes(tmp_path: Path) -> None:
             hog.clear()
 
     engine = Engine(Settings(data_dir=tmp_path))
-    result = engine.generate(
-        _request(), load_image_file(EXAMPLE), tmp_path / "v.mp4", on_progress=on_progress
+    result = generate(
+        engine, _request(), load_image_file(EXAMPLE), tmp_path / "v.mp4", on_progress=on_progress
     )
     assert result.downgrades, "expected at least one out-of-memory recovery"
     assert result.downgrades[0]["resumed_at_step"] >= 1

@@ -8,8 +8,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from stillmotion.config import RIFE_REPO_ID
 from stillmotion.models.rife import IFNet
-from stillmotion.models.rife_loader import RIFE_FILENAME, RIFE_REPO_ID
+from stillmotion.models.rife_loader import RIFE_FILENAME
 
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

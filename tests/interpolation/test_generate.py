@@ -17,6 +17,7 @@ from stillmotion.errors import Cancelled, InvalidRequest
 from stillmotion.media.image_input import load_image_file
 from stillmotion.media.video_output import read_metadata
 from tests.interpolation.helpers import FAKE_COMMIT, save_rife_in_hub_cache
+from tests.support.engine_calls import generate, resolved
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "seaside.jpg"
 SMALL = {"prompt": "waves", "model": "tiny-i2vgen-xl", "height": 64, "width": 64, "num_frames": 8}
@@ -56,21 +57,22 @@ def test_cli_interpolate_2x_writes_twice_the_frames_at_twice_the_fps(
 def test_rife_4x_through_the_hub_loader_records_its_weights(engine: Engine, tmp_path: Path) -> None:
     image = load_image_file(EXAMPLE)
     request = GenerationRequest(**SMALL, num_inference_steps=1, interpolate=4, interpolator="rife", seed=7)
-    result = engine.generate(request, image, tmp_path / "rife.mp4")
+    result = generate(engine, request, image, tmp_path / "rife.mp4")
     assert frames_and_rate(result.video_path) == (32, 32.0)
     interpolation = result.metadata["interpolation"]
     assert interpolation["weights"]["commit"] == FAKE_COMMIT
     assert interpolation["weights"]["network"].startswith("RIFE 4.6")
     assert interpolation["plan"]["device_type"] == "cpu" and interpolation["fps"] == 32
     assert result.timings["interpolate_s"] > 0
-    assert engine.plan(request).interpolation is not None  # `stillmotion plan` shows the phase too
+    planned = engine.plan(resolved(engine, request))
+    assert planned.interpolation is not None  # `stillmotion plan` shows the phase too
 
 
 def test_gif_that_would_play_too_fast_is_refused_before_any_work(engine: Engine, tmp_path: Path) -> None:
     image = load_image_file(EXAMPLE)
     request = GenerationRequest(**SMALL, fps=16, interpolate=4)
     with pytest.raises(InvalidRequest, match="GIF plays at most 50 fps"):
-        engine.generate(request, image, tmp_path / "fast.gif")
+        generate(engine, request, image, tmp_path / "fast.gif")
     assert not list(tmp_path.iterdir())
 
 
@@ -83,5 +85,12 @@ def test_cancel_while_interpolating_leaves_no_file(engine: Engine, tmp_path: Pat
 
     request = GenerationRequest(**SMALL, num_inference_steps=1, interpolate=2)
     with pytest.raises(Cancelled):
-        engine.generate(request, load_image_file(EXAMPLE), tmp_path / "x.mp4", on_progress, token)
+        generate(
+            engine,
+            request,
+            load_image_file(EXAMPLE),
+            tmp_path / "x.mp4",
+            on_progress=on_progress,
+            cancel=token,
+        )
     assert not list(tmp_path.iterdir())

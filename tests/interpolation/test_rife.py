@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from stillmotion.config import RIFE_REPO_ID
 from stillmotion.errors import ModelUnavailable
 from stillmotion.models.rife import IFNet, parameter_count
-from stillmotion.models.rife_loader import RIFE_FILENAME, RIFE_REPO_ID, RifeWeights, load_rife
+from stillmotion.models.rife_loader import RIFE_FILENAME, RifeWeights, load_rife
 from tests.interpolation.helpers import FAKE_COMMIT, save_rife_in_hub_cache
 
 

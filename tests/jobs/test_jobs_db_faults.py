@@ -1,20 +1,26 @@
-"""F10 (database disk full) and F11 (database locked by another connection) against a real SQLite file."""
+"""F10 (database disk full) and F11 (database locked by another connection) against a real SQLite file, and
+the translation of every driver error into stillmotion's own at every store entry point."""
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from jobs_helpers import add_job, make_settings, tiny_request
+from jobs_helpers import add_job, lapse_lease, make_settings, tiny_request
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+from tests.support.sqlite_outage import SqliteOutage
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store.db import DatabaseUnavailable
+from stillmotion.jobs.store.db import DatabaseError, DatabaseUnavailable
 from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.lease import LeaseReaper
 
 SHORT_BUSY_TIMEOUT_S = 0.3  # keeps the "lock held longer than the busy timeout" case quick
 SHORT_SUBMIT_WAIT_S = 0.5  # a submission gives up after this (the default is SUBMIT_WAIT_S)
@@ -145,3 +151,117 @@ def test_database_errors_are_classified_by_their_code_not_their_text() -> None:
     assert error_kind(sqlite_error(sqlite3.SQLITE_ERROR, "database is locked")) is None  # text is ignored
     full = translate_error(sqlite_error(sqlite3.SQLITE_FULL, ""))
     assert full is not None and (full.code, full.http_status) == ("database_full", 503)
+
+
+# Every public JobStore method, called with arguments that would be valid on a healthy database.
+STORE_CALLS: dict[str, Callable[[JobStore], object]] = {
+    "create": lambda s: s.create(job_id="new", request=tiny_request(), input_filename="input.png"),
+    "create_batch": lambda s: s.create_batch("b", [("b1", tiny_request(), "input.png")]),
+    "batch": lambda s: s.batch("b"),
+    "cancel_batch": lambda s: s.cancel_batch("b"),
+    "get": lambda s: s.get("j"),
+    "list": lambda s: s.list(),
+    "queue_depth": lambda s: s.queue_depth(),
+    "queue_position": lambda s: s.queue_position("j"),
+    "request_cancel": lambda s: s.request_cancel("j"),
+    "delete": lambda s: s.delete("j"),
+    "events": lambda s: s.events("j"),
+    "claim_next": lambda s: s.claim_next("w"),
+    "renew_lease": lambda s: s.renew_lease("j", "token"),
+    "update_progress": lambda s: s.update_progress("j", {"step": 1}),
+    "heartbeat": lambda s: s.heartbeat("j"),
+    "add_event": lambda s: s.add_event("j", "downgrade", {}),
+    "is_cancel_requested": lambda s: s.is_cancel_requested("j"),
+    "finish_succeeded": lambda s: s.finish_succeeded("j", "v.mp4", "00" * 32, {}),
+    "finish_failed": lambda s: s.finish_failed("j", "oom", "x"),
+    "finish_cancelled": lambda s: s.finish_cancelled("j"),
+    "requeue": lambda s: s.requeue("j", reason="x"),
+    "requeue_interrupted": lambda s: s.requeue_interrupted("x"),
+    "requeue_expired_leases": lambda s: s.requeue_expired_leases(),
+    "running_jobs": lambda s: s.running_jobs(),
+    "purge_expired": lambda s: s.purge_expired(),
+    "run_while_held": lambda s: s.run_while_held("j", "token", lambda: None, what="x"),
+    "database_time": lambda s: s.database_time(),
+}
+NO_DATABASE = {"open", "close", "job_dir"}  # entry points that never touch the database
+
+
+def test_every_store_entry_point_is_in_the_fault_tests() -> None:
+    """A new JobStore method must join STORE_CALLS, so the two tests below cover it too."""
+    public = {name for name, _ in inspect.getmembers(JobStore, callable) if not name.startswith("_")}
+    assert public - NO_DATABASE == set(STORE_CALLS)
+
+
+def test_an_unreachable_sqlite_database_is_database_unavailable_at_every_entry_point(tmp_path: Path) -> None:
+    """The database file cannot be opened (here: a folder stands where it was): every store method raises
+    stillmotion's DatabaseUnavailable (HTTP 503, database_unavailable), never a driver's exception."""
+    store = JobStore.open(make_settings(tmp_path, retention_days=1))
+    try:
+        add_job(store, "j")
+        store.db.engine.dispose()  # the pool's open connections would still reach the old file
+        db_path = store.settings.db_path
+        for suffix in ("", "-wal", "-shm"):
+            db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+        db_path.mkdir()
+        for name, call in STORE_CALLS.items():
+            with pytest.raises(DatabaseUnavailable) as info:
+                call(store)
+            assert (info.value.code, info.value.http_status) == ("database_unavailable", 503), name
+            assert info.value.retry_after_s, name
+            assert isinstance(info.value.__cause__, SQLAlchemyError), name  # translated, not made up
+    finally:
+        store.close()
+
+
+def test_an_unexpected_driver_error_is_a_database_error_with_the_traceback_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure nobody can explain to a user (here: the table is gone) is DatabaseError (HTTP 500) with a
+    reference; the log has the driver's message and traceback under that reference."""
+    store = JobStore.open(make_settings(tmp_path, retention_days=1))
+    try:
+        add_job(store, "j")
+        with store.db.transaction() as conn:
+            conn.exec_driver_sql("DROP TABLE job_events")
+            conn.exec_driver_sql("DROP TABLE jobs")
+        for name, call in STORE_CALLS.items():
+            if name == "database_time":  # reads no table: nothing to break here
+                continue
+            caplog.clear()
+            with pytest.raises(DatabaseError) as info:
+                call(store)
+            assert not isinstance(info.value, DatabaseUnavailable), name
+            assert (info.value.code, info.value.http_status) == ("database_error", 500), name
+            ref = info.value.message.split("reference ")[1].split(")")[0]
+            logged = [r for r in caplog.records if ref in r.getMessage()]
+            assert logged and logged[0].exc_info is not None, name
+            assert "no such table" in str(logged[0].exc_info[1]), name
+    finally:
+        store.close()
+
+
+def test_after_an_outage_the_reaper_gives_lease_holders_a_lease_to_come_back(
+    tmp_path: Path,
+) -> None:
+    """Leases lapse during a database outage because nobody can renew them: for ``lease_s`` after this
+    process saw the database unreachable, its reaper takes nothing back (the holders renew or hand their jobs
+    back first, without spending an attempt); then it reaps as always."""
+    settings = make_settings(tmp_path, lease_s=1.0)
+    outage = SqliteOutage(settings.db_path)
+    store = JobStore.open(settings)
+    add_job(store, "j")
+    assert store.claim_next("w") is not None
+    lapse_lease(store, "j")
+    reaper = LeaseReaper(store)
+    outage.begin(store)
+    with pytest.raises(DatabaseUnavailable):
+        reaper.reap()
+    outage.end()
+    assert reaper.reap() == []  # the database is back, the lease has lapsed: still the holder's turn
+    assert store.get("j").status == JobStatus.RUNNING
+    deadline = time.monotonic() + 30
+    while not (taken := reaper.reap()):
+        assert time.monotonic() < deadline, "the reaper never resumed after the grace"
+        time.sleep(0.1)
+    assert [job.id for job in taken] == ["j"]
+    store.close()

@@ -257,7 +257,7 @@ _UNET: list[Any] = []
 
 
 def _unet() -> Any:
-    from stillmotion.bench.simulate import meta_unet
+    from stillmotion.bench.meta_device import meta_unet
 
     if not _UNET:
         _UNET.append(meta_unet())

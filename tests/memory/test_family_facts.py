@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 import torch
 
+from stillmotion.bench.meta_device import meta_networks
 from stillmotion.bench.simulate import (
     GIB,
     denoiser_peak_bytes,
     group_block_resident_fraction,
     leaf_pair_params,
-    meta_networks,
 )
 from stillmotion.memory.estimate import denoiser_activation_gib
 from stillmotion.memory.types import Shape
-from stillmotion.models.families import family_of
+from stillmotion.models.adapters import family_of
 from stillmotion.models.registry import ModelSpec, get_spec
 
 # model -> a small shape of its rules (the simulator is linear in latent elements; fixed part < 0.03 GiB)

@@ -13,7 +13,7 @@ from diffusers import LTXImageToVideoPipeline, StableVideoDiffusionPipeline, Wan
 
 from stillmotion.errors import UnknownModel
 from stillmotion.models import loader, tiny
-from stillmotion.models.families import FAMILIES, family_of
+from stillmotion.models.adapters import FAMILIES, family_of
 from stillmotion.models.registry import get_spec, list_specs
 
 

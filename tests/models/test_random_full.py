@@ -18,6 +18,7 @@ from stillmotion.models import random_full
 from stillmotion.models.loader import is_cached, load_components
 from stillmotion.models.registry import I2VGENXL, RANDOM_I2VGENXL, get_spec
 from stillmotion.models.tiny import build_tiny_components
+from tests.support.engine_calls import render
 
 
 def test_full_size_parameter_counts_equal_the_real_spec_without_allocating() -> None:
@@ -116,7 +117,7 @@ def test_the_engine_generates_with_it(small_configs: Path, tmp_path: Path) -> No
         num_inference_steps=2,
         seed=3,
     )
-    rendered = engine.render(request, image)
+    rendered = render(engine, request, image)
     assert tuple(rendered.frames.shape) == (8, 256, 256, 3)
     assert torch.isfinite(rendered.frames).all()
     assert (tmp_path / "models" / random_full.cache_subdir(RANDOM_I2VGENXL)).is_dir()

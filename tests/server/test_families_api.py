@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.config import Settings
+from stillmotion.engine.request import GenerationRequest
 from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.models.registry import get_spec
-from stillmotion.service.schemas import GenerationFields
-from stillmotion.webui.app import model_fields
+from stillmotion.webui.form import model_fields
 from tests.server.helpers import leftovers, png_bytes
 
 FAMILY_MODELS = ["i2vgen-xl", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "svd-xt", "ltx-video"]
@@ -108,5 +108,5 @@ def test_the_ui_plans_before_a_prompt_is_typed_for_every_family(client: TestClie
     service = client.app.state.service  # type: ignore[attr-defined]
     for model in ("svd-xt", "wan2.1-i2v-14b-480p", "ltx-video"):
         # No prompt typed yet: the plan does not depend on the words, for any family.
-        answer = service.plan(GenerationFields(model=model), (1280, 720))  # on this machine's device
+        answer = service.plan(GenerationRequest(model=model), (1280, 720))  # on this machine's device
         assert answer.request.model == model and answer.request.prompt == ""

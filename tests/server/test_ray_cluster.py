@@ -1,15 +1,16 @@
 """F19 on a real (local) Ray cluster: three nodes with one logical GPU each, the API over a real PostgreSQL
 store, the tiny model. One node is removed while it runs a job: every job still succeeds once, no job ever
 has two runs at the same time, and every video downloads from the API (it came back over Ray: the actors
-have no access to the API's data folder but through the depot).
+have no access to the API's data folder but through the depot, which also hands them a job's last frame).
 
 Jobs (4 steps) are slowed to about a second per step (the ``slow`` fault switch, inherited by the Ray nodes
 from this process) so the node is surely removed mid-job; leases are short (6 s) so its job comes back
-quickly.
+quickly. A second test kills the PostgreSQL server while the actors are idle (issue 19).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,17 @@ def test_f19_node_lost_mid_job_every_job_succeeds_once(
             )
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
+        # A first-and-last-frame job: its second image must reach whichever node runs it (the depot).
+        response = client.post(
+            "/api/v1/jobs",
+            files={
+                "image": ("first.png", png_bytes(), "image/png"),
+                "last_image": ("last.png", png_bytes(colour=(10, 200, 10)), "image/png"),
+            },
+            data=small_job_fields(model="tiny-wan2.2-i2v-a14b", num_frames="5", num_inference_steps="2"),
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
 
         # Every worker shows up in /health, one per node, each on its logical GPU.
         health = wait_for("three ready workers", lambda: _ready_health(client), DEADLINE_S)
@@ -127,3 +139,51 @@ def _assert_runs_never_overlap(events: list[dict[str, Any]]) -> None:
         elif event["kind"] in ("interrupted", "succeeded", "failed", "cancelled"):
             open_run = False
     assert [e["kind"] for e in events].count("succeeded") == 1
+
+
+def test_a_database_outage_while_the_actors_are_idle_is_waited_out(tmp_path: Path, cluster: Cluster) -> None:
+    """Issue 19: PostgreSQL killed -9 for 5 s while every actor waits for work. The actors' worker loops
+    wait it out (they once died of it, for good, while Ray saw live actors), /health says the database is
+    unavailable meanwhile, and jobs submitted afterwards all succeed, at their first attempt."""
+    pg = ThrowawayPostgres.start()  # its own server: the test kills it
+    try:
+        settings = make_settings(
+            tmp_path / "data", database_url=pg.create_database(), ray_address=cluster.address, lease_s=LEASE_S
+        )
+        with TestClient(create_app(settings), base_url="http://127.0.0.1:7860") as client:
+            store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+            wait_for("three ready workers", lambda: _ready_health(client), DEADLINE_S)
+            pg.kill()
+            health = wait_for(
+                "health to report the outage",
+                lambda: (h := client.get("/api/v1/health").json())["ok"] is False and h,
+                15,
+            )
+            assert "database_unavailable" in [p["code"] for p in health["problems"]]
+            time.sleep(5.0)  # the outage itself
+            pg.restart()
+            wait_for(
+                "the service to accept jobs again",
+                lambda: client.get("/api/v1/health").json()["accepting_jobs"] and _ready_health(client),
+                DEADLINE_S,
+            )
+            ids = []
+            for i in range(6):
+                response = client.post(
+                    "/api/v1/jobs",
+                    files={"image": (f"in{i}.png", png_bytes(), "image/png")},
+                    data=small_job_fields(seed=str(i)),
+                )
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            wait_for("every job finished", lambda: all(store.get(i).is_terminal for i in ids), DEADLINE_S)
+            for job_id in ids:
+                job = store.get(job_id)
+                assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1), (
+                    job.error_code,
+                    job.error_message,
+                )
+            health = client.get("/api/v1/health").json()
+            assert all(w["restarts"] == 0 for w in health["workers"])  # no loop (and no actor) had to restart
+    finally:
+        pg.stop()

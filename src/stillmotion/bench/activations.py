@@ -174,7 +174,7 @@ SUITE = _suite()
 
 def network_name(spec: ModelSpec, component: str) -> str:
     """The config folder of the measured network: the family's denoiser ("unet", "transformer") or "vae"."""
-    from stillmotion.models.families import family_of
+    from stillmotion.models.adapters import family_of
 
     return family_of(spec).roles.denoiser if component == "denoiser" else "vae"
 
@@ -225,7 +225,7 @@ def _materialize(value: Any) -> Any:
 
 def denoiser_call(spec: ModelSpec, network: torch.nn.Module, m: Measurement) -> Callable[[], Any]:
     """One denoiser forward with the inputs the family's pipeline feeds it (bench/simulate.py's shapes)."""
-    from stillmotion.bench.simulate import denoiser_inputs
+    from stillmotion.bench.meta_device import denoiser_inputs
 
     inputs = tree_map(_materialize, denoiser_inputs(spec, network, m.height, m.width, m.num_frames, m.batch))
     return lambda: network(**inputs, return_dict=False)

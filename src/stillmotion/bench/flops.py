@@ -1,7 +1,8 @@
 """Floating point work of one denoising step, counted on the ``meta`` device (no GPU, no memory, no weights).
 
 ``torch.utils.flop_counter.FlopCounterMode`` counts the matrix multiplications, convolutions and attention
-of one forward of the full-size I2VGen-XL UNet built from its shipped config on ``meta`` (bench/simulate.py).
+of one forward of the full-size I2VGen-XL UNet built from its shipped config on ``meta``
+(bench/meta_device.py).
 Counts depend only on shapes, so they are computed once per (size, frames, batch) in the benchmark's parent
 process and cached. One step is one UNet call on the guidance batch of 2, or two batch-1 calls when the plan
 splits guidance: the same work. Plans that chunk the feed-forwards or offload weights do the same work too,
@@ -14,11 +15,12 @@ Counted at 512x512, 768x768 and 1024x1024 (16 frames, batch 2): 41.9, 104.9 and 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stillmotion.bench.simulate import meta_unet, meta_unet_inputs
+from stillmotion.bench.meta_device import denoiser_inputs, meta_networks, meta_unet, meta_unet_inputs
 
 # Peak dense bf16/fp16 matrix throughput used for MFU: ~790 TFLOP/s, *measured* on the H100 80GB HBM3 this
 # project benchmarks on (../shared/measurements/README.md, "the measured bf16 matrix peak of that card";
@@ -30,6 +32,13 @@ FULL_SIZE_MODELS = frozenset({"i2vgen-xl", "i2vgen-xl-random"})
 CROSS_ATTENTION_DIM = 1024  # I2VGen-XL's text / image embedding width (unet config)
 
 
+def call_flops(network: torch.nn.Module, inputs: dict[str, Any]) -> int:
+    """FLOPs of one forward of ``network`` (on ``meta``) with the keyword arguments ``inputs``."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(**inputs, return_dict=False)
+    return int(counter.get_total_flops())
+
+
 @functools.cache
 def _unet() -> torch.nn.Module:
     return meta_unet()
@@ -39,10 +48,7 @@ def _unet() -> torch.nn.Module:
 def unet_call_flops(height: int, width: int, num_frames: int, batch: int) -> int:
     """FLOPs of one full-size I2VGen-XL UNet forward at ``height x width`` pixels (latent / 8); cached."""
     unet = _unet()
-    inputs = meta_unet_inputs(unet, height, width, num_frames, batch, CROSS_ATTENTION_DIM)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(**inputs, return_dict=False)
-    return int(counter.get_total_flops())
+    return call_flops(unet, meta_unet_inputs(unet, height, width, num_frames, batch, CROSS_ATTENTION_DIM))
 
 
 def tflop_per_step(height: int, width: int, num_frames: int, guidance_scale: float) -> float:
@@ -60,14 +66,11 @@ def mfu(tflop: float | None, per_step_s: float | None, peak_tflops: float = PEAK
 
 @functools.cache
 def _family_denoiser(model: str) -> torch.nn.Module:
-    import torch as _torch
-
-    from stillmotion.bench.simulate import meta_networks
-    from stillmotion.models.families import family_of
+    from stillmotion.models.adapters import family_of
     from stillmotion.models.registry import get_spec
 
     spec = get_spec(model)
-    networks = meta_networks(spec, getattr(_torch, spec.half_dtype))
+    networks = meta_networks(spec, getattr(torch, spec.half_dtype))
     return networks[family_of(spec).roles.denoiser]
 
 
@@ -76,12 +79,9 @@ def family_tflop_per_step(
     model: str, height: int, width: int, num_frames: int, guidance_scale: float
 ) -> float:
     """TFLOP of one denoising step of any full-size family (Wan, SVD, LTX) counted on ``meta``; cached."""
-    from stillmotion.bench.simulate import denoiser_inputs
     from stillmotion.models.registry import get_spec
 
     denoiser = _family_denoiser(model)
     batch = 2 if guidance_scale > 1.0 else 1
     inputs = denoiser_inputs(get_spec(model), denoiser, height, width, num_frames, batch)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        denoiser(**inputs, return_dict=False)
-    return int(counter.get_total_flops()) / 1e12
+    return call_flops(denoiser, inputs) / 1e12

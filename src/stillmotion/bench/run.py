@@ -1,18 +1,21 @@
 """Run the benchmark grid: each cell in its own process, one JSON line per cell in bench/results/<name>.jsonl.
 
-A plan cell runs the product: ``Engine(settings).render(...)`` (steps 1-5 of ``Engine.generate``: plan, load,
-encode, denoise, decode, OOM recovery) on ``i2vgen-xl-random``, the full-size I2VGen-XL with seeded random
-weights (models/random_full.py; built once, then loaded from its cached safetensors file). Before the engine
-starts the cell turns on expandable segments and caps the process with
-``torch.cuda.set_per_process_memory_fraction``. Peak allocated / reserved memory is read per phase from the
-engine's own progress events (LOAD, ENCODE, DENOISE, DECODE), plus the first UNet call as the end of the
-encode phase; step times are CUDA events recorded at the step boundaries the callback sees (no extra
-synchronisation; the engine's own figure is kept beside them); OOM downgrades come from the engine's result.
-An optional warm-up render precedes ``--repeats`` timed renders (BENCHMARKING 5.2.3-4); the step statistics
-exclude each run's first step and flag a coefficient of variation over 2 %. The decoded frames go to a .npy
-file in the results folder's tmp area and the parent compares them with the uncapped run's, and adds the
-UNet FLOPs per step (counted on ``meta``, bench/flops.py) and the MFU. ``--quick`` is the one-command subset;
-``--deadline-s`` and ``--skip-done`` split the full grid into device commands of at most 10 minutes.
+A plan cell runs the product: ``Engine(settings).generate(...)`` (plan, load, encode, denoise, decode with
+OOM recovery, check, write) on ``i2vgen-xl-random``, the full-size I2VGen-XL with seeded random weights
+(models/random_full.py; built once, then loaded from its cached safetensors file), with the request resolved
+first as every caller does. Before the engine starts the cell turns on expandable segments and caps the
+process with ``torch.cuda.set_per_process_memory_fraction``. ``PhaseMeter`` is an engine hook
+(engine/hooks.py): it reads peak allocated / reserved memory per phase (LOAD, ENCODE, DENOISE from the first
+step, DECODE), records step times as CUDA events at the step boundaries the hooks report (no extra
+synchronisation; the engine's own figure is kept beside them) and keeps the decoded frames; the run's time is
+measured to the decoded frames, like the stock pipeline's, and the video goes to a temp folder. OOM
+downgrades come from the engine's result. An optional warm-up run precedes ``--repeats`` timed runs
+(BENCHMARKING 5.2.3-4); the step statistics exclude each run's first step and flag a coefficient of variation
+over 2 %. The decoded frames go to a .npy file in the results folder's tmp area and the parent compares them
+with the uncapped run's, and adds the UNet FLOPs per step (counted on ``meta``, bench/flops.py) and the MFU.
+``--quick`` is the one-command subset; ``--deadline-s`` and ``--skip-done`` split the full grid into device
+commands of at most 10 minutes. ``STILLMOTION_FAULTS`` installs the fault hook (stillmotion/faults.py), as
+the CLI does.
 
 A stock cell runs diffusers' deprecated ``I2VGenXLPipeline`` as-is with its documented memory recipe, on
 the same cached random weights, prompt, image and seed, for the side-by-side.
@@ -48,6 +51,8 @@ from stillmotion.bench.scenarios import (
     Scenario,
     grid,
 )
+from stillmotion.engine.hooks import EngineHooks
+from stillmotion.engine.progress import Stage
 
 logger = logging.getLogger("stillmotion.bench")
 
@@ -80,7 +85,8 @@ def bench_image(width: int, height: int, seed: int = 0) -> Any:
     return load_image_bytes(buffer.getvalue())
 
 
-def bench_request(scenario: Scenario, seed: int) -> Any:
+def bench_request(scenario: Scenario, seed: int, steps: int | None = None) -> Any:
+    """The scenario's request (``steps`` instead of its step count, for a warm-up run)."""
     from stillmotion.engine.request import GenerationRequest
 
     return GenerationRequest(
@@ -89,7 +95,7 @@ def bench_request(scenario: Scenario, seed: int) -> Any:
         height=scenario.height,
         width=scenario.width,
         num_frames=scenario.num_frames,
-        num_inference_steps=scenario.num_inference_steps,
+        num_inference_steps=steps or scenario.num_inference_steps,
         guidance_scale=scenario.guidance_scale,
         seed=seed,
     )
@@ -190,14 +196,15 @@ class StepMarks:
         return first, kept
 
 
-class PhaseMeter:
-    """Peak allocated / reserved memory and wall time per phase, switched by the engine's progress events.
+class PhaseMeter(EngineHooks):
+    """Peak allocated / reserved memory and wall time per phase, switched by the engine's hooks.
 
-    ``on_progress`` is the engine's callback: LOAD, ENCODE and DECODE start their phase; the denoise phase
-    starts at the first UNet call after ENCODE (a self-removing global forward pre-hook, since the first
-    DENOISE event only arrives after step 1). Every phase switch synchronises the device, reads the peaks of
+    As an engine hook (engine/hooks.py): LOAD, ENCODE and DECODE start their phase; the denoise phase starts
+    with the first step after ENCODE; the end of DECODE ends the measured run (checks and writing are not
+    timed, as the stock pipeline has none). Every phase switch synchronises the device, reads the peaks of
     the phase that ends and resets them. A phase repeated after an OOM retry keeps its maxima and adds its
-    time. The UNet hook and the DENOISE events also mark step boundaries (``steps``), without synchronising.
+    time. The step hooks mark step boundaries (``steps``), without synchronising. The stock cell drives the
+    same meter by hand (``enter``, ``steps``), from the pipeline's module hooks.
     """
 
     def __init__(self, device: Any) -> None:
@@ -208,7 +215,8 @@ class PhaseMeter:
         self.started = 0.0
         self.resident_gib: float | None = None
         self.steps = StepMarks(self.cuda)
-        self._hook: Any = None
+        self.frames: Any = None  # the decoded frames, float32 (frames, height, width, 3)
+        self.decoded_at: float | None = None  # perf_counter when they were
 
     def sync(self) -> None:
         if self.cuda:
@@ -242,54 +250,40 @@ class PhaseMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.current, self.started = name, time.perf_counter()
 
-    def on_progress(self, event: Any) -> None:
-        from stillmotion.engine.progress import Stage
+    # -- the engine's hooks
 
-        if event.stage is Stage.LOAD:
-            self._disarm()
+    def phase_started(self, phase: Stage) -> None:
+        if phase is Stage.LOAD:
             self.steps.close()  # a retry: the step that failed has no end; the resume starts a new segment
             self.enter("load")
-        elif event.stage is Stage.ENCODE:
+        elif phase is Stage.ENCODE:
             self.enter("encode")
-            self._arm_unet_hook()
-        elif event.stage is Stage.DENOISE:
-            self.enter("denoise")
-            self.steps.mark()
-        elif event.stage is Stage.DECODE:
-            self._disarm()
+        elif phase is Stage.DECODE:
             self.steps.close()
             self.enter("decode")
 
-    def unet_started(self, module: Any) -> None:
-        self._disarm()
-        self.enter("denoise")
-        self.steps.start()
+    def phase_ended(self, phase: Stage) -> None:
+        if phase is Stage.DECODE:
+            self.enter(None)
+
+    def step_started(self, step: int) -> None:
+        if not self.steps.open:  # the first step of a run, or of the resume after an OOM retry
+            self.enter("denoise")
+            self.steps.start()
+
+    def step_finished(self, step: int, checkpoint: Any) -> None:
+        self.steps.mark()
+
+    def frames_decoded(self, frames: Any) -> None:
+        self.frames, self.decoded_at = frames, time.perf_counter()
 
     def finish(self) -> None:
-        self._disarm()
         self.steps.close()
         self.enter(None)
 
     def peak(self, key: str) -> float | None:
         values = [p[key] for p in self.phases.values() if key in p]
         return max(values) if values else None
-
-    def _arm_unet_hook(self) -> None:
-        import torch
-        from diffusers import I2VGenXLUNet
-
-        self._disarm()
-
-        def hook(module: torch.nn.Module, args: Any) -> None:
-            if isinstance(module, I2VGenXLUNet):
-                self.unet_started(module)
-
-        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(hook)
-
-    def _disarm(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
 
 
 def merge_phases(every: list[PhaseMeter], timed: list[PhaseMeter]) -> dict[str, dict[str, float]]:
@@ -446,15 +440,18 @@ def _timing_fields(
 
 
 def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Path) -> dict[str, Any]:
-    """Engine.render on the scenario, as a user's generation would run (same planner, same recovery).
+    """Engine.generate on the scenario, as a user's generation runs (same planner, same recovery), with the
+    request resolved first and ``PhaseMeter`` as a hook.
 
-    With ``--warmup-steps N`` a first full render of N steps (same shape) warms the process up; then
-    ``--repeats`` timed renders. Every render re-plans, as a user's would; the weights stay loaded.
+    With ``--warmup-steps N`` a first full run of N steps (same shape) warms the process up; then
+    ``--repeats`` timed runs. Every run re-plans, as a user's would; the weights stay loaded.
     """
     import numpy as np
 
+    from stillmotion import faults
     from stillmotion.config import Settings
     from stillmotion.engine.engine import Engine
+    from stillmotion.engine.resolve import resolve
     from stillmotion.errors import CannotFit
 
     work = Path(args.work_dir)
@@ -468,43 +465,54 @@ def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pat
         allow_approximate=scenario.allow_approximate,
     )
     engine = Engine(settings)
-    request = bench_request(scenario, args.seed)
     image = bench_image(scenario.width, scenario.height)
+    size = (image.width, image.height)
+    request = resolve(bench_request(scenario, args.seed), settings, size)
     try:
-        planned = engine.plan(request, (image.width, image.height), strategy=scenario.strategy)
+        planned = engine.plan(request, strategy=scenario.strategy)
     except CannotFit as exc:  # refused up front, before any weight is loaded: handled, not failed
         return {"ok": True, "refused": exc.message, "refused_details": exc.details}
     record: dict[str, Any] = {"budget": planned.budget.to_dict(), "plan": planned.plan.to_dict()}
     every: list[PhaseMeter] = []
     timed: list[tuple[PhaseMeter, Any]] = []
+    totals: list[float] = []
     warmup_s: float | None = None
     cold_start: float | None = None
-    with Poller(engine.device) as poller:
-        for steps in _runs(args):
+    with Poller(engine.device) as poller, tempfile.TemporaryDirectory() as videos:
+        for index, steps in enumerate(_runs(args)):
             meter = PhaseMeter(engine.device)
-            call = request if steps is None else replace(request, num_inference_steps=steps)
+            call = (
+                request
+                if steps is None
+                else resolve(bench_request(scenario, args.seed, steps), settings, size)
+            )
+            output = Path(videos, f"run-{index}.mp4")
             started = time.perf_counter()
-            rendered = engine.render(call, image, on_progress=meter.on_progress, strategy=scenario.strategy)
+            result = engine.generate(
+                call, image, output, [*faults.hooks(), meter], strategy=scenario.strategy
+            )
             meter.finish()
             every.append(meter)
-            if cold_start is None:  # the first render of the process loads (and at first builds) the weights
-                cold_start = rendered.timings.get("load_s", 0.0)
+            if cold_start is None:  # the first run of the process loads (and at first builds) the weights
+                cold_start = result.timings.get("load_s", 0.0)
+            assert meter.decoded_at is not None
             if steps is None:
-                timed.append((meter, rendered))
+                timed.append((meter, result))
+                totals.append(meter.decoded_at - started)
             else:
-                warmup_s = time.perf_counter() - started
+                warmup_s = meter.decoded_at - started
+                meter.frames = None  # only the timed runs' frames are compared; host memory is measured
     meters = [m for m, _ in timed]
-    renders = [r for _, r in timed]
-    frames = [r.frames.numpy() for r in renders]
+    results = [r for _, r in timed]
+    frames = [m.frames.numpy() for m in meters]
     frames_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(frames_path, frames[0])
-    last = renders[-1]
-    timings = last.timings
-    engine_steps = [r.timings["per_step_s"] for r in renders if "per_step_s" in r.timings]
-    pre = _median([r.timings.get("encode_s", 0.0) for r in renders]) or 0.0
-    decode = _median([r.timings.get("decode_s", 0.0) for r in renders]) or 0.0
+    last = results[-1]
+    engine_steps = [r.timings["per_step_s"] for r in results if "per_step_s" in r.timings]
+    pre = _median([r.timings.get("encode_s", 0.0) for r in results]) or 0.0
+    decode = _median([r.timings.get("decode_s", 0.0) for r in results]) or 0.0
     downgrades = list(last.downgrades)
-    fields_ = _timing_fields(every, meters, [r.clock.elapsed for r in renders], warmup_s)
+    fields_ = _timing_fields(every, meters, totals, warmup_s)
     per_step = fields_["per_step_s"] if fields_["per_step_s"] is not None else _median(engine_steps)
     fields_["per_step_s"] = per_step
     phases = merge_phases(every, meters)
@@ -515,22 +523,22 @@ def run_plan_cell(scenario: Scenario, args: argparse.Namespace, frames_path: Pat
             "dtype": last.plan.dtype,
             "backend": _attention_backend(engine.device),
             "final_plan": last.plan.rung,
-            "final_plans": [r.plan.rung for r in renders],
+            "final_plans": [r.plan.rung for r in results],
             "downgrades": downgrades,
             "oom_retries": len(downgrades),
             "oom_phase": downgrades[0]["phase"] if downgrades else None,
             "steps": scenario.num_inference_steps,
-            "timings": timings,
+            "timings": last.timings,
             **fields_,
             # The engine's own figure (its step clock, or its CUDA events where it records them).
             "per_step_engine_s": _median(engine_steps),
             "pre_s": round(pre, 3),
-            "load_s": round(_median([r.timings.get("load_s", 0.0) for r in renders]) or 0.0, 3),
+            "load_s": round(_median([r.timings.get("load_s", 0.0) for r in results]) or 0.0, 3),
             "decode_s": round(decode, 3),
             "cold_start_s": round(cold_start or 0.0, 3),
             "est_50_steps_s": round(pre + REFERENCE_STEPS * (per_step or 0.0) + decode, 2),
             "nan": any(bool(np.isnan(f).any()) for f in frames),
-            "warnings": last.warnings,
+            "warnings": list(last.warnings),
             **_repeat_diff(frames),
         }
     )

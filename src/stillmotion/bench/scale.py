@@ -1,10 +1,11 @@
 """Throughput with 1, 2, 3 ... Ray worker actors: ``python -m stillmotion.bench.scale`` (docs/scale.md).
 
 For each actor count N it starts a local Ray cluster of N nodes with one logical GPU each
-(``ray.cluster_utils.Cluster``: the actors run on the CPUs), a throwaway PostgreSQL job store, and the service
-itself (``create_app`` with ``ray_address``), waits until the N actors are ready (model loaded), submits
-``--jobs`` tiny-model jobs through the REST API and times them from the first submission to the last finish.
-One JSON line per N: jobs per minute, the median seconds per job as the workers measured them
+(``ray.cluster_utils.Cluster``: the actors run on the CPUs) and the service itself (``create_app`` with
+``ray_address``) over the PostgreSQL job store named by ``--database-url`` (one you run; docs/scale.md says
+how to start a throwaway one), waits until the N actors are ready (model loaded), submits ``--jobs``
+tiny-model jobs through the REST API and times them from the first submission to the last finish. One JSON
+line per N: jobs per minute, the median seconds per job as the workers measured them
 (``result.timings.total_s``) and the ideal figure N x 60 / that median, to show what the queue costs.
 
 Not a test: the figures depend on the machine (on a CPU box the actors share the same cores, so N actors
@@ -128,22 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="height and width of each job, in pixels")
     parser.add_argument(
         "--database-url",
-        help="the job store (PostgreSQL); default: a throwaway PostgreSQL server started for the run",
+        required=True,
+        help="the job store: a PostgreSQL database you run, as a SQLAlchemy URL "
+        "(postgresql+psycopg://USER@HOST:PORT/DB; docs/scale.md says how to start a throwaway server)",
     )
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.actors.split(",")]
-    from tests.support.throwaway_postgres import ThrowawayPostgres
-
-    server = None if args.database_url else ThrowawayPostgres.start()
-    try:
-        for count in counts:
-            url = args.database_url or server.create_database("bench")  # type: ignore[union-attr]
-            figures = measure(count, args.jobs, args.steps, args.size, url)
-            sys.stdout.write(json.dumps(figures) + "\n")
-            sys.stdout.flush()
-    finally:
-        if server is not None:
-            server.stop()
+    for count in counts:
+        figures = measure(count, args.jobs, args.steps, args.size, args.database_url)
+        sys.stdout.write(json.dumps(figures) + "\n")
+        sys.stdout.flush()
     return 0
 
 

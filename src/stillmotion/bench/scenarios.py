@@ -1,7 +1,7 @@
 """The benchmark grid of issue 3: sizes x frames x per-process memory caps, plus stock diffusers recipes.
 
 A cell with ``cap_gib == 0`` is uncapped; its decoded frames are the reference the other cells of the same
-shape are compared with. ``recipe`` is ``"plan"`` (``Engine.render`` with our planner, optionally forced to
+shape are compared with. ``recipe`` is ``"plan"`` (``Engine.generate`` with our planner, optionally forced to
 ``strategy``) or a stock diffusers recipe run through the deprecated ``I2VGenXLPipeline`` on the same weights.
 """
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+from stillmotion.jobs.store.states import TERMINAL
+
 API = "/api/v1"
 
 

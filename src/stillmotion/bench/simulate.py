@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,13 +24,14 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from stillmotion.bench.flops import PEAK_TFLOPS, call_flops
+from stillmotion.bench.meta_device import denoiser_inputs, meta_networks, meta_tensor, meta_unet_inputs
+
 if TYPE_CHECKING:
     from stillmotion.models.registry import ModelSpec
 
 ALLOCATOR_BLOCK_BYTES = 512  # the CUDA caching allocator rounds every block up to this
 GIB = 1024**3
-# The configs of ali-vilab/i2vgen-xl shipped with the package (models/configs/i2vgen-xl).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "models" / "configs" / "i2vgen-xl"
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -88,52 +88,6 @@ def tracking(ignore: list[torch.Tensor]) -> Iterator[LiveBytesTracker]:
         yield tracker
 
 
-def meta_unet(config_dir: Path = CONFIG_DIR, dtype: torch.dtype = torch.float16) -> torch.nn.Module:
-    """The UNet built from its config with every parameter on ``meta`` (no memory, no weights)."""
-    from accelerate import init_empty_weights
-    from diffusers import I2VGenXLUNet
-
-    config = json.loads((config_dir / "unet" / "config.json").read_text())
-    with init_empty_weights():
-        unet = I2VGenXLUNet.from_config(config)
-    return unet.to(dtype=dtype)  # type: ignore[no-any-return]
-
-
-def meta_vae(config_dir: Path = CONFIG_DIR, dtype: torch.dtype = torch.float16) -> torch.nn.Module:
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL
-
-    config = json.loads((config_dir / "vae" / "config.json").read_text())
-    with init_empty_weights():
-        vae = AutoencoderKL.from_config(config)
-    return vae.to(dtype=dtype)  # type: ignore[no-any-return]
-
-
-def meta_unet_inputs(
-    unet: torch.nn.Module,
-    height: int,
-    width: int,
-    num_frames: int,
-    batch: int,
-    cross_attention_dim: int = 1024,
-) -> dict[str, torch.Tensor]:
-    """Keyword arguments of one UNet forward at ``height x width`` pixels (latent / 8), on ``meta``."""
-    dtype = next(unet.parameters()).dtype
-    h, w = height // 8, width // 8
-
-    def empty(*shape: int) -> torch.Tensor:
-        return torch.empty(*shape, device="meta", dtype=dtype)
-
-    return {
-        "sample": empty(batch, 4, num_frames, h, w),
-        "timestep": torch.tensor(500, device="meta"),
-        "fps": torch.full((batch,), 16, device="meta", dtype=torch.int64),
-        "image_latents": empty(batch, 4, num_frames, h, w),
-        "image_embeddings": empty(batch, cross_attention_dim),
-        "encoder_hidden_states": empty(batch, 77, cross_attention_dim),
-    }
-
-
 def unet_activation_peak_bytes(
     unet: torch.nn.Module,
     height: int,
@@ -166,73 +120,9 @@ def simulate(fn: Callable[[], int]) -> float:
 
 # -- Every family: the full-size networks of a ModelSpec on ``meta`` ---------------------------------------
 #
-# The networks come from the shipped configs (models/configs/<config_name>, via models/random_full.py); the
-# inputs below are the shapes each family's pipeline feeds them (models/<family>.py), so the peaks are those
-# of the engine's calls. ``python -m stillmotion.bench.simulate MODEL`` prints the coefficients that
-# models/registry.py holds for MODEL (docs/memory.md, "Other families").
-
-FAMILY_TEXT_TOKENS = {"wan": 512, "ltx": 128}  # padded prompt lengths (the pipelines' max_sequence_length)
-CLIP_TOKENS = 257  # ViT-H/14 on 224 x 224: 16 x 16 patches + the class token
-
-
-def meta_networks(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.nn.Module]:
-    """Every network of ``spec`` with parameters and buffers on ``meta`` (no memory, no weights)."""
-    from stillmotion.models.random_full import empty_modules
-
-    # Buffers too (Wan's rotary tables are buffers): an op mixing a CPU buffer and meta activations fails.
-    return {name: module.to(device="meta", dtype=dtype) for name, module in empty_modules(spec).items()}
-
-
-def _meta(dtype: torch.dtype, *shape: int) -> torch.Tensor:
-    return torch.empty(*shape, device="meta", dtype=dtype)
-
-
-def denoiser_inputs(
-    spec: ModelSpec, denoiser: torch.nn.Module, height: int, width: int, num_frames: int, batch: int
-) -> dict[str, Any]:
-    """Keyword arguments of one denoiser call of ``spec``'s family, on ``meta``."""
-    from stillmotion.memory.estimate import latent_frames
-
-    dtype = next(denoiser.parameters()).dtype
-    config: Any = getattr(denoiser, "config", None)
-    factor = spec.architecture.vae_scale_factor
-    frames = latent_frames(spec, num_frames)
-    h, w = height // factor, width // factor
-    if spec.family == "i2vgen-xl":
-        return meta_unet_inputs(denoiser, height, width, num_frames, batch, config.cross_attention_dim)
-    if spec.family == "svd":
-        return {
-            "sample": _meta(dtype, batch, frames, config.in_channels, h, w),
-            "timestep": torch.tensor(1.0, device="meta"),
-            "encoder_hidden_states": _meta(dtype, batch, 1, config.cross_attention_dim),
-            "added_time_ids": _meta(dtype, batch, 3),
-        }
-    if spec.family == "wan":
-        patch = config.patch_size
-        expand = config.image_dim is None  # Wan 2.2 TI2V: one timestep per token
-        tokens = frames * (h // patch[1]) * (w // patch[2])
-        inputs = {
-            "hidden_states": _meta(dtype, batch, config.in_channels, frames, h, w),
-            "timestep": _meta(torch.float32, batch, tokens) if expand else _meta(torch.float32, batch),
-            "encoder_hidden_states": _meta(dtype, batch, FAMILY_TEXT_TOKENS["wan"], config.text_dim),
-        }
-        if not expand:
-            inputs["encoder_hidden_states_image"] = _meta(dtype, batch, CLIP_TOKENS, config.image_dim)
-        return inputs
-    if spec.family == "ltx":
-        tokens = frames * h * w
-        text = FAMILY_TEXT_TOKENS["ltx"]
-        return {
-            "hidden_states": _meta(dtype, batch, tokens, config.in_channels),
-            "encoder_hidden_states": _meta(dtype, batch, text, config.caption_channels),
-            "timestep": _meta(torch.float32, batch, tokens),
-            "encoder_attention_mask": torch.ones(batch, text, device="meta", dtype=torch.bool),
-            "num_frames": frames,
-            "height": h,
-            "width": w,
-            "rope_interpolation_scale": (spec.architecture.temporal_compression / 25, factor, factor),
-        }
-    raise ValueError(f"no meta inputs for family {spec.family!r}")
+# The networks and the inputs of their calls come from bench/meta_device.py (the engine's shapes).
+# ``python -m stillmotion.bench.simulate MODEL`` prints the coefficients that models/registry.py holds for
+# MODEL (docs/memory.md, "Other families").
 
 
 def denoiser_peak_bytes(
@@ -256,11 +146,11 @@ def family_vae_decode_peak_bytes(spec: ModelSpec, vae: Any, height: int, width: 
     channels = spec.architecture.latent_channels
     with tracking([*vae.parameters(), *vae.buffers()]) as tracker:
         if spec.family == "i2vgen-xl":
-            vae.decode(_meta(dtype, frames, channels, h, w), return_dict=False)
+            vae.decode(meta_tensor(dtype, frames, channels, h, w), return_dict=False)
         elif spec.family == "svd":
-            vae.decode(_meta(dtype, frames, channels, h, w), num_frames=frames, return_dict=False)
+            vae.decode(meta_tensor(dtype, frames, channels, h, w), num_frames=frames, return_dict=False)
         else:  # a whole-video VAE
-            vae.decode(_meta(dtype, 1, channels, latent_frames(spec, frames), h, w), return_dict=False)
+            vae.decode(meta_tensor(dtype, 1, channels, latent_frames(spec, frames), h, w), return_dict=False)
     return tracker.peak
 
 
@@ -269,11 +159,11 @@ def family_vae_encode_peak_bytes(spec: ModelSpec, vae: Any, height: int, width: 
     dtype = next(vae.parameters()).dtype
     with tracking([*vae.parameters(), *vae.buffers()]) as tracker:
         if spec.family in ("i2vgen-xl", "svd"):
-            vae.encode(_meta(dtype, 1, 3, height, width))
+            vae.encode(meta_tensor(dtype, 1, 3, height, width))
         else:
             # Wan 2.1 I2V encodes the image followed by black frames; Wan 2.2 TI2V and LTX the image alone.
             video_frames = frames if spec.family == "wan" and spec.params.image_encoder else 1
-            vae.encode(_meta(dtype, 1, 3, video_frames, height, width))
+            vae.encode(meta_tensor(dtype, 1, 3, video_frames, height, width))
     return tracker.peak
 
 
@@ -341,13 +231,10 @@ def family_coefficients(spec: ModelSpec) -> dict[str, float]:
 
     Activations are for the spec's 16-bit dtype; docs/memory.md explains each line.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from stillmotion.bench.flops import PEAK_TFLOPS
     from stillmotion.memory.chunking import disable_ff_chunking, enable_ff_chunking
     from stillmotion.memory.estimate import latent_tokens
     from stillmotion.memory.types import Shape
-    from stillmotion.models.families import family_of
+    from stillmotion.models.adapters import family_of
     from stillmotion.models.memory_facts import DecodeChunking
 
     dtype = getattr(torch, spec.half_dtype)
@@ -395,10 +282,7 @@ def family_coefficients(spec: ModelSpec) -> dict[str, float]:
     encoders = [leaf_pair_params(networks[name]) for name in roles.encoders if name in networks]
     out["encoder_leaf_resident_gib"] = max(encoders, default=0) * bytes_per_param / GIB
 
-    inputs = denoiser_inputs(spec, denoiser, height, width, frames, 2)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        denoiser(**inputs, return_dict=False)
-    tflop = counter.get_total_flops() / 1e12
+    tflop = call_flops(denoiser, denoiser_inputs(spec, denoiser, height, width, frames, 2)) / 1e12
     out["tflop_per_guided_step"] = tflop
     out["step_s_per_unit"] = tflop / (ASSUMED_MFU * PEAK_TFLOPS) / (2 * units)
     return out

@@ -1,10 +1,11 @@
 """Denoising checkpoints: the latest finished step, saved so a restarted job resumes instead of restarting.
 
-A checkpoint is what the engine keeps in memory for OOM resume (``DenoiseState``), written to a file: the
+A checkpoint is what the engine keeps in memory for OOM resume (``RunState``), written to a file: the
 latents after step N, the scheduler's per-run state (step index, a multistep solver's past model outputs)
-and a fingerprint of what it belongs to (the resolved request and the dtype). The engine hands one out after
-each step through a callback (the worker decides when to write it: engine/engine.py never touches job
-folders); given one back, it resumes at step N + 1 and gives the frames an uninterrupted run would.
+and a fingerprint of what it belongs to (the resolved request and the dtype). The engine offers one after
+each step through the ``step_finished`` hook (engine/hooks.py; the worker decides when to write it:
+engine/engine.py never touches job folders); given one back, it resumes at step N + 1 and gives the frames
+an uninterrupted run would.
 
 Files are written atomically (temp file, fsync, rename) and read with ``torch.load(weights_only=True)``:
 only tensors, numbers, strings and lists of them are stored, never pickled objects, so a file in a data

@@ -4,7 +4,9 @@
 already holds in PyTorch's cache (reusable by the next plan), takes off a reserve for the CUDA context's
 growth, cuDNN/cuBLAS workspaces outside the allocator and other processes (``reserve_vram_gb``, default
 0.5 GiB), honours a per-process memory fraction if one is set, and caps the result at the user's
-``vram_budget_gb``. ``configure_allocator`` turns on expandable segments before CUDA starts.
+``vram_budget_gb``. ``measure_budget(device, settings)`` is how the engine, the worker and the service read
+it: the one place the deployment's ``vram_budget_gb`` and ``reserve_vram_gb`` apply. ``configure_allocator``
+turns on expandable segments before CUDA starts.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from stillmotion.memory.types import GIB
+
+if TYPE_CHECKING:
+    from stillmotion.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +68,13 @@ def _host_free_bytes() -> int:
         return int(psutil.virtual_memory().available)
     except ImportError:  # pragma: no cover - psutil is a dependency
         return 0
+
+
+def measure_budget(device: torch.device, settings: Settings) -> DeviceBudget:
+    """What ``device`` gives a job now, under the settings' ``vram_budget_gb`` and ``reserve_vram_gb``."""
+    return DeviceBudget.measure(
+        device, vram_budget_gb=settings.vram_budget_gb, reserve_vram_gb=settings.reserve_vram_gb
+    )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ The engine (engine/engine.py) runs ONE numbered flow for every model. Everything
 I2VGen-XL, Wan, Stable Video Diffusion and LTX-Video sits behind ``ModelFamily``; one adapter per family
 (models/i2vgen_xl.py, wan.py, svd.py, ltx.py) implements it over diffusers' and transformers' own classes and
 follows that family's diffusers pipeline line by line, so the frames equal the pipeline's
-(tests/engine/test_family_equivalence.py).
+(tests/engine/test_family_equivalence.py); models/adapters.py maps a spec to its adapter (``family_of``).
+Adapters read a request through ``FamilyRequest`` below, never the engine's request class: models/ imports
+nothing above it.
 
 A family has three kinds of parts:
 
@@ -38,18 +40,74 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import PIL.Image
 import torch
 
-from stillmotion.memory.types import ModuleRoles
-
-if TYPE_CHECKING:  # the request module imports the registry; adapters need the type only
-    from stillmotion.engine.request import ResolvedRequest
+if TYPE_CHECKING:
     from stillmotion.models.registry import ModelSpec
+
+
+class FamilyRequest(Protocol):
+    """What an adapter reads of a request: the engine's ``ResolvedRequest`` satisfies it (validated, every
+    default filled in). Declared here so that models/ imports nothing above it."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def negative_prompt(self) -> str: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def num_frames(self) -> int: ...
+    @property
+    def num_inference_steps(self) -> int: ...
+    @property
+    def guidance_scale(self) -> float: ...
+    @property
+    def fps(self) -> int: ...  # the generator's frame rate (some denoisers are conditioned on it)
+    @property
+    def seed(self) -> int: ...
+    @property
+    def do_classifier_free_guidance(self) -> bool: ...
+    @property
+    def guidance_scale_2(
+        self,
+    ) -> float | None: ...  # a two-expert model's low-noise guidance (None: the same)
+    @property
+    def flow_shift(self) -> float | None: ...  # the scheduler shift, when not the model's (the "fast" choice)
+
+
+@dataclass(frozen=True)
+class ModuleRoles:
+    """Which of a model's networks plays which part, so placement (memory/apply.py) works the same for every
+    family."""
+
+    denoiser: str  # runs every step: "unet" or "transformer" (fp8 storage, chunking, block-level offload)
+    encoders: tuple[str, ...]  # run once per request; released after encoding when the plan says so
+    # The order the models run in: diffusers' ``model_cpu_offload_seq`` for the family's pipeline.
+    offload_order: tuple[str, ...]
+    # Further denoisers a model of the family may have (Wan 2.2 A14B's low-noise expert, "transformer_2"):
+    # each is stored, chunked and offloaded like the denoiser; with model offload one is on the device at a
+    # time.
+    experts: tuple[str, ...] = ()
+
+    def denoisers(self, present: Iterable[str]) -> tuple[str, ...]:
+        """The denoiser and those of the experts a loaded model has (``present``: its network names)."""
+        names = set(present)
+        return tuple(name for name in (self.denoiser, *self.experts) if name in names)
+
+    def param_role(self, name: str) -> str:
+        """The ``ComponentParams`` field counting network ``name`` ("denoiser", "denoiser_2", or the name)."""
+        if name == self.denoiser:
+            return "denoiser"
+        return "denoiser_2" if name in self.experts else name
 
 
 class Components(Protocol):
@@ -113,16 +171,25 @@ class ModelFamily(ABC, Generic[C, K]):
     def encode(
         self,
         components: C,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         image: PIL.Image.Image,
         device: torch.device,
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> K:
-        """Prompt and image conditioning (text and image embeddings through ``cached``; image latents)."""
+        """Prompt and image conditioning (text and image embeddings through ``cached``; image latents).
 
-    def new_scheduler(self, components: C, request: ResolvedRequest, device: torch.device) -> Any:
+        ``last_image``: the frame to end on, for a model whose spec ``accepts_last_image`` (resolve refuses it
+        for the others)."""
+
+    def lora_host(self, components: C) -> Any:
+        """A diffusers pipeline over ``components`` (the same modules) whose LoRA loader mixin loads, weighs,
+        fuses and unloads LoRAs in them (models/lora.py); None: the family takes no LoRAs."""
+        return None
+
+    def new_scheduler(self, components: C, request: FamilyRequest, device: torch.device) -> Any:
         """A fresh scheduler with its timesteps set for ``request`` (never the components' template). This
         default suits a scheduler whose timesteps live on the device; a family overrides it for another
         schedule (LTX's shifted sigmas) or placement (I2VGen-XL's CPU timesteps)."""
@@ -134,7 +201,7 @@ class ModelFamily(ABC, Generic[C, K]):
     def initial_latents(
         self,
         components: C,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         cond: K,
         scheduler: Any,
         generator: torch.Generator,
@@ -151,7 +218,7 @@ class ModelFamily(ABC, Generic[C, K]):
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: K,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
         """The guided model output for one step; the guidance halves batched or, if split, one by one.
@@ -171,7 +238,7 @@ class ModelFamily(ABC, Generic[C, K]):
         components: C,
         latents: torch.Tensor,
         cond: K,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
     ) -> torch.Tensor:

@@ -18,11 +18,16 @@ from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from stillmotion.memory.types import ModuleRoles
-from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
+from stillmotion.models.family import (
+    Cached,
+    FamilyRequest,
+    ModelFamily,
+    ModuleRoles,
+    NetworkBuilders,
+    read_config,
+)
 
 if TYPE_CHECKING:
-    from stillmotion.engine.request import ResolvedRequest
     from stillmotion.models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -376,12 +381,13 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
     def encode(
         self,
         components: I2VGenXLComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         image: PIL.Image.Image,
         device: torch.device,
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> Conditioning:
         prompt = cached(("text", request.prompt), lambda: encode_text(components, request.prompt, device))
         negative = None
@@ -408,7 +414,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         )
 
     def new_scheduler(
-        self, components: I2VGenXLComponents, request: ResolvedRequest, device: torch.device
+        self, components: I2VGenXLComponents, request: FamilyRequest, device: torch.device
     ) -> Any:
         scheduler = type(components.scheduler).from_config(components.scheduler.config)
         # Timesteps stay on the CPU: DDIM indexes its CPU tables with them, which would force a host sync
@@ -419,7 +425,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
     def initial_latents(
         self,
         components: I2VGenXLComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         cond: Conditioning,
         scheduler: Any,
         generator: torch.Generator,
@@ -444,7 +450,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: Conditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
         model_input = scheduler.scale_model_input(
@@ -467,7 +473,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         components: I2VGenXLComponents,
         latents: torch.Tensor,
         cond: Conditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
     ) -> torch.Tensor:

@@ -22,11 +22,16 @@ from diffusers.pipelines.ltx.pipeline_ltx_image2video import LTXImageToVideoPipe
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from stillmotion.memory.types import ModuleRoles
-from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
+from stillmotion.models.family import (
+    Cached,
+    FamilyRequest,
+    ModelFamily,
+    ModuleRoles,
+    NetworkBuilders,
+    read_config,
+)
 
 if TYPE_CHECKING:
-    from stillmotion.engine.request import ResolvedRequest
     from stillmotion.models.registry import ModelSpec
 
 MAX_SEQUENCE_LENGTH = 128  # LTXImageToVideoPipeline.__call__'s default: T5 tokens per prompt
@@ -261,12 +266,13 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
     def encode(
         self,
         components: LTXComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         image: PIL.Image.Image,
         device: torch.device,
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> LTXConditioning:
         texts = [request.prompt]
         if request.do_classifier_free_guidance:
@@ -297,7 +303,7 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
             guided=request.do_classifier_free_guidance,
         )
 
-    def new_scheduler(self, components: LTXComponents, request: ResolvedRequest, device: torch.device) -> Any:
+    def new_scheduler(self, components: LTXComponents, request: FamilyRequest, device: torch.device) -> Any:
         """Sigmas from 1 to 1/steps, shifted by the video's token count (the pipeline's schedule)."""
         scheduler = type(components.scheduler).from_config(components.scheduler.config)
         config = scheduler.config
@@ -321,7 +327,7 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
     def initial_latents(
         self,
         components: LTXComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         cond: LTXConditioning,
         scheduler: Any,
         generator: torch.Generator,
@@ -344,7 +350,7 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: LTXConditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
         return predict_noise(components, latents, timestep, cond, request.guidance_scale, split_guidance)
@@ -364,7 +370,7 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
         components: LTXComponents,
         latents: torch.Tensor,
         cond: LTXConditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
     ) -> torch.Tensor:

@@ -23,7 +23,7 @@ from accelerate import init_empty_weights
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from stillmotion.models.families import family_of
+from stillmotion.models.adapters import family_of
 from stillmotion.models.family import Components, NetworkBuilders
 from stillmotion.models.registry import ModelSpec
 

@@ -66,17 +66,18 @@ class Limits:
 class ComponentParams:
     """Parameter counts per role (exact, counted on the meta device from the shipped configs); 0 = absent."""
 
-    denoiser: int  # the UNet or the transformer
+    denoiser: int  # the UNet or the transformer (a two-expert model: the high-noise expert)
     vae: int
     text_encoder: int = 0
     image_encoder: int = 0
+    denoiser_2: int = 0  # a two-expert model's second (low-noise) expert; 0 = one denoiser
 
     def bytes(self, role: str, bytes_per_param: int) -> int:
         return int(getattr(self, role)) * bytes_per_param
 
     @property
     def total(self) -> int:
-        return self.denoiser + self.vae + self.text_encoder + self.image_encoder
+        return self.denoiser + self.denoiser_2 + self.vae + self.text_encoder + self.image_encoder
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,32 @@ class Architecture:
     temporal_compression: int = 1  # frames per latent frame after the first (1: one latent per frame)
     unet_block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
     text_max_length: int = 77
+
+
+@dataclass(frozen=True)
+class TwoExperts:
+    """A two-expert model (Wan 2.2 A14B): ``transformer`` denoises the high-noise steps, ``transformer_2`` the
+    low-noise ones, switching where the timestep falls below ``boundary_ratio`` x the training timesteps (as
+    diffusers' WanImageToVideoPipeline does). ``flow_shift`` is the scheduler's, so the planner can tell at
+    which step the switch falls (models/experts.py) without building the scheduler."""
+
+    boundary_ratio: float
+    flow_shift: float
+    num_train_timesteps: int = 1000
+
+
+@dataclass(frozen=True)
+class FastChoice:
+    """A model's "fast" choice: a step-distilled LoRA (per expert for a two-expert model) and the settings its
+    model card gives. APPROXIMATE: the video is the distilled LoRA's, not the base model's; labelled so in the
+    UI, the CLI and the recipe."""
+
+    label: str  # what the surfaces show, e.g. "Fast (LightX2V Lightning 4-step, approximate)"
+    loras: tuple[tuple[str, str], ...]  # (reference, expert: "both", "high" or "low")
+    num_inference_steps: int
+    guidance_scale: float  # 1.0: the distilled model runs without the guidance batch
+    flow_shift: float  # the scheduler shift the LoRA was distilled with
+    source: str  # where the settings come from (the LoRA's model card)
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,26 @@ class ModelSpec:
     # An unregistered owner/name: the family above is a guess until its model_index.json is read
     # (models/repo_spec.find_spec, before a job is queued or run).
     unverified: bool = False
+    experts: TwoExperts | None = None  # a two-expert model (Wan 2.2 A14B); None: one denoiser
+    fast: FastChoice | None = None  # the step-distilled "fast" choice, where one is published
+    # Takes a last frame (diffusers' ``last_image``): the transformer is conditioned on the VAE latents of the
+    # first and last frame only (no CLIP image embedding of the pair, which Wan 2.1 I2V would need).
+    accepts_last_image: bool = False
+
+    def defaults_for(self, fast: bool) -> Defaults:
+        """The defaults a request gets; with ``fast``, the steps and guidance of the fast choice's card."""
+        if not fast or self.fast is None:
+            return self.defaults
+        return replace(
+            self.defaults,
+            num_inference_steps=self.fast.num_inference_steps,
+            guidance_scale=self.fast.guidance_scale,
+        )
+
+    @property
+    def accepts_loras(self) -> bool:
+        """LoRAs are supported for the Wan family (its pipeline's LoRA loader reads them: models/lora.py)."""
+        return self.family == "wan"
 
     @property
     def source(self) -> str:
@@ -128,6 +175,49 @@ class ModelSpec:
         if self.local_path is not None:
             return str(self.local_path)
         return f"{self.repo_id}@{self.revision or 'main'}"
+
+
+# -- Variants: every family's real spec is written once below; its tiny and random builds derive from it ----
+
+
+def tiny_variant(spec: ModelSpec, *, name: str, label: str, num_frames: int, **changes: Any) -> ModelSpec:
+    """``spec``'s architecture at tiny sizes with random weights built in memory (models/tiny.py): no
+    download, seconds on a CPU. Small defaults (512p preset, ``num_frames``: the smallest count the family's
+    frame rule allows from 8, 4 steps) and sides down to 32 pixels; the rest of the limits and the memory
+    facts are ``spec``'s. ``changes`` replaces further fields (a tiny UNet's block widths)."""
+    tiny = replace(
+        spec,
+        name=name,
+        repo_id=None,
+        revision=None,
+        defaults=replace(spec.defaults, resolution="512p", num_frames=num_frames, num_inference_steps=4),
+        limits=replace(spec.limits, min_side=32),
+        params=ComponentParams(denoiser=0, vae=0),  # a few kB of weights: nothing for the planner to place
+        description=f"The {label} architecture at tiny sizes with random weights: for tests and offline "
+        "demos. Its videos are noise.",
+        tiny=True,
+        aliases=(),
+    )
+    return replace(tiny, **changes)
+
+
+def random_variant(spec: ModelSpec, *, name: str, label: str, note: str = "") -> ModelSpec:
+    """``spec`` at full size with seeded random weights, built offline from the shipped configs
+    (models/random_full.py): the same networks, parameter counts and memory facts, so the same plans and
+    estimates; for GPU memory and speed testing (the benchmark) without a download."""
+    description = (
+        f"The full-size {label} architecture with seeded random weights, built offline: for GPU memory and "
+        "speed testing. Its videos are noise."
+    )
+    return replace(
+        spec,
+        name=name,
+        repo_id=None,
+        revision=None,
+        description=f"{description} {note}" if note else description,
+        random_weights=True,
+        aliases=(),
+    )
 
 
 I2VGENXL_MEMORY = MemoryFacts(
@@ -198,21 +288,13 @@ I2VGENXL = ModelSpec(
     aliases=("ali-vilab/i2vgen-xl",),
 )
 
-TINY_I2VGENXL = ModelSpec(
+TINY_I2VGENXL = tiny_variant(
+    I2VGENXL,
     name="tiny-i2vgen-xl",
-    family="i2vgen-xl",
-    repo_id=None,
-    revision=None,
-    local_path=None,
-    defaults=Defaults(resolution="512p", num_frames=8, num_inference_steps=4),
-    limits=Limits(min_side=32),
-    # Counted from the tiny build (tests/test_tiny_model.py keeps this honest).
-    params=ComponentParams(denoiser=0, vae=0),
-    architecture=Architecture(unet_block_out_channels=(8, 16), text_max_length=77),
-    memory=I2VGENXL_MEMORY,
-    description="The I2VGen-XL architecture at tiny sizes with random weights: for tests and offline demos. "
-    "Its videos are noise.",
-    tiny=True,
+    label="I2VGen-XL",
+    num_frames=8,
+    architecture=replace(I2VGENXL.architecture, unet_block_out_channels=(8, 16)),  # models/tiny.py's UNet
+    config_name=None,
 )
 
 # -- Memory facts of the other families: measured on the CPU, never on a GPU --------------------------------
@@ -383,16 +465,11 @@ LTX_VIDEO_MEMORY = _with_offload_costs(
     3.85,
 )
 
-RANDOM_I2VGENXL = replace(
+RANDOM_I2VGENXL = random_variant(
     I2VGENXL,
     name="i2vgen-xl-random",
-    repo_id=None,
-    revision=None,
-    description="The full-size I2VGen-XL architecture with seeded random weights, built offline (no "
-    "download): for memory and speed testing, e.g. the benchmark. Its videos are noise. Same parameter "
-    "counts as i2vgen-xl, so the same memory estimates.",
-    random_weights=True,
-    aliases=(),
+    label="I2VGen-XL",
+    note="Same parameter counts as i2vgen-xl, so the same memory estimates.",
 )
 
 # -- Wan (models/wan.py) --------------------------------------------------------------------------------
@@ -456,28 +533,12 @@ WAN21_I2V_720P = replace(
     description="Wan 2.1 I2V 14B, 720P: the 480P model's architecture trained for 1280x720; same limits.",
     aliases=("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",),
 )
-TINY_WAN21_I2V = replace(
-    WAN21_I2V_480P,
-    name="tiny-wan2.1-i2v",
-    repo_id=None,
-    revision=None,
-    defaults=replace(WAN21_I2V_480P.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
-    limits=replace(WAN21_LIMITS, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The Wan 2.1 I2V architecture at tiny sizes with random weights (models/tiny.py): for tests "
-    "and offline demos. Its videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_WAN21_I2V = replace(
+TINY_WAN21_I2V = tiny_variant(WAN21_I2V_480P, name="tiny-wan2.1-i2v", label="Wan 2.1 I2V", num_frames=9)
+RANDOM_WAN21_I2V = random_variant(
     WAN21_I2V_480P,
     name="wan2.1-i2v-14b-random",
-    repo_id=None,
-    revision=None,
-    description="The full-size Wan 2.1 I2V 14B architecture with seeded random weights, built offline: for "
-    "GPU memory and speed testing. Its videos are noise. Building it needs ~70 GB of host RAM once.",
-    random_weights=True,
-    aliases=(),
+    label="Wan 2.1 I2V 14B",
+    note="Building it needs ~70 GB of host RAM once.",
 )
 
 WAN22_TI2V_LIMITS = replace(
@@ -514,27 +575,81 @@ WAN22_TI2V_5B = ModelSpec(
     config_name="wan2.2-ti2v-5b",
     aliases=("Wan-AI/Wan2.2-TI2V-5B-Diffusers",),
 )
-TINY_WAN22_TI2V = replace(
-    WAN22_TI2V_5B,
-    name="tiny-wan2.2-ti2v",
-    repo_id=None,
-    defaults=replace(WAN22_TI2V_5B.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
-    limits=replace(WAN22_TI2V_LIMITS, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The Wan 2.2 TI2V architecture at tiny sizes with random weights: for tests and offline "
-    "demos. Its videos are noise.",
-    tiny=True,
-    aliases=(),
+# Wan 2.2 I2V A14B: two 14B experts (high noise, low noise) of Wan 2.1's transformer without its CLIP image
+# projection; the Wan 2.1 VAE (the same config, float32) and UMT5. Memory facts: Wan 2.1 I2V 14B's,
+# CPU-measured (the same block widths and token counts; the VAE identical); each expert is 28.6 GB in bf16,
+# one on the device at a time on small cards (memory/experts.py).
+WAN22_A14B_MEMORY = _with_offload_costs(WAN21_14B_MEMORY, 28.58)
+WAN22_I2V_A14B = ModelSpec(
+    name="wan2.2-i2v-a14b",
+    family="wan",
+    repo_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+    # A commit of the repo seen offline (../shared/model-configs/NOTES.md, section 3).
+    revision="348da65e49490f2254f199e3d206fe9b7366b437",
+    local_path=None,
+    # Wan 2.2's own I2V settings (its generate config): 40 steps, guidance 3.5 for both experts, 16 fps.
+    defaults=Defaults(
+        resolution="480p",
+        num_frames=81,
+        num_inference_steps=40,
+        guidance_scale=3.5,
+        fps=16,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+    ),
+    limits=WAN21_LIMITS,
+    # Counted on the meta device from models/configs/wan2.2-i2v-a14b (tests/models/test_families.py).
+    params=ComponentParams(
+        denoiser=14_288_901_184, denoiser_2=14_288_901_184, vae=126_892_531, text_encoder=5_680_910_336
+    ),
+    architecture=Architecture(
+        latent_channels=16, vae_scale_factor=8, temporal_compression=4, text_max_length=512
+    ),
+    memory=WAN22_A14B_MEMORY,
+    description="Wan 2.2 I2V A14B (Alibaba, 2025): image + text to 81 frames at 480p or 720p, 16 fps; two "
+    "14B experts, one for the high-noise steps and one for the low-noise steps (28.6 GB of bf16 weights "
+    "each), "
+    "the Wan 2.1 VAE and UMT5-XXL. Takes a last frame too.",
+    half_dtype="bfloat16",
+    variants=(),
+    config_name="wan2.2-i2v-a14b",
+    aliases=("Wan-AI/Wan2.2-I2V-A14B-Diffusers",),
+    # diffusers' convert_wan_to_diffusers.py builds the pipeline with boundary_ratio 0.9 and flow_shift 3.0.
+    experts=TwoExperts(boundary_ratio=0.9, flow_shift=3.0),
+    fast=FastChoice(
+        label="Fast: LightX2V Lightning 4-step LoRAs (approximate: not the base model's output)",
+        loras=(
+            (
+                "lightx2v/Wan2.2-Lightning/Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/high_noise_model.safetensors",
+                "high",
+            ),
+            (
+                "lightx2v/Wan2.2-Lightning/Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/low_noise_model.safetensors",
+                "low",
+            ),
+        ),
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        flow_shift=5.0,
+        source="the lightx2v/Wan2.2-Lightning model card (4 steps, guidance 1.0, shift 5.0)",
+    ),
+    accepts_last_image=True,
 )
-RANDOM_WAN22_TI2V = replace(
-    WAN22_TI2V_5B,
-    name="wan2.2-ti2v-5b-random",
-    repo_id=None,
-    description="The full-size Wan 2.2 TI2V 5B architecture with seeded random weights, built offline: for "
-    "GPU memory and speed testing. Its videos are noise.",
-    random_weights=True,
-    aliases=(),
+TINY_WAN22_I2V_A14B = tiny_variant(
+    WAN22_I2V_A14B,
+    name="tiny-wan2.2-i2v-a14b",
+    label="Wan 2.2 I2V A14B (two experts)",
+    num_frames=9,
+    fast=None,  # the published LoRAs fit the full-size experts only
 )
+RANDOM_WAN22_I2V_A14B = random_variant(
+    WAN22_I2V_A14B,
+    name="wan2.2-i2v-a14b-random",
+    label="Wan 2.2 I2V A14B",
+    note="Building it needs ~120 GB of host RAM once (two 14B experts).",
+)
+
+TINY_WAN22_TI2V = tiny_variant(WAN22_TI2V_5B, name="tiny-wan2.2-ti2v", label="Wan 2.2 TI2V", num_frames=9)
+RANDOM_WAN22_TI2V = random_variant(WAN22_TI2V_5B, name="wan2.2-ti2v-5b-random", label="Wan 2.2 TI2V 5B")
 
 # -- Stable Video Diffusion (models/svd.py) --------------------------------------------------------------
 SVD_XT = ModelSpec(
@@ -573,29 +688,8 @@ SVD_XT = ModelSpec(
     config_name="svd-xt",
     aliases=("stabilityai/stable-video-diffusion-img2vid-xt",),
 )
-TINY_SVD_XT = replace(
-    SVD_XT,
-    name="tiny-svd-xt",
-    repo_id=None,
-    revision=None,
-    defaults=replace(SVD_XT.defaults, resolution="512p", num_frames=8, num_inference_steps=4),
-    limits=replace(SVD_XT.limits, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The SVD-XT architecture at tiny sizes with random weights: for tests and offline demos. Its "
-    "videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_SVD_XT = replace(
-    SVD_XT,
-    name="svd-xt-random",
-    repo_id=None,
-    revision=None,
-    description="The full-size SVD-XT architecture with seeded random weights, built offline: for GPU memory "
-    "and speed testing. Its videos are noise.",
-    random_weights=True,
-    aliases=(),
-)
+TINY_SVD_XT = tiny_variant(SVD_XT, name="tiny-svd-xt", label="SVD-XT", num_frames=8)
+RANDOM_SVD_XT = random_variant(SVD_XT, name="svd-xt-random", label="SVD-XT")
 
 # -- LTX-Video (models/ltx.py) --------------------------------------------------------------------------
 LTX_NEGATIVE_PROMPT = (
@@ -638,27 +732,8 @@ LTX_VIDEO = ModelSpec(
     config_name="ltx-video",
     aliases=("Lightricks/LTX-Video",),
 )
-TINY_LTX_VIDEO = replace(
-    LTX_VIDEO,
-    name="tiny-ltx-video",
-    repo_id=None,
-    defaults=replace(LTX_VIDEO.defaults, resolution="512p", num_frames=9, num_inference_steps=4),
-    limits=replace(LTX_VIDEO.limits, min_side=32),
-    params=ComponentParams(denoiser=0, vae=0),
-    description="The LTX-Video architecture at tiny sizes with random weights: for tests and offline demos. "
-    "Its videos are noise.",
-    tiny=True,
-    aliases=(),
-)
-RANDOM_LTX_VIDEO = replace(
-    LTX_VIDEO,
-    name="ltx-video-random",
-    repo_id=None,
-    description="The full-size LTX-Video 2B architecture with seeded random weights, built offline: for GPU "
-    "memory and speed testing. Its videos are noise.",
-    random_weights=True,
-    aliases=(),
-)
+TINY_LTX_VIDEO = tiny_variant(LTX_VIDEO, name="tiny-ltx-video", label="LTX-Video", num_frames=9)
+RANDOM_LTX_VIDEO = random_variant(LTX_VIDEO, name="ltx-video-random", label="LTX-Video 2B")
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -673,6 +748,9 @@ MODELS: dict[str, ModelSpec] = {
         WAN22_TI2V_5B,
         TINY_WAN22_TI2V,
         RANDOM_WAN22_TI2V,
+        WAN22_I2V_A14B,
+        TINY_WAN22_I2V_A14B,
+        RANDOM_WAN22_I2V_A14B,
         SVD_XT,
         TINY_SVD_XT,
         RANDOM_SVD_XT,
@@ -718,7 +796,7 @@ def get_spec(name: str) -> ModelSpec:
 FOLDER_SPECS: dict[str, ModelSpec] = {
     "I2VGenXLPipeline": I2VGENXL,
     "StableVideoDiffusionPipeline": SVD_XT,
-    "WanImageToVideoPipeline": WAN21_I2V_480P,
+    "WanImageToVideoPipeline": WAN21_I2V_480P,  # or WAN22_I2V_A14B, told apart below
     "WanPipeline": WAN22_TI2V_5B,
     "LTXImageToVideoPipeline": LTX_VIDEO,
     "LTXPipeline": LTX_VIDEO,
@@ -736,6 +814,8 @@ def spec_for_index(index: dict[str, Any], transformer_config: dict[str, Any] | N
         # a Wan text-to-video checkpoint does neither.
         image_dim = (transformer_config or {}).get("image_dim")
         base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
+        if index.get("boundary_ratio") is not None and class_name == "WanImageToVideoPipeline":
+            base = WAN22_I2V_A14B  # two experts: transformer and transformer_2 (Wan 2.2 I2V A14B)
     if base is None:
         raise UnknownModel(
             f"model={where!r} holds a {class_name!r} that is not an image-to-video model stillmotion "

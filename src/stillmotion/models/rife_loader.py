@@ -14,21 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stillmotion.config import RIFE_REPO_ID, RIFE_REVISION
 from stillmotion.errors import ModelUnavailable
 
-if TYPE_CHECKING:  # torch is imported when weights load: config.py reads the defaults below without it
+if TYPE_CHECKING:  # torch is imported when weights load, not when this module is
     import torch
 
     from stillmotion.models.rife import IFNet
 
 logger = logging.getLogger(__name__)
 
-# The RIFE 4.6 checkpoint as published by Practical-RIFE, mirrored on the hub in the layout ComfyUI's frame
-# interpolation nodes use (a plain state dict). The revision is the repo's main branch: the commit hash could
-# not be looked up from the machine this was written on (no hub access). Pin it with
-# STILLMOTION_RIFE_REVISION=<commit>; every video records the commit it was made with either way.
-RIFE_REPO_ID = "MachineDelusions/RIFE"
-RIFE_REVISION = "main"
+# The default repo and revision are settings (config.py: STILLMOTION_RIFE_REPO_ID, STILLMOTION_RIFE_REVISION).
 RIFE_FILENAME = "rife46.pth"
 RIFE_VERSION = "4.6"
 

@@ -33,11 +33,16 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from stillmotion.memory.types import ModuleRoles
-from stillmotion.models.family import Cached, ModelFamily, NetworkBuilders, read_config
+from stillmotion.models.family import (
+    Cached,
+    FamilyRequest,
+    ModelFamily,
+    ModuleRoles,
+    NetworkBuilders,
+    read_config,
+)
 
 if TYPE_CHECKING:
-    from stillmotion.engine.request import ResolvedRequest
     from stillmotion.models.registry import ModelSpec
 
 MIN_GUIDANCE_SCALE = 1.0  # guidance on the first frame (the pipeline's min_guidance_scale default)
@@ -104,7 +109,7 @@ def encode_image(components: SVDComponents, image: PIL.Image.Image, device: torc
 def encode_image_latents(
     components: SVDComponents,
     image: PIL.Image.Image,
-    request: ResolvedRequest,
+    request: FamilyRequest,
     generator: torch.Generator,
     device: torch.device,
     dtype: torch.dtype,
@@ -238,12 +243,13 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
     def encode(
         self,
         components: SVDComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         image: PIL.Image.Image,
         device: torch.device,
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> SVDConditioning:
         embeds = cached(("image",), lambda: encode_image(components, image, device)).to(dtype)
         latents = encode_image_latents(components, image, request, generator, device, dtype)
@@ -261,7 +267,7 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
     def initial_latents(
         self,
         components: SVDComponents,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         cond: SVDConditioning,
         scheduler: Any,
         generator: torch.Generator,
@@ -289,7 +295,7 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
         latents: torch.Tensor,
         timestep: torch.Tensor,
         cond: SVDConditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
         return predict_noise(components, scheduler, latents, timestep, cond, split_guidance)
@@ -310,7 +316,7 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
         components: SVDComponents,
         latents: torch.Tensor,
         cond: SVDConditioning,
-        request: ResolvedRequest,
+        request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
     ) -> torch.Tensor:

@@ -1,14 +1,14 @@
 """The one place where errors become HTTP answers: ``{"error": {"code", "message", "field"}}``.
 
 Routes raise ``StillmotionError`` subclasses (or ``ApiError`` for HTTP-only cases) and never catch
-``Exception``; ``register_error_handlers`` maps them here. 4xx is a client fault, 5xx never carries a
-traceback (it is logged with a short reference instead).
+``Exception``; ``register_error_handlers`` maps them here. Database driver errors never get this far: the
+store translates them (jobs/store/db.py), e.g. an unreachable database is 503 ``database_unavailable``.
+4xx is a client fault, 5xx never carries a traceback (it is logged with a short reference instead).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,11 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError as SAOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stillmotion.errors import StillmotionError, UnknownModel
-from stillmotion.jobs.store.db import translate_error
 from stillmotion.service.validation import validation_message
 
 logger = logging.getLogger(__name__)
@@ -55,22 +53,6 @@ def error_response(
     """The JSON error answer (also used by middleware, which runs outside the exception handlers)."""
     body: dict[str, Any] = {"code": code, "message": message, "field": field}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
-
-
-def _storage_error(exc: Exception) -> JSONResponse:
-    """A driver error that escaped the store: named by its error code, never a 500 with a traceback."""
-    known = translate_error(exc)
-    if known is None:
-        ref = uuid.uuid4().hex[:12]
-        logger.error("database error ref=%s", ref, exc_info=exc)
-        return error_response(500, "internal_error", f"Internal error (reference {ref}); see the server log.")
-    logger.warning("storage unavailable: %s", exc)
-    return error_response(
-        503,
-        known.code,
-        f"{known.message} Nothing was created.",
-        headers={"Retry-After": str(known.retry_after_s or RETRY_AFTER_STORAGE_S)},
-    )
 
 
 # Refusals that say the service is full or busy, not that the client erred: worth a WARNING, not a traceback.
@@ -115,9 +97,6 @@ def register_error_handlers(app: FastAPI) -> None:
         log_refusal(request.method, request.url.path, exc.status_code, code, str(exc.detail))
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
-    async def on_storage(request: Request, exc: Exception) -> JSONResponse:
-        return _storage_error(exc)
-
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         ref = uuid.uuid4().hex[:12]
         logger.error("unhandled error ref=%s on %s %s", ref, request.method, request.url.path, exc_info=exc)
@@ -127,6 +106,4 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(ValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(SAOperationalError, on_storage)
-    app.add_exception_handler(sqlite3.OperationalError, on_storage)
     app.add_exception_handler(Exception, on_unexpected)

@@ -1,4 +1,4 @@
-"""Multipart forms for ``POST /jobs`` and ``POST /plan``: parsing into ``GenerationFields``, and the
+"""Multipart forms for ``POST /jobs`` and ``POST /plan``: parsing into a ``GenerationRequest``, and the
 OpenAPI description of the bodies (the routes read the stream themselves, so FastAPI cannot infer it).
 """
 
@@ -11,19 +11,22 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel
 
+from stillmotion.engine.request import GenerationRequest, request_fields
 from stillmotion.server.errors import ApiError
 from stillmotion.server.upload import ParsedForm, read_multipart
 from stillmotion.service.job_service import JobService
-from stillmotion.service.schemas import GenerationFields
+from stillmotion.service.schemas import GenerationFields, request_of
 
 IMAGE_FIELD = "image"
+LAST_IMAGE_FIELD = "last_image"  # POST /jobs: an optional second file part, the frame to end on
 # Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value. Only
 # empty: " " is a value, and not a plain number.
-_TEXT_FIELDS = frozenset({"prompt", "negative_prompt"})
+_TEXT_FIELDS = frozenset(d.name for d in request_fields() if d.info.kind == "text")
 
 
-def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> GenerationFields:
-    """Turn the text parts into ``GenerationFields``; duplicates, unknown names and bad values are 422.
+def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> GenerationRequest:
+    """Turn the text parts into a request (validated by ``GenerationFields``, the form built from the field
+    list); duplicates, unknown names and bad values are 422.
 
     ``prompt_optional`` (``POST /plan``): a missing prompt is an empty one; the plan does not use it.
     """
@@ -44,16 +47,20 @@ def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> Generati
         if value == "" and name not in _TEXT_FIELDS and name in GenerationFields.model_fields:
             continue  # a known field sent empty; an unknown one is refused below, empty or not
         values[name] = value
-    return GenerationFields.model_validate(values)
+    return request_of(GenerationFields.model_validate(values))
 
 
 @asynccontextmanager
-async def multipart_form(request: Request, service: JobService) -> AsyncIterator[ParsedForm]:
-    """Stream the form in; its temp file is removed when the block ends, whatever happened."""
+async def multipart_form(
+    request: Request, service: JobService, *, last_image: bool = False
+) -> AsyncIterator[ParsedForm]:
+    """Stream the form in; its temp files are removed when the block ends, whatever happened.
+
+    ``last_image``: the form may carry a second file part, ``last_image`` (``POST /jobs``)."""
     form = await read_multipart(
         request,
         tmp_dir=service.upload_tmp_dir,
-        file_fields={IMAGE_FIELD},
+        file_fields={IMAGE_FIELD, LAST_IMAGE_FIELD} if last_image else {IMAGE_FIELD},
         max_file_bytes=service.max_upload_bytes,
         timeout_s=service.settings.upload_timeout_s,
     )

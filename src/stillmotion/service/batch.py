@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from stillmotion.engine.request import MAX_SEED
+from stillmotion.engine.request import GenerationRequest, request_fields, variation_seeds
 from stillmotion.errors import InvalidRequest
-from stillmotion.service.schemas import GenerationFields
+from stillmotion.service.schemas import GenerationFields, request_of
 from stillmotion.service.validation import validation_message
 
 MAX_BATCH_JOBS = 64  # one request may not fill the queue on its own; larger batches are several requests
@@ -28,9 +29,8 @@ def variation_items(count: object, base_seed: int | None) -> list[dict[str, Any]
         raise InvalidRequest(
             f"variations={count!r} is out of range; allowed: 1 to {MAX_BATCH_JOBS}.", field="variations"
         )
-    if base_seed is None:
-        return [{} for _ in range(count)]  # each job draws its own seed, stored with it
-    return [{"seed": (base_seed + i) % (MAX_SEED + 1)} for i in range(count)]
+    # Without a seed each job draws its own when it is resolved, and stores it.
+    return [{} if seed is None else {"seed": seed} for seed in variation_seeds(base_seed, count)]
 
 
 def parse_items(text: str) -> list[dict[str, Any]]:
@@ -44,8 +44,8 @@ def parse_items(text: str) -> list[dict[str, Any]]:
     return items
 
 
-def expand_batch(base: GenerationFields, items: Sequence[dict[str, Any]]) -> list[GenerationFields]:
-    """One ``GenerationFields`` per entry: the base with the entry's fields on top, each one validated.
+def expand_batch(base: GenerationRequest, items: Sequence[dict[str, Any]]) -> list[GenerationRequest]:
+    """One request per entry: the base with the entry's fields on top, each one validated as a form would be.
 
     Errors name the entry: ``items[2].seed: ...``.
     """
@@ -53,11 +53,15 @@ def expand_batch(base: GenerationFields, items: Sequence[dict[str, Any]]) -> lis
         raise InvalidRequest(
             f"items has {len(items)} entries; a batch holds 1 to {MAX_BATCH_JOBS} jobs.", field="items"
         )
-    given = base.model_dump(exclude_unset=True)
+    # An image field (the last frame) is a file the batch shares, not a form field an entry may change.
+    images = {d.name for d in request_fields() if d.info.kind == "image"}
+    given = {name: value for name, value in base.given().items() if name not in images}
+    shared = {name: getattr(base, name) for name in images}
     expanded = []
     for index, item in enumerate(items):
         try:
-            expanded.append(GenerationFields.model_validate({**given, **item}))
+            fields = GenerationFields.model_validate({**given, **item})
+            expanded.append(replace(request_of(fields), **shared))
         except ValidationError as exc:
             message, field = validation_message(list(exc.errors()))
             raise InvalidRequest(f"items[{index}].{message}", field=f"items[{index}].{field}") from None

@@ -1,15 +1,16 @@
 """Submission and read-side logic shared by the REST routes and the web UI, so both use one path.
 
-``JobService.submit`` is the whole "accept a job" rule: admission (draining, queue depth, free disk) ->
-image validation -> request validation -> input moved into the job's folder -> row committed. Any failure
-before the commit leaves no row and no file. Every method here blocks (SQLite, files); async callers run
-them in a thread pool.
+Routes and the UI call ``JobService`` only, never the store or a job folder: reads (``get``, ``list_jobs``,
+``batch``, ``finished_video``, ``input_image``), changes (``request_cancel``, ``delete``, ``cancel_batch``)
+and ``submit``. ``JobService.submit`` is the whole "accept a job" rule: admission (draining, queue depth,
+free disk) -> image validation -> request validation -> input moved into the job's folder -> row committed.
+Any failure before the commit leaves no row and no file. Every method here blocks (SQLite, files); async
+callers run them in a thread pool.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -17,11 +18,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
+from stillmotion.engine.resolve import model_spec, resolve_loras
 from stillmotion.errors import (
     CannotFit,
     InvalidRequest,
@@ -30,20 +33,24 @@ from stillmotion.errors import (
     StillmotionError,
     UnknownModel,
 )
-from stillmotion.jobs.store.job_store import Job, JobStatus, JobStore, QueueFull
+from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT as MAX_LIST_LIMIT  # the routes' page limit
+from stillmotion.jobs.store.job_store import DatabaseUnavailable as DatabaseUnavailable  # for the routes
+from stillmotion.jobs.store.job_store import Job as Job  # the row type, for the routes and the UI
+from stillmotion.jobs.store.job_store import JobStatus as JobStatus  # for the routes and the UI
+from stillmotion.jobs.store.job_store import JobStore, QueueFull
+from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
+from stillmotion.jobs.workers.job_files import LAST_IMAGE_STEM
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
-from stillmotion.models.repo_spec import find_spec
 from stillmotion.service.batch import expand_batch
-from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
+from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait, time_left
 from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
 from stillmotion.service.schemas import (
     BatchLinks,
     BatchOut,
     ErrorBody,
-    GenerationFields,
     JobLinks,
     JobOut,
     JobResultOut,
@@ -56,7 +63,6 @@ from stillmotion.service.schemas import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
@@ -112,18 +118,21 @@ class JobService:
         return load_image_file(path, ImageLimits(max_bytes=self.max_upload_bytes))
 
     def resolve(
-        self, fields: GenerationFields, image_size: tuple[int, int] | None, *, need_prompt: bool = True
+        self,
+        request: GenerationRequest,
+        image_size: tuple[int, int] | None,
+        *,
+        need_prompt: bool = True,
+        seed_key: str | None = None,
+        last_image_sha256: str | None = None,
     ) -> ResolvedRequest:
-        """Validate the fields against the model's limits (raises InvalidRequest / UnknownModel)."""
-        request = self._request(fields)
+        """Validate the request against its model's limits and fill every default, once (raises
+        InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key. LoRA
+        files are found and checked now (under the LoRA folders only: never a client's path elsewhere)."""
         try:
             # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
             # job is never queued only to fail at run time.
-            spec = find_spec(
-                request.model or self.settings.default_model,
-                cache_dir=self.settings.models_dir,
-                offline=self.settings.offline,
-            )
+            spec = model_spec(request.model or self.settings.default_model, self.settings)
         except UnknownModel as exc:
             if request.model:
                 raise  # the client named it: 422
@@ -134,41 +143,57 @@ class JobService:
                 f"The server's default model is unavailable: {exc.message}",
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
-        return request.resolve(spec, image_size, need_prompt=need_prompt)
-
-    @staticmethod
-    def _request(fields: GenerationFields) -> GenerationRequest:
-        return GenerationRequest(**fields.model_dump())
+        loras = resolve_loras(request, spec, self.settings, any_local_path=False)
+        return request.resolve(
+            spec,
+            image_size,
+            need_prompt=need_prompt,
+            seed_key=seed_key,
+            loras=loras,
+            last_image_sha256=last_image_sha256,
+        )
 
     # -- submit ------------------------------------------------------------------------------------------
 
     def submit(
-        self, fields: GenerationFields, upload: Path, idempotency_key: str | None = None
+        self,
+        request: GenerationRequest,
+        upload: Path,
+        idempotency_key: str | None = None,
+        last_upload: Path | None = None,
     ) -> tuple[Job, bool]:
-        """Validate, move ``upload`` into a new job folder and commit the row; returns (job, created).
+        """Validate, move ``upload`` into a new job folder and commit the row with the resolved request;
+        returns (job, created). ``last_upload``: the ``last_image`` file part, stored beside the input as
+        ``last_image.<format>`` (consumed like ``upload``).
 
         ``upload`` is consumed: moved on success, deleted on any failure. A repeated ``idempotency_key``
-        returns the first job and ``created=False``.
+        returns the first job and ``created=False`` (a retry resolves to the same request: a missing seed is
+        the key's).
         """
         job_dir: Path | None = None
         try:
             self.check_admission()
             image = self.load_image(upload)
-            if fields.seed is None and idempotency_key is not None:
-                # A retry must store the same request as the first try, so its "random" seed is the key's.
-                seed = int.from_bytes(hashlib.sha256(idempotency_key.encode()).digest()[:4], "big")
-                fields = fields.model_copy(update={"seed": seed})
-            resolved = self.resolve(fields, (image.width, image.height))
-            stored = self._stored_request(fields, resolved)
+            last = None if last_upload is None else self.load_image(last_upload)
+            if last is not None:
+                request = replace(request, last_image=str(last_upload))
+            resolved = self.resolve(
+                request,
+                (image.width, image.height),
+                seed_key=idempotency_key,
+                last_image_sha256=None if last is None else last.sha256,
+            )
             job_id = str(uuid.uuid4())
             job_dir = self.store.job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=False)
             input_filename = f"input.{image.format}"
             os.replace(upload, job_dir / input_filename)
+            if last is not None and last_upload is not None:
+                os.replace(last_upload, job_dir / f"{LAST_IMAGE_STEM}.{last.format}")
             try:
                 job, created = self.store.create(
                     job_id=job_id,
-                    request=stored,
+                    request=resolved.to_dict(),
                     input_filename=input_filename,
                     idempotency_key=idempotency_key,
                     input_sha256=image.sha256,
@@ -185,28 +210,42 @@ class JobService:
                 raise out_of_space() from None
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                upload.unlink()
+            for consumed in (upload, last_upload):
+                if consumed is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        consumed.unlink()
             if job_dir is not None:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
     def submit_batch(
-        self, base: GenerationFields, items: Sequence[dict[str, Any]], upload: Path
+        self,
+        base: GenerationRequest,
+        items: Sequence[dict[str, Any]],
+        upload: Path,
+        last_upload: Path | None = None,
     ) -> tuple[str, list[Job]]:
         """One image, one job per entry of ``items`` (fields on top of ``base``): (batch id, the jobs).
 
         All or nothing: every entry is validated before any folder or row exists, and the rows are committed
-        in one transaction (the queue must hold them all). Each job gets its own copy of the image, its own
-        row and its own video. ``upload`` is consumed, as by ``submit``.
+        in one transaction (the queue must hold them all). Each job gets its own copy of the image (and of
+        ``last_upload``, the last frame), its own row and its own video. The uploads are consumed, as by
+        ``submit``.
         """
         job_dirs: list[Path] = []
         try:
             self.check_admission()
             image = self.load_image(upload)
+            last = None if last_upload is None else self.load_image(last_upload)
+            if last is not None:
+                base = replace(base, last_image=str(last_upload))
             entries = []
-            for index, fields in enumerate(expand_batch(base, items)):
+            for index, request in enumerate(expand_batch(base, items)):
                 try:
-                    resolved = self.resolve(fields, (image.width, image.height))
+                    resolved = self.resolve(
+                        request,
+                        (image.width, image.height),
+                        last_image_sha256=None if last is None else last.sha256,
+                    )
                 except InvalidRequest as exc:
                     raise InvalidRequest(
                         f"items[{index}]: {exc.message}",
@@ -214,14 +253,14 @@ class JobService:
                         field=f"items[{index}].{exc.field}",
                         http_status=exc.http_status,
                     ) from None
-                entries.append(
-                    (str(uuid.uuid4()), self._stored_request(fields, resolved), f"input.{image.format}")
-                )
+                entries.append((str(uuid.uuid4()), resolved.to_dict(), f"input.{image.format}"))
             for job_id, _, input_filename in entries:
                 job_dir = self.store.job_dir(job_id)
                 job_dirs.append(job_dir)
                 job_dir.mkdir(parents=True, exist_ok=False)
                 shutil.copyfile(upload, job_dir / input_filename)
+                if last is not None and last_upload is not None:
+                    shutil.copyfile(last_upload, job_dir / f"{LAST_IMAGE_STEM}.{last.format}")
             batch_id = str(uuid.uuid4())
             try:
                 jobs = self.store.create_batch(batch_id, entries)
@@ -235,39 +274,25 @@ class JobService:
                 raise out_of_space() from None
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                upload.unlink()
+            for consumed in (upload, last_upload):
+                if consumed is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        consumed.unlink()
             for job_dir in job_dirs:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
-    @staticmethod
-    def _stored_request(fields: GenerationFields, resolved: ResolvedRequest) -> dict[str, Any]:
-        """What the row keeps: the fields as given plus the model and seed actually chosen.
-
-        A preset stays a preset (its size follows from the stored input image), so "reuse settings" gets
-        back what the user picked, and the run is still exactly repeatable.
-        """
-        stored = GenerationRequest(**fields.model_dump()).to_dict()
-        stored["model"] = resolved.model
-        stored["seed"] = resolved.seed
-        if stored["height"] is None and stored["resolution"] is None:
-            stored["resolution"] = resolved.resolution
-        return stored
-
     # -- plan --------------------------------------------------------------------------------------------
 
-    def plan(self, fields: GenerationFields, image_size: tuple[int, int] | None) -> PlanOut:
-        """The engine's plan for these fields on this device; ``fits=False`` (not an error) on CannotFit.
+    def plan(self, request: GenerationRequest, image_size: tuple[int, int] | None) -> PlanOut:
+        """The engine's plan for this request on this device; ``fits=False`` (not an error) on CannotFit.
 
         The prompt may be empty: memory does not depend on it."""
-        resolved = self.resolve(fields, image_size, need_prompt=False)
+        resolved = self.resolve(request, image_size, need_prompt=False)
         request_out = ResolvedRequestOut(**resolved.to_dict())
         try:
             with _MODEL_CODE_LOCK:
                 engine = self._get_engine()
-                report = engine.plan(
-                    self._request(fields), image_size=image_size, budget=self.plan_budget(engine)
-                )
+                report = engine.plan(resolved, budget=self.plan_budget(engine))
         except CannotFit as exc:
             return PlanOut(fits=False, message=exc.message, request=request_out)
         data = report.to_dict()
@@ -301,20 +326,49 @@ class JobService:
             return None
         return None if expected is None else round(queue_wait(position, ready, expected.seconds), 1)
 
+    def time_left(self, job: Job) -> float | None:
+        """About how long the running ``job`` still takes, its decode counted (``expected_time.time_left``);
+        None when unknown or when it is not running."""
+        if job.status != JobStatus.RUNNING or not isinstance(job.progress, dict):
+            return None
+        try:
+            expected = self.expected_time(job.request)
+        except (KeyError, TypeError, ValueError):  # a request stored by an older version: no estimate
+            expected = None
+        decoding_for_s = 0.0
+        elapsed = job.progress.get("elapsed_s")
+        if job.started_at is not None and isinstance(elapsed, int | float):
+            # The decode began ``elapsed_s`` into the run (its progress event); the run began at the claim.
+            decode_began = job.started_at.timestamp() + float(elapsed)
+            decoding_for_s = max(0.0, time.time() - decode_began)
+        return time_left(job.progress, expected, decoding_for_s)
+
+    def workers(self) -> list[dict[str, Any]] | None:
+        """The workers' last statuses (``WorkerPool.statuses``; None when this server runs none), each with
+        ``device_name``: the name of the device it measured (the GPU's, or "CPU"), from the state it
+        publishes (jobs/workers/worker_state.py), else the GPU it is pinned to, else None."""
+        statuses = self.status.latest().workers
+        if statuses is None:
+            return None
+        named = []
+        for status in statuses:
+            worker_id = str(status.get("worker_id") or worker_state.DEFAULT_WORKER_ID)
+            state = worker_state.read_state(worker_state.state_path(self.settings.data_dir, worker_id))
+            named.append({**status, "device_name": _device_name(state, status)})
+        return named
+
     def plan_budget(self, engine: Any) -> Any:
         """This process's measurement of the engine's device, plus what the worker will reuse there.
 
         The worker keeps its weights and PyTorch cache on the GPU between jobs; measured from here they look
         taken, yet the worker's next job reuses them (jobs/workers/worker_state.py). CPU budgets are
         unchanged."""
-        from stillmotion.memory.device import DeviceBudget
+        from stillmotion.memory.device import measure_budget
 
         device = getattr(engine, "device", None)
         if device is None:  # an engine without a device (a test double) measures for itself
             return None
-        budget = DeviceBudget.measure(
-            device, vram_budget_gb=self.settings.vram_budget_gb, reserve_vram_gb=self.settings.reserve_vram_gb
-        )
+        budget = measure_budget(device, self.settings)
         state = worker_state.read_state(
             worker_state.state_path(self.settings.data_dir, worker_state.DEFAULT_WORKER_ID)
         )
@@ -376,14 +430,76 @@ class JobService:
         """The job, or JobNotFound (also for ids that are not UUIDs: B27)."""
         return self.store.get(parse_job_id(job_id))
 
+    def list_jobs(
+        self, status: Sequence[JobStatus] | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and how many match ``status`` (all when None); ``limit`` is 1 to
+        ``MAX_LIST_LIMIT`` (InvalidRequest otherwise)."""
+        return self.store.list(status=list(status) if status else None, limit=limit, offset=offset)
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the queued job that runs next, 2 for the one after...; None unless ``job`` is queued."""
+        return self.store.queue_position(job.id) if job.status == JobStatus.QUEUED else None
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Cancel: a queued job at once, a running one at its next step (``cancel_requested``); a cancelled
+        job is a no-op; a finished one is InvalidTransition (409). Returns the job as it is now."""
+        return self.store.request_cancel(self.get(job_id).id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job, its history and its files; a running job is InvalidTransition (409)."""
+        self.store.delete(self.get(job_id).id)
+
+    def batch(self, batch_id: str) -> list[Job]:
+        """The jobs of one batch in submission order; JobNotFound when there is no such batch."""
+        return self.store.batch(parse_job_id(batch_id))  # batch ids are UUIDs, like job ids
+
+    def cancel_batch(self, batch_id: str) -> list[Job]:
+        """Cancel every unfinished job of the batch (as ``request_cancel``); the batch as it is now."""
+        return self.store.cancel_batch(parse_job_id(batch_id))
+
+    def finished_video(self, job: Job) -> Path | None:
+        """The succeeded ``job``'s video, checked as ``video_path`` checks it; None while it has none (not
+        finished, failed, cancelled) or once its file is gone."""
+        if job.status != JobStatus.SUCCEEDED or not job.output_filename:
+            return None
+        path = self._file_in_job_dir(job, job.output_filename)
+        return path if path.is_file() else None
+
+    def input_image(self, job: Job) -> Path | None:
+        """The image ``job`` was submitted with, or None once its file is gone."""
+        path = self._file_in_job_dir(job, job.input_filename)
+        return path if path.is_file() else None
+
+    def last_image(self, job: Job) -> Path | None:
+        """The last frame ``job`` was submitted with (``last_image.<format>``), or None: it has none, or the
+        file is gone."""
+        if job.request.get("last_image") is None:
+            return None
+        found = sorted(self.store.job_dir(job.id).glob(f"{LAST_IMAGE_STEM}.*"))
+        path = self._file_in_job_dir(job, found[0].name) if found else None
+        return path if path is not None and path.is_file() else None
+
+    def _file_in_job_dir(self, job: Job, name: str) -> Path:
+        """``name`` in the job's folder; JobNotFound if it resolves anywhere else. Second line of defence
+        behind UUID ids and the store's filename rule."""
+        job_dir = self.store.job_dir(job.id).resolve()
+        path = (job_dir / name).resolve()
+        if os.path.commonpath([job_dir, path]) != str(job_dir):
+            raise JobNotFound(f"job {job.id} has no such file.")
+        return path
+
     def job_out(self, job: Job, *, with_position: bool = True) -> JobOut:
-        """The public view of a stored job."""
+        """The public view of a stored job. Its queue position and wait are read now, when the database
+        answers: a job just committed is still answered (202) if it stops answering meanwhile."""
         data = job.to_dict()
         status = JobStatus(data["status"])
         base = f"{API_PREFIX}/jobs/{job.id}"
-        position = None
-        if with_position and status == JobStatus.QUEUED:
-            position = self.store.queue_position(job.id)
+        position, wait_s = None, None
+        if with_position:
+            with contextlib.suppress(DatabaseUnavailable):
+                position = self.queue_position(job)
+                wait_s = self.queue_wait_s(job, position)
         error = None
         if data.get("error_code"):
             error = ErrorBody(
@@ -402,8 +518,8 @@ class JobService:
             attempts=int(data.get("attempts") or 0),
             cancel_requested=bool(data.get("cancel_requested")),
             queue_position=position,
-            queue_wait_s=self.queue_wait_s(job, position),
-            progress=_progress(data.get("progress"), terminal=status in TERMINAL_STATUSES),
+            queue_wait_s=wait_s,
+            progress=_progress(data.get("progress"), terminal=status in TERMINAL),
             plan=_jsonable(data.get("plan")),
             error=error,
             result=None
@@ -454,11 +570,7 @@ class JobService:
                 "job_has_no_video",
                 f"job {job.id} {why}; it has no video and never will. Submit it again to retry.",
             )
-        job_dir = self.store.job_dir(job.id).resolve()
-        path = (job_dir / job.output_filename).resolve()
-        # Second line of defence behind UUID ids: the file must sit inside the job's own folder.
-        if os.path.commonpath([job_dir, path]) != str(job_dir):
-            raise JobNotFound(f"job {job.id} has no video.")
+        path = self._file_in_job_dir(job, job.output_filename)
         if not path.is_file():
             raise ServiceRefused(
                 410,
@@ -496,6 +608,17 @@ def _model_files_ready(settings: Settings) -> tuple[bool, str]:
     else:
         then = "the first job downloads it (or fails with model_unavailable if the hub cannot be reached)"
     return False, f"{spec.repo_id} is not in {where}; {then}."
+
+
+def _device_name(state: dict[str, Any] | None, status: dict[str, Any]) -> str | None:
+    """What a person calls the worker's device: "CPU", the GPU's name, or the pinned GPU's index."""
+    budget = (state or {}).get("budget") or {}
+    if budget.get("device_type") == "cpu":
+        return "CPU"
+    if budget.get("name"):
+        return str(budget["name"])
+    gpu = status.get("gpu")
+    return None if gpu is None else f"GPU {gpu}"
 
 
 def parse_job_id(job_id: str) -> str:

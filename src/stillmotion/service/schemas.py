@@ -11,18 +11,19 @@ document and enforced here; the rules of the one model a request names are check
 from __future__ import annotations
 
 import re
+import typing
+from dataclasses import MISSING
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
-from stillmotion.media.interpolation import FACTORS, MAX_OUTPUT_FPS
+from stillmotion.engine.request import DeclaredField, GenerationRequest, ResolvedRequest, request_fields
 from stillmotion.service.field_limits import PROMPT_PATTERN, api_bounds
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
 
 _PLAIN_INT = re.compile(r"-?[0-9]+")
 _PLAIN_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -66,141 +67,140 @@ class ErrorResponse(_Out):
     error: ErrorBody
 
 
-_B = api_bounds()
 _MODEL_RULES = "each model may be narrower (GET /models lists its limits)"
 
 
-class GenerationFields(BaseModel):
-    """The generation fields of ``POST /jobs`` and ``POST /plan`` (multipart form fields, diffusers names).
-
-    Everything but ``prompt`` may be left out and takes the model's default; give either ``resolution`` or
-    both ``height`` and ``width``. A missing ``seed`` is drawn at random and stored with the job. Bounds are
-    the widest over the registered models; the named model's own rules (GET /models: size multiple, frame
-    rule, whether it takes a prompt) are checked by the server too.
-    """
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    prompt: str = Field(
-        default="",
-        max_length=_B.max_prompt_chars,
-        pattern=PROMPT_PATTERN,
-        description=f"What should move, and how (at most {_B.max_prompt_chars} characters; no control "
-        "characters but tab and newline). Required by models that take a prompt; must be left empty for "
-        "models that take none (svd-xt: the image alone).",
+def _api_field(declared: DeclaredField) -> tuple[Any, Any]:
+    """One request field as a form field: its type with the widest bounds over the models, and its help."""
+    info, bounds = declared.info, api_bounds()[declared.name]
+    description = info.help + (f" Bounds: {_MODEL_RULES}." if info.bounds is not None else "")
+    if info.kind in ("int", "float"):
+        constraints = Field(ge=bounds.low, le=bounds.high, multiple_of=bounds.multiple_of)
+        number = (
+            Annotated[int, constraints, PLAIN_INT]
+            if info.kind == "int"
+            else Annotated[float, constraints, PLAIN_FLOAT]
+        )
+        return number | None, Field(default=None, description=description)
+    if info.kind == "choice":
+        literal: Any = Literal
+        return literal[info.choices] | None, Field(default=None, description=description)
+    if info.kind == "flag":
+        return bool | None, Field(default=None, description=description)
+    if info.kind == "loras":  # a form field is text: the list as JSON (batch items may give the list itself)
+        return str | list[Any] | None, Field(
+            default=None,
+            description=description
+            + ' A JSON array, e.g. [{"ref": "my-style.safetensors", "strength": 0.8}].',
+        )
+    pattern = PROMPT_PATTERN if info.kind == "text" else None
+    text = Field(
+        default=declared.default, max_length=bounds.max_chars, pattern=pattern, description=description
     )
-    negative_prompt: str | None = Field(
-        default=None,
-        max_length=_B.max_prompt_chars,
-        pattern=PROMPT_PATTERN,
-        description="What to avoid; default: the model's.",
-    )
-    model: str | None = Field(
-        default=None,
-        max_length=MAX_MODEL_CHARS,
-        description="Registered model name (see GET /models), Hugging Face repo id or local folder; "
-        "default: the server's STILLMOTION_DEFAULT_MODEL.",
-    )
-    resolution: Literal["512p", "480p", "768p", "720p", "1024p"] | None = Field(
-        default=None,
-        description="Preset output area (512p/768p/1024p: that side squared; 480p/720p: a 16:9 frame of that "
-        "height); the input's aspect ratio is kept, snapped to the model's preset multiple.",
-    )
-    height: (
-        Annotated[int, Field(ge=_B.min_side, le=_B.max_side, multiple_of=_B.size_multiple), PLAIN_INT] | None
-    ) = Field(
-        default=None,
-        description=f"Explicit output height in pixels; needs width; {_MODEL_RULES}, and height x width "
-        "has a pixel limit per model.",
-    )
-    width: (
-        Annotated[int, Field(ge=_B.min_side, le=_B.max_side, multiple_of=_B.size_multiple), PLAIN_INT] | None
-    ) = Field(
-        default=None,
-        description=f"Explicit output width in pixels; needs height; {_MODEL_RULES}.",
-    )
-    num_frames: Annotated[int, Field(ge=_B.min_frames, le=_B.max_frames), PLAIN_INT] | None = Field(
-        default=None,
-        description=f"Frames to generate; {_MODEL_RULES}.",
-    )
-    num_inference_steps: (
-        Annotated[int, Field(ge=_B.min_inference_steps, le=_B.max_inference_steps), PLAIN_INT] | None
-    ) = Field(
-        default=None,
-        description=f"Denoising steps; {_MODEL_RULES}.",
-    )
-    guidance_scale: (
-        Annotated[float, Field(ge=_B.min_guidance_scale, le=_B.max_guidance_scale), PLAIN_FLOAT] | None
-    ) = Field(
-        default=None,
-        description=f"Classifier-free guidance scale; {_MODEL_RULES}.",
-    )
-    fps: Annotated[int, Field(ge=_B.min_fps, le=_B.max_fps), PLAIN_INT] | None = Field(
-        default=None,
-        description=f"Frames per second of the output video; {_MODEL_RULES}.",
-    )
-    seed: Annotated[int, Field(ge=_B.min_seed, le=_B.max_seed), PLAIN_INT] | None = Field(
-        default=None,
-        description="Leave out for a random one.",
-    )
-    interpolate: Annotated[int, Field(ge=min(FACTORS), le=max(FACTORS)), PLAIN_INT] | None = Field(
-        default=None,
-        description="Frame interpolation after generation: 2, 3 or 4 times the frames and the fps (N frames "
-        "become N x k, the duration stays). Changes the video; recorded in its recipe.",
-    )
-    interpolate_fps: Annotated[int, Field(ge=2 * _B.min_fps, le=MAX_OUTPUT_FPS), PLAIN_INT] | None = Field(
-        default=None, description="Instead of `interpolate`: the output fps, fps times 2, 3 or 4."
-    )
-    interpolator: Literal["minterpolate", "rife"] | None = Field(
-        default=None,
-        description="minterpolate (ffmpeg, CPU, no download; the default) or rife (learned RIFE 4.6 network, "
-        "weights from the Hugging Face hub).",
-    )
+    return (str if declared.default == "" else str | None), text
 
 
-class JobForm(GenerationFields):
-    """Multipart body of ``POST /jobs``: the image file plus the generation fields (the prompt optional on
-    the wire: a model without a text encoder takes none; the server requires it for the others)."""
+# The generation fields of ``POST /jobs``, ``POST /plan`` and batches (multipart form fields, diffusers'
+# names), built from the one field list (engine/request.py): everything may be left out and takes the model's
+# default; give either ``resolution`` or both ``height`` and ``width``; a missing ``seed`` is drawn and stored
+# with the job. Bounds are the widest over the registered models; the named model's own rules (GET /models:
+# size multiple, frame rule, whether it takes a prompt) are checked by the server too.
+# An image field (``last_image``) is a file part of the form, not a text field: JobForm below.
+_GENERATION_FIELDS: dict[str, Any] = {
+    declared.name: _api_field(declared) for declared in request_fields() if declared.info.kind != "image"
+}
+GenerationFields: type[BaseModel] = create_model(
+    "GenerationFields",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __doc__="The generation fields of a job (multipart form fields with diffusers' names); see the field "
+    "list in engine/request.py.",
+    **_GENERATION_FIELDS,
+)
 
-    image: bytes = Field(
-        json_schema_extra={"format": "binary"},
-        description="PNG, JPEG or WebP still image (size limited by the server; checked by content).",
+_IMAGE = Field(
+    json_schema_extra={"format": "binary"},
+    description="PNG, JPEG or WebP still image (size limited by the server; checked by content).",
+)
+JobForm: type[BaseModel] = create_model(
+    "JobForm",
+    __base__=GenerationFields,
+    __doc__="Multipart body of ``POST /jobs``: the image file plus the generation fields (the prompt "
+    "optional on the wire: a model without a text encoder takes none; the server requires it for the "
+    "others).",
+    image=(bytes, _IMAGE),
+    last_image=(
+        bytes | None,
+        Field(
+            default=None,
+            json_schema_extra={"format": "binary"},
+            description="Optional second file part: the frame the video ends on (PNG, JPEG or WebP), for "
+            "models that take one (wan2.2-i2v-a14b); the same file as `image` makes a loop.",
+        ),
+    ),
+)
+PlanForm: type[BaseModel] = create_model(
+    "PlanForm",
+    __base__=GenerationFields,
+    __doc__="Multipart body of ``POST /plan``: the generation fields and, optionally, the image (with it, "
+    "presets keep its aspect ratio exactly as a job would). The prompt is optional here: the plan does not "
+    "depend on it.",
+    image=(
+        bytes | None,
+        Field(
+            default=None,
+            json_schema_extra={"format": "binary"},
+            description="Optional: with it, presets keep its aspect ratio exactly as a job would.",
+        ),
+    ),
+)
+BatchForm: type[BaseModel] = create_model(
+    "BatchForm",
+    __base__=JobForm,
+    __doc__="Multipart body of ``POST /batches``: one image, the fields all jobs share, and what differs per "
+    "job.",
+    items=(
+        str | None,
+        Field(
+            default=None,
+            description="A JSON array, one object per job with the fields that differ from the shared ones, "
+            'e.g. [{"seed": 1}, {"seed": 2}] or [{"prompt": "waves"}, {"prompt": "rain"}] (1 to 64 entries).',
+        ),
+    ),
+    variations=(
+        int | None,
+        Field(
+            default=None,
+            description="Instead of `items`: this many jobs that differ only in the seed (seed, seed+1, ... "
+            "when `seed` is given, random seeds otherwise).",
+        ),
+    ),
+)
+
+
+def request_of(fields: BaseModel) -> GenerationRequest:
+    """The engine's request from validated form fields (the one translation from the wire)."""
+    return GenerationRequest(**fields.model_dump())
+
+
+if TYPE_CHECKING:  # a class built from the dataclass below; mypy sees only its name
+
+    class ResolvedRequestOut(BaseModel):
+        """engine/request.py's ResolvedRequest on the wire."""
+
+else:  # engine/request.py's ResolvedRequest on the wire
+    ResolvedRequestOut = create_model(
+        "ResolvedRequestOut",
+        __base__=_Out,
+        __doc__="A request with every default filled in: exactly what runs.",
+        **{
+            f.name: (hint, ... if f.default is MISSING else f.default)
+            for f, hint in zip(
+                dataclass_fields(ResolvedRequest),
+                typing.get_type_hints(ResolvedRequest).values(),
+                strict=True,
+            )
+        },
     )
-
-
-class PlanForm(GenerationFields):
-    """Multipart body of ``POST /plan``: the generation fields and, optionally, the image."""
-
-    prompt: str = Field(
-        default="",
-        max_length=_B.max_prompt_chars,
-        pattern=PROMPT_PATTERN,
-        description="Optional here: the memory plan does not depend on it.",
-    )
-
-    image: bytes | None = Field(
-        default=None,
-        json_schema_extra={"format": "binary"},
-        description="Optional: with it, presets keep its aspect ratio exactly as a job would.",
-    )
-
-
-class ResolvedRequestOut(_Out):
-    """A request with every default filled in: exactly what runs."""
-
-    prompt: str
-    negative_prompt: str
-    model: str
-    resolution: str | None
-    height: int
-    width: int
-    num_frames: int
-    num_inference_steps: int
-    guidance_scale: float
-    fps: int
-    seed: int
-    interpolate: int = 1
-    interpolator: str | None = None
 
 
 class ProgressOut(_Out):
@@ -361,21 +361,6 @@ class PlanOut(_Out):
         "the same model; null until one has run.",
     )
     expected_time_basis: str | None = Field(default=None, description="What the expected time rests on.")
-
-
-class BatchForm(JobForm):
-    """Multipart body of ``POST /batches``: one image, the fields all jobs share, and what differs per job."""
-
-    items: str | None = Field(
-        default=None,
-        description="A JSON array, one object per job with the fields that differ from the shared ones, "
-        'e.g. [{"seed": 1}, {"seed": 2}] or [{"prompt": "waves"}, {"prompt": "rain"}] (1 to 64 entries).',
-    )
-    variations: int | None = Field(
-        default=None,
-        description="Instead of `items`: this many jobs that differ only in the seed (seed, seed+1, ... when "
-        "`seed` is given, random seeds otherwise).",
-    )
 
 
 class BatchLinks(_Out):

@@ -5,9 +5,10 @@ video by renaming it into the job folder. A Ray actor on another machine has no 
 ``JobFiles`` (``jobs/workers/ray_pool.py``) fetches the input from the API node and sends the video back
 there, where it is published the same way (``publish_output``).
 
-Each run writes its video under a name of its own (``run_output_path``) and only the job's current lease
-holder renames it to the final name, inside the transaction that records the success
-(``JobStore.finish_succeeded(publish=...)``): a run that lost its lease never touches the published file.
+Each run writes its video and its checkpoints under names of its own (``run_output_path``,
+``run_checkpoint_path``) and only the job's current lease holder renames them to the job's names, inside a
+transaction that checks the lease (``JobStore.finish_succeeded(publish=...)``, ``run_while_held``): a run
+that lost its lease never touches the job's files.
 """
 
 from __future__ import annotations
@@ -20,23 +21,39 @@ from stillmotion.errors import BadOutput
 from stillmotion.jobs.store.job_store import Job, JobStore, file_sha256
 from stillmotion.media.video_output import sidecar_path_for
 
+LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
+
+
+def input_files(job_dir: Path, job: Job) -> list[Path]:
+    """The files a run reads: the input image, and the last frame where the job has one."""
+    return [job_dir / job.input_filename, *sorted(job_dir.glob(f"{LAST_IMAGE_STEM}.*"))]
+
 
 def output_filename(job_id: str) -> str:
     """The video's name: the same in the job folder, the API's download and the UI's download button."""
     return f"stillmotion-{job_id}.mp4"
 
 
+def _run_tag(job: Job) -> str:
+    """What names one run's files: its lease (unique per claim), else its attempt."""
+    return (job.lease_token or f"attempt{job.attempts}")[:12]
+
+
 def run_output_path(job_dir: Path, job: Job) -> Path:
     """Where this run of ``job`` writes its video (and sidecar) before it is published."""
-    tag = (job.lease_token or f"attempt{job.attempts}")[:12]
-    return job_dir / f"stillmotion-{job.id}.run-{tag}.mp4"
+    return job_dir / f"stillmotion-{job.id}.run-{_run_tag(job)}.mp4"
+
+
+def run_checkpoint_path(job_dir: Path, job: Job) -> Path:
+    """Where this run of ``job`` writes its checkpoint before the lease holder makes it the job's."""
+    return job_dir / f"checkpoint.run-{_run_tag(job)}.pt"
 
 
 class JobFiles(Protocol):
     """A worker's access to a job's files."""
 
     def input_path(self, job: Job) -> Path:
-        """A local path of the job's input image."""
+        """A local path of the job's input image (its last frame, if any, beside it: ``input_files``)."""
         ...
 
     def publish(self, job: Job, video: Path, sha256: str, result: dict[str, Any]) -> Job:

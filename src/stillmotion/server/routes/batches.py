@@ -19,7 +19,7 @@ from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form
 from stillmotion.server.routes.jobs import _errors
 from stillmotion.server.upload import ParsedForm
 from stillmotion.service.batch import parse_items, variation_items
-from stillmotion.service.job_service import JobService, parse_job_id
+from stillmotion.service.job_service import JobService
 from stillmotion.service.schemas import BatchForm, BatchOut
 
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -61,8 +61,8 @@ async def submit_batch(request: Request, service: ServiceDep) -> JSONResponse:
 @router.get("/{batch_id}", response_model=BatchOut, summary="One batch", responses=_errors(401, 404, 422))
 async def get_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
     def read() -> BatchOut:
-        canonical = parse_job_id(batch_id)  # batch ids are UUIDs, like job ids
-        return service.batch_out(canonical, service.store.batch(canonical))
+        jobs = service.batch(batch_id)
+        return service.batch_out(jobs[0].batch_id or batch_id, jobs)
 
     return await run_in_threadpool(read)
 
@@ -77,8 +77,8 @@ async def get_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
 )
 async def cancel_batch(batch_id: BatchId, service: ServiceDep) -> BatchOut:
     def cancel() -> BatchOut:
-        canonical = parse_job_id(batch_id)
-        return service.batch_out(canonical, service.store.cancel_batch(canonical))
+        jobs = service.cancel_batch(batch_id)
+        return service.batch_out(jobs[0].batch_id or batch_id, jobs)
 
     return await run_in_threadpool(cancel)
 
