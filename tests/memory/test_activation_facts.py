@@ -20,6 +20,7 @@ import pytest
 from stillmotion.bench.activations import SUITE, Measurement
 from stillmotion.memory.activation_facts import (
     MEASURED_MODELS,
+    SAME_VAE,
     conv_workspace,
     derive_facts,
     gib16,
@@ -27,6 +28,7 @@ from stillmotion.memory.activation_facts import (
     pixel_linearity,
     validate_on_h100,
 )
+from stillmotion.models.random_full import config_dir
 from stillmotion.models.registry import get_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +130,30 @@ def test_the_wan_vae_was_measured_in_float32_as_it_runs() -> None:
         assert decode and {r["dtype"] for r in decode} == {"float32"}
         assert get_spec(model).memory.vae_dtype == "float32"
         assert all(gib16(r) == pytest.approx(r["act_peak_gib"] / 2, abs=1e-5) for r in decode)
+    assert get_spec("wan2.2-i2v-a14b").memory.vae_dtype == "float32"
+
+
+def _config(model: str, network: str) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((config_dir(get_spec(model)) / network / "config.json").read_text())
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def test_a_model_whose_vae_facts_are_anothers_has_the_same_vae() -> None:
+    # Wan 2.2 A14B's decode facts are the rows of Wan 2.1's VAE: the very same network.
+    assert SAME_VAE == {"wan2.2-i2v-a14b": "wan2.1-i2v-14b-480p"}
+    for model, measured in SAME_VAE.items():
+        assert _config(model, "vae") == _config(measured, "vae")
+        assert not [r for r in CPU if r["model"] == model and r["component"] == "vae_decode"]
+
+
+def test_both_experts_of_wan22_a14b_are_the_measured_transformer() -> None:
+    # One expert was measured; the other has the same config, so the same activations. Against Wan 2.1's
+    # block it lacks only the CLIP image cross-attention: 0.1% less at 480x832 x 81.
+    assert _config("wan2.2-i2v-a14b", "transformer") == _config("wan2.2-i2v-a14b", "transformer_2")
+    expert, wan21 = (
+        next(r for r in CPU if r["model"] == m and r["component"] == "denoiser" and r["height"] == 480
+             and r["ff_chunk_mib"] is None)
+        for m in ("wan2.2-i2v-a14b", "wan2.1-i2v-14b-480p")
+    )  # fmt: skip
+    assert expert["units"] == wan21["units"]
+    assert 0.99 * wan21["act_peak_bytes"] <= expert["act_peak_bytes"] <= wan21["act_peak_bytes"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from stillmotion.bench.meta_device import meta_networks
+from stillmotion.bench.meta_device import denoiser_inputs, meta_networks
 from stillmotion.bench.simulate import (
     GIB,
     denoiser_peak_bytes,
@@ -87,3 +87,23 @@ def test_denoiser_activation_estimate_agrees_with_the_simulator(model: str, batc
     simulated = denoiser_peak_bytes(spec, denoiser, shape.height, shape.width, shape.num_frames, batch) / GIB
     estimated = denoiser_activation_gib(spec, shape, batch=batch, ff_chunk_mib=None, dtype=spec.half_dtype)
     assert simulated * 0.80 - 0.03 <= estimated <= simulated * 1.05 + 0.03
+
+
+@pytest.mark.parametrize(
+    ("model", "per_token", "clip"),
+    [
+        ("wan2.1-i2v-14b-480p", False, True),
+        ("wan2.2-ti2v-5b", True, False),
+        ("wan2.2-i2v-a14b", False, False),
+    ],
+)
+def test_wan_denoiser_inputs_are_the_pipelines(model: str, per_token: bool, clip: bool) -> None:
+    # One timestep per token only where the pipeline expands them (Wan 2.2 TI2V's model_index.json), CLIP
+    # image tokens only where the transformer takes them: Wan 2.2 A14B has neither, and per-token timesteps
+    # there made its measured peak 2.9x the real one.
+    spec = get_spec(model)
+    inputs = denoiser_inputs(spec, _networks(spec)["transformer"], 480, 832, 81, 1)
+    hidden = inputs["hidden_states"].shape
+    tokens = hidden[2] * (hidden[3] // 2) * (hidden[4] // 2)
+    assert tuple(inputs["timestep"].shape) == ((1, tokens) if per_token else (1,))
+    assert ("encoder_hidden_states_image" in inputs) is clip

@@ -106,6 +106,7 @@ def _suite() -> list[Measurement]:
     """
     m = Measurement
     i2v, wan21, wan22, svd, ltx = "i2vgen-xl", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "svd-xt", "ltx-video"
+    a14b = "wan2.2-i2v-a14b"
     h100 = "an H100 row (validation)"
     suite = [
         # 1. I2VGen-XL, validation against ../shared/measurements (fp16, as the H100 ran).
@@ -145,19 +146,27 @@ def _suite() -> list[Measurement]:
         m(svd, "vae_decode", 288, 512, 1, 1, "float16", why="one frame, 1/4 of the pixels"),
         m(svd, "vae_decode", 288, 512, 4, 1, "float16", why="4 frames at once, 1/4 of the pixels"),
         m(svd, "vae_decode", 288, 512, 8, 1, "float16", why="8 frames at once, 1/4 of the pixels"),
+        # 6. Wan 2.2 I2V A14B: an expert is Wan 2.1's transformer without the CLIP image cross-attention, at
+        # the same token counts; both experts share one config. Its VAE is Wan 2.1's (the same config),
+        # measured above (memory/activation_facts.py SAME_VAE).
+        *_kernel_checks(a14b, (240, 416, 9), None),
+        m(a14b, "denoiser", 480, 832, 81, 1, why="reference size"),
+        m(a14b, "denoiser", 480, 832, 81, 1, ff_chunk_mib=16, why="chunked floor"),
     ]
     return suite
 
 
 def _kernel_checks(
-    model: str, denoiser: tuple[int, int, int], vae: tuple[int, int, int]
+    model: str, denoiser: tuple[int, int, int], vae: tuple[int, int, int] | None
 ) -> list[Measurement]:
     """One small call of each network with the real kernels and with output-only ones (float32: the real
-    arithmetic is fast enough on a CPU); tests/memory/test_activation_facts.py compares them."""
+    arithmetic is fast enough on a CPU); tests/memory/test_activation_facts.py compares them. ``vae`` None:
+    the model's VAE is another model's, checked there."""
     why = "real vs output-only kernels at one small shape"
+    networks = [("denoiser", denoiser)] + ([] if vae is None else [("vae_decode", vae)])
     return [
         Measurement(model, component, *shape, dtype="float32", kernels=kernels, why=why)
-        for component, shape in (("denoiser", denoiser), ("vae_decode", vae))
+        for component, shape in networks
         for kernels in ("real", "output-only")
     ]
 

@@ -189,7 +189,9 @@ def pixel_linearity(rows: list[Row], model: str) -> list[tuple[Row, Row, float]]
 
 # -- All families ----------------------------------------------------------------------------------------
 
-MEASURED_MODELS = ("wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "ltx-video", "svd-xt")
+MEASURED_MODELS = ("wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "ltx-video", "svd-xt", "wan2.2-i2v-a14b")
+# model -> the model whose VAE rows serve it: the same VAE config (tests/memory/test_activation_facts.py).
+SAME_VAE = {"wan2.2-i2v-a14b": "wan2.1-i2v-14b-480p"}
 # Decoders built of I2VGen-XL's 2-D convolutions (SVD-XT's temporal decoder adds 3x1x1 temporal mixing): the
 # workspace ratio measured on I2VGen-XL's VAE applies. The causal 3-D VAEs of Wan and LTX-Video keep the CPU
 # figure: cuDNN's 3-D convolutions were never measured, and with the ratio Wan 2.2 TI2V-5B could not decode
@@ -202,7 +204,9 @@ def derive_facts(cpu: list[Row], h100: list[Row]) -> dict[str, dict[str, float]]
     workspace = conv_workspace(cpu, h100)
     return {
         model: denoiser_facts(cpu, model)
-        | vae_decode_facts(cpu, model, workspace if model in WORKSPACE_RATIO_MODELS else None)
+        | vae_decode_facts(
+            cpu, SAME_VAE.get(model, model), workspace if model in WORKSPACE_RATIO_MODELS else None
+        )
         for model in MEASURED_MODELS
     }
 
