@@ -159,8 +159,15 @@ class MemoryPlan:
     # APPROXIMATE for temporal decoders (SVD): each decode chunk sees only its own frames (flicker may show).
     decode_chunk_approximate: bool = False
     group_offload_type: GroupOffloadType | None = None  # only for GROUP_OFFLOAD
+    # The VAE's dtype when it is not ``dtype`` (Wan: float32 beside a bfloat16 transformer); None = ``dtype``.
+    vae_dtype: str | None = None
     estimate: MemoryEstimate | None = None
     reason: str = ""  # one line: why this plan
+
+    @property
+    def effective_vae_dtype(self) -> str:
+        """The dtype the VAE runs in under this plan."""
+        return self.vae_dtype or self.dtype
 
     @property
     def approximate(self) -> bool:
@@ -182,6 +189,7 @@ class MemoryPlan:
             "placement": self.placement.value,
             "group_offload_type": None if self.group_offload_type is None else self.group_offload_type.value,
             "dtype": self.dtype,
+            "vae_dtype": self.effective_vae_dtype,
             "release_encoders": self.release_encoders,
             "decode_chunk_size": self.decode_chunk_size,
             "ff_chunk_size": self.ff_chunk_size,
