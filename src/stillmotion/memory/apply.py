@@ -50,6 +50,9 @@ def apply_plan(
     """Cast, chunk, store in fp8 and place ``modules`` as ``plan`` says (the engine does the rest)."""
     dtype = torch_dtype(plan.dtype)
     for module in modules.values():
+        # A quantized model (a GGUF transformer) was loaded computing in the plan's dtype and cannot be cast.
+        if getattr(module, "is_quantized", False):
+            continue
         if _dtype_of(module) != dtype:  # a no-op cast still makes diffusers warn about fp32 modules
             module.to(dtype=dtype)
     denoisers = roles.denoisers(modules)  # the denoiser, and a two-expert model's second expert
