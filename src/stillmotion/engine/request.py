@@ -18,6 +18,7 @@ the job and the worker runs it as stored; the CLI resolves at its start.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 import typing
@@ -62,6 +63,9 @@ class RequestField:
     max_chars: Callable[[Limits], int] | None = None  # text: the longest value
     choices: tuple[str, ...] = ()  # kind "choice": the allowed values
     affects_plan: bool = True  # False: changes neither the memory plan nor the time (the UI re-plans less)
+    # Left out, the field takes this other field's value (guidance_scale_2: guidance_scale); only models that
+    # take the field at all ask for it (the web UI hides it for the others).
+    same_as: str | None = None
     cli_parse: Callable[[str], Any] | None = None  # the CLI's reading of a value, when not the type's own
     cli_metavar: str | None = None
 
@@ -179,6 +183,7 @@ class GenerationRequest:
             "guidance_scale.",
             "float",
             bounds=lambda lim: (lim.min_guidance_scale, lim.max_guidance_scale),
+            same_as="guidance_scale",
         )
     )
     fps: int | None = declared(
@@ -513,7 +518,9 @@ class ResolvedRequest:
             object.__setattr__(self, "transformer_gguf", gguf_from_dict(self.transformer_gguf))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON shape a job row stores (tuples as lists), so a stored request equals a new one's."""
+        shaped: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return shaped
 
     @property
     def lora_bytes(self) -> int:

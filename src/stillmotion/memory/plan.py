@@ -77,6 +77,12 @@ def plan_dtype(spec: ModelSpec, device_type: str) -> str:
     return spec.half_dtype if device_type in HALF_PRECISION_DEVICES else "float32"
 
 
+def plan_vae_dtype(spec: ModelSpec, dtype: str) -> str | None:
+    """The VAE's own dtype beside a 16-bit plan (Wan's float32 VAE), or None: the plan's dtype."""
+    vae_dtype = spec.memory.vae_dtype
+    return vae_dtype if vae_dtype is not None and vae_dtype != dtype else None
+
+
 @dataclass(frozen=True)
 class Rung:
     """One named step of the ladder: the knobs it sets (the decode chunk is chosen per request)."""
@@ -240,6 +246,7 @@ def build_plan(
         vae_tiling=rung.vae_tiling,
         group_offload_type=rung.group_offload_type,
         weight_format=None if request.quantized_denoiser is None else request.quantized_denoiser.label,
+        vae_dtype=plan_vae_dtype(spec, dtype),
     )
     expandable = expandable_memory(budget)
     chunking = spec.memory.decode_chunking

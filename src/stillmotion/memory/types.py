@@ -167,8 +167,15 @@ class MemoryPlan:
     # APPROXIMATE, chosen by the request (its transformer_gguf), not by the planner: the denoiser's weights
     # come from a quantized file of this format ("GGUF Q8_0"); the request's approximations label it.
     weight_format: str | None = None
+    # The VAE's dtype when it is not ``dtype`` (Wan: float32 beside a bfloat16 transformer); None = ``dtype``.
+    vae_dtype: str | None = None
     estimate: MemoryEstimate | None = None
     reason: str = ""  # one line: why this plan
+
+    @property
+    def effective_vae_dtype(self) -> str:
+        """The dtype the VAE runs in under this plan."""
+        return self.vae_dtype or self.dtype
 
     @property
     def approximate(self) -> bool:
@@ -190,6 +197,7 @@ class MemoryPlan:
             "placement": self.placement.value,
             "group_offload_type": None if self.group_offload_type is None else self.group_offload_type.value,
             "dtype": self.dtype,
+            "vae_dtype": self.effective_vae_dtype,
             "release_encoders": self.release_encoders,
             "decode_chunk_size": self.decode_chunk_size,
             "ff_chunk_size": self.ff_chunk_size,

@@ -41,6 +41,7 @@ from stillmotion.jobs.store.job_store import JobStore, QueueFull
 from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
+from stillmotion.jobs.workers.job_files import LAST_IMAGE_STEM
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.models.registry import get_spec
 from stillmotion.service.batch import expand_batch
@@ -62,7 +63,6 @@ from stillmotion.service.schemas import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
