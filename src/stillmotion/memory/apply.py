@@ -51,6 +51,9 @@ def apply_plan(
     """Cast, chunk, store in fp8 and place ``modules`` as ``plan`` says (the engine does the rest)."""
     dtype = torch_dtype(plan.dtype)
     for name, module in modules.items():
+        # A quantized model (a GGUF transformer) was loaded computing in the plan's dtype and cannot be cast.
+        if getattr(module, "is_quantized", False):
+            continue
         # The VAE may keep its own dtype (Wan's float32 VAE beside a bfloat16 transformer).
         wanted = torch_dtype(plan.effective_vae_dtype) if name == "vae" else dtype
         if _dtype_of(module) != wanted:  # a no-op cast still makes diffusers warn about fp32 modules

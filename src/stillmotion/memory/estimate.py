@@ -28,11 +28,10 @@ from stillmotion.memory.types import (
     Placement,
     RequestShape,
 )
+from stillmotion.memory.weight_formats import BYTES_PER_PARAM, QuantizedWeights, weight_bytes
 from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import ModelSpec
 
-BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
-FP8_BYTES_PER_PARAM = 1
 MIB = 1024**2
 # The step count the expected total time is given for (the model's default and the issue's targets).
 REFERENCE_STEPS = 50
@@ -113,15 +112,22 @@ def vae_decode_gib(spec: ModelSpec, request: RequestShape, chunk: int, *, tiling
     return act * act_scale(dtype) + frames
 
 
-def _weights_gib(spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False) -> float:
-    per_param = FP8_BYTES_PER_PARAM if fp8 and role in DENOISERS else BYTES_PER_PARAM[dtype]
-    return spec.params.bytes(role, per_param) / GIB
+def _weights_gib(
+    spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False, quantized: QuantizedWeights | None = None
+) -> float:
+    """Weights of ``role``: a quantized file's own bytes (the denoiser only), else per parameter."""
+    params = spec.params.bytes(role, 1)
+    denoiser = role in DENOISERS
+    quantized = quantized if role == "denoiser" else None
+    return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=quantized) / GIB
 
 
-def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, role: str) -> float:
+def _placed_weights_gib(
+    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None = None
+) -> float:
     """Weights of ``role`` on the device while it runs, under the plan's placement."""
     dtype = plan.effective_vae_dtype if role == "vae" else plan.dtype
-    full = _weights_gib(spec, role, dtype, fp8=plan.fp8_weights)
+    full = _weights_gib(spec, role, dtype, fp8=plan.fp8_weights, quantized=quantized)
     facts = spec.memory
     leaf = facts.group_leaf_resident_gib
     if role in ENCODERS and facts.encoder_leaf_resident_gib:
@@ -162,7 +168,8 @@ def estimate_memory(
     """Predicted peak allocated and reserved GiB per phase, and the expected speed, of ``plan``."""
     facts = spec.memory
     dtype, vae_dtype = plan.dtype, plan.effective_vae_dtype
-    w = {name: _placed_weights_gib(spec, plan, name) for name in ROLES}
+    quantized = request.quantized_denoiser
+    w = {name: _placed_weights_gib(spec, plan, name, quantized) for name in ROLES}
     pixels = request.height * request.width
 
     # 1. encode: two prompts through the text encoder, the image through the image encoder and the VAE.
@@ -222,7 +229,9 @@ def estimate_memory(
         expert_switch_s=switch,
         switch_after_step=split[0] if split is not None and all(split) else None,
         lora_gib=lora + lora_act,
-        experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype)) if two else "",
+        experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype, quantized=quantized))
+        if two
+        else "",
     )
 
 

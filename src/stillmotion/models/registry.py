@@ -166,6 +166,11 @@ class ModelSpec:
         return self.family == "wan"
 
     @property
+    def accepts_gguf(self) -> bool:
+        """A GGUF transformer file may replace the transformer (models/gguf.py): one-denoiser Wan models."""
+        return self.family == "wan" and self.experts is None
+
+    @property
     def source(self) -> str:
         """Where the weights come from, for logs and metadata."""
         if self.tiny:

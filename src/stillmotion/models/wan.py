@@ -302,6 +302,16 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     text_token_limit = MAX_SEQUENCE_LENGTH
 
     def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> WanComponents:
+        return self._load_folder(folder, dtype, variant, None)
+
+    def load_folder_with_denoiser(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    ) -> WanComponents:
+        return self._load_folder(folder, dtype, variant, denoiser)
+
+    def _load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, transformer: torch.nn.Module | None
+    ) -> WanComponents:
         import diffusers
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
@@ -315,7 +325,11 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         scheduler_class = getattr(diffusers, scheduler_config["_class_name"])
         return WanComponents(
-            transformer=WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common),
+            transformer=(
+                transformer
+                if transformer is not None
+                else WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common)
+            ),
             vae=AutoencoderKLWan.from_pretrained(
                 src, subfolder="vae", **(common | {"torch_dtype": VAE_DTYPE})
             ),
