@@ -141,3 +141,16 @@ def test_the_api_queues_a_two_expert_job_with_its_last_frame(client: TestClient,
     assert job["request"]["experts"]["high_noise"] == "transformer"
     folder = settings.data_dir / "jobs" / job["id"]
     assert (folder / "last_image.png").read_bytes() == files["last_image"][1]
+
+
+def test_the_low_noise_guidance_shows_for_two_experts_only_and_a_stray_value_is_never_sent() -> None:
+    form = built("tiny-i2vgen-xl")
+    box = form.component("guidance_scale_2")
+    assert box.visible is False
+    screen = Screen(form)
+    screen.set("guidance_scale_2", 0)  # what the browser holds for a box it hides
+    assert form.request(screen.inputs()).guidance_scale_2 is None
+    screen.switch_to(A14B)
+    assert screen.get("guidance_scale_2") == get_spec(A14B).defaults.guidance_scale  # "same as Guidance"
+    screen.set("guidance_scale_2", 2.0)
+    assert form.request(screen.inputs()).guidance_scale_2 == 2.0

@@ -71,6 +71,15 @@ FAMILY_TEXT_TOKENS = {"wan": 512, "ltx": 128}  # padded prompt lengths (the pipe
 CLIP_TOKENS = 257  # ViT-H/14 on 224 x 224: 16 x 16 patches + the class token
 
 
+def _wan_expands_timesteps(spec: ModelSpec) -> bool:
+    """The pipeline's ``expand_timesteps`` (model_index.json): one timestep per token (Wan 2.2 TI2V), not
+    per row. Not the transformer's ``image_dim``: Wan 2.2 A14B has no CLIP image input and one per row."""
+    from stillmotion.models.random_full import config_dir
+
+    index = json.loads((config_dir(spec) / "model_index.json").read_text())
+    return bool(index.get("expand_timesteps", False))
+
+
 def meta_networks(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.nn.Module]:
     """Every network of ``spec`` with parameters and buffers on ``meta`` (no memory, no weights)."""
     from stillmotion.models.random_full import empty_modules
@@ -106,7 +115,7 @@ def denoiser_inputs(
         }
     if spec.family == "wan":
         patch = config.patch_size
-        expand = config.image_dim is None  # Wan 2.2 TI2V: one timestep per token
+        expand = _wan_expands_timesteps(spec)  # Wan 2.2 TI2V: one timestep per token
         tokens = frames * (h // patch[1]) * (w // patch[2])
         inputs = {
             "hidden_states": meta_tensor(dtype, batch, config.in_channels, frames, h, w),
@@ -115,7 +124,7 @@ def denoiser_inputs(
             else meta_tensor(torch.float32, batch),
             "encoder_hidden_states": meta_tensor(dtype, batch, FAMILY_TEXT_TOKENS["wan"], config.text_dim),
         }
-        if not expand:
+        if config.image_dim is not None:  # Wan 2.1 I2V's CLIP image tokens (Wan 2.2 has none)
             inputs["encoder_hidden_states_image"] = meta_tensor(dtype, batch, CLIP_TOKENS, config.image_dim)
         return inputs
     if spec.family == "ltx":

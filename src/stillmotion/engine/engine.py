@@ -205,7 +205,7 @@ class Engine:
             if self._loaded is not None and self._family is not None:
                 if needs_reload(self._loaded[2].modules(), plan, self._family.roles):
                     self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
-            components = self._components(run.spec, family, torch_dtype(plan.dtype))
+            components = self._components(run.spec, family, torch_dtype(plan.dtype), run.request)
             self._apply_loras(run, components, plan)
             if self._placed != plan:  # once per plan: offload hooks bring released models back themselves
                 self._reset(components)
@@ -395,16 +395,25 @@ class Engine:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def _components(self, spec: ModelSpec, family: ModelFamily[Any, Any], dtype: torch.dtype) -> Components:
-        if self._loaded is not None and self._loaded[:2] == (spec.name, dtype):
+    def _components(
+        self, spec: ModelSpec, family: ModelFamily[Any, Any], dtype: torch.dtype, request: ResolvedRequest
+    ) -> Components:
+        gguf = request.transformer_gguf
+        # A GGUF transformer is part of what is loaded: another file (or none) loads the model again.
+        key = spec.name if gguf is None else f"{spec.name}+gguf:{gguf.sha256}"
+        if self._loaded is not None and self._loaded[:2] == (key, dtype):
             return self._loaded[2]
         if self._loaded is not None:  # one model at a time: free before loading another (any family)
             self.unload()
         self._loras = LoraState()  # fresh weights carry no LoRA
         components = load_components(
-            spec, dtype, cache_dir=self.settings.models_dir, offline=self.settings.offline
+            spec,
+            dtype,
+            cache_dir=self.settings.models_dir,
+            offline=self.settings.offline,
+            transformer_gguf=gguf,
         )
-        self._loaded = (spec.name, dtype, components)
+        self._loaded = (key, dtype, components)
         self._family = family
         return components
 
@@ -413,22 +422,27 @@ class Engine:
         options = choose_speed(plan, self.device.type, allow_compile=self.settings.compile_unet)
         if self._speed is not None and self._speed[:2] == (plan, options):
             return  # keep the compiled code
-        denoiser = family.roles.denoiser
-        undo_speed(components.modules(), denoiser=denoiser)
-        applied = apply_speed(
-            components.modules(),
-            options,
-            self.device,
-            self.settings.data_dir / "compile-cache",
-            blocks=family.compile_blocks,
-            denoiser=denoiser,
-        )
-        self._speed = (plan, options, applied)
+        modules = components.modules()
+        applied: dict[str, Any] = {}
+        # Every denoiser the model has: a two-expert model's low-noise expert runs half the steps too.
+        for denoiser in family.roles.denoisers(modules):
+            undo_speed(modules, denoiser=denoiser)
+            applied[denoiser] = apply_speed(
+                modules,
+                options,
+                self.device,
+                self.settings.data_dir / "compile-cache",
+                blocks=family.compile_blocks,
+                denoiser=denoiser,
+            )
+        self._speed = (plan, options, applied[family.roles.denoiser])
 
     def _reset(self, components: Components) -> None:
         """Undo speed-ups and placement so another plan can be applied; memory back to the weights alone."""
         if self._family is not None:
-            undo_speed(components.modules(), denoiser=self._family.roles.denoiser)
+            modules = components.modules()
+            for denoiser in self._family.roles.denoisers(modules):
+                undo_speed(modules, denoiser=denoiser)
         self._speed = None
         reset_placement(components.modules())
         self._placed = None

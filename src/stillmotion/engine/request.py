@@ -18,6 +18,7 @@ the job and the worker runs it as stored; the CLI resolves at its start.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 import typing
@@ -29,6 +30,7 @@ from typing import Any, Literal
 from stillmotion.errors import InvalidRequest
 from stillmotion.media.interpolation import FACTORS, MAX_OUTPUT_FPS, Interpolator, resolve_interpolation
 from stillmotion.models.experts import high_noise_steps
+from stillmotion.models.gguf import GgufWeights, gguf_from_dict
 from stillmotion.models.lora_refs import LoraChoice, ResolvedLora, parse_lora_text, parse_loras
 from stillmotion.models.lora_refs import resolved_from_dict as lora_from_dict
 from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
@@ -36,6 +38,7 @@ from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
 MIN_INFERENCE_STEPS = 1
 MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
+FIELD = "transformer_gguf"
 
 # How a field is asked for: free text, a model reference, one of a few choices, a number, an on/off flag, a
 # list of LoRAs (the API: a JSON text field; the CLI: a repeatable --lora REF[:STRENGTH[:EXPERT]]), or a
@@ -60,6 +63,9 @@ class RequestField:
     max_chars: Callable[[Limits], int] | None = None  # text: the longest value
     choices: tuple[str, ...] = ()  # kind "choice": the allowed values
     affects_plan: bool = True  # False: changes neither the memory plan nor the time (the UI re-plans less)
+    # Left out, the field takes this other field's value (guidance_scale_2: guidance_scale); only models that
+    # take the field at all ask for it (the web UI hides it for the others).
+    same_as: str | None = None
     cli_parse: Callable[[str], Any] | None = None  # the CLI's reading of a value, when not the type's own
     cli_metavar: str | None = None
 
@@ -177,6 +183,7 @@ class GenerationRequest:
             "guidance_scale.",
             "float",
             bounds=lambda lim: (lim.min_guidance_scale, lim.max_guidance_scale),
+            same_as="guidance_scale",
         )
     )
     fps: int | None = declared(
@@ -215,6 +222,18 @@ class GenerationRequest:
             "loras",
             cli_parse=parse_lora_text,
             cli_metavar="REF[:STRENGTH[:EXPERT]]",
+        )
+    )
+    transformer_gguf: str | None = declared(
+        RequestField(
+            "Transformer (GGUF)",
+            "A quantized transformer to run instead of the model's 16-bit one (APPROXIMATE; recorded in the "
+            "recipe): a .gguf file under the model folders or a Hugging Face file "
+            "owner/repo/path/file.gguf[@revision], made from this model (Q8_0 is closest to 16-bit; Q4 "
+            "types use a quarter of its memory). The other parts come from the model. Wan 2.1 I2V and Wan "
+            "2.2 TI2V models.",
+            "text",
+            max_chars=lambda _: MAX_MODEL_CHARS,
         )
     )
     last_image: str | None = declared(
@@ -288,6 +307,7 @@ class GenerationRequest:
         seed_key: str | None = None,
         loras: tuple[ResolvedLora, ...] = (),
         last_image_sha256: str | None = None,
+        transformer_gguf: GgufWeights | None = None,
     ) -> ResolvedRequest:
         """Validate against ``spec`` and fill every default; ``image_size`` is the input's (width, height).
 
@@ -295,7 +315,9 @@ class GenerationRequest:
         ``seed_key``: where no seed is given, derive it from this key (an idempotency key, so a retried
         submission stores the same request) instead of drawing a random one. ``loras``: this request's LoRAs
         and the fast choice's, found and checked by the caller (engine/resolve.py ``resolve_loras``), in that
-        order; ``last_image_sha256``: the content hash of the ``last_image`` the caller loaded.
+        order; ``last_image_sha256``: the content hash of the ``last_image`` the caller loaded;
+        ``transformer_gguf``: the file ``self.transformer_gguf`` names, found and read by the caller
+        (engine/resolve.py ``resolve_transformer_gguf``).
         """
         prompt, negative = self._resolve_prompts(spec, need_prompt)
         height, width, resolution = self._resolve_size(spec, image_size)
@@ -309,6 +331,7 @@ class GenerationRequest:
         guidance = _check_number("guidance_scale", self.guidance_scale, defaults.guidance_scale, spec)
         guidance_2 = self._resolve_guidance_2(spec, fast is not None)
         self._check_loras(spec, loras)
+        self._check_gguf(spec, transformer_gguf, bool(loras))
         if self.last_image is not None and not spec.accepts_last_image:
             raise InvalidRequest(
                 f"last_image cannot be used with {spec.name}: it was not trained to end on a given frame; "
@@ -340,6 +363,7 @@ class GenerationRequest:
             loras=loras,
             last_image=last_image_sha256 if self.last_image is not None else None,
             experts=_expert_note(spec, int(steps), fast.flow_shift if fast else None),
+            transformer_gguf=transformer_gguf,
         )
 
     def _resolve_fast(self, spec: ModelSpec) -> Any:
@@ -379,6 +403,31 @@ class GenerationRequest:
                     "(or 'both').",
                     field=f"loras[{index}].expert",
                 )
+
+    def _check_gguf(self, spec: ModelSpec, weights: GgufWeights | None, has_loras: bool) -> None:
+        """A GGUF transformer: for a one-denoiser Wan model, without LoRAs (they cannot merge into quantized
+        weights), and the file the caller resolved from this very field."""
+        if self.transformer_gguf is None or not self.transformer_gguf.strip():
+            if weights is not None:
+                raise InvalidRequest("transformer_gguf: a file was resolved for no reference.", field=FIELD)
+            return
+        if not spec.accepts_gguf:
+            raise InvalidRequest(
+                f"transformer_gguf cannot be used with {spec.name}: GGUF transformers are supported for the "
+                "Wan 2.1 I2V and Wan 2.2 TI2V models (one transformer).",
+                field=FIELD,
+            )
+        if has_loras:
+            raise InvalidRequest(
+                "transformer_gguf cannot be combined with loras or fast (their LoRAs cannot be merged into "
+                "quantized weights); leave one out.",
+                field=FIELD,
+            )
+        if weights is None:
+            raise InvalidRequest(
+                f"transformer_gguf={self.transformer_gguf!r} was not resolved (engine/resolve.py).",
+                field=FIELD,
+            )
 
     def _resolve_prompts(self, spec: ModelSpec, need_prompt: bool) -> tuple[str, str]:
         """(prompt, negative prompt); a model without a text encoder refuses either rather than ignore it."""
@@ -458,19 +507,30 @@ class ResolvedRequest:
     last_image: str | None = None  # the sha256 of the image the video ends on (stored with the job)
     # Two experts: which runs which steps and where the switch falls (for the recipe and the plan).
     experts: dict[str, Any] | None = None
+    # APPROXIMATE: the transformer's weights from this GGUF file (reference, sha256, format, loaded bytes).
+    transformer_gguf: GgufWeights | None = None
 
     def __post_init__(self) -> None:
-        # Read back from JSON (a stored job): the LoRAs as records again.
+        # Read back from JSON (a stored job): the LoRAs and the GGUF file as records again.
         loras = tuple(lora if isinstance(lora, ResolvedLora) else lora_from_dict(lora) for lora in self.loras)
         object.__setattr__(self, "loras", loras)
+        if isinstance(self.transformer_gguf, dict):
+            object.__setattr__(self, "transformer_gguf", gguf_from_dict(self.transformer_gguf))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON shape a job row stores (tuples as lists), so a stored request equals a new one's."""
+        shaped: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return shaped
 
     @property
     def lora_bytes(self) -> int:
         """The LoRA files together (the planner counts their weights)."""
         return sum(lora.size_bytes for lora in self.loras)
+
+    @property
+    def quantized_denoiser(self) -> GgufWeights | None:
+        """The transformer's quantized file, whose own weight bytes the planner counts."""
+        return self.transformer_gguf
 
     def notes(self) -> list[str]:
         """What a user should know before it runs, one line each: the experts, the fast choice, the LoRAs."""
@@ -496,12 +556,25 @@ class ResolvedRequest:
                 f"lora: {lora.reference}{where} strength {lora.strength:g}, expert {lora.expert} "
                 f"(sha256 {lora.sha256[:12]})"
             )
+        gguf = self.transformer_gguf
+        if gguf is not None:
+            where = f"@{gguf.revision[:12]}" if gguf.revision else ""
+            lines.append(
+                f"transformer: {gguf.label}, APPROXIMATE, from {gguf.reference}{where} "
+                f"({gguf.weight_bytes('bfloat16') / 2**30:.2f} GiB in 16-bit runs; sha256 {gguf.sha256[:12]})"
+            )
         return lines
 
     @property
     def approximations(self) -> list[str]:
         """What makes this request's video not the base model's (labelled in the recipe)."""
-        return ["fast: step-distilled LoRA, not the base model's output"] if self.fast else []
+        labels = ["fast: step-distilled LoRA, not the base model's output"] if self.fast else []
+        if self.transformer_gguf is not None:
+            labels.append(
+                f"transformer_gguf: {self.transformer_gguf.label} weights from a GGUF file, not the model's "
+                "16-bit ones"
+            )
+        return labels
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResolvedRequest:

@@ -16,6 +16,7 @@ from pathlib import Path
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
 from stillmotion.errors import InvalidRequest
+from stillmotion.models.gguf import GgufWeights
 from stillmotion.models.lora_refs import LoraChoice, ResolvedLora, resolve_lora
 from stillmotion.models.registry import ModelSpec
 from stillmotion.models.repo_spec import find_spec
@@ -71,6 +72,32 @@ def resolve_loras(
     return resolved
 
 
+def resolve_transformer_gguf(
+    request: GenerationRequest, spec: ModelSpec, settings: Settings, *, any_local_path: bool = False
+) -> GgufWeights | None:
+    """The request's GGUF transformer file, found, read and checked against the model's transformer (names
+    and sizes), so a job is never queued with a file that cannot load; None when it names none. A model
+    that takes none is refused by ``GenerationRequest.resolve``, before any file is read."""
+    ref = (request.transformer_gguf or "").strip()
+    if not ref or not spec.accepts_gguf:
+        return None
+    from stillmotion.models.adapters import family_of
+    from stillmotion.models.gguf import check_fit, gguf_folders, resolve_gguf
+    from stillmotion.models.lora import meta_components
+
+    family = family_of(spec)
+    weights = resolve_gguf(
+        ref,
+        family,
+        folders=gguf_folders(settings.data_dir, settings.models_dir),
+        any_local_path=any_local_path,
+        cache_dir=settings.models_dir,
+        offline=settings.offline,
+    )
+    check_fit(weights, family, meta_components(family, spec).transformer, spec.name)
+    return weights
+
+
 def resolve(
     request: GenerationRequest,
     settings: Settings,
@@ -86,6 +113,12 @@ def resolve(
     (the CLI's own); ``last_image_sha256``: the content hash of the ``last_image`` the caller loaded."""
     spec = model_spec(request.model or settings.default_model, settings)
     loras = resolve_loras(request, spec, settings, any_local_path=any_local_path)
+    gguf = resolve_transformer_gguf(request, spec, settings, any_local_path=any_local_path)
     return request.resolve(
-        spec, image_size, need_prompt=need_prompt, loras=loras, last_image_sha256=last_image_sha256
+        spec,
+        image_size,
+        need_prompt=need_prompt,
+        loras=loras,
+        last_image_sha256=last_image_sha256,
+        transformer_gguf=gguf,
     )

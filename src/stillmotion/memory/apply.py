@@ -2,8 +2,9 @@
 
 ``modules`` maps a model's network names ("unet" or "transformer", "vae", "text_encoder", "image_encoder")
 to modules whose weights are on the CPU; ``roles`` (from the model's family) says which one denoises, which
-ones encode and the order they run in. ``apply_plan`` casts them to the plan's dtype, stores the denoiser in
-float8 if the plan says so, hooks the feed-forward chunking, then places the weights:
+ones encode and the order they run in. ``apply_plan`` casts them to the plan's dtype (the VAE to the plan's
+``vae_dtype`` where it has one), stores the denoiser in float8 if the plan says so, hooks the feed-forward
+chunking, then places the weights:
 
 - RESIDENT: ``module.to(device)``; with ``release_encoders`` the encoders instead get accelerate
   ``cpu_offload_with_hook`` hooks, so they visit the device only while they run.
@@ -49,9 +50,14 @@ def apply_plan(
 ) -> None:
     """Cast, chunk, store in fp8 and place ``modules`` as ``plan`` says (the engine does the rest)."""
     dtype = torch_dtype(plan.dtype)
-    for module in modules.values():
-        if _dtype_of(module) != dtype:  # a no-op cast still makes diffusers warn about fp32 modules
-            module.to(dtype=dtype)
+    for name, module in modules.items():
+        # A quantized model (a GGUF transformer) was loaded computing in the plan's dtype and cannot be cast.
+        if getattr(module, "is_quantized", False):
+            continue
+        # The VAE may keep its own dtype (Wan's float32 VAE beside a bfloat16 transformer).
+        wanted = torch_dtype(plan.effective_vae_dtype) if name == "vae" else dtype
+        if _dtype_of(module) != wanted:  # a no-op cast still makes diffusers warn about fp32 modules
+            module.to(dtype=wanted)
     denoisers = roles.denoisers(modules)  # the denoiser, and a two-expert model's second expert
     for name in denoisers:
         denoiser: Any = modules[name]  # a diffusers ModelMixin

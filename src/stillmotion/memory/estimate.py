@@ -28,11 +28,10 @@ from stillmotion.memory.types import (
     Placement,
     RequestShape,
 )
+from stillmotion.memory.weight_formats import BYTES_PER_PARAM, QuantizedWeights, weight_bytes
 from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import ModelSpec
 
-BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
-FP8_BYTES_PER_PARAM = 1
 MIB = 1024**2
 # The step count the expected total time is given for (the model's default and the issue's targets).
 REFERENCE_STEPS = 50
@@ -108,19 +107,27 @@ def vae_decode_gib(spec: ModelSpec, request: RequestShape, chunk: int, *, tiling
     single = facts.vae_decode_single_gib_per_pixel * pixels
     per_frames = facts.vae_decode_gib_per_pixel_frame * pixels * chunk
     act = max(single, facts.vae_decode_fixed_gib_per_pixel * pixels + per_frames)
-    # The decoded frames are gathered on the device (3 channels, 16-bit).
-    frames = request.num_frames * 3 * request.height * request.width * 2 / GIB
+    # The decoded frames are gathered on the device (3 channels, in the VAE's dtype).
+    frames = request.num_frames * 3 * request.height * request.width * BYTES_PER_PARAM[dtype] / GIB
     return act * act_scale(dtype) + frames
 
 
-def _weights_gib(spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False) -> float:
-    per_param = FP8_BYTES_PER_PARAM if fp8 and role in DENOISERS else BYTES_PER_PARAM[dtype]
-    return spec.params.bytes(role, per_param) / GIB
+def _weights_gib(
+    spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False, quantized: QuantizedWeights | None = None
+) -> float:
+    """Weights of ``role``: a quantized file's own bytes (the denoiser only), else per parameter."""
+    params = spec.params.bytes(role, 1)
+    denoiser = role in DENOISERS
+    quantized = quantized if role == "denoiser" else None
+    return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=quantized) / GIB
 
 
-def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, role: str) -> float:
+def _placed_weights_gib(
+    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None = None
+) -> float:
     """Weights of ``role`` on the device while it runs, under the plan's placement."""
-    full = _weights_gib(spec, role, plan.dtype, fp8=plan.fp8_weights)
+    dtype = plan.effective_vae_dtype if role == "vae" else plan.dtype
+    full = _weights_gib(spec, role, dtype, fp8=plan.fp8_weights, quantized=quantized)
     facts = spec.memory
     leaf = facts.group_leaf_resident_gib
     if role in ENCODERS and facts.encoder_leaf_resident_gib:
@@ -160,13 +167,14 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Predicted peak allocated and reserved GiB per phase, and the expected speed, of ``plan``."""
     facts = spec.memory
-    dtype = plan.dtype
-    w = {name: _placed_weights_gib(spec, plan, name) for name in ROLES}
+    dtype, vae_dtype = plan.dtype, plan.effective_vae_dtype
+    quantized = request.quantized_denoiser
+    w = {name: _placed_weights_gib(spec, plan, name, quantized) for name in ROLES}
     pixels = request.height * request.width
 
     # 1. encode: two prompts through the text encoder, the image through the image encoder and the VAE.
     vae_encode = facts.vae_encode_gib_per_pixel + facts.vae_encode_gib_per_pixel_frame * request.num_frames
-    encode_act = (facts.encoder_act_gib + vae_encode * pixels) * act_scale(dtype)
+    encode_act = facts.encoder_act_gib * act_scale(dtype) + vae_encode * pixels * act_scale(vae_dtype)
     encoders = max(w["text_encoder"], w["image_encoder"])
     if plan.placement is Placement.RESIDENT and not plan.release_encoders:
         encode_weights = sum(w.values())
@@ -200,7 +208,8 @@ def estimate_memory(
     denoise = phase_estimate(spec, denoise_weights, act, 0.0, expandable=expandable_segments)
 
     # 3. decode: the VAE on ``decode_chunk_size`` frames at once (or the whole video).
-    decode_act = vae_decode_gib(spec, request, plan.decode_chunk_size, tiling=plan.vae_tiling, dtype=dtype)
+    chunk = plan.decode_chunk_size
+    decode_act = vae_decode_gib(spec, request, chunk, tiling=plan.vae_tiling, dtype=vae_dtype)
     decode_weights = denoise_weights if plan.placement is Placement.RESIDENT else w["vae"]
     decode = phase_estimate(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
 
@@ -220,7 +229,9 @@ def estimate_memory(
         expert_switch_s=switch,
         switch_after_step=split[0] if split is not None and all(split) else None,
         lora_gib=lora + lora_act,
-        experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype)) if two else "",
+        experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype, quantized=quantized))
+        if two
+        else "",
     )
 
 

@@ -22,9 +22,9 @@ from typing import Any
 from stillmotion.errors import CannotFit
 from stillmotion.media.interpolation import Interpolator
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.estimate import BYTES_PER_PARAM
 from stillmotion.memory.plan import ESTIMATE_MARGIN, HALF_PRECISION_DEVICES
 from stillmotion.memory.types import GIB
+from stillmotion.memory.weight_formats import BYTES_PER_PARAM
 from stillmotion.models.rife import PAD_MULTIPLE, parameter_count
 
 MAX_BATCH = 8

@@ -77,6 +77,12 @@ def plan_dtype(spec: ModelSpec, device_type: str) -> str:
     return spec.half_dtype if device_type in HALF_PRECISION_DEVICES else "float32"
 
 
+def plan_vae_dtype(spec: ModelSpec, dtype: str) -> str | None:
+    """The VAE's own dtype beside a 16-bit plan (Wan's float32 VAE), or None: the plan's dtype."""
+    vae_dtype = spec.memory.vae_dtype
+    return vae_dtype if vae_dtype is not None and vae_dtype != dtype else None
+
+
 @dataclass(frozen=True)
 class Rung:
     """One named step of the ladder: the knobs it sets (the decode chunk is chosen per request)."""
@@ -184,10 +190,17 @@ def ladder(*, allow_approximate: bool = False, device_type: str = "cuda") -> tup
 RUNG_NAMES: tuple[str, ...] = tuple(r.name for r in ladder(allow_approximate=True))
 
 
-def usable_rungs(spec: ModelSpec, *, allow_approximate: bool, device_type: str = "cuda") -> tuple[Rung, ...]:
-    """The ladder for ``spec`` on ``device_type``: tiled-decode rungs only where the VAE can tile."""
+def usable_rungs(
+    spec: ModelSpec, *, allow_approximate: bool, device_type: str = "cuda", quantized: bool = False
+) -> tuple[Rung, ...]:
+    """The ladder for ``spec`` on ``device_type``: tiled-decode rungs only where the VAE can tile; no fp8
+    storage for a ``quantized`` denoiser (a GGUF file's weights are already quantized)."""
     rungs = ladder(allow_approximate=allow_approximate, device_type=device_type)
-    return tuple(rung for rung in rungs if not rung.vae_tiling or spec.memory.vae_tile_side)
+    return tuple(
+        rung
+        for rung in rungs
+        if (not rung.vae_tiling or spec.memory.vae_tile_side) and not (quantized and rung.fp8_weights)
+    )
 
 
 def expandable_memory(budget: DeviceBudget) -> bool:
@@ -232,6 +245,8 @@ def build_plan(
         fp8_weights=rung.fp8_weights,
         vae_tiling=rung.vae_tiling,
         group_offload_type=rung.group_offload_type,
+        weight_format=None if request.quantized_denoiser is None else request.quantized_denoiser.label,
+        vae_dtype=plan_vae_dtype(spec, dtype),
     )
     expandable = expandable_memory(budget)
     chunking = spec.memory.decode_chunking
@@ -325,6 +340,8 @@ def _reason(plan: MemoryPlan, rung: Rung, budget: DeviceBudget, *, forced: bool,
         why += " (DOES NOT FIT: may run out of memory)"
     if plan.approximate:
         why += f"; approximate: {', '.join(plan.approximations)}"
+    if plan.weight_format is not None:
+        why += f"; transformer weights {plan.weight_format} from the request's file (APPROXIMATE)"
     return f"{head}; {why}; expected {est.slowdown:.2f}x the resident time"
 
 
@@ -342,11 +359,20 @@ def plan_memory(
     ``InvalidRequest`` for an unknown or disallowed ``strategy``. On a CPU the plan is float32 in host
     memory, planned against the memory the host has available (HOST_MEMORY_RUNGS).
     """
+    quantized = request.quantized_denoiser is not None
     if strategy is not None:
         rung = _rung_by_name(strategy, allow_approximate)
+        if quantized and rung.fp8_weights:
+            raise InvalidRequest(
+                f"strategy={strategy!r} stores the transformer in float8, but its weights come from a GGUF "
+                "file (already quantized); choose another rung.",
+                field="strategy",
+            )
         plan = build_plan(spec, request, budget, rung, allow_approximate=allow_approximate)
         return replace(plan, reason=_reason(plan, rung, budget, forced=True, skipped=0))
-    rungs = usable_rungs(spec, allow_approximate=allow_approximate, device_type=budget.device_type)
+    rungs = usable_rungs(
+        spec, allow_approximate=allow_approximate, device_type=budget.device_type, quantized=quantized
+    )
     candidates = [
         (rung, build_plan(spec, request, budget, rung, allow_approximate=allow_approximate)) for rung in rungs
     ]
@@ -381,7 +407,10 @@ def smallest_estimate_gib(
 ) -> float:
     """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
     values = []
-    for rung in usable_rungs(spec, allow_approximate=allow_approximate, device_type=budget.device_type):
+    quantized = request.quantized_denoiser is not None
+    for rung in usable_rungs(
+        spec, allow_approximate=allow_approximate, device_type=budget.device_type, quantized=quantized
+    ):
         estimate = build_plan(
             spec, request, budget, rung, decode_chunk_size=1, allow_approximate=allow_approximate
         ).estimate

@@ -29,7 +29,9 @@ def next_plan(
     # process instead), so the only OOMs there are the test switches, and walking the full ladder exercises
     # the same placements and resumes a GPU would.
     approximate = allow_approximate or failed.approximate
-    rungs = usable_rungs(spec, allow_approximate=approximate)
+    rungs = usable_rungs(
+        spec, allow_approximate=approximate, quantized=request.quantized_denoiser is not None
+    )
     names = [rung.name for rung in rungs]
     start = names.index(failed.rung) + 1 if failed.rung in names else 0
     failed_peak = failed.estimate.peak_reserved_gib if failed.estimate is not None else float("inf")

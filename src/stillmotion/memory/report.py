@@ -39,6 +39,8 @@ def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
         knobs.append("UNet weights stored in float8 (APPROXIMATE)")
     if plan.vae_tiling:
         knobs.append("tiled VAE decode (APPROXIMATE)")
+    if plan.weight_format is not None:
+        knobs.append(f"transformer weights {plan.weight_format} from the request's file (APPROXIMATE)")
     lines = [
         f"plan: {plan.rung}",
         f"why: {plan.reason}" if plan.reason else "why: -",
@@ -77,6 +79,8 @@ def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
         if est.lora_gib:
             lines.append(f"LoRAs: {est.lora_gib:.2f} GiB counted in the denoise phase")
     lines.append(
-        "approximate: " + (", ".join(plan.approximations) if plan.approximate else "no (exact plan)")
+        "approximate: "
+        + (", ".join(plan.approximations) if plan.approximate else "no (exact plan)")
+        + (f"; the transformer's weights are {plan.weight_format}" if plan.weight_format else "")
     )
     return "\n".join(lines)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from stillmotion.memory.weight_formats import QuantizedWeights
+
 GIB = 1024**3
 
 
@@ -30,6 +32,8 @@ class RequestShape(Protocol):
     def flow_shift(self) -> float | None: ...  # a two-expert model's switch step depends on it
     @property
     def lora_bytes(self) -> int: ...  # the request's LoRA files together (0: none)
+    @property
+    def quantized_denoiser(self) -> QuantizedWeights | None: ...  # a GGUF transformer file (None: none)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Shape:
     num_inference_steps: int = 50
     flow_shift: float | None = None
     lora_bytes: int = 0
+    quantized_denoiser: QuantizedWeights | None = None
 
 
 class Placement(StrEnum):
@@ -159,8 +164,18 @@ class MemoryPlan:
     # APPROXIMATE for temporal decoders (SVD): each decode chunk sees only its own frames (flicker may show).
     decode_chunk_approximate: bool = False
     group_offload_type: GroupOffloadType | None = None  # only for GROUP_OFFLOAD
+    # APPROXIMATE, chosen by the request (its transformer_gguf), not by the planner: the denoiser's weights
+    # come from a quantized file of this format ("GGUF Q8_0"); the request's approximations label it.
+    weight_format: str | None = None
+    # The VAE's dtype when it is not ``dtype`` (Wan: float32 beside a bfloat16 transformer); None = ``dtype``.
+    vae_dtype: str | None = None
     estimate: MemoryEstimate | None = None
     reason: str = ""  # one line: why this plan
+
+    @property
+    def effective_vae_dtype(self) -> str:
+        """The dtype the VAE runs in under this plan."""
+        return self.vae_dtype or self.dtype
 
     @property
     def approximate(self) -> bool:
@@ -182,6 +197,7 @@ class MemoryPlan:
             "placement": self.placement.value,
             "group_offload_type": None if self.group_offload_type is None else self.group_offload_type.value,
             "dtype": self.dtype,
+            "vae_dtype": self.effective_vae_dtype,
             "release_encoders": self.release_encoders,
             "decode_chunk_size": self.decode_chunk_size,
             "ff_chunk_size": self.ff_chunk_size,
@@ -189,6 +205,7 @@ class MemoryPlan:
             "fp8_weights": self.fp8_weights,
             "vae_tiling": self.vae_tiling,
             "decode_chunk_approximate": self.decode_chunk_approximate,
+            "weight_format": self.weight_format,
             "approximate": self.approximate,
             "estimate": {} if self.estimate is None else self.estimate.to_dict(),
             "reason": self.reason,

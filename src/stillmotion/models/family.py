@@ -153,6 +153,14 @@ class ModelFamily(ABC, Generic[C, K]):
     def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> C:
         """Every component from a diffusers-format folder (local files only), weights in ``dtype``."""
 
+    def load_folder_with_denoiser(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    ) -> C:
+        """``load_folder``, with the denoiser given (a GGUF transformer loaded from its own file, models/
+        gguf.py) instead of read from the folder, whose denoiser weights may be absent. Families that take
+        a GGUF transformer (``ModelSpec.accepts_gguf``) implement it."""
+        raise NotImplementedError(f"the {self.name} family takes no GGUF transformer")
+
     @abstractmethod
     def build_tiny(self, spec: ModelSpec, seed: int) -> C:
         """The real classes at tiny sizes, seeded random weights, fp32 on the CPU (tests, offline demos)."""

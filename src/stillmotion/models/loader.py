@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import socket
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
 from stillmotion.errors import ModelUnavailable
 from stillmotion.models.adapters import family_of
 from stillmotion.models.family import Components
+from stillmotion.models.gguf import GgufWeights
 from stillmotion.models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -78,10 +81,13 @@ def weight_patterns(spec: ModelSpec, variant: str | None) -> dict[str, list[str]
     return patterns
 
 
-def hub_patterns(spec: ModelSpec, dtype: torch.dtype) -> list[str]:
-    """Every file a run in ``dtype`` needs: configs, tokenizer, and only the weights of that variant."""
+def hub_patterns(spec: ModelSpec, dtype: torch.dtype, without: frozenset[str] = frozenset()) -> list[str]:
+    """Every file a run in ``dtype`` needs: configs, tokenizer, and only the weights of that variant; none of
+    the networks in ``without`` (a transformer whose weights come from a GGUF file)."""
     weights = weight_patterns(spec, weight_variant(spec, dtype))
-    return CONFIG_PATTERNS + [pattern for patterns in weights.values() for pattern in patterns]
+    return CONFIG_PATTERNS + [
+        pattern for name, patterns in weights.items() if name not in without for pattern in patterns
+    ]
 
 
 def missing_weights(spec: ModelSpec, folder: Path) -> list[str]:
@@ -108,8 +114,16 @@ def is_cached(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | None = None
     return _is_cached_snapshot(spec, dtype, cache_dir)
 
 
-def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | None, offline: bool) -> Path:
-    """Download (or find in the cache) the files of ``spec`` for ``dtype``; return the snapshot folder."""
+def fetch_snapshot(
+    spec: ModelSpec,
+    dtype: torch.dtype,
+    *,
+    cache_dir: Path | None,
+    offline: bool,
+    without: frozenset[str] = frozenset(),
+) -> Path:
+    """Download (or find in the cache) the files of ``spec`` for ``dtype``, except the weights of the networks
+    in ``without``; return the snapshot folder."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -132,7 +146,7 @@ def fetch_snapshot(spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | Non
         folder = snapshot_download(
             spec.repo_id,
             revision=spec.revision,
-            allow_patterns=hub_patterns(spec, dtype),
+            allow_patterns=hub_patterns(spec, dtype, without),
             cache_dir=str(cache_dir) if cache_dir else None,
             local_files_only=offline,
         )
@@ -193,9 +207,15 @@ def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 
 def load_components(
-    spec: ModelSpec, dtype: torch.dtype, *, cache_dir: Path | None = None, offline: bool = False
+    spec: ModelSpec,
+    dtype: torch.dtype,
+    *,
+    cache_dir: Path | None = None,
+    offline: bool = False,
+    transformer_gguf: GgufWeights | None = None,
 ) -> Components:
-    """All components of ``spec`` on the CPU in ``dtype`` (the memory plan places them afterwards)."""
+    """All components of ``spec`` on the CPU in ``dtype`` (the memory plan places them afterwards); with
+    ``transformer_gguf``, the transformer from that file (models/gguf.py), the rest from the model."""
     family = family_of(spec)
     components: Components
     if spec.tiny:
@@ -203,6 +223,9 @@ def load_components(
         if dtype != torch.float32:  # built in float32
             for module in components.modules().values():
                 module.to(dtype=dtype)
+        if transformer_gguf is not None:
+            transformer = _tiny_gguf_transformer(components, family, transformer_gguf, dtype)
+            components = replace(cast(Any, components), transformer=transformer)
         return components
     if spec.random_weights:
         from stillmotion.models.random_full import build_random_components
@@ -210,11 +233,21 @@ def load_components(
         # Cached as a safetensors file per (seed, dtype) under the models folder; built on the first use.
         components = build_random_components(spec, dtype=dtype, cache_dir=cache_dir)
         return components
-    folder = spec.local_path or fetch_snapshot(spec, dtype, cache_dir=cache_dir, offline=offline)
+    without = frozenset({"transformer"} if transformer_gguf is not None else ())
+    folder = spec.local_path or fetch_snapshot(
+        spec, dtype, cache_dir=cache_dir, offline=offline, without=without
+    )
     variant = weight_variant(spec, dtype) if spec.local_path is None else _local_variant(spec, folder, dtype)
     logger.info("loading %s from %s (%s, variant=%s)", spec.name, folder, dtype, variant)
     try:
-        components = family.load_folder(folder, dtype, variant)
+        if transformer_gguf is not None:
+            from stillmotion.models.gguf import load_gguf_transformer
+
+            logger.info("transformer: %s from %s", transformer_gguf.label, transformer_gguf.path)
+            transformer = load_gguf_transformer(transformer_gguf, family, folder, dtype)
+            components = family.load_folder_with_denoiser(folder, dtype, variant, transformer)
+        else:
+            components = family.load_folder(folder, dtype, variant)
         for module in components.modules().values():
             module.eval()
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -233,3 +266,19 @@ def _local_variant(spec: ModelSpec, folder: Path, dtype: torch.dtype) -> str | N
     denoiser = family_of(spec).roles.denoiser
     patterns = weight_patterns(spec, "fp16")[denoiser]
     return "fp16" if any(any(folder.glob(pattern)) for pattern in patterns) else None
+
+
+def _tiny_gguf_transformer(
+    components: Components, family: Any, weights: GgufWeights, dtype: torch.dtype
+) -> torch.nn.Module:
+    """A tiny model's transformer from a GGUF file, its config from the tiny build (written to a folder, as a
+    real model's config folder is)."""
+    import tempfile
+
+    from stillmotion.models.gguf import load_gguf_transformer
+
+    built: Any = components.modules()["transformer"]
+    with tempfile.TemporaryDirectory(prefix="stillmotion-gguf-config-") as folder:
+        built.save_config(Path(folder) / "transformer")
+        transformer: torch.nn.Module = load_gguf_transformer(weights, family, Path(folder), dtype)
+    return transformer

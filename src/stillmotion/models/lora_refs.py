@@ -178,7 +178,8 @@ def resolve_lora(
                 "a Hugging Face file reference owner/repo/path/file.safetensors[@revision].",
                 field=f"{where}.ref",
             )
-        path, revision = _hub_file(hub["repo"], hub["file"], hub["rev"], cache_dir, offline, where)
+        path = hub_file(hub["repo"], hub["file"], hub["rev"], cache_dir, offline, f"{where}.ref")
+        revision = _commit_of(path)
         source, reference = "hub", f"{hub['repo']}/{hub['file']}"
     _check_safetensors(path, where, ref)
     digest, size = _sha256(path)
@@ -223,16 +224,25 @@ def _local_file(ref: str, folders: list[Path], any_local_path: bool) -> Path | N
     return None
 
 
-def download_command(repo: str, filename: str, revision: str | None) -> str:
-    """The one command that fetches a hub LoRA into a folder (then name the file as the reference)."""
+def download_command(repo: str, filename: str, revision: str | None, folder: str = "loras") -> str:
+    """The one command that fetches a hub file (a LoRA) into a folder (then name it as the reference)."""
     rev = f" --revision {revision}" if revision else ""
-    return f"hf download {repo} {filename}{rev} --local-dir loras"
+    return f"hf download {repo} {filename}{rev} --local-dir {folder}"
 
 
-def _hub_file(
-    repo: str, filename: str, revision: str | None, cache_dir: Path | None, offline: bool, where: str
-) -> tuple[Path, str | None]:
-    """(the cached file, its commit): from the local cache, else downloaded (online)."""
+def hub_file(
+    repo: str,
+    filename: str,
+    revision: str | None,
+    cache_dir: Path | None,
+    offline: bool,
+    field: str,
+    *,
+    what: str = "LoRA",
+    folder: str = "loras",
+) -> Path:
+    """One file of a hub repo (a LoRA, a GGUF transformer): from the local cache, else downloaded (online).
+    Errors name ``field``; the offline advice downloads it into ``folder`` (<data dir>/``folder`` here)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -245,35 +255,37 @@ def _hub_file(
     from stillmotion.models.loader import hub_reachable
 
     cache = str(cache_dir) if cache_dir else None
+    where = field.removesuffix(".ref")
     advice = (
         "Download it once on a machine with internet access: "
-        f"`{download_command(repo, filename, revision)}`, "
-        "copy loras/ into this machine's LoRA folder (<data dir>/loras) and name the file as the reference."
+        f"`{download_command(repo, filename, revision, folder)}`, "
+        f"copy {folder}/ into this machine's {what} folder (<data dir>/{folder}) and name the file as the "
+        "reference."
     )
     cached = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision)
     if isinstance(cached, str):
-        return Path(cached), _commit_of(Path(cached))
+        return Path(cached)
     if offline or not hub_reachable():
         why = "offline mode is on" if offline else "the Hugging Face hub cannot be reached from this machine"
         raise ModelUnavailable(
-            f"{where}: the LoRA {repo}/{filename} is not in this machine's cache and {why}. {advice}",
-            field=f"{where}.ref",
-            details={"lora": f"{repo}/{filename}"},
+            f"{where}: the {what} {repo}/{filename} is not in this machine's cache and {why}. {advice}",
+            field=field,
+            details={what.split()[0].lower(): f"{repo}/{filename}"},
         )
     try:
         path = Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache))
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, EntryNotFoundError) as exc:
         raise InvalidRequest(
-            f"{where}.ref: the Hugging Face hub has no file {filename!r} in {repo}"
+            f"{field}: the Hugging Face hub has no file {filename!r} in {repo}"
             f"{'@' + revision if revision else ''} (or the repo is private or gated): {type(exc).__name__}.",
-            field=f"{where}.ref",
+            field=field,
         ) from None
     except (LocalEntryNotFoundError, OSError) as exc:
         raise ModelUnavailable(
-            f"{where}: the LoRA {repo}/{filename} could not be downloaded ({exc}). {advice}",
-            field=f"{where}.ref",
+            f"{where}: the {what} {repo}/{filename} could not be downloaded ({exc}). {advice}",
+            field=field,
         ) from None
-    return path, _commit_of(path)
+    return path
 
 
 def _commit_of(cached: Path) -> str | None:

@@ -1,9 +1,11 @@
 """Measured memory and speed facts of a model family, used by the memory estimator without loading weights.
 
 Values come from ../shared/measurements (H100, fp16, diffusers 0.42.1), from the meta-device simulator
-(stillmotion.bench.simulate, which reproduces those measurements to the MiB) and, where marked PRIOR, from
-reasoning that no GPU run has checked yet. docs/memory.md explains how each number was derived.
-All activation coefficients are for 16-bit activations; the estimator scales them for float32.
+(stillmotion.bench.simulate, which reproduces those measurements to the MiB), from the CPU measurements of the
+full-size networks (stillmotion.bench.activations, bench/results/activations-cpu.jsonl) and, where marked
+PRIOR, from reasoning that no measurement has checked yet. docs/memory.md explains how each was derived.
+All activation coefficients are for 16-bit activations; the estimator scales them for float32 (a plan in
+float32, or a VAE kept in float32: ``vae_dtype``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class MemoryFacts:
     loop_extra_gib: float = 0.0
 
     # --- VAE ---
+    # The dtype the VAE runs in on a GPU when it is not the plan's 16-bit dtype (Wan: float32, as diffusers'
+    # Wan examples load it); None = the plan's dtype. Its weights and activations are counted at this size.
+    vae_dtype: str | None = None
     decode_chunking: DecodeChunking = DecodeChunking.EXACT
     # Decode peak per output pixel per frame decoded at once (for WHOLE_VIDEO: per frame of the video) ...
     vae_decode_gib_per_pixel_frame: float = 0.0

@@ -166,6 +166,11 @@ class ModelSpec:
         return self.family == "wan"
 
     @property
+    def accepts_gguf(self) -> bool:
+        """A GGUF transformer file may replace the transformer (models/gguf.py): one-denoiser Wan models."""
+        return self.family == "wan" and self.experts is None
+
+    @property
     def source(self) -> str:
         """Where the weights come from, for logs and metadata."""
         if self.tiny:
@@ -297,16 +302,15 @@ TINY_I2VGENXL = tiny_variant(
     config_name=None,
 )
 
-# -- Memory facts of the other families: ESTIMATED, never measured on a GPU --------------------------------
-# Each is `python -m stillmotion.bench.simulate <model>` (the meta-device simulator, which reproduces the
-# H100 measurements of I2VGen-XL: tests/memory) at the model's native shape, adjusted (docs/memory.md):
-# - VAE decode terms x DECODE_WORKSPACE (per frame) and x SINGLE_FRAME_WORKSPACE (one frame): the measured /
-#   simulated ratios of I2VGen-XL's VAE, i.e. the cuDNN workspaces the simulator cannot see;
+# -- Memory facts of the other families: measured on the CPU, never on a GPU --------------------------------
+# Marked CPU: the denoiser's activations and chunked floor and the VAE decode, measured on the full-size
+# networks by `python -m stillmotion.bench.activations` (the method lands within 1.6% of 38 of I2VGen-XL's 39
+# H100 rows, the 39th 14.6% high; docs/memory.md, "Activation facts measured on the CPU"). The rest is
+# `python -m stillmotion.bench.simulate <model>` (the meta-device simulator) at the model's native shape: VAE
+# encode and offload residency; and
 # - allocator behaviour (reserved / allocated), workspace and loop extras: I2VGen-XL's, the same PyTorch;
 # - speed (PRIOR, it only ranks the rungs): FLOPs per step from the meta device at ASSUMED_MFU (UNets at
 #   the 23.6% I2VGen-XL measured), offload overheads scaled from I2VGen-XL's by the denoiser's bytes.
-DECODE_WORKSPACE = 0.5 / 0.469  # measured 0.500 GiB per 512x512 frame, simulated 0.469
-SINGLE_FRAME_WORKSPACE = 0.596 / 0.469
 UNET_STEP_S_PER_TFLOP = 0.2304 / 41.87  # I2VGen-XL: 0.2304 s/step measured for 41.87 TFLOP (23.6% MFU)
 TRANSFORMER_STEP_S_PER_TFLOP = 1 / (0.4 * 790.0)  # PRIOR: 40% of the H100's measured 790 TFLOP/s
 
@@ -338,21 +342,29 @@ _UNMEASURED = MemoryFacts(
 )
 
 # Wan 2.1 I2V 14B at 480x832 x 81 frames (21 x 60 x 104 latent elements per row).
+# CPU = measured by `python -m stillmotion.bench.activations` (bench/results/activations-cpu.jsonl, derived by
+# memory/activation_facts.py, held to it by tests/memory/test_activation_facts.py); the rest as above.
 WAN21_14B_MEMORY = _with_offload_costs(
     replace(
         _UNMEASURED,
-        denoiser_act_gib_per_unit=3.119e-5,  # 4.09 GiB per call of one row; two rows: 2.00x
-        # Chunking the feed-forwards leaves the peak where it is (1.000): it is outside them.
+        # CPU: 3.47 GiB per call of one row (one block at the full token count; the simulator said 4.09).
+        denoiser_act_gib_per_unit=2.650e-5,
+        # CPU: chunking every feed-forward to 16 MiB leaves the peak where it is (1.000): it is outside them.
         denoiser_ff_floor_fraction=1.0,
         denoiser_ff_proj_width=13824 / 4,  # ffn 13824 per token, a token is 2x2 latent pixels
         denoiser_ff_out_width=5120 / 4,
         loop_extra_gib=0.05,
+        vae_dtype="float32",  # as diffusers' Wan examples load it (models/wan.py VAE_DTYPE)
         decode_chunking=DecodeChunking.WHOLE_VIDEO,
-        vae_decode_fixed_gib_per_pixel=1.0142e-5 * DECODE_WORKSPACE,  # 4.3 GiB at 480x832, any length
-        vae_decode_gib_per_pixel_frame=5.82e-9 * DECODE_WORKSPACE,
-        vae_decode_single_gib_per_pixel=3.402e-6 * SINGLE_FRAME_WORKSPACE,
+        # CPU, in float32 at 240x416 (1/4 of the pixels; 120x208 agrees per pixel to 0.2%) x 1, 9 and 81
+        # frames, halved to the 16-bit convention: 7.6 GiB of float32 activations at 480x832 x 81 (the
+        # simulator's bf16 figure was 4.5). PRIOR: no GPU convolution workspace on top (docs/memory.md).
+        vae_decode_fixed_gib_per_pixel=9.068e-6,
+        vae_decode_gib_per_pixel_frame=5.704e-9,
+        vae_decode_single_gib_per_pixel=3.227e-6,
         vae_tile_side=256,  # AutoencoderKLWan's tile_sample_min_height / width
-        # The image and 80 black frames through the causal encoder: 3.0 GiB at 480x832.
+        # Simulator (not yet measured on the CPU): the image and 80 black frames through the causal encoder,
+        # 3.0 GiB at 480x832 in 16 bits (x2 in float32).
         vae_encode_gib_per_pixel=7.638e-6,
         vae_encode_gib_per_pixel_frame=5.82e-9,
         encoder_act_gib=0.2,  # PRIOR: UMT5-XXL on 2 x 512 tokens, CLIP on one image
@@ -371,17 +383,20 @@ WAN21_14B_MEMORY = _with_offload_costs(
 WAN22_5B_MEMORY = _with_offload_costs(
     replace(
         _UNMEASURED,
-        denoiser_act_gib_per_unit=4.640e-5,  # 5.06 GiB per call of one row
-        denoiser_ff_floor_fraction=0.990,
+        denoiser_act_gib_per_unit=4.640e-5,  # CPU: 5.06 GiB per call of one row (the simulator agrees)
+        denoiser_ff_floor_fraction=0.990,  # CPU: feed-forwards chunked to 16 MiB
         denoiser_ff_proj_width=14336 / 4,
         denoiser_ff_out_width=3072 / 4,
         loop_extra_gib=0.05,
+        vae_dtype="float32",  # as diffusers' Wan examples load it (models/wan.py VAE_DTYPE)
         decode_chunking=DecodeChunking.WHOLE_VIDEO,
-        vae_decode_fixed_gib_per_pixel=1.0489e-5 * DECODE_WORKSPACE,  # 10.1 GiB at 704x1280
-        vae_decode_gib_per_pixel_frame=5.76e-9 * DECODE_WORKSPACE,
-        vae_decode_single_gib_per_pixel=2.824e-6 * SINGLE_FRAME_WORKSPACE,
+        # CPU, in float32 at 176x320 (1/16 of the pixels) x 1, 9 and 41 frames, halved: 19.4 GiB of float32
+        # activations at 704x1280 x 121 (the simulator's bf16: 10.7). PRIOR: no GPU workspace (as Wan 2.1).
+        vae_decode_fixed_gib_per_pixel=1.0050e-5,
+        vae_decode_gib_per_pixel_frame=5.675e-9,
+        vae_decode_single_gib_per_pixel=2.7105e-6,
         vae_tile_side=256,
-        vae_encode_gib_per_pixel=9.87e-7,  # the image alone
+        vae_encode_gib_per_pixel=9.87e-7,  # simulator: the image alone
         encoder_act_gib=0.2,  # PRIOR
         group_block_resident_fraction=0.0835,
         group_leaf_resident_gib=0.164,
@@ -398,16 +413,20 @@ WAN22_5B_MEMORY = _with_offload_costs(
 SVD_XT_MEMORY = _with_offload_costs(
     replace(
         _UNMEASURED,
-        denoiser_act_gib_per_unit=1.677e-5,  # the batch of 2 (3.7 GiB a row, 4% above linear)
-        denoiser_ff_floor_fraction=0.593,
+        # CPU: 3.71 GiB for one row at 576x1024 x 25 (the whole UNet), x1.047 for the batch of 2 (measured
+        # at 12 frames, where two rows fit this machine: a batch of 2 holds 4.7% more than twice one row).
+        denoiser_act_gib_per_unit=1.6849e-5,
+        denoiser_ff_floor_fraction=0.556,  # CPU: feed-forwards chunked to 16 MiB, 576x1024 x 12
         denoiser_ff_proj_width=2 * 4 * 320,  # the GEGLUs of the full-resolution blocks
         denoiser_ff_out_width=320,
         loop_extra_gib=0.02,
-        # The temporal decoder: 2.0 GiB per 1024x576 frame decoded at once, all 25 by default (exact).
+        # The temporal decoder, all 25 frames at once by default (exact). CPU at 288x512 (1/4 of the pixels)
+        # x 1, 4 and 8 frames: 0.28 GiB per frame, no fixed part; times I2VGen-XL's H100/CPU convolution
+        # workspace ratio (x1.335 per frame, x1.589 for one; the same 2-D convolutions): 1.5 GiB per 1024x576.
         decode_chunking=DecodeChunking.APPROXIMATE,
-        vae_decode_gib_per_pixel_frame=1.907e-6 * DECODE_WORKSPACE,
-        vae_decode_single_gib_per_pixel=1.907e-6 * SINGLE_FRAME_WORKSPACE,
-        vae_encode_gib_per_pixel=1.437e-6,
+        vae_decode_gib_per_pixel_frame=2.5455e-6,
+        vae_decode_single_gib_per_pixel=3.0312e-6,
+        vae_encode_gib_per_pixel=1.437e-6,  # simulator
         encoder_act_gib=0.1,  # PRIOR: ViT-H/14 on one image
         group_block_resident_fraction=0.575,
         group_leaf_resident_gib=0.058,
@@ -425,17 +444,20 @@ SVD_XT_MEMORY = _with_offload_costs(
 LTX_VIDEO_MEMORY = _with_offload_costs(
     replace(
         _UNMEASURED,
-        denoiser_act_gib_per_unit=1.1834e-4,  # 0.67 GiB per call of one row
-        denoiser_ff_floor_fraction=1.0,
+        # CPU at 480x704 x 121 (5280 latent elements): 0.585 GiB per row, exactly 2x for two (simulator: +7%).
+        denoiser_act_gib_per_unit=1.1072e-4,
+        denoiser_ff_floor_fraction=1.0,  # CPU: feed-forwards chunked to 16 MiB
         denoiser_ff_proj_width=4 * 2048,  # one token per latent element (patch size 1)
         denoiser_ff_out_width=2048,
         loop_extra_gib=0.02,
         decode_chunking=DecodeChunking.WHOLE_VIDEO,
-        vae_decode_fixed_gib_per_pixel=1.883e-8 * DECODE_WORKSPACE,
-        vae_decode_gib_per_pixel_frame=9.339e-8 * DECODE_WORKSPACE,  # 4.3 GiB for 121 frames at 512x704
-        vae_decode_single_gib_per_pixel=1.567e-7 * SINGLE_FRAME_WORKSPACE,
+        # CPU at 480x704 x 1, 41 and 121 frames (3.83 GiB for 121; the simulator agreed to 0.2% per frame).
+        # PRIOR: no GPU convolution workspace on top (as Wan 2.1).
+        vae_decode_fixed_gib_per_pixel=1.863e-8,
+        vae_decode_gib_per_pixel_frame=9.360e-8,
+        vae_decode_single_gib_per_pixel=1.4156e-7,
         vae_tile_side=512,  # AutoencoderKLLTXVideo's tile_sample_min_height / width
-        vae_encode_gib_per_pixel=1.546e-7,
+        vae_encode_gib_per_pixel=1.546e-7,  # simulator
         encoder_act_gib=0.2,  # PRIOR: T5-XXL on 2 x 128 tokens
         group_block_resident_fraction=0.092,
         group_leaf_resident_gib=0.119,
@@ -559,9 +581,12 @@ WAN22_TI2V_5B = ModelSpec(
     aliases=("Wan-AI/Wan2.2-TI2V-5B-Diffusers",),
 )
 # Wan 2.2 I2V A14B: two 14B experts (high noise, low noise) of Wan 2.1's transformer without its CLIP image
-# projection; the Wan 2.1 VAE and UMT5. Memory facts: Wan 2.1 I2V 14B's (the same blocks and token counts),
-# ESTIMATED; each expert is 28.6 GB in bf16, one on the device at a time on small cards (memory/experts.py).
-WAN22_A14B_MEMORY = _with_offload_costs(WAN21_14B_MEMORY, 28.58)
+# projection; the Wan 2.1 VAE (the same config, float32) and UMT5. Memory facts: Wan 2.1 I2V 14B's but for
+# the expert's own CPU measurement: 3.467 GiB per call of one row at 480x832 x 81 (Wan 2.1's block 3.472:
+# the same widths and tokens, no CLIP image tokens), chunking leaves it (1.000). Both experts share one
+# config; the VAE decode is Wan 2.1's measured one (the same VAE config). Each expert is 28.6 GB in bf16, one
+# on the device at a time on small cards (memory/experts.py).
+WAN22_A14B_MEMORY = _with_offload_costs(replace(WAN21_14B_MEMORY, denoiser_act_gib_per_unit=2.646e-5), 28.58)
 WAN22_I2V_A14B = ModelSpec(
     name="wan2.2-i2v-a14b",
     family="wan",

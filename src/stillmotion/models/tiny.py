@@ -269,7 +269,9 @@ def build_tiny_wan_components(seed: int = 0, *, ti2v: bool = False, experts: boo
         return WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
-            attention_head_dim=12,
+            # 2 x 16 = 32 wide: every linear layer's input is a multiple of the GGUF block size (32), so the
+            # tests can quantize the tiny transformer as users' GGUF files are (tests/support/gguf_files.py).
+            attention_head_dim=16,
             in_channels=channels if ti2v else 2 * channels + 4,  # I2V: latents + mask (4) + image latents
             out_channels=channels,
             text_dim=T5_WIDTH,

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 TI2V_CONFIG = "wan2.2-ti2v-5b"  # the config folder (and tiny variant) of Wan 2.2 TI2V
 MAX_SEQUENCE_LENGTH = 512  # WanImageToVideoPipeline.__call__'s default: UMT5 tokens per prompt
+# diffusers' Wan examples load the VAE in float32 beside a bfloat16 transformer, for quality; so do we (the
+# planner counts it: MemoryFacts.vae_dtype in models/registry.py, MemoryPlan.vae_dtype).
+VAE_DTYPE = torch.float32
 # diffusers' WanImageToVideoPipeline.model_cpu_offload_seq: with model offload the two experts of Wan 2.2
 # A14B take turns on the device (the hook of transformer_2 offloads transformer before loading itself).
 ROLES = ModuleRoles(
@@ -299,6 +302,16 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     text_token_limit = MAX_SEQUENCE_LENGTH
 
     def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> WanComponents:
+        return self._load_folder(folder, dtype, variant, None)
+
+    def load_folder_with_denoiser(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    ) -> WanComponents:
+        return self._load_folder(folder, dtype, variant, denoiser)
+
+    def _load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, transformer: torch.nn.Module | None
+    ) -> WanComponents:
         import diffusers
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
@@ -312,8 +325,14 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         scheduler_config = bounded_json.read_json_file(folder / "scheduler" / "scheduler_config.json")
         scheduler_class = getattr(diffusers, scheduler_config["_class_name"])
         return WanComponents(
-            transformer=WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common),
-            vae=AutoencoderKLWan.from_pretrained(src, subfolder="vae", **common),
+            transformer=(
+                transformer
+                if transformer is not None
+                else WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common)
+            ),
+            vae=AutoencoderKLWan.from_pretrained(
+                src, subfolder="vae", **(common | {"torch_dtype": VAE_DTYPE})
+            ),
             text_encoder=UMT5EncoderModel.from_pretrained(src, subfolder="text_encoder", **common),
             tokenizer=AutoTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),
             scheduler=scheduler_class.from_pretrained(src, subfolder="scheduler", local_files_only=True),

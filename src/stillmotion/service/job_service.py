@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.engine.resolve import model_spec, resolve_loras
+from stillmotion.engine.resolve import model_spec, resolve_loras, resolve_transformer_gguf
 from stillmotion.errors import (
     CannotFit,
     InvalidImage,
@@ -172,6 +172,7 @@ class JobService:
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
         loras = resolve_loras(request, spec, self.settings, any_local_path=False)
+        gguf = resolve_transformer_gguf(request, spec, self.settings, any_local_path=False)
         return request.resolve(
             spec,
             image_size,
@@ -179,6 +180,7 @@ class JobService:
             seed_key=seed_key,
             loras=loras,
             last_image_sha256=last_image_sha256,
+            transformer_gguf=gguf,
         )
 
     # -- submit ------------------------------------------------------------------------------------------

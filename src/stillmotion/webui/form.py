@@ -172,8 +172,16 @@ class Form:
     def fields(self, values: Sequence[Any]) -> dict[str, Any]:
         """The request fields the form's raw ``values`` (one per input) ask for; None: not given."""
         fields: dict[str, Any] = {}
+        spec = None
         for widget, chunk in self._chunks(values):
-            fields.update(widget.read(chunk))
+            if widget is self.model:
+                spec = spec_or_none(chunk[0])
+        for widget, chunk in self._chunks(values):
+            read = widget.read(chunk)
+            available = getattr(widget, "available", None)
+            if spec is not None and available is not None and not available(spec):
+                read = dict.fromkeys(read)  # hidden for this model: not asked for, whatever the box holds
+            fields.update(read)
         return fields
 
     def request(self, values: Sequence[Any]) -> GenerationRequest:

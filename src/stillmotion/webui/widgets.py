@@ -57,8 +57,12 @@ def elem_id(info: RequestField) -> str:
 
 
 def model_default(declared: DeclaredField, spec: ModelSpec | None) -> Any:
-    """The value a request that leaves the field out gets: the model's default, else the declared one."""
-    return getattr(spec.defaults, declared.name, declared.default) if spec is not None else declared.default
+    """The value a request that leaves the field out gets: the model's default, else the declared one; a
+    field ``same_as`` another shows that field's (a number box cannot be left empty in the browser)."""
+    if spec is None:
+        return declared.default
+    name = declared.info.same_as or declared.name
+    return getattr(spec.defaults, name, declared.default)
 
 
 def plain(number: float) -> str:
@@ -154,15 +158,26 @@ class Widget:
 
 
 class NumberField(Widget):
-    """A number box; its range, step and default follow the chosen model (the declaration's ``bounds``)."""
+    """A number box; its range, step and default follow the chosen model (the declaration's ``bounds``). A
+    field ``same_as`` another shows only for the models that take it (``available``)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.field = self.declared[0]
 
+    def available(self, spec: ModelSpec) -> bool:
+        info = self.field.info
+        if info.same_as is None or info.bounds is None:
+            return True
+        return accepts(spec, self.field.name, info.bounds(spec.limits)[0])
+
     def props(self, spec: ModelSpec) -> dict[str, dict[str, Any]]:
         info = self.field.info
-        shown: dict[str, Any] = {"value": model_default(self.field, spec), "info": short_help(info)}
+        shown: dict[str, Any] = {
+            "value": model_default(self.field, spec),
+            "info": short_help(info),
+            "visible": self.available(spec),
+        }
         if info.bounds is not None:
             low, high = info.bounds(spec.limits)
             step = _step(info, spec, low, high)
@@ -190,12 +205,16 @@ class NumberField(Widget):
 
     def show(self, request: Mapping[str, Any], spec: ModelSpec | None) -> Updates:
         value = request.get(self.field.name)
+        if value is None and self.field.info.same_as is not None:
+            value = request.get(self.field.info.same_as)  # left out: it ran with that field's value
         if spec is None:
             return [value]
         return [gr.update(**{**self.props(spec)[self.field.name], "value": value})]
 
     def follow(self, old: ModelSpec | None, new: ModelSpec, values: Values) -> tuple[Updates, list[str]]:
         value = as_number(values[0], self.field.info.kind)
+        if old is not None and not self.available(old):
+            value = None  # the box was hidden: whatever it holds, the user gave nothing
         moved, note = follow_value(self.field, value, old, new)
         update = gr.update(**{**self.props(new)[self.field.name], "value": moved})
         return [update], [note] if note else []

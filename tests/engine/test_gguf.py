@@ -1,0 +1,159 @@
+"""GGUF transformers (models/gguf.py): files written with the ``gguf`` package from the tiny Wan 2.1 I2V
+transformer (its engine weights), loaded as a user's file loads, run end to end offline.
+
+The PSNR of each quantized run against the 16-bit-weights run of the same weights is printed (``-s``) and
+asserted above a floor for Q8_0 (4-bit is reported, and must stay below Q8_0's); the planner's weight bytes
+must equal the loaded transformer's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from stillmotion.config import Settings
+from stillmotion.engine.engine import Engine
+from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.resolve import resolve
+from stillmotion.errors import InvalidRequest
+from stillmotion.media.image_input import InputImage
+from stillmotion.memory.estimate import estimate_memory
+from stillmotion.memory.plan import plan_memory
+from stillmotion.memory.types import GIB
+from stillmotion.models import tiny
+from stillmotion.models.adapters import family_of
+from stillmotion.models.gguf import load_gguf_transformer
+from stillmotion.models.registry import get_spec
+from tests.support.engine_calls import render
+from tests.support.gguf_files import write_gguf
+
+MODEL = "tiny-wan2.1-i2v"
+Q8_PSNR_FLOOR_DB = 30.0  # 8-bit blocks of 32 weights: far above this on the tiny build
+
+
+@pytest.fixture(scope="module")
+def gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("gguf")
+    transformer = tiny.build_tiny_wan_components(0)["transformer"]  # the engine's tiny-wan2.1-i2v weights
+    for quant in ("Q8_0", "Q4_0"):
+        write_gguf(transformer, folder / f"tiny-wan-{quant}.gguf", quant)
+    ti2v = tiny.build_tiny_wan_components(0, ti2v=True)["transformer"]  # another model's transformer
+    write_gguf(ti2v, folder / "tiny-ti2v-Q8_0.gguf", "Q8_0")
+    return folder
+
+
+def _request(**changes: Any) -> GenerationRequest:
+    fields: dict[str, Any] = {
+        "prompt": "a lighthouse in the fog",
+        "model": MODEL,
+        "height": 48,
+        "width": 80,
+        "num_frames": 5,
+        "num_inference_steps": 3,
+        "guidance_scale": 4.0,
+        "seed": 7,
+    }
+    return GenerationRequest(**(fields | changes))
+
+
+def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of frames in [0, 1]."""
+    mse = float(torch.mean((frames.float() - reference.float()) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def test_a_gguf_job_runs_offline_end_to_end_labelled_with_its_format_and_psnr(
+    engine: Engine, input_image: InputImage, gguf_dir: Path
+) -> None:
+    reference = render(engine, _request(), input_image)
+    results = {}
+    for quant in ("Q8_0", "Q4_0"):
+        rendered = render(
+            engine, _request(transformer_gguf=str(gguf_dir / f"tiny-wan-{quant}.gguf")), input_image
+        )
+        results[quant] = psnr(rendered.frames, reference.frames)
+        recipe = rendered.result.metadata
+        assert recipe["transformer_gguf"]["quant"] == quant
+        assert any(f"GGUF {quant}" in label for label in recipe["runtime"]["approximations"])
+        assert recipe["runtime"]["approximate"] is True
+        assert rendered.plan.weight_format == f"GGUF {quant}"
+        print(f"{quant}: PSNR {results[quant]:.2f} dB against the 16-bit-weights run")  # noqa: T201
+    assert results["Q8_0"] > Q8_PSNR_FLOOR_DB
+    assert results["Q4_0"] < results["Q8_0"]
+    # The plain run again: the quantized transformer left nothing behind.
+    again = render(engine, _request(), input_image)
+    assert torch.equal(again.frames, reference.frames)
+    assert not again.result.metadata["runtime"]["approximate"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_planned_weight_bytes_are_the_loaded_transformers(
+    settings: Settings, gguf_dir: Path, dtype: torch.dtype
+) -> None:
+    spec = get_spec(MODEL)
+    request = resolve(_request(transformer_gguf=str(gguf_dir / "tiny-wan-Q4_0.gguf")), settings, (96, 80))
+    weights = request.transformer_gguf
+    assert weights is not None
+    folder = gguf_dir / "config"
+    tiny.build_tiny_wan_components(0)["transformer"].save_config(folder / "transformer")
+    loaded = load_gguf_transformer(weights, family_of(spec), folder, dtype)
+    in_memory = sum(p.numel() * p.element_size() for p in loaded.parameters())
+    name = str(dtype).removeprefix("torch.")
+    assert weights.weight_bytes(name) == in_memory
+    # The planner counts exactly these bytes for the denoiser, in place of its 16-bit parameters.
+    plan = plan_memory(spec, request, _cpu_budget(), strategy="resident")
+    plain = plan_memory(spec, resolve(_request(), settings, (96, 80)), _cpu_budget(), strategy="resident")
+    assert plan.estimate is not None and plain.estimate is not None
+    saved = plain.estimate.denoise.weights_gib - plan.estimate.denoise.weights_gib
+    expected = (spec.params.denoiser * 4 - weights.weight_bytes("float32")) / GIB
+    assert saved == pytest.approx(expected, rel=1e-9)
+    assert estimate_memory(spec, request, plan).denoise.weights_gib == plan.estimate.denoise.weights_gib
+
+
+def _cpu_budget() -> Any:
+    from stillmotion.memory.device import DeviceBudget
+
+    return DeviceBudget(
+        device_type="cpu",
+        name="test",
+        total_bytes=64 * GIB,
+        free_bytes=64 * GIB,
+        budget_bytes=64 * GIB,
+        reserve_bytes=0,
+    )
+
+
+def test_bad_gguf_references_are_refused_naming_the_field(
+    settings: Settings, gguf_dir: Path, tmp_path: Path
+) -> None:
+    image = (96, 80)
+    with pytest.raises(InvalidRequest, match="is not a .gguf file") as caught:
+        resolve(_request(transformer_gguf="model.safetensors"), settings, image)
+    assert caught.value.field == "transformer_gguf"
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    with pytest.raises(InvalidRequest, match="is not a GGUF file") as caught:
+        resolve(_request(transformer_gguf=str(fake)), settings, image)
+    assert caught.value.field == "transformer_gguf"
+    with pytest.raises(InvalidRequest, match="is not a transformer of tiny-wan2.1-i2v") as caught:
+        resolve(_request(transformer_gguf=str(gguf_dir / "tiny-ti2v-Q8_0.gguf")), settings, image)
+    assert caught.value.field == "transformer_gguf"
+    with pytest.raises(InvalidRequest, match="neither a .gguf file under the model folders") as caught:
+        resolve(_request(transformer_gguf="nowhere.gguf"), settings, image)
+    with pytest.raises(InvalidRequest, match="cannot be used with tiny-i2vgen-xl") as caught:
+        resolve(
+            _request(
+                model="tiny-i2vgen-xl",
+                num_frames=None,
+                height=None,
+                width=None,
+                transformer_gguf=str(gguf_dir / "tiny-wan-Q8_0.gguf"),
+            ),
+            settings,
+            image,
+        )
+    assert caught.value.field == "transformer_gguf"
