@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 
 from stillmotion.config import Settings
 from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.models import tiny
 from tests.server.helpers import png_bytes
+from tests.support.gguf_files import write_gguf
 from tests.support.lora_files import make_lora
 
 pytestmark = pytest.mark.timeout(180)
@@ -72,6 +74,8 @@ def test_the_spec_types_each_new_field(client: TestClient) -> None:
     assert request["loras"]["items"] == {"$ref": "#/components/schemas/LoraOut"}
     assert "path" not in schemas["LoraOut"]["properties"]  # where the file lies on the server is not said
     assert {"$ref": "#/components/schemas/ExpertsOut"} in request["experts"]["anyOf"]
+    assert {"$ref": "#/components/schemas/GgufOut"} in request["transformer_gguf"]["anyOf"]
+    assert "path" not in schemas["GgufOut"]["properties"]
 
 
 def test_a_job_with_a_last_frame_a_lora_and_the_second_guidance(client: TestClient, lora: str) -> None:
@@ -143,6 +147,24 @@ def test_a_last_frame_for_a_model_without_one_or_not_an_image_is_refused_by_name
     error = _error(not_an_image, 415)
     assert error["field"] == "last_image" and error["message"].startswith("last_image: unsupported format")
     assert store.list()[1] == 0
+
+
+def test_a_gguf_transformer_is_named_by_its_reference_never_its_place(
+    client: TestClient, settings: Settings
+) -> None:
+    transformer = tiny.build_tiny_wan_components(0)["transformer"]  # tiny-wan2.1-i2v's weights
+    (settings.data_dir / "models").mkdir(parents=True)
+    write_gguf(transformer, settings.data_dir / "models" / "tiny-wan-Q8_0.gguf", "Q8_0")
+    fields = {**_fields(transformer_gguf="tiny-wan-Q8_0.gguf"), "model": "tiny-wan2.1-i2v"}
+    response = client.post("/api/v1/jobs", data=fields, files=_files())
+    assert response.status_code == 202, response.text
+    gguf = response.json()["request"]["transformer_gguf"]
+    assert (gguf["reference"], gguf["quant"], gguf["source"]) == ("tiny-wan-Q8_0.gguf", "Q8_0", "file")
+    assert "path" not in gguf and str(settings.data_dir) not in response.text
+    outside = _error(
+        client.post("/api/v1/jobs", data={**fields, "transformer_gguf": "/etc/x.gguf"}, files=_files())
+    )
+    assert outside["field"] == "transformer_gguf" and str(settings.data_dir) not in outside["message"]
 
 
 def test_the_model_list_says_which_fields_a_model_takes(client: TestClient) -> None:

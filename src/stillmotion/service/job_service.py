@@ -589,17 +589,12 @@ class JobService:
         )
 
     def _request_out(self, data: object) -> ResolvedRequestOut | None:
-        """A stored resolved request on the wire, its model folder named relative to its root, its LoRAs
-        without their files' places on the server."""
+        """A stored resolved request on the wire, its model folder named relative to its root, its files
+        (LoRAs, a GGUF transformer) without their places on the server."""
         if isinstance(data, dict) and isinstance(data.get("model"), str):
             data = {**data, "model": public_text(data["model"], self.settings)}
-        if isinstance(data, dict) and isinstance(data.get("loras"), list):  # no server path in the answer
-            loras = [
-                {k: v for k, v in lora.items() if k != "path"}
-                for lora in data["loras"]
-                if isinstance(lora, dict)
-            ]
-            data = {**data, "loras": loras}
+        if isinstance(data, dict):  # no server path in the answer: a file is named by its reference
+            data = {**data, **_without_paths(data, ("loras", "transformer_gguf"))}
         return _stored(ResolvedRequestOut, data)
 
     def batch_out(self, batch_id: str, jobs: list[Job]) -> BatchOut:
@@ -672,6 +667,20 @@ def _model_files_ready(settings: Settings) -> tuple[bool, str]:
     else:
         then = "the first job downloads it (or fails with model_unavailable if the hub cannot be reached)"
     return False, f"{spec.repo_id} is not in {where}; {then}."
+
+
+def _without_paths(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The file records ``names`` of a stored request (a record or a list of them) without their ``path``."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, dict):
+            out[name] = {k: v for k, v in value.items() if k != "path"}
+        elif isinstance(value, list):
+            out[name] = [
+                {k: v for k, v in x.items() if k != "path"} if isinstance(x, dict) else x for x in value
+            ]
+    return out
 
 
 def _device_name(state: dict[str, Any] | None, status: dict[str, Any]) -> str | None:

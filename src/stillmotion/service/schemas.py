@@ -24,6 +24,7 @@ from stillmotion.jobs.store.states import JobStatus
 from stillmotion.memory.device import DeviceBudget
 from stillmotion.memory.interpolation import InterpolationPlan
 from stillmotion.memory.types import GroupOffloadType, MemoryPlan, PhaseEstimate, Placement
+from stillmotion.models.gguf import GgufWeights
 from stillmotion.models.lora_refs import ResolvedLora
 from stillmotion.models.registry import Defaults, Limits
 from stillmotion.service.request_form import CHOICE_ENUMS, LoraExpert
@@ -171,13 +172,22 @@ if TYPE_CHECKING:
 
     class LoraOut(BaseModel): ...
 
+    class GgufOut(BaseModel): ...
+
 else:
-    # The file's place on the server is not part of the answer: ``reference`` names it (docs/api.md).
+    # A file's place on the server is not part of an answer: ``reference`` names it (docs/api.md).
     LoraOut = wire_model(
         ResolvedLora,
         "LoraOut",
         "A LoRA as it ran: its reference, the hub revision, the file's sha256 and size, strength, expert.",
         types={"source": Literal["file", "hub"], "expert": LoraExpert},
+        exclude=("path",),
+    )
+    GgufOut = wire_model(
+        GgufWeights,
+        "GgufOut",
+        "A GGUF transformer file as it ran: its reference, the hub revision, sha256, size, quantization.",
+        types={"source": Literal["file", "hub"]},
         exclude=("path",),
     )
     ResolvedRequestOut = wire_model(
@@ -188,6 +198,7 @@ else:
             **{name: enum | None for name, enum in CHOICE_ENUMS.items()},
             "loras": list[LoraOut],
             "experts": ExpertsOut | None,
+            "transformer_gguf": GgufOut | None,
         },
     )
     LimitsOut = wire_model(
