@@ -272,20 +272,18 @@ class Engine:
     def _scheduler_and_latents(
         self, run: RunState, components: Components, plan: MemoryPlan, cond: Any, generator: torch.Generator
     ) -> tuple[Any, torch.Tensor]:
-        """A scheduler and latents to continue from: fresh ones (the noise drawn now), or the kept step's."""
+        """A scheduler and latents to continue from: fresh ones (the noise drawn now), a checkpoint file's
+        that fit them, or the kept step's."""
         family, req = run.family, run.request
-        if run.latents is None:
-            # A fresh scheduler per generation (schedulers keep per-run state).
+        if run.scheduler is None:
+            # The first try: a fresh scheduler per generation (schedulers keep per-run state) and the noise,
+            # drawn also when a checkpoint file resumes the run (the generator then stands where it would).
             scheduler = family.new_scheduler(components, req, self.device)
-            run.latents = family.initial_latents(
+            latents = family.initial_latents(
                 components, req, cond, scheduler, generator, self.device, torch_dtype(plan.dtype)
             )
-            run.scheduler = snapshot_scheduler(scheduler)
-        elif run.scheduler is None:
-            # Read back from a checkpoint file: a fresh scheduler for this request, with its per-run state.
-            scheduler = family.new_scheduler(components, req, self.device)
-            checkpoint.restore_scheduler(scheduler, run.saved_scheduler or {})
-            run.scheduler = snapshot_scheduler(scheduler)
+            run.start_denoising(scheduler, latents)  # or from the checkpoint file, if it fits these
+        assert run.latents is not None
         # A copy: the kept snapshot stays as it was, for a retry.
         return snapshot_scheduler(run.scheduler), run.latents.to(device=self.device)
 
