@@ -31,7 +31,6 @@ from stillmotion.media.interpolation import FACTORS, MAX_OUTPUT_FPS, Interpolato
 from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
-MIN_INFERENCE_STEPS = 1
 MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
 
 # How a field is asked for: free text, a model reference, one of a few choices, or a number.
@@ -48,6 +47,7 @@ class RequestField:
     help: str  # one or two sentences: the API description, the CLI --help, the UI's info line
     kind: FieldKind
     bounds: Bounds | None = None  # a number's (low, high) for one model's limits
+    bounds_rule: Callable[[Limits], str] | None = None  # why a model's low bound is raised ("": it is not)
     multiple_of: Callable[[Limits], int] | None = None  # explicit values must be multiples of this
     max_chars: Callable[[Limits], int] | None = None  # text: the longest value
     choices: tuple[str, ...] = ()  # kind "choice": the allowed values
@@ -150,7 +150,8 @@ class GenerationRequest:
             "Steps",
             "Denoising steps; more is slower.",
             "int",
-            bounds=lambda lim: (MIN_INFERENCE_STEPS, lim.max_inference_steps),
+            bounds=lambda lim: (lim.min_inference_steps, lim.max_inference_steps),
+            bounds_rule=lambda lim: lim.steps_rule,
         )
     )
     guidance_scale: float | None = declared(
@@ -440,7 +441,8 @@ def describe_rules(spec: ModelSpec) -> list[str]:
         frames,
         f"height, width: multiples of {limits.size_multiple} ({limits.size_rule}), {limits.min_side} to "
         f"{limits.max_side} per side, at most {limits.max_pixels} pixels",
-        f"num_inference_steps: 1 to {limits.max_inference_steps}",
+        f"num_inference_steps: {limits.min_inference_steps} to {limits.max_inference_steps}"
+        + (f" ({limits.steps_rule})" if limits.steps_rule else ""),
         f"guidance_scale: {limits.min_guidance_scale:g} to {limits.max_guidance_scale:g}",
         f"fps: {limits.min_fps} to {limits.max_fps}",
     ]
@@ -484,6 +486,13 @@ def _check_number(name: str, value: object, default: float, spec: ModelSpec) -> 
     assert info.bounds is not None, f"{name} is declared without bounds"
     low, high = info.bounds(spec.limits)
     if not math.isfinite(value) or not low <= value <= high:
+        rule = info.bounds_rule(spec.limits) if info.bounds_rule is not None else ""
+        if rule and value < low:  # a model's own, higher low bound: say why, and what works
+            raise InvalidRequest(
+                f"{name}={value} is out of range for {spec.name} ({rule}); allowed: {_plain(low)} to "
+                f"{_plain(high)}; try {_plain(low)}.",
+                field=name,
+            )
         raise InvalidRequest(
             f"{name}={value} is out of range; allowed: {_plain(low)} to {_plain(high)}.", field=name
         )

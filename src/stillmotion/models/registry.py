@@ -54,6 +54,8 @@ class Limits:
     size_rule: str = "the VAE's downsampling factor"  # why size_multiple, for error messages
     preset_multiple: int = 64  # presets snap to this, so every UNet level divides evenly
     accepts_prompt: bool = True  # False: the model animates the image alone (no text encoder)
+    min_inference_steps: int = 1
+    steps_rule: str = ""  # why min_inference_steps is above 1, for error messages
     max_inference_steps: int = 500
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 30.0
@@ -582,6 +584,10 @@ LTX_VIDEO = ModelSpec(
         size_multiple=32,
         size_rule="the VAE's 32x downsampling",
         preset_multiple=32,
+        # One step has only sigma 1.0, which the stretch of the schedule to end at shift_terminal turns into
+        # NaN (diffusers' LTX pipelines fail the same way).
+        min_inference_steps=2,
+        steps_rule="its schedule is stretched to end at shift_terminal, which one step cannot do",
     ),
     params=ComponentParams(denoiser=1_923_385_472, vae=419_193_649, text_encoder=4_762_310_656),
     architecture=Architecture(
