@@ -283,6 +283,7 @@ class Engine:
                 components, req, cond, scheduler, generator, self.device, torch_dtype(plan.dtype)
             )
             run.start_denoising(scheduler, latents)  # or from the checkpoint file, if it fits these
+            run.noise_drawn = generator.get_state()  # where the decode's draws start, on every try
         assert run.latents is not None
         # A copy: the kept snapshot stays as it was, for a retry.
         return snapshot_scheduler(run.scheduler), run.latents.to(device=self.device)
@@ -291,12 +292,16 @@ class Engine:
         self, run: RunState, components: Components, plan: MemoryPlan, cond: Any, latents: torch.Tensor
     ) -> torch.Tensor:
         """Step 5: the frames, float32 (frames, height, width, 3) in [0, 1]; ``decode_chunk_size`` frames at a
-        time where the family's VAE allows it."""
+        time where the family's VAE allows it. A VAE that draws noise (LTX-Video 0.9.1+) draws it where an
+        uninterrupted pipeline run would: after the initial latents, whatever try or resume this is."""
         req = run.request
         run.cancel.raise_if_cancelled()
         with run.in_phase(Stage.DECODE, "decoding frames"):
+            generator = torch.Generator(device="cpu")
+            assert run.noise_drawn is not None, "the denoising keeps it with the initial latents"
+            generator.set_state(run.noise_drawn)
             frames = run.family.decode(
-                components, latents, cond, req, plan.decode_chunk_size, plan.vae_tiling
+                components, latents, cond, req, plan.decode_chunk_size, plan.vae_tiling, generator
             )
         return frames[: req.num_frames]
 

@@ -209,6 +209,26 @@ class GenerationRequest:
         )
     )
 
+    # LTX-Video's decode options (models/ltx.py), for VAEs that decode at a timestep (0.9.1 and later).
+    decode_timestep: float | None = declared(
+        RequestField(
+            "Decode timestep",
+            "LTX-Video 0.9.1 and later (a timestep-conditioned VAE): the timestep the VAE decodes at; "
+            "default: the model's (0.03). Other models have no such option.",
+            "float",
+            bounds=lambda _: (0.0, 1.0),
+        )
+    )
+    decode_noise_scale: float | None = declared(
+        RequestField(
+            "Decode noise scale",
+            "LTX-Video 0.9.1 and later: how much noise is mixed into the latents before the VAE decodes "
+            "them (0 to 1); default: the model's (0.025). Other models have no such option.",
+            "float",
+            bounds=lambda _: (0.0, 1.0),
+        )
+    )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -255,6 +275,8 @@ class GenerationRequest:
         factor, interpolator = resolve_interpolation(
             self.interpolate, self.interpolate_fps, self.interpolator, int(fps)
         )
+        decode_timestep = _check_decode_option("decode_timestep", self.decode_timestep, spec)
+        decode_noise_scale = _check_decode_option("decode_noise_scale", self.decode_noise_scale, spec)
         return ResolvedRequest(
             prompt=prompt,
             negative_prompt=negative,
@@ -269,6 +291,8 @@ class GenerationRequest:
             seed=int(seed),
             interpolate=factor,
             interpolator=None if interpolator is None else interpolator.value,
+            decode_timestep=decode_timestep,
+            decode_noise_scale=decode_noise_scale,
         )
 
     def _resolve_prompts(self, spec: ModelSpec, need_prompt: bool) -> tuple[str, str]:
@@ -340,6 +364,8 @@ class ResolvedRequest:
     seed: int
     interpolate: int = 1  # frames and fps are multiplied by this after decode; 1 = no interpolation
     interpolator: str | None = None  # media.interpolation.Interpolator value when interpolate > 1
+    decode_timestep: float | None = None  # LTX-Video's decode options; None: the model has none
+    decode_noise_scale: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -504,6 +530,21 @@ def _check_number(name: str, value: object, default: float, spec: ModelSpec) -> 
             field=name,
         )
     return value
+
+
+def _check_decode_option(name: str, value: object, spec: ModelSpec) -> float | None:
+    """LTX-Video's decode options: the model's default where it has them (a number in ``spec.defaults``);
+    refused by name for a model without them (default None), rather than ignored."""
+    default: float | None = getattr(spec.defaults, name)
+    if default is None:
+        if value is not None:
+            raise InvalidRequest(
+                f"{name}={value} is not an option of {spec.name}: only LTX-Video decodes at a timestep; "
+                "leave it out.",
+                field=name,
+            )
+        return None
+    return float(_check_number(name, value, default, spec))
 
 
 def _plain(number: float) -> str:

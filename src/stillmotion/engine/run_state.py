@@ -131,6 +131,7 @@ class RunState:
     scheduler: Any = None
     steps_done: int = 0
     saved: Checkpoint | None = None
+    noise_drawn: torch.Tensor | None = None  # the seeded generator's state after the initial latents
     checkpoint_id: str = ""  # checkpoint.fingerprint of this generation
 
     @classmethod

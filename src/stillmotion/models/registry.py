@@ -35,6 +35,9 @@ class Defaults:
     guidance_scale: float = 9.0
     fps: int = 8
     negative_prompt: str = I2VGENXL_NEGATIVE_PROMPT
+    # LTX-Video's decode options (a timestep-conditioned VAE, 0.9.1 and later); None: the model has none.
+    decode_timestep: float | None = None
+    decode_noise_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -573,6 +576,10 @@ LTX_VIDEO = ModelSpec(
         guidance_scale=3.0,
         fps=25,
         negative_prompt=LTX_NEGATIVE_PROMPT,
+        # diffusers' LTX-Video examples for timestep-conditioned VAEs (0.9.1 and later); the 0.9.0 VAE of
+        # this registered build decodes without them.
+        decode_timestep=0.03,
+        decode_noise_scale=0.025,
     ),
     limits=Limits(
         min_frames=9,
