@@ -134,7 +134,7 @@ class Engine:
         """
         # 1. Plan. First what only the engine can check (the output format takes this fps, the model is
         #    here), then memory from what the device has free right now: refused up front if nothing fits.
-        _check_output(output_path, request)
+        check_output(output_path, request)
         spec = self._spec(request.model)
         run = RunState.start(request, spec, family_of(spec), hooks, cancel)
         with run.in_phase(Stage.PLAN, "planning memory", timed=False):
@@ -444,8 +444,9 @@ class Engine:
         }
 
 
-def _check_output(output_path: Path, req: ResolvedRequest) -> None:
-    """An unsupported output format, or one that cannot play the output fps, fails before any work."""
+def check_output(output_path: Path, req: ResolvedRequest) -> None:
+    """An unsupported output format, or one that cannot play the output fps, fails before any work (also
+    checked for every entry of a batch before the first runs: batch_cli.py)."""
     problem = output_fps_problem(format_for_path(output_path), req.output_fps)
     if problem:
         raise InvalidRequest(f"fps={req.output_fps}: {problem}.", field="output")
