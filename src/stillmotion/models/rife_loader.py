@@ -94,6 +94,19 @@ def _ifnet_weights(state: dict[str, torch.Tensor], net: IFNet) -> dict[str, torc
     return {key: stripped[key] for key in wanted}
 
 
+def check_available(weights: RifeWeights, *, cache_dir: Path | None = None, offline: bool = False) -> None:
+    """Raise ``ModelUnavailable`` now, as loading would later, when the weights are not in the local cache and
+    cannot be downloaded from here (offline mode, or the hub out of reach). Downloads nothing: the service
+    calls it before a job asking for RIFE is queued or planned, as it does for a model."""
+    from stillmotion.models.loader import hub_reachable
+
+    try:
+        _fetch(weights, cache_dir=cache_dir, offline=offline, cache_only=True)
+    except ModelUnavailable:
+        if offline or not hub_reachable():
+            raise  # else the first run downloads them
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -107,7 +120,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool) -> Path:
+def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool, cache_only: bool = False) -> Path:
+    """The weights file in the hub cache, downloaded first unless ``offline`` or ``cache_only``."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -128,7 +142,7 @@ def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool) -> Pa
             revision=weights.revision,
             allow_patterns=[weights.filename],
             cache_dir=str(cache_dir) if cache_dir else None,
-            local_files_only=offline,
+            local_files_only=offline or cache_only,
         )
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as exc:
         reason = "the hub has no such repo or revision, or it needs a login"
