@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 
 from stillmotion.cli import main
 
@@ -130,6 +131,26 @@ def test_doctor_reports_device_encoder_and_weights(capsys: pytest.CaptureFixture
     assert report["device"]["selected"] == "cpu"
     assert report["video_encoder"].startswith("ok")
     assert "not downloaded" in report["default_model"]["weights"]
+    # No GPU here: the warning says that only the tiny models are practical, and what each real one needs.
+    (warning,) = report["warnings"]
+    assert "no NVIDIA GPU" in warning and "tiny" in warning
+    needs = {need["model"]: need for need in report["gpu_needs"]}
+    assert {"i2vgen-xl", "wan2.1-i2v-14b-480p", "svd-xt", "ltx-video"} <= set(needs)
+    assert all(0 < n["min_gib"] <= n["resident_gib"] for n in needs.values())
+    assert f"i2vgen-xl {needs['i2vgen-xl']['min_gib']:g} GiB" in warning
+
+
+def test_plan_without_an_image_says_which_aspect_it_assumed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["plan", "--model", "i2vgen-xl", "--resolution", "512p"]) == 0
+    assert "no --image: a square 1:1 input assumed" in capsys.readouterr().out
+    image = tmp_path / "wide.png"
+    Image.new("RGB", (320, 180)).save(image)
+    assert (
+        main(["plan", "--model", "i2vgen-xl", "--resolution", "512p", "--image", str(image), "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["assumed_aspect"] is None
 
 
 @pytest.mark.timeout(180)

@@ -68,15 +68,35 @@ def test_the_image_runs_the_serve_command_the_readme_documents() -> None:
     assert f"`{' '.join(command)}`" in readme  # the README names the image's command
 
 
-def test_cuda_runtime_base_non_root_volumes_and_health_check() -> None:
-    assert re.fullmatch(r"nvidia/cuda:[\w.-]*-runtime-[\w.]+", instructions()[0][1])
+def test_cuda_base_image_non_root_volumes_and_health_check() -> None:
+    # The CUDA "base" image: PyPI's torch wheel brings the CUDA and cuDNN libraries a runtime image repeats.
+    assert re.fullmatch(r"nvidia/cuda:[\w.-]*-base-[\w.]+", instructions()[0][1])
     user = last("USER")
     assert user not in ("root", "0") and not user.startswith("0:")
     assert set(json.loads(last("VOLUME"))) == {"/data", "/models"}
     env = " ".join(args for instruction, args in instructions() if instruction == "ENV")
     assert "STILLMOTION_DATA_DIR=/data" in env and "HF_HOME=/models" in env
     assert last("EXPOSE") == "7860"
-    assert HEALTH_URL in last("HEALTHCHECK")
+    assert HEALTH_URL in last("HEALTHCHECK") and "accepting_jobs" in last("HEALTHCHECK")
+
+
+def test_the_dependencies_are_a_layer_of_their_own_before_the_code() -> None:
+    """A code change must not reinstall torch: pyproject.toml alone, then pip install, then the source."""
+    steps = instructions()
+    copies = [i for i, (name, args) in enumerate(steps) if name == "COPY"]
+    first_copy, source = copies[0], next(i for i in copies if steps[i][1].startswith("src"))
+    assert steps[first_copy][1] == "pyproject.toml ./"
+    installs = [i for i, (name, args) in enumerate(steps) if name == "RUN" and "pip install" in args]
+    assert first_copy < installs[0] < source < installs[-1]
+    assert "-r /tmp/requirements.txt" in steps[installs[0]][1] and "--no-deps" in steps[installs[-1]][1]
+
+
+def test_docs_docker_is_true_to_the_files() -> None:
+    docs = (ROOT / "docs" / "docker.md").read_text()
+    assert "does not read `STILLMOTION_DATABASE_URL` yet" not in docs  # it does (config.database_url)
+    assert "`server` and `scale` extras" in docs and '".[server,scale]"' not in docs
+    assert "10001" in docs and "chown" in docs  # bind mounts and the non-root user
+    assert instructions()[0][1] in docs  # the base image it names is the one used
 
 
 def test_the_health_check_calls_a_route_the_app_serves() -> None:
@@ -105,6 +125,7 @@ def test_compose_has_postgres_and_gpu_workers_with_health_checks() -> None:
         assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert sorted(worker["volumes"]) == ["data:/data", "models:/models"]
         assert HEALTH_URL in " ".join(worker["healthcheck"]["test"])
+        assert "accepting_jobs" in " ".join(worker["healthcheck"]["test"])  # as the Dockerfile's
         (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     gpus = [

@@ -23,6 +23,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from stillmotion import faults
+from stillmotion.cli_progress import ProgressDisplay
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine, check_output
 from stillmotion.engine.progress import CancelToken
@@ -46,6 +47,7 @@ class BatchEntry:
     request: ResolvedRequest
     image: InputImage
     output: Path
+    last_image: InputImage | None = None  # the frame to end on (``last_image`` in the entry)
 
 
 def read_entries(source: Path) -> Entries:
@@ -112,7 +114,13 @@ def prepare(
             if image_path is None:
                 raise InvalidRequest("no image: give --image or an 'image' per entry.", field="image")
             image = load_image_file(Path(str(image_path)))
-            resolved = resolve(request, settings, (image.width, image.height))
+            last = None if request.last_image is None else load_image_file(Path(request.last_image))
+            resolved = resolve(
+                request,
+                settings,
+                (image.width, image.height),
+                last_image_sha256=None if last is None else last.sha256,
+            )
             output = folder / str(output_name or f"{index + 1:03d}-{Path(str(image_path)).stem}.mp4")
             if output.suffix.lstrip(".").lower() not in VIDEO_FORMATS or output.parent != folder:
                 raise InvalidRequest(
@@ -128,22 +136,31 @@ def prepare(
             writers[output.name.casefold()] = name
         except StillmotionError as exc:
             raise InvalidRequest(f"batch {name}: {exc.message}", code=exc.code, field=exc.field) from None
-        prepared.append(BatchEntry(name, resolved, image, output))
+        prepared.append(BatchEntry(name, resolved, image, output, last))
     return prepared
 
 
-def run_batch(entries: list[BatchEntry], engine: Engine, cancel: CancelToken) -> list[dict[str, Any]]:
-    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``."""
+def run_batch(
+    entries: list[BatchEntry], engine: Engine, cancel: CancelToken, progress: ProgressDisplay | None = None
+) -> list[dict[str, Any]]:
+    """Generate each entry; one result per entry: ``{"name", "ok", "video_path" | "error"}``. ``progress``
+    shows a bar per entry under the batch's own."""
     results = []
     for entry in entries:
+        hooks = [*faults.hooks(), *([progress.job(entry.name)] if progress is not None else [])]
         try:
-            result = engine.generate(entry.request, entry.image, entry.output, faults.hooks(), cancel=cancel)
+            result = engine.generate(
+                entry.request, entry.image, entry.output, hooks, cancel=cancel, last_image=entry.last_image
+            )
         except Cancelled:
             raise
         except StillmotionError as exc:
             logger.warning("batch %s failed: [%s] %s", entry.name, exc.code, exc.message)
             results.append({"name": entry.name, "ok": False, "error": exc.to_dict()})
             continue
+        finally:
+            if progress is not None:
+                progress.job_done()
         path = str(result.video_path)
         results.append({"name": entry.name, "ok": True, "video_path": path, "seed": entry.request.seed})
     return results

@@ -55,14 +55,30 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
         help_text = info.help
         if declared.name == "prompt" and not need_image:
             help_text += " Optional for `plan`: the plan does not use it."
-        parser.add_argument(
-            "--" + declared.name.replace("_", "-"),
-            type=_flag_type(info.cli_parse or declared.type),
-            default=declared.default,
-            choices=info.choices or None,
-            metavar=info.cli_metavar,
-            help=help_text,
-        )
+        flag = "--" + declared.name.replace("_", "-")
+        if info.kind == "flag":  # on when given; None (the model's default) when not
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+        elif info.kind == "loras":  # repeatable: --lora A.safetensors:0.8 --lora B.safetensors:1:low
+            assert info.cli_parse is not None
+            parser.add_argument(
+                "--lora",
+                dest=declared.name,
+                action="append",
+                type=_flag_type(info.cli_parse),
+                metavar=info.cli_metavar,
+                help=help_text + " Repeat for several.",
+            )
+        elif info.kind == "image":
+            parser.add_argument(flag, type=Path, metavar="PATH", help=help_text)
+        else:
+            parser.add_argument(
+                flag,
+                type=_flag_type(info.cli_parse or declared.type),
+                default=declared.default,
+                choices=info.choices or None,
+                metavar=info.cli_metavar,
+                help=help_text,
+            )
     parser.add_argument("--vram-budget-gb", type=float, help="use at most this much GPU memory")
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu", "mps"], help="where to run (default auto)"
@@ -186,7 +202,9 @@ def _request(args: argparse.Namespace) -> Any:
     """The request the flags ask for (every field of the field list, None where not given)."""
     from stillmotion.engine.request import GenerationRequest, request_fields
 
-    return GenerationRequest(**{declared.name: getattr(args, declared.name) for declared in request_fields()})
+    values = {declared.name: getattr(args, declared.name) for declared in request_fields()}
+    values["last_image"] = None if values.get("last_image") is None else str(values["last_image"])
+    return GenerationRequest(**values)
 
 
 # -- subcommands -----------------------------------------------------------------------------------------
@@ -194,8 +212,8 @@ def _request(args: argparse.Namespace) -> Any:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from stillmotion import faults
+    from stillmotion.cli_progress import ProgressDisplay
     from stillmotion.engine.engine import Engine
-    from stillmotion.engine.hooks import Callbacks
     from stillmotion.engine.progress import CancelToken
     from stillmotion.engine.resolve import resolve
     from stillmotion.media.image_input import load_image_file
@@ -211,11 +229,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
-    request = resolve(_request(args), settings, (image.width, image.height))
+    last = None if args.last_image is None else load_image_file(args.last_image)
+    request = resolve(
+        _request(args),
+        settings,
+        (image.width, image.height),
+        last_image_sha256=None if last is None else last.sha256,
+    )
     cancel = CancelToken()
-    with _ctrl_c_cancels(cancel), _ProgressBar(enabled=not args.json) as bar:
-        hooks = [*faults.hooks(), Callbacks(on_progress=bar.update)]
-        result = engine.generate(request, image, output, hooks, cancel=cancel, strategy=args.strategy)
+    with _ctrl_c_cancels(cancel), ProgressDisplay(enabled=not args.json) as progress:
+        hooks = [*faults.hooks(), progress.job()]
+        result = engine.generate(
+            request, image, output, hooks, cancel=cancel, strategy=args.strategy, last_image=last
+        )
     if args.json:
         out(json.dumps({"ok": True, **result.to_dict()}, default=str))
     else:
@@ -235,6 +261,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_generate_batch(args: argparse.Namespace) -> int:
     """``generate --batch`` / ``--variations``: every entry checked first, then each its own video."""
     from stillmotion import batch_cli
+    from stillmotion.cli_progress import ProgressDisplay
     from stillmotion.engine.engine import Engine
     from stillmotion.engine.progress import CancelToken
 
@@ -250,8 +277,8 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
     prepared = batch_cli.prepare(entries, _request(args), settings, folder)
     folder.mkdir(parents=True, exist_ok=True)
     cancel = CancelToken()
-    with _ctrl_c_cancels(cancel):
-        results = batch_cli.run_batch(prepared, Engine(settings), cancel)
+    with _ctrl_c_cancels(cancel), ProgressDisplay(not args.json, jobs=len(prepared)) as progress:
+        results = batch_cli.run_batch(prepared, Engine(settings), cancel, progress)
     for result in results:
         if args.json:
             out(json.dumps(result, default=str))
@@ -287,10 +314,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
             user_budget_gb=settings.vram_budget_gb,
         )
     engine = Engine(settings)
-    request = resolve(_request(args), settings, image_size, need_prompt=False)
+    last_sha256 = None
+    if args.last_image is not None:
+        from stillmotion.media.image_input import load_image_file
+
+        last_sha256 = load_image_file(args.last_image).sha256
+    request = resolve(_request(args), settings, image_size, need_prompt=False, last_image_sha256=last_sha256)
     report = engine.plan(request, strategy=args.strategy, budget=budget)
+    # A preset's size follows the input's aspect ratio: without --image, say which one the size assumed.
+    assumed = "1:1" if image_size is None and request.resolution is not None else None
     if args.json:
-        out(json.dumps({"ok": True, **report.to_dict()}, default=str))
+        out(json.dumps({"ok": True, **report.to_dict(), "assumed_aspect": assumed}, default=str))
     else:
         from stillmotion.memory.report import format_plan
 
@@ -298,6 +332,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         out(
             f"{req.model}: {req.width}x{req.height}, {req.num_frames} frames, {req.num_inference_steps} steps"
         )
+        for note in req.notes():
+            out(note)
+        if assumed is not None:
+            out(
+                f"(no --image: a square {assumed} input assumed; {req.resolution} keeps the image's aspect "
+                "ratio, so give --image for the size it will have)"
+            )
         out(format_plan(report.plan, report.budget))
     return EXIT_OK
 
@@ -309,6 +350,7 @@ SERVER_EXTRA = {
     "multipart": "python-multipart",
     "sqlalchemy": "sqlalchemy",
     "gradio": "gradio",
+    "websockets": "websockets",
 }
 
 
@@ -388,39 +430,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # -- plumbing --------------------------------------------------------------------------------------------
-
-
-class _ProgressBar:
-    """A tqdm bar over the denoising steps with the engine's ETA; stage changes go to the log."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-        self._stage = ""
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def update(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if event.stage != self._stage:
-            self._stage = event.stage
-            if event.stage != "denoise" and event.message:
-                logger.info("%s", event.message)
-        if event.stage == "denoise":
-            if self._bar is None:
-                self._bar = tqdm(total=event.total_steps, desc="denoising", unit="step", file=sys.stderr)
-            self._bar.n = event.step
-            if event.eta_s is not None:
-                self._bar.set_postfix_str(f"ETA {event.eta_s:.0f}s")
-            self._bar.refresh()
 
 
 class _ctrl_c_cancels:  # noqa: N801 - used as a context manager, reads like a sentence

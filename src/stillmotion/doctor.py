@@ -1,7 +1,9 @@
 """``stillmotion doctor``: what this machine has for stillmotion, in one report.
 
 Device and memory, library versions, whether the video encoder works, whether the default model's weights
-are already cached, and whether the data folder is writable. Read-only: it downloads and loads nothing.
+are already cached, and whether the data folder is writable; then the warnings that matter before a first
+job: without an NVIDIA GPU only the tiny models are practical, and what each real model needs (``gpu_needs``,
+from the memory planner's estimates). Read-only: it downloads and loads nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "av", "Pillow",
 
 def collect(settings: Settings) -> dict[str, Any]:
     """Every check as plain data; ``format_report`` renders it for people."""
+    needs = gpu_needs()
     return {
         "stillmotion": stillmotion.__version__,
         "python": platform.python_version(),
@@ -36,6 +39,8 @@ def collect(settings: Settings) -> dict[str, Any]:
         "video_encoder": _video_encoder(),
         "data_dir": _data_dir(settings),
         "default_model": _model(settings),
+        "gpu_needs": needs,
+        "warnings": _warnings(needs),
     }
 
 
@@ -54,7 +59,51 @@ def format_report(report: dict[str, Any]) -> str:
         f"data folder: {report['data_dir']['path']} ({report['data_dir']['status']})",
         f"default model: {report['default_model']['name']}: {report['default_model']['weights']}",
     ]
+    lines += [f"WARNING: {warning}" for warning in report["warnings"]]
     return "\n".join(lines)
+
+
+def gpu_needs() -> list[dict[str, Any]]:
+    """What each real model needs on an NVIDIA GPU for its default request (square input), from the memory
+    planner's estimates with its safety margin: ``min_gib``, its cheapest plan (weights offloaded to host
+    memory, slower), and ``resident_gib``, everything on the GPU (the fastest plan)."""
+    from stillmotion.engine.request import GenerationRequest
+    from stillmotion.memory.device import DeviceBudget
+    from stillmotion.memory.plan import ESTIMATE_MARGIN, build_plan, smallest_estimate_gib, usable_rungs
+    from stillmotion.models.registry import list_specs
+
+    budget = DeviceBudget.fixed(80.0, "cuda", name="an 80 GiB card")  # room for every plan to be built
+    needs = []
+    for spec in list_specs():
+        if spec.tiny or spec.random_weights:
+            continue
+        request = GenerationRequest(model=spec.name).resolve(spec, None, need_prompt=False)
+        least = smallest_estimate_gib(spec, request, budget, allow_approximate=False)
+        fastest = usable_rungs(spec, allow_approximate=False)[0]
+        resident = build_plan(spec, request, budget, fastest, allow_approximate=False).estimate
+        assert resident is not None
+        needs.append(
+            {
+                "model": spec.name,
+                "request": f"{request.width}x{request.height}, {request.num_frames} frames",
+                "min_gib": round(least * ESTIMATE_MARGIN, 1),
+                "resident_gib": round(resident.peak_reserved_gib * ESTIMATE_MARGIN, 1),
+            }
+        )
+    return needs
+
+
+def _warnings(needs: list[dict[str, Any]]) -> list[str]:
+    """What to know before a first job on this machine."""
+    warnings = []
+    if not torch.cuda.is_available():
+        each = "; ".join(f"{n['model']} {n['min_gib']:g} GiB ({n['resident_gib']:g} GiB all on the GPU)"
+                         for n in needs)  # fmt: skip
+        warnings.append(
+            "no NVIDIA GPU: only the tiny models (tiny-*) are practical here, in seconds; a real model on "
+            f"the CPU takes hours per video. The real models need a GPU with at least: {each}."
+        )
+    return warnings
 
 
 def _version(name: str) -> str:

@@ -1,9 +1,16 @@
-"""Service logging: a rotating file per process under ``settings.logs_dir``, plus readable console lines.
+"""Service logging: one line format for every process of the service (the API, its worker processes, Ray
+actors), to a rotating file per process and to the console.
 
-Every line carries the id of the job being worked on (``job=...``, from a context variable set with
-``job_context()``), so ``grep <job id> logs/*.log`` tells one job's story across the API and the worker.
-Logging never takes the service down: when the log disk is full or the file is unwritable, the handler
-counts the failure (``logging_errors()``) instead of raising or spraying tracebacks on stderr.
+``LOG_FORMAT``: time, level, the node and process that wrote the line (``node/process[pid]``), the logger,
+the job being worked on (``job=...``, from a context variable set with ``job_context()``) and the message:
+
+    2026-12-07 13:40:01,123 INFO    box-1/worker-0[48210] stillmotion.jobs.workers.worker [job=6f1c] hi
+
+so ``grep <job id> logs/*/*.log`` tells one job's story across the API and the workers, and lines from
+services sharing a data folder say where they come from. Files are ``logs/<node>/<process>.log``: one per
+process, so two processes never rotate one file. Logging never takes the service down: when the log disk is
+full or the file is unwritable, the handler counts the failure (``logging_errors()``) instead of raising or
+spraying tracebacks on stderr.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import TextIO
 
 from stillmotion.config import Settings
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s [job=%(job_id)s] %(message)s"
-CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s [job=%(job_id)s] %(message)s"
+LOG_FORMAT = (
+    "%(asctime)s %(levelname)-7s %(node)s/%(proc)s[%(process)d] %(name)s [job=%(job_id)s] %(message)s"
+)
 MAX_LOG_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 NO_JOB = "-"
@@ -57,11 +66,17 @@ def current_job_id() -> str | None:
 
 
 class JobIdFilter(logging.Filter):
-    """Adds ``record.job_id`` (the current job, or '-') so formats can print it."""
+    """Adds ``record.job_id`` (the current job, or '-'), ``record.node`` and ``record.proc`` (who writes)
+    so ``LOG_FORMAT`` can print them."""
+
+    def __init__(self, node: str = NO_JOB, process: str = NO_JOB) -> None:
+        super().__init__()
+        self.node, self.process = node, process
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "job_id"):
             record.job_id = _current_job.get() or NO_JOB
+        record.node, record.proc = self.node, self.process
         return True
 
 
@@ -79,39 +94,47 @@ class SafeStreamHandler(logging.StreamHandler[TextIO]):
         _count_error()
 
 
-def setup_logging(settings: Settings, process: str, level: int = logging.INFO) -> None:
-    """Send the root logger to ``logs_dir/<process>.log`` (rotating) and the console.
+def log_path(settings: Settings, process: str) -> Path:
+    """Where ``process`` on this node writes: ``logs/<node>/<process>.log``."""
+    return settings.logs_dir / settings.node_name / f"{process}.log"
+
+
+def setup_logging(settings: Settings, process: str, level: int = logging.INFO) -> Path:
+    """Send the root logger, in ``LOG_FORMAT``, to ``log_path(settings, process)`` (rotating) and the
+    console; returns the file's path. ``process`` names this process on its node (``server``, a worker id).
 
     One file per process: two processes rotating one file would lose lines. Calling it again replaces the
-    handlers it installed before (tests, repeated ``create_app``).
+    handlers it installed before (tests, repeated ``create_app``), and a plain console handler someone put
+    on the root logger (``logging.basicConfig``), so no line is printed twice in two formats.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, _OUR_HANDLER, False):
+        if getattr(handler, _OUR_HANDLER, False) or type(handler) is logging.StreamHandler:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
-    job_filter = JobIdFilter()
+    job_filter = JobIdFilter(settings.node_name, process)
+    formatter = logging.Formatter(LOG_FORMAT)
 
     console = SafeStreamHandler()
-    console.setFormatter(logging.Formatter(CONSOLE_FORMAT, datefmt="%H:%M:%S"))
+    console.setFormatter(formatter)
     console.addFilter(job_filter)
     setattr(console, _OUR_HANDLER, True)
     root.addHandler(console)
 
+    path = log_path(settings, process)
     try:
-        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         # delay=True opens the file on the first record, so an unwritable file is a counted error there.
         file_handler = SafeRotatingFileHandler(
-            settings.logs_dir / f"{process}.log", maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, delay=True
+            path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, delay=True
         )
     except OSError as exc:
         _count_error()
-        logging.getLogger(__name__).warning(
-            "log folder %s unusable (%s); console only", settings.logs_dir, exc
-        )
-        return
-    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger(__name__).warning("log folder %s unusable (%s); console only", path.parent, exc)
+        return path
+    file_handler.setFormatter(formatter)
     file_handler.addFilter(job_filter)
     setattr(file_handler, _OUR_HANDLER, True)
     root.addHandler(file_handler)
+    return path

@@ -37,6 +37,7 @@ class Case:
 CASES = [
     Case("tiny-wan2.1-i2v", 48, 80, 9, prompt=True),
     Case("tiny-wan2.2-ti2v", 64, 96, 9, prompt=True),
+    Case("tiny-wan2.2-i2v-a14b", 48, 80, 9, prompt=True),  # two experts (tests/engine/test_two_experts.py)
     Case("tiny-svd-xt", 64, 96, 6, prompt=False),
     Case("tiny-ltx-video", 64, 96, 9, prompt=True),
 ]
@@ -58,7 +59,9 @@ def reference_frames(
     }
     pipe: Any
     if case.model.startswith("tiny-wan"):
-        parts = tiny.build_tiny_wan_components(0, ti2v=case.model == "tiny-wan2.2-ti2v")
+        parts = tiny.build_tiny_wan_components(
+            0, ti2v=case.model == "tiny-wan2.2-ti2v", experts=case.model == "tiny-wan2.2-i2v-a14b"
+        )
         expand = parts.pop("expand_timesteps")
         parts = {name: part for name, part in parts.items() if part is not None}
         pipe = WanImageToVideoPipeline(**parts, expand_timesteps=expand)

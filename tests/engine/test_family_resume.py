@@ -25,6 +25,8 @@ MODELS = {
     # model: (height, width, frames, takes a prompt)
     "tiny-wan2.1-i2v": (48, 64, 9, True),
     "tiny-wan2.2-ti2v": (64, 64, 9, True),
+    # Five steps at shift 3: timesteps 999, 923 | 818, 667, 429: the experts switch after step 2.
+    "tiny-wan2.2-i2v-a14b": (48, 64, 9, True),
     "tiny-svd-xt": (64, 64, 4, False),
     "tiny-ltx-video": (64, 64, 9, True),
 }

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from sqlalchemy import update
 
 from stillmotion.config import Settings
 from stillmotion.jobs.store.job_store import Job, JobStore
+from stillmotion.jobs.store.schema import jobs
 
 TINY_MODEL = "tiny-i2vgen-xl"
 
@@ -68,3 +70,12 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def lapse_lease(store: JobStore, job_id: str) -> None:
+    """Let ``job_id``'s lease lapse now: its worker stopped renewing it long ago. Leases are timed by the
+    database's clock, so a test moves the expiry into the past rather than moving a clock forward."""
+    with store.db.transaction() as conn:
+        conn.execute(
+            update(jobs).where(jobs.c.id == job_id).values(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )

@@ -11,13 +11,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from jobs_helpers import add_job, make_settings, tiny_request
+from jobs_helpers import add_job, lapse_lease, make_settings, tiny_request
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
+from tests.support.sqlite_outage import SqliteOutage
 
 from stillmotion.config import Settings
 from stillmotion.jobs.store.db import DatabaseError, DatabaseUnavailable
 from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.states import JobStatus
+from stillmotion.jobs.workers.lease import LeaseReaper
 
 SHORT_BUSY_TIMEOUT_S = 0.3  # keeps the "lock held longer than the busy timeout" case quick
 SHORT_SUBMIT_WAIT_S = 0.5  # a submission gives up after this (the default is SUBMIT_WAIT_S)
@@ -177,6 +180,8 @@ STORE_CALLS: dict[str, Callable[[JobStore], object]] = {
     "requeue_expired_leases": lambda s: s.requeue_expired_leases(),
     "running_jobs": lambda s: s.running_jobs(),
     "purge_expired": lambda s: s.purge_expired(),
+    "run_while_held": lambda s: s.run_while_held("j", "token", lambda: None, what="x"),
+    "database_time": lambda s: s.database_time(),
 }
 NO_DATABASE = {"open", "close", "job_dir"}  # entry points that never touch the database
 
@@ -220,6 +225,8 @@ def test_an_unexpected_driver_error_is_a_database_error_with_the_traceback_in_th
             conn.exec_driver_sql("DROP TABLE job_events")
             conn.exec_driver_sql("DROP TABLE jobs")
         for name, call in STORE_CALLS.items():
+            if name == "database_time":  # reads no table: nothing to break here
+                continue
             caplog.clear()
             with pytest.raises(DatabaseError) as info:
                 call(store)
@@ -231,3 +238,30 @@ def test_an_unexpected_driver_error_is_a_database_error_with_the_traceback_in_th
             assert "no such table" in str(logged[0].exc_info[1]), name
     finally:
         store.close()
+
+
+def test_after_an_outage_the_reaper_gives_lease_holders_a_lease_to_come_back(
+    tmp_path: Path,
+) -> None:
+    """Leases lapse during a database outage because nobody can renew them: for ``lease_s`` after this
+    process saw the database unreachable, its reaper takes nothing back (the holders renew or hand their jobs
+    back first, without spending an attempt); then it reaps as always."""
+    settings = make_settings(tmp_path, lease_s=1.0)
+    outage = SqliteOutage(settings.db_path)
+    store = JobStore.open(settings)
+    add_job(store, "j")
+    assert store.claim_next("w") is not None
+    lapse_lease(store, "j")
+    reaper = LeaseReaper(store)
+    outage.begin(store)
+    with pytest.raises(DatabaseUnavailable):
+        reaper.reap()
+    outage.end()
+    assert reaper.reap() == []  # the database is back, the lease has lapsed: still the holder's turn
+    assert store.get("j").status == JobStatus.RUNNING
+    deadline = time.monotonic() + 30
+    while not (taken := reaper.reap()):
+        assert time.monotonic() < deadline, "the reaper never resumed after the grace"
+        time.sleep(0.1)
+    assert [job.id for job in taken] == ["j"]
+    store.close()

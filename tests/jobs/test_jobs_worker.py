@@ -5,28 +5,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_helpers import TINY_MODEL, add_job, make_settings
+from jobs_helpers import TINY_MODEL, add_job, lapse_lease, make_settings
+from tests.support.engine_hooks import StepHook
 
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
-from stillmotion.engine.hooks import Callbacks, EngineHooks
-from stillmotion.engine.progress import ProgressEvent, Stage
-from stillmotion.engine.request import ResolvedRequest
-from stillmotion.engine.result import GenerationResult, PlanReport
+from stillmotion.engine.progress import Stage
 from stillmotion.faults import FAULTS_ENV
 from stillmotion.jobs.store.job_store import Job, JobStore
 from stillmotion.jobs.store.states import TERMINAL, JobStatus
-from stillmotion.jobs.workers.worker import PROGRESS_MIN_INTERVAL_S, Worker, output_filename
+from stillmotion.jobs.workers.worker import (
+    CHECKPOINT_FILENAME,
+    PROGRESS_MIN_INTERVAL_S,
+    Worker,
+    output_filename,
+)
 from stillmotion.logging_setup import SafeRotatingFileHandler, job_context, logging_errors, setup_logging
-from stillmotion.media.image_input import InputImage
 
 
 @pytest.fixture(scope="module")
@@ -38,32 +41,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 @pytest.fixture
 def worker(settings: Settings, store: JobStore, engine: Engine) -> Worker:
     return Worker(settings, store, engine, worker_id="w-test")
-
-
-class StepHook:
-    """Wraps the engine so a test can act at an exact progress event (before the worker sees it)."""
-
-    def __init__(self, engine: Engine, stage: Stage, step: int, action: Any) -> None:
-        self.engine, self.stage, self.step, self.action = engine, stage, step, action
-        self.events: list[ProgressEvent] = []
-
-    def plan(self, request: ResolvedRequest) -> PlanReport:
-        return self.engine.plan(request)
-
-    def generate(
-        self,
-        request: ResolvedRequest,
-        image: InputImage,
-        output_path: Path,
-        hooks: Sequence[EngineHooks] = (),
-        **more: Any,  # cancel, resume: passed on as they are
-    ) -> GenerationResult:
-        def act(event: ProgressEvent) -> None:
-            self.events.append(event)
-            if event.stage == self.stage and event.step == self.step:
-                self.action()
-
-        return self.engine.generate(request, image, output_path, [Callbacks(on_progress=act), *hooks], **more)
 
 
 def assert_succeeded_with_one_output(store: JobStore, job: Job) -> None:
@@ -84,7 +61,12 @@ def assert_succeeded_with_one_output(store: JobStore, job: Job) -> None:
 
 
 def assert_no_output(store: JobStore, job: Job) -> None:
-    assert sorted(p.name for p in store.job_dir(job.id).iterdir()) == ["input.png"]
+    """No video, sidecar or temp file in the job's folder. A job back in the queue may keep the checkpoint
+    of its last run (its next run resumes there: on a busy machine a run lasts past checkpoint_interval_s);
+    a finished job keeps none."""
+    kept = {"input.png"} | ({CHECKPOINT_FILENAME} if job.status == JobStatus.QUEUED else set())
+    left = sorted(p.name for p in store.job_dir(job.id).iterdir())
+    assert "input.png" in left and set(left) <= kept, left
 
 
 @pytest.mark.timeout(120)
@@ -117,7 +99,7 @@ def test_expected_failures_keep_their_code_and_the_next_job_succeeds(store: JobS
 def test_unexpected_error_is_internal_error_with_traceback_only_in_the_log(
     settings: Settings, store: JobStore, engine: Engine
 ) -> None:
-    setup_logging(settings, "worker-test")
+    log_file = setup_logging(settings, "worker-test")
     try:
 
         def boom() -> None:
@@ -133,7 +115,7 @@ def test_unexpected_error_is_internal_error_with_traceback_only_in_the_log(
         assert_no_output(store, job)
         for handler in logging.getLogger().handlers:
             handler.flush()
-        log = (settings.logs_dir / "worker-test.log").read_text()
+        log = log_file.read_text()
         assert "Traceback" in log and "kaboom in a step" in log and "[job=crash]" in log
         Worker(settings, store, engine).run(max_jobs=1)
         assert_succeeded_with_one_output(store, store.get("after"))
@@ -216,7 +198,7 @@ def test_f9_a_job_that_never_fits_fails_with_disk_full_after_its_attempts(
 
 
 def test_log_lines_carry_the_job_id_and_a_full_disk_never_raises(settings: Settings) -> None:
-    setup_logging(settings, "logtest")
+    log_file = setup_logging(settings, "logtest")
     try:
         log = logging.getLogger("stillmotion.test")
         with job_context("job-123"):
@@ -224,8 +206,12 @@ def test_log_lines_carry_the_job_id_and_a_full_disk_never_raises(settings: Setti
         log.warning("outside")
         file_handler = next(h for h in logging.getLogger().handlers if isinstance(h, SafeRotatingFileHandler))
         file_handler.flush()
-        lines = (settings.logs_dir / "logtest.log").read_text().splitlines()
+        lines = log_file.read_text().splitlines()
         assert "[job=job-123] inside" in lines[0] and "[job=-] outside" in lines[1]
+        # Each line names the node and the process that wrote it (services may share a data folder).
+        who = f" {settings.node_name}/logtest[{os.getpid()}] "
+        assert who in lines[0] and who in lines[1]
+        assert log_file == settings.logs_dir / settings.node_name / "logtest.log"
 
         class FullDisk:
             def write(self, _text: str) -> int:
@@ -351,7 +337,7 @@ def test_a_run_that_loses_its_lease_stops_and_the_next_run_resumes_from_its_chec
     the run that takes the job over carries on after the saved step."""
     settings = make_settings(tmp_path / "data", checkpoint_interval_s=0)  # a checkpoint after every step
     store = JobStore.open(settings)
-    later = JobStore.open(settings, clock=lambda: datetime.now(UTC) + timedelta(hours=1))  # leases lapsed
+    reaper = JobStore.open(settings)  # another worker, between jobs
     try:
         add_job(store, "j", steps=5)
         stale = store.claim_next("stale")
@@ -359,7 +345,8 @@ def test_a_run_that_loses_its_lease_stops_and_the_next_run_resumes_from_its_chec
         taken_back: list[Job] = []
 
         def take_back() -> None:
-            taken_back.extend(later.requeue_expired_leases())
+            lapse_lease(store, "j")
+            taken_back.extend(reaper.requeue_expired_leases())
             time.sleep(PROGRESS_MIN_INTERVAL_S * 1.5)  # so the worker writes this step's progress, and learns
 
         hook = StepHook(engine, Stage.DENOISE, 3, take_back)
@@ -378,5 +365,5 @@ def test_a_run_that_loses_its_lease_stops_and_the_next_run_resumes_from_its_chec
         assert done.worker_id == "next" and done.attempts == 2
         assert any("resumed after denoising step" in w for w in (done.result or {})["warnings"])
     finally:
-        later.close()
+        reaper.close()
         store.close()

@@ -20,6 +20,7 @@ from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.server.app import create_app
 from stillmotion.server.routes.jobs import SSE_POLL_S
 from tests.server.helpers import leftovers, live_server, make_settings, png_bytes, small_job_fields
+from tests.support.sqlite_outage import SqliteOutage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -361,3 +362,56 @@ def test_plan_on_a_cpu_checks_host_memory_and_needs_no_prompt(tmp_path: Path) ->
         assert big["request"]["width"] == 512 and big["request"]["prompt"] == ""
         small = client.post("/api/v1/plan", data={"height": "64", "width": "64", "num_frames": "8"}).json()
         assert small["fits"] is True and "host memory available" in small["plan"]["reason"]
+
+
+def test_the_api_process_takes_back_a_dead_workers_job_on_its_own(tmp_path: Path) -> None:
+    """Issue 19.3: the lease reaper runs in the API process too, so a dead worker's job comes back even when
+    no worker is idle (here: none runs at all) to take it back."""
+    settings = make_settings(tmp_path / "data", lease_s=1.0)
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        job_id = _post(client).json()["id"]
+        store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+        assert store.claim_next("a-worker-that-dies") is not None  # ...and never renews the lease
+        deadline = time.monotonic() + 30
+        while (job := client.get(f"/api/v1/jobs/{job_id}").json())["status"] == "running":
+            assert time.monotonic() < deadline, "the API process never took the job back"
+            time.sleep(0.1)
+        assert (job["status"], job["attempts"]) == ("queued", 2)
+        (event,) = [e for e in store.events(job_id) if e["kind"] == "interrupted"]
+        assert event["detail"]["reason_code"] == "lease_expired"
+
+
+def test_database_errors_reach_clients_as_503_with_retry_after(tmp_path: Path) -> None:
+    """Issue 19.1 on SQLite: the database file cannot be opened. Reads and submissions answer 503
+    database_unavailable with Retry-After (never 500); /health says ok: false and why, and recovers on its
+    own once the file is back."""
+    settings = make_settings(tmp_path / "data")
+    outage = SqliteOutage(settings.db_path)
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        job_id = _post(client).json()["id"]
+        store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+        outage.begin(store)
+        try:
+            for answer in (
+                client.get("/api/v1/jobs"),
+                client.get(f"/api/v1/jobs/{job_id}"),
+                client.post(f"/api/v1/jobs/{job_id}/cancel"),
+                _post(client),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "database_unavailable"
+                assert int(answer.headers["Retry-After"]) > 0
+            deadline = time.monotonic() + 10
+            while (health := client.get("/api/v1/health").json())["ok"]:
+                assert time.monotonic() < deadline, "health never noticed the outage"
+                time.sleep(0.1)
+            assert health["accepting_jobs"] is False
+            assert [p["code"] for p in health["problems"]] == ["database_unavailable"]
+        finally:
+            outage.end()
+        deadline = time.monotonic() + 10
+        while not client.get("/api/v1/health").json()["ok"]:
+            assert time.monotonic() < deadline, "health never recovered"
+            time.sleep(0.1)
+        assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "queued"
+        assert client.get("/api/v1/jobs").json()["total"] == 1  # the refused submission left nothing

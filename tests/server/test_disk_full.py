@@ -7,6 +7,8 @@ RELIABILITY F9/F10.
 - F9/F10: the disk fills exactly when the video is written: no file at the final path, the job goes back
   to the queue (attempt counted), submissions get 507 and create nothing, reads still work; once space is
   freed the same worker finishes the job.
+- Issue 19.5: the disk fills as a checkpoint is saved: the same path as during the video write (re-queued,
+  then resumed from the last saved step once space is freed).
 - The disk filling completely during a job, under the real `stillmotion serve`: the worker stays up (no
   restart), the job goes back to the queue (or waits to be recorded) instead of "running" forever, health
   says why, and once space is freed the job finishes, at attempt 2 (15.4). No answer names the data folder's
@@ -48,6 +50,7 @@ from tests.server.helpers import (
     wait_terminal,
 )
 from tests.server.small_disk import fill, free_mb, free_space, small_disk
+from tests.support.engine_hooks import CheckpointHook
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -259,3 +262,52 @@ def test_disk_full_during_a_job_worker_stays_up_and_the_job_finishes_after(disk:
         events = json.dumps(http.get(f"{JOBS}/{job_id}").json())
         _no_paths(disk, video)
         assert str(disk) not in events
+
+
+def test_the_disk_fills_while_a_checkpoint_is_saved_and_the_job_finishes_once_there_is_room(
+    disk: Path, tmp_path: Path
+) -> None:
+    """Issue 19.5: a disk that fills during a checkpoint save is the service's trouble, as during the video
+    write: the job goes back to the queue (not failed), the worker waits for room, and once space is freed
+    the job runs again from its last saved step and finishes."""
+    settings = make_settings(disk, min_free_disk_mb=0, checkpoint_interval_s=0)  # a checkpoint every step
+    filled = threading.Event()
+
+    def fill_up() -> None:
+        if not filled.is_set():
+            fill(disk)
+            filled.set()
+
+    engine = CheckpointHook(Engine(make_settings(tmp_path / "engine")), 2, fill_up)
+    with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
+        store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+        job_id = client.post(
+            JOBS,
+            files={"image": ("a.png", png_bytes(64, 64), "image/png")},
+            data=small_job_fields(num_inference_steps="4"),
+        ).json()["id"]
+        worker = Worker(settings, store, engine)  # type: ignore[arg-type]
+        thread = threading.Thread(target=worker.run, kwargs={"max_jobs": 2}, daemon=True)
+        thread.start()
+        try:
+            assert filled.wait(120)
+            wait_for("health to see the full disk", lambda: not client.get("/api/v1/health").json()["ok"], 10)
+            assert store.get(job_id).status in ("queued", "running")  # not failed: waiting for room
+            assert thread.is_alive()
+            free_space(disk)
+            thread.join(timeout=120)
+            assert not thread.is_alive()
+        finally:
+            worker.drain()
+            free_space(disk)
+        job = store.get(job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2), (job.error_code, job.error_message)
+        assert any("resumed after denoising step 1" in w for w in (job.result or {})["warnings"])
+        interrupted = [e for e in store.events(job_id) if e["kind"] == "interrupted"]
+        assert [e["detail"]["reason_code"] for e in interrupted] == ["disk_full"]
+        video = output_filename(job_id)
+        assert sorted(p.name for p in store.job_dir(job_id).iterdir()) == [
+            "input.png",
+            video,
+            f"{video}.json",
+        ]

@@ -11,7 +11,7 @@ from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest
 from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.models.registry import get_spec
-from stillmotion.webui.app import model_fields
+from stillmotion.webui.form import model_fields
 from tests.server.helpers import leftovers, png_bytes
 
 FAMILY_MODELS = ["i2vgen-xl", "wan2.1-i2v-14b-480p", "wan2.2-ti2v-5b", "svd-xt", "ltx-video"]

@@ -6,6 +6,7 @@ entry, pin each to its own (the worker sees only that card), show both in /healt
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from stillmotion.jobs.workers.local_pool import visible_gpus, worker_count, work
 from stillmotion.server.app import create_app
 from stillmotion.service.expected_time import queue_wait
 from tests.server.helpers import make_settings, png_bytes, small_job_fields, wait_for
+from tests.support.throwaway_postgres import ThrowawayPostgres
 
 DEADLINE_S = 180
 
@@ -116,3 +118,36 @@ def test_serve_with_an_unreachable_ray_head_says_so_at_once(
         err = capsys.readouterr().err
         assert "ray_unavailable" in err and words in err and f"ray_address={address!r}" in err
         assert "Traceback" not in err
+
+
+def test_serve_refuses_a_live_port_that_is_not_a_ray_head_within_30s(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_server: ThrowawayPostgres,
+) -> None:
+    """Issue 19.6: a port that answers but is not Ray (PostgreSQL's here) once held `serve --ray` for
+    minutes: the TCP probe passed and Ray's own connect retried. Ray's client asks it for a cluster id with a
+    bounded timeout, and the service refuses within 30 s, naming the address."""
+    monkeypatch.setenv("STILLMOTION_DATA_DIR", str(tmp_path / "data"))
+    address = f"127.0.0.1:{postgres_server.port}"
+    started = time.monotonic()
+    assert main(["serve", "--ray", address]) == 2
+    took_s = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "ray_unavailable" in err and "not a Ray head" in err and f"ray_address={address!r}" in err
+    assert "Traceback" not in err
+    assert took_s < 30, f"refused only after {took_s:.0f}s"
+
+
+def test_health_promises_a_restart_only_where_something_will_do_one() -> None:
+    """Issue 19.2: a supervised worker process that died is being restarted; a Ray actor that does not answer
+    is restarted by Ray only once a GPU is free for it, and /health must not say otherwise."""
+    from stillmotion.server.routes.health import _down_message
+
+    assert _down_message([{"alive": False, "restarting": True}]) == (
+        "The worker process is down and being restarted."
+    )
+    ray_down = {"alive": False, "restarting": False, "down_reason": "its Ray actor does not answer"}
+    message = _down_message([ray_down, ray_down])
+    assert "restarted" not in message and "its Ray actor does not answer" in message

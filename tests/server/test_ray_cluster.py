@@ -5,11 +5,12 @@ have no access to the API's data folder but through the depot).
 
 Jobs (4 steps) are slowed to about a second per step (the ``slow`` fault switch, inherited by the Ray nodes
 from this process) so the node is surely removed mid-job; leases are short (6 s) so its job comes back
-quickly.
+quickly. A second test kills the PostgreSQL server while the actors are idle (issue 19).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,51 @@ def _assert_runs_never_overlap(events: list[dict[str, Any]]) -> None:
         elif event["kind"] in ("interrupted", "succeeded", "failed", "cancelled"):
             open_run = False
     assert [e["kind"] for e in events].count("succeeded") == 1
+
+
+def test_a_database_outage_while_the_actors_are_idle_is_waited_out(tmp_path: Path, cluster: Cluster) -> None:
+    """Issue 19: PostgreSQL killed -9 for 5 s while every actor waits for work. The actors' worker loops
+    wait it out (they once died of it, for good, while Ray saw live actors), /health says the database is
+    unavailable meanwhile, and jobs submitted afterwards all succeed, at their first attempt."""
+    pg = ThrowawayPostgres.start()  # its own server: the test kills it
+    try:
+        settings = make_settings(
+            tmp_path / "data", database_url=pg.create_database(), ray_address=cluster.address, lease_s=LEASE_S
+        )
+        with TestClient(create_app(settings), base_url="http://127.0.0.1:7860") as client:
+            store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+            wait_for("three ready workers", lambda: _ready_health(client), DEADLINE_S)
+            pg.kill()
+            health = wait_for(
+                "health to report the outage",
+                lambda: (h := client.get("/api/v1/health").json())["ok"] is False and h,
+                15,
+            )
+            assert "database_unavailable" in [p["code"] for p in health["problems"]]
+            time.sleep(5.0)  # the outage itself
+            pg.restart()
+            wait_for(
+                "the service to accept jobs again",
+                lambda: client.get("/api/v1/health").json()["accepting_jobs"] and _ready_health(client),
+                DEADLINE_S,
+            )
+            ids = []
+            for i in range(6):
+                response = client.post(
+                    "/api/v1/jobs",
+                    files={"image": (f"in{i}.png", png_bytes(), "image/png")},
+                    data=small_job_fields(seed=str(i)),
+                )
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+            wait_for("every job finished", lambda: all(store.get(i).is_terminal for i in ids), DEADLINE_S)
+            for job_id in ids:
+                job = store.get(job_id)
+                assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1), (
+                    job.error_code,
+                    job.error_message,
+                )
+            health = client.get("/api/v1/health").json()
+            assert all(w["restarts"] == 0 for w in health["workers"])  # no loop (and no actor) had to restart
+    finally:
+        pg.stop()

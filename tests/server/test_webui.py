@@ -165,14 +165,15 @@ def test_history_rows_show_pixels_and_the_whole_seed() -> None:
     assert row[6] == "576×448" and row[7:] == [16, 50, "4294967295"]
 
 
-def test_the_interpolate_toggle_and_variations_map_to_the_api_fields() -> None:
-    from stillmotion.webui.app import _fields
+def test_the_interpolate_toggle_maps_to_the_api_fields() -> None:
+    from stillmotion.webui.widgets import InterpolationField, SeedField
 
-    values = ("waves", "", "tiny-i2vgen-xl", "512p", 512, 512, 8, 2, 9.0, 8, -1)
-    assert _fields(*values, "Off", "rife", 1).interpolate is None
-    assert _fields(*values, "Off", "rife", 1).interpolator is None  # the radio means nothing while off
-    on = _fields(*values, "4x", "rife", 3)
-    assert (on.interpolate, on.interpolator, on.seed) == (4, "rife", None)
+    interpolation = InterpolationField()
+    off = interpolation.read(["Off", "rife"])
+    assert off["interpolate"] is None and off["interpolator"] is None  # the radio means nothing while off
+    on = interpolation.read(["4x", "rife"])
+    assert (on["interpolate"], on["interpolator"]) == (4, "rife")
+    assert SeedField().read([-1]) == SeedField().read([None]) == {"seed": None}  # both mean "random"
 
 
 def test_the_plan_readout_shows_the_interpolated_frames_and_fps() -> None:
@@ -200,3 +201,93 @@ def test_a_model_that_cannot_be_had_says_how_to_choose_one_in_the_ui() -> None:
     )
     text = status_markdown(failed, None)
     assert "Model list" in text and "--model" not in text
+
+
+def test_a_running_job_counts_the_decode_in_the_time_left() -> None:
+    from stillmotion.service.expected_time import ExpectedTime, time_left
+
+    measured = ExpectedTime(seconds=60.0, jobs=1, decode_s=27.0)
+    denoising = {
+        "stage": "denoise",
+        "step": 40,
+        "total_steps": 50,
+        "eta_s": 11.0,
+    }  # 1 s a step, +1 for decode
+    assert time_left(denoising, measured, 0.0) == pytest.approx(10.0 + 27.0)
+    assert time_left(denoising, None, 0.0) == 11.0  # nothing measured here yet: the engine's own figure
+    decoding = {"stage": "decode", "step": 50, "total_steps": 50, "eta_s": 1.0}
+    assert time_left(decoding, measured, 20.0) == pytest.approx(7.0)  # counts down through the decode
+    assert time_left(decoding, measured, 30.0) is None  # slower than measured: no promise, no stale figure
+    assert time_left(decoding, None, 5.0) is None
+    running = job(JobStatus.RUNNING, progress=decoding)
+    assert "left" not in status_markdown(running, None)  # never the engine's stale "about 1 s left"
+    assert "about 7 s left" in status_markdown(running, None, time_left_s=7.0)
+
+
+def test_variations_read_as_one_group() -> None:
+    from stillmotion.webui.views import group_markdown, history_order
+
+    created = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    group = [
+        job(JobStatus.SUCCEEDED, id=f"g{i}", batch_id="b", created_at=created, request={"seed": 7 + i})
+        for i in range(3)
+    ]
+    group[1] = job(JobStatus.RUNNING, id="g1", batch_id="b", created_at=created, request={"seed": 8})
+    group[2] = job(JobStatus.CANCELLED, id="g2", batch_id="b", created_at=created, request={"seed": 9})
+    text = group_markdown(group, "the running one")
+    assert (
+        text.startswith("**Variations: 2 of 3 done** · 1 cancelled · seeds 7, 8, 9")
+        and "the running one" in text
+    )
+    single = job(JobStatus.SUCCEEDED, id="s", created_at=created)
+    listed = [group[2], single, group[1], group[0]]  # newest first, as the store lists them
+    order = [(j.id, place) for j, place in history_order(listed)]
+    assert order == [("g0", (1, 3)), ("g1", (2, 3)), ("g2", (3, 3)), ("s", None)]
+    assert history_row(group[1], {}, None, (2, 3))[1] == "g1 (2/3)"
+
+
+def test_the_workers_table_names_the_device_and_the_running_job() -> None:
+    from stillmotion.webui.views import workers_markdown
+
+    workers = [
+        {"worker_id": "worker-0", "alive": True, "ready": True, "current_job_id": "0123456789ab",
+         "device": "auto", "device_name": "CPU", "node": "box"},
+        {"worker_id": "worker-1", "alive": True, "ready": True, "current_job_id": None, "device": "auto",
+         "device_name": "NVIDIA H100 80GB HBM3", "node": "box"},
+        {"worker_id": "worker-2", "alive": True, "ready": False, "device": "auto"},
+    ]  # fmt: skip
+    text = workers_markdown(workers)
+    assert "| worker-0 | CPU on box | running `01234567` |" in text
+    assert "| worker-1 | NVIDIA H100 80GB HBM3 on box | idle |" in text and "| starting |" in text
+    assert "auto" not in text and "2 of 3 ready, 1 running a job" in text
+
+
+def test_an_unreadable_image_is_said_in_plain_words() -> None:
+    from stillmotion.webui.shown_errors import shown_text
+
+    garbage = InvalidImage(
+        "image: unsupported format (the file starts with b'i\\x063\\xcb'); only PNG, JPEG and WebP",
+        code="unsupported_format",
+        field="image",
+    )
+    assert (
+        shown_text(garbage)
+        == "Input image: this file is not an image we can read. Use a PNG, JPEG or WebP picture."
+    )
+    small = InvalidImage(
+        "image: 32x32 is too small; each side must be at least 64 pixels", code="image_too_small"
+    )
+    assert shown_text(small) == "Input image: 32x32 is too small; each side must be at least 64 pixels"
+
+
+def test_the_rules_use_the_forms_words() -> None:
+    from stillmotion.models.registry import get_spec
+    from stillmotion.webui.views import rules_markdown
+
+    rules = rules_markdown(get_spec("wan2.1-i2v-14b-480p"))
+    assert (
+        "Frames: 5 to 81, 4k+1" in rules
+        and "Guidance: 1 to 30" in rules
+        and "Negative prompt optional" in rules
+    )
+    assert "num_frames" not in rules and "guidance_scale" not in rules and "negative_prompt" not in rules

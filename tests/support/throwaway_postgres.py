@@ -1,9 +1,11 @@
-"""A throwaway PostgreSQL server for tests and benchmarks: ``initdb`` + ``pg_ctl`` in a temp folder.
+"""A throwaway PostgreSQL server for tests: ``initdb`` + ``pg_ctl`` in a temp folder.
 
 ``ThrowawayPostgres.start()`` makes a cluster in a new temp folder, starts it on a free loopback port (its
 socket in the same folder, so it touches nothing system-wide) and ``stop()`` kills it and deletes the
-folder. It uses Debian's server binaries (``scripts/install-postgres.sh`` installs them) and fails with a
-plain message when they are missing or the server does not start: a test that needs PostgreSQL must never
+folder. For outage tests, ``kill()`` SIGKILLs the server (as a crash or ``kill -9`` would) and ``restart()``
+starts it again with ``pg_ctl`` on the same port and data (it runs crash recovery first). It uses Debian's
+server binaries (``scripts/install-postgres.sh`` installs them) and fails with a plain message when they are
+missing or the server does not start: a test that needs PostgreSQL must never
 pass without it. PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user
 that Debian's package creates (or ``nobody``), through ``runuser``. Durability settings are off
 (``fsync=off``): the data is thrown away.
@@ -19,9 +21,11 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ SUPERUSER = "stillmotion"
 SERVER_USERS_WHEN_ROOT = ("postgres", "nobody")
 START_TIMEOUT_S = 60
 START_TRIES = 3  # a free port can be taken between choosing it and the server binding it
+KILL_WAIT_S = 10
 # Throwaway data: skip every durability cost, and leave room for a few services' connection pools.
 SERVER_OPTIONS = (
     "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
@@ -83,6 +88,16 @@ def _major_version(folder: Path) -> int:
         return int(folder.parent.name)
     except ValueError:
         return 0
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _free_port() -> int:
@@ -151,16 +166,43 @@ class ThrowawayPostgres:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL the server's postmaster: from now on connections are refused (or reset) until
+        ``restart()``. Its backends exit on their own once they notice (PostgreSQL's postmaster-death
+        check)."""
+        pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while _process_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the kernel: there is nothing to wait on for another's process
+
+    def restart(self) -> None:
+        """Start the killed server again on its port; returns once it takes connections (crash recovery
+        done). Retried while the old backends still hold its shared memory."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                self._pg_ctl_start()
+                return
+            except PostgresUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _pg_ctl_start(self) -> None:
+        """``pg_ctl start`` on ``self.port``, waiting until it takes connections."""
+        options = f"-p {self.port} -k {self.root} {SERVER_OPTIONS}"
+        self._run(
+            "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.root / "server.log"), "-w",
+            "-t", str(START_TIMEOUT_S), "-o", options,
+        )  # fmt: skip
+
     def _start_on_a_free_port(self) -> None:
         log = self.root / "server.log"
         for attempt in range(1, START_TRIES + 1):
             self.port = _free_port()
-            options = f"-p {self.port} -k {self.root} {SERVER_OPTIONS}"
             try:
-                self._run(
-                    "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(log), "-w",
-                    "-t", str(START_TIMEOUT_S), "-o", options,
-                )  # fmt: skip
+                self._pg_ctl_start()
                 return
             except PostgresUnavailable:
                 if attempt == START_TRIES:

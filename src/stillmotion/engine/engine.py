@@ -47,6 +47,7 @@ from stillmotion.memory.recovery import next_plan
 from stillmotion.models.adapters import family_of
 from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.loader import load_components
+from stillmotion.models.lora import LoraState
 from stillmotion.models.registry import ModelSpec
 from stillmotion.models.rife_loader import RifeWeights
 from stillmotion.speed.compile import apply_speed, mark_step_begin, undo_speed
@@ -95,6 +96,7 @@ class Engine:
         self._family: ModelFamily[Any, Any] | None = None  # the loaded model's adapter
         self._placed: MemoryPlan | None = None
         self._speed: tuple[MemoryPlan, SpeedOptions, dict[str, Any]] | None = None
+        self._loras = LoraState()  # the LoRAs the loaded model carries (kept while jobs use the same set)
         self.interpolators = Interpolators(
             RifeWeights(settings.rife_repo_id, settings.rife_revision),
             cache_dir=settings.models_dir,
@@ -125,13 +127,16 @@ class Engine:
         cancel: CancelToken | None = None,
         strategy: str | None = None,
         resume: Checkpoint | None = None,
+        last_image: InputImage | None = None,
     ) -> GenerationResult:
         """Generate one video from ``image`` and ``request`` and write it atomically to ``output_path``.
 
         ``request`` was resolved by the caller (engine/resolve.py); ``hooks`` hear every phase and step
         (engine/hooks.py); ``cancel`` stops it before the next step; ``strategy`` forces a plan rung;
-        ``resume`` is a checkpoint of this same request (engine/checkpoint.py) to continue from.
+        ``resume`` is a checkpoint of this same request (engine/checkpoint.py) to continue from;
+        ``last_image`` is the frame to end on, the one whose sha256 the request holds.
         """
+        _check_last_image(request, last_image)
         # 1. Plan. First what only the engine can check (the output format takes this fps, the model is
         #    here), then memory from what the device has free right now: refused up front if nothing fits.
         check_output(output_path, request)
@@ -153,7 +158,7 @@ class Engine:
             failure: dict[str, Any] | None = None
             try:
                 components = self._load_and_place(run, plan)  # 2. one model resident at a time
-                cond, generator = self._encode(run, components, image, plan)  # 3. prompt and image, cached
+                cond, generator = self._encode(run, components, image, plan, last_image)  # 3. prompt, images
                 latents = self._denoise(run, components, plan, cond, generator)  # 4. from the last step
                 frames = self._decode(run, components, plan, cond, latents)  # 5. a chunk of frames at a time
             except torch.OutOfMemoryError as exc:
@@ -184,6 +189,8 @@ class Engine:
         """Free every loaded model and cached embedding; memory goes back to the process baseline."""
         if self._loaded is not None:
             self._reset(self._loaded[2])
+            if self._family is not None:
+                self._loras.clear(self._family, self._loaded[2])
         self._loaded = None
         self._family = None
         self.cache.clear()
@@ -199,6 +206,7 @@ class Engine:
                 if needs_reload(self._loaded[2].modules(), plan, self._family.roles):
                     self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
             components = self._components(run.spec, family, torch_dtype(plan.dtype))
+            self._apply_loras(run, components, plan)
             if self._placed != plan:  # once per plan: offload hooks bring released models back themselves
                 self._reset(components)
                 apply_plan(components.modules(), plan, self.device, family.roles)
@@ -206,8 +214,24 @@ class Engine:
             self._apply_speed(family, components, plan)
         return components
 
+    def _apply_loras(self, run: RunState, components: Components, plan: MemoryPlan) -> None:
+        """Step 2 (LoRAs): the job's set, fused into the weights unless the plan stores them in float8 (which
+        cannot take a merge); a changed set comes out first (models/lora.py). Weights are back on the CPU
+        while the set changes, then placed anew."""
+        loras = run.request.loras
+        if self._loras.applied.adapters == tuple((x.adapter_name, x.expert, x.strength) for x in loras):
+            if self._loras.applied.fused == (not plan.fp8_weights and bool(loras)):
+                return
+        self._reset(components)
+        self._loras.apply(run.family, components, loras, fuse=not plan.fp8_weights)
+
     def _encode(
-        self, run: RunState, components: Components, image: InputImage, plan: MemoryPlan
+        self,
+        run: RunState,
+        components: Components,
+        image: InputImage,
+        plan: MemoryPlan,
+        last_image: InputImage | None = None,
     ) -> tuple[Any, torch.Generator]:
         """Step 3: the family's conditioning, text and image embeddings through the embedding cache; then the
         encoders leave the device if the plan says so.
@@ -233,7 +257,16 @@ class Engine:
                 if warning not in run.warnings:  # once per generation, however many tries OOM recovery makes
                     logger.warning("%s", warning)
                     run.warnings.append(warning)
-            cond = family.encode(components, run.request, image.image, device, dtype, generator, cached)
+            cond = family.encode(
+                components,
+                run.request,
+                image.image,
+                device,
+                dtype,
+                generator,
+                cached,
+                last_image=None if last_image is None else last_image.image,
+            )
             if hits and all(hits):
                 run.warnings.append("embedding cache hit: text and image encoders skipped")
             release_encoders(components.modules(), plan, family.roles)
@@ -370,6 +403,7 @@ class Engine:
             return self._loaded[2]
         if self._loaded is not None:  # one model at a time: free before loading another (any family)
             self.unload()
+        self._loras = LoraState()  # fresh weights carry no LoRA
         components = load_components(
             spec, dtype, cache_dir=self.settings.models_dir, offline=self.settings.offline
         )
@@ -430,7 +464,8 @@ class Engine:
                 "device_name": _device_name(self.device),
                 "plan": plan.to_dict(),
                 "downgrades": run.downgrades,
-                "approximate": plan.approximate,
+                "approximate": plan.approximate or bool(run.request.approximations),
+                "approximations": [*plan.approximations, *run.request.approximations],
                 "speed": self._speed[2] if self._speed is not None else None,
             },
             "warnings": list(run.warnings),
@@ -442,6 +477,16 @@ class Engine:
                 "python": platform.python_version(),
             },
         }
+
+
+def _check_last_image(req: ResolvedRequest, last_image: InputImage | None) -> None:
+    """The last image given is the one the request was resolved with (its sha256), or none of either."""
+    given = None if last_image is None else last_image.sha256
+    if given != req.last_image:
+        raise InvalidRequest(
+            "last_image: the image given does not match the request's (resolve the request with it).",
+            field="last_image",
+        )
 
 
 def check_output(output_path: Path, req: ResolvedRequest) -> None:

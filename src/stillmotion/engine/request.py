@@ -28,13 +28,18 @@ from typing import Any, Literal
 
 from stillmotion.errors import InvalidRequest
 from stillmotion.media.interpolation import FACTORS, MAX_OUTPUT_FPS, Interpolator, resolve_interpolation
+from stillmotion.models.experts import high_noise_steps
+from stillmotion.models.lora_refs import LoraChoice, ResolvedLora, parse_lora_text, parse_loras
+from stillmotion.models.lora_refs import resolved_from_dict as lora_from_dict
 from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
 MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
 
-# How a field is asked for: free text, a model reference, one of a few choices, or a number.
-FieldKind = Literal["text", "model", "choice", "int", "float"]
+# How a field is asked for: free text, a model reference, one of a few choices, a number, an on/off flag, a
+# list of LoRAs (the API: a JSON text field; the CLI: a repeatable --lora REF[:STRENGTH[:EXPERT]]), or a
+# second image (the API: an optional file part; the CLI: a path).
+FieldKind = Literal["text", "model", "choice", "int", "float", "flag", "loras", "image"]
 Bounds = Callable[[Limits], tuple[float, float]]
 _DECLARATION = "stillmotion"  # the dataclass metadata key that holds a field's RequestField
 
@@ -49,6 +54,9 @@ class RequestField:
     bounds: Bounds | None = None  # a number's (low, high) for one model's limits
     bounds_rule: Callable[[Limits], str] | None = None  # why a model's low bound is raised ("": it is not)
     multiple_of: Callable[[Limits], int] | None = None  # explicit values must be multiples of this
+    # The spacing of the valid values from the low bound (Wan's frames: 5, 9, 13...), where it is not 1 or
+    # ``multiple_of``: the web UI's arrows step by it.
+    step: Callable[[Limits], int] | None = None
     max_chars: Callable[[Limits], int] | None = None  # text: the longest value
     choices: tuple[str, ...] = ()  # kind "choice": the allowed values
     affects_plan: bool = True  # False: changes neither the memory plan nor the time (the UI re-plans less)
@@ -143,6 +151,7 @@ class GenerationRequest:
             "Frames to generate (some models take 4k+1 or 8k+1 only).",
             "int",
             bounds=lambda lim: (lim.min_frames, lim.max_frames),
+            step=lambda lim: lim.frame_step,
         )
     )
     num_inference_steps: int | None = declared(
@@ -162,6 +171,15 @@ class GenerationRequest:
             bounds=lambda lim: (lim.min_guidance_scale, lim.max_guidance_scale),
         )
     )
+    guidance_scale_2: float | None = declared(
+        RequestField(
+            "Guidance (low noise)",
+            "Two-expert models (wan2.2-i2v-a14b): the guidance of the low-noise expert's steps; default: "
+            "guidance_scale.",
+            "float",
+            bounds=lambda lim: (lim.min_guidance_scale, lim.max_guidance_scale),
+        )
+    )
     fps: int | None = declared(
         RequestField(
             "FPS",
@@ -177,6 +195,35 @@ class GenerationRequest:
             "int",
             bounds=lambda _: (0, MAX_SEED),
             affects_plan=False,
+        )
+    )
+    fast: bool | None = declared(
+        RequestField(
+            "Fast (approximate)",
+            "Use the model's step-distilled LoRA (its steps, guidance 1 and scheduler shift, as its model "
+            "card says): minutes become seconds, but the video is the distilled LoRA's, not the base model's "
+            "(APPROXIMATE; recorded in the recipe). Only for models that have one (GET /models: fast).",
+            "flag",
+        )
+    )
+    loras: tuple[LoraChoice, ...] | None = declared(
+        RequestField(
+            "LoRAs",
+            "LoRAs to apply, each {ref, strength, expert}: ref is a .safetensors file under the LoRA folders "
+            "or a Hugging Face file owner/repo/path/file.safetensors[@revision]; strength (default 1) scales "
+            "it; expert (two-expert models) is high, low or both (default). Wan models only; safetensors "
+            "only.",
+            "loras",
+            cli_parse=parse_lora_text,
+            cli_metavar="REF[:STRENGTH[:EXPERT]]",
+        )
+    )
+    last_image: str | None = declared(
+        RequestField(
+            "Last frame",
+            "An image for the video to end on (first and last frame), for models that take one "
+            "(wan2.2-i2v-a14b); the same image as the input makes a loop.",
+            "image",
         )
     )
     # Frame interpolation, an opt-in post-step (media/interpolation.py).
@@ -229,6 +276,11 @@ class GenerationRequest:
         )
     )
 
+    def __post_init__(self) -> None:
+        # LoRAs arrive as CLI strings, JSON objects or a JSON text; one form from here on (checked).
+        if self.loras is not None:
+            object.__setattr__(self, "loras", parse_loras(self.loras))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -255,21 +307,42 @@ class GenerationRequest:
         *,
         need_prompt: bool = True,
         seed_key: str | None = None,
+        loras: tuple[ResolvedLora, ...] = (),
+        last_image_sha256: str | None = None,
     ) -> ResolvedRequest:
         """Validate against ``spec`` and fill every default; ``image_size`` is the input's (width, height).
 
         ``need_prompt=False`` (planning only: memory does not depend on the words) accepts an empty prompt.
         ``seed_key``: where no seed is given, derive it from this key (an idempotency key, so a retried
-        submission stores the same request) instead of drawing a random one.
+        submission stores the same request) instead of drawing a random one. ``loras``: this request's LoRAs
+        and the fast choice's, found and checked by the caller (engine/resolve.py ``resolve_loras``), in that
+        order; ``last_image_sha256``: the content hash of the ``last_image`` the caller loaded.
         """
         prompt, negative = self._resolve_prompts(spec, need_prompt)
         height, width, resolution = self._resolve_size(spec, image_size)
         num_frames = _check_number("num_frames", self.num_frames, spec.defaults.num_frames, spec)
         _check_frame_rule(num_frames, spec)
+        fast = self._resolve_fast(spec)
         steps = _check_number(
-            "num_inference_steps", self.num_inference_steps, spec.defaults.num_inference_steps, spec
+            "num_inference_steps",
+            self.num_inference_steps,
+            fast.num_inference_steps if fast else spec.defaults.num_inference_steps,
+            spec,
         )
-        guidance = _check_number("guidance_scale", self.guidance_scale, spec.defaults.guidance_scale, spec)
+        guidance = _check_number(
+            "guidance_scale",
+            self.guidance_scale,
+            fast.guidance_scale if fast else spec.defaults.guidance_scale,
+            spec,
+        )
+        guidance_2 = self._resolve_guidance_2(spec, fast is not None)
+        self._check_loras(spec, loras)
+        if self.last_image is not None and not spec.accepts_last_image:
+            raise InvalidRequest(
+                f"last_image cannot be used with {spec.name}: it was not trained to end on a given frame; "
+                "use wan2.2-i2v-a14b, or leave last_image out.",
+                field="last_image",
+            )
         fps = _check_number("fps", self.fps, spec.defaults.fps, spec)
         seed = _check_number("seed", self.seed, draw_seed(seed_key), spec)
         factor, interpolator = resolve_interpolation(
@@ -293,7 +366,51 @@ class GenerationRequest:
             interpolator=None if interpolator is None else interpolator.value,
             decode_timestep=decode_timestep,
             decode_noise_scale=decode_noise_scale,
+            guidance_scale_2=guidance_2,
+            fast=fast is not None,
+            flow_shift=fast.flow_shift if fast else None,
+            loras=loras,
+            last_image=last_image_sha256 if self.last_image is not None else None,
+            experts=_expert_note(spec, int(steps), fast.flow_shift if fast else None),
         )
+
+    def _resolve_fast(self, spec: ModelSpec) -> Any:
+        """The model's fast choice when asked for (``FastChoice``), or None; refused where there is none."""
+        if not self.fast:
+            return None
+        if spec.fast is None:
+            raise InvalidRequest(
+                f"fast cannot be used with {spec.name}: it has no step-distilled LoRA; the models with one "
+                "say so in the model list (fast).",
+                field="fast",
+            )
+        return spec.fast
+
+    def _resolve_guidance_2(self, spec: ModelSpec, fast: bool) -> float | None:
+        if self.guidance_scale_2 is None:
+            return 1.0 if fast and spec.experts is not None else None
+        if spec.experts is None:
+            raise InvalidRequest(
+                f"guidance_scale_2={self.guidance_scale_2} cannot be used with {spec.name}: it has one "
+                "denoiser; guidance_scale_2 is the low-noise expert's guidance of a two-expert model.",
+                field="guidance_scale_2",
+            )
+        return float(_check_number("guidance_scale_2", self.guidance_scale_2, 1.0, spec))
+
+    def _check_loras(self, spec: ModelSpec, loras: tuple[ResolvedLora, ...]) -> None:
+        """LoRAs fit the family and the expert rule; the files themselves were checked by the caller."""
+        if loras and spec.family != "wan":
+            raise InvalidRequest(
+                f"loras cannot be used with {spec.name}: LoRAs are supported for the Wan models.",
+                field="loras",
+            )
+        for index, lora in enumerate(loras):
+            if spec.experts is None and lora.expert != "both":
+                raise InvalidRequest(
+                    f"loras[{index}].expert={lora.expert!r}: {spec.name} has one denoiser; leave expert out "
+                    "(or 'both').",
+                    field=f"loras[{index}].expert",
+                )
 
     def _resolve_prompts(self, spec: ModelSpec, need_prompt: bool) -> tuple[str, str]:
         """(prompt, negative prompt); a model without a text encoder refuses either rather than ignore it."""
@@ -366,9 +483,59 @@ class ResolvedRequest:
     interpolator: str | None = None  # media.interpolation.Interpolator value when interpolate > 1
     decode_timestep: float | None = None  # LTX-Video's decode options; None: the model has none
     decode_noise_scale: float | None = None
+    guidance_scale_2: float | None = (
+        None  # two experts: the low-noise expert's guidance (None: guidance_scale)
+    )
+    fast: bool = False  # APPROXIMATE: the model's step-distilled LoRA and its settings (the recipe says so)
+    flow_shift: float | None = None  # the scheduler shift when not the model's (the fast choice's)
+    loras: tuple[ResolvedLora, ...] = ()  # reference, revision, sha256, strength, expert of each
+    last_image: str | None = None  # the sha256 of the image the video ends on (stored with the job)
+    # Two experts: which runs which steps and where the switch falls (for the recipe and the plan).
+    experts: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Read back from JSON (a stored job): the LoRAs as records again.
+        loras = tuple(lora if isinstance(lora, ResolvedLora) else lora_from_dict(lora) for lora in self.loras)
+        object.__setattr__(self, "loras", loras)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def lora_bytes(self) -> int:
+        """The LoRA files together (the planner counts their weights)."""
+        return sum(lora.size_bytes for lora in self.loras)
+
+    def notes(self) -> list[str]:
+        """What a user should know before it runs, one line each: the experts, the fast choice, the LoRAs."""
+        lines = []
+        if self.experts is not None:
+            switch = self.experts["switch_after_step"]
+            guidance_2 = self.guidance_scale if self.guidance_scale_2 is None else self.guidance_scale_2
+            lines.append(
+                f"experts: transformer (high noise) for steps 1-{self.experts['high_noise_steps']}, "
+                f"transformer_2 (low noise) for the other {self.experts['low_noise_steps']} (guidance "
+                f"{guidance_2:g}); boundary_ratio {self.experts['boundary_ratio']:g}"
+                + (f"; switch after step {switch}" if switch else "; no switch at this step count")
+            )
+        if self.fast:
+            lines.append(
+                "fast: APPROXIMATE, a step-distilled LoRA's video, not the base model's "
+                f"({self.num_inference_steps} steps, guidance {self.guidance_scale:g}, "
+                f"shift {self.flow_shift:g})"
+            )
+        for lora in self.loras:
+            where = f"@{lora.revision[:12]}" if lora.revision else ""
+            lines.append(
+                f"lora: {lora.reference}{where} strength {lora.strength:g}, expert {lora.expert} "
+                f"(sha256 {lora.sha256[:12]})"
+            )
+        return lines
+
+    @property
+    def approximations(self) -> list[str]:
+        """What makes this request's video not the base model's (labelled in the recipe)."""
+        return ["fast: step-distilled LoRA, not the base model's output"] if self.fast else []
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResolvedRequest:
@@ -394,6 +561,21 @@ class ResolvedRequest:
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1.0
+
+
+def _expert_note(spec: ModelSpec, steps: int, flow_shift: float | None) -> dict[str, Any] | None:
+    """Two experts: which network runs which steps, where the switch falls (None for one denoiser)."""
+    if spec.experts is None:
+        return None
+    high = high_noise_steps(spec.experts, steps, flow_shift)
+    return {
+        "high_noise": "transformer",
+        "low_noise": "transformer_2",
+        "boundary_ratio": spec.experts.boundary_ratio,
+        "high_noise_steps": high,
+        "low_noise_steps": steps - high,
+        "switch_after_step": high if 0 < high < steps else None,
+    }
 
 
 def _has_no_default(f: Field[Any]) -> bool:

@@ -52,11 +52,15 @@ def apply_plan(
     for module in modules.values():
         if _dtype_of(module) != dtype:  # a no-op cast still makes diffusers warn about fp32 modules
             module.to(dtype=dtype)
-    denoiser: Any = modules[roles.denoiser]  # a diffusers ModelMixin
-    if plan.fp8_weights and not has_fp8_storage(denoiser):
-        denoiser.enable_layerwise_casting(storage_dtype=torch_dtype(FP8_STORAGE_DTYPE), compute_dtype=dtype)
-    if plan.ff_chunk_size is not None:
-        enable_ff_chunking(denoiser, plan.ff_chunk_size)
+    denoisers = roles.denoisers(modules)  # the denoiser, and a two-expert model's second expert
+    for name in denoisers:
+        denoiser: Any = modules[name]  # a diffusers ModelMixin
+        if plan.fp8_weights and not has_fp8_storage(denoiser):
+            denoiser.enable_layerwise_casting(
+                storage_dtype=torch_dtype(FP8_STORAGE_DTYPE), compute_dtype=dtype
+            )
+        if plan.ff_chunk_size is not None:
+            enable_ff_chunking(denoiser, plan.ff_chunk_size)
 
     encoders = [name for name in roles.encoders if name in modules]
     if plan.placement is Placement.RESIDENT:
@@ -74,7 +78,7 @@ def apply_plan(
         use_stream = device.type == "cuda"
         for name, module in modules.items():
             offload_type = plan.group_offload_type or GroupOffloadType.LEAF_LEVEL
-            if name != roles.denoiser:
+            if name not in denoisers:
                 offload_type = GroupOffloadType.LEAF_LEVEL  # small models: the finest grain costs nothing
             kwargs: dict[str, Any] = {}
             if offload_type is GroupOffloadType.BLOCK_LEVEL:
@@ -159,8 +163,8 @@ def has_fp8_storage(denoiser: torch.nn.Module) -> bool:
 
 
 def needs_reload(modules: Mapping[str, torch.nn.Module], plan: MemoryPlan, roles: ModuleRoles) -> bool:
-    """True when the denoiser holds fp8-rounded weights but ``plan`` is exact: reload it from disk first."""
-    return not plan.fp8_weights and has_fp8_storage(modules[roles.denoiser])
+    """True when a denoiser holds fp8-rounded weights but ``plan`` is exact: reload it from disk first."""
+    return not plan.fp8_weights and any(has_fp8_storage(modules[name]) for name in roles.denoisers(modules))
 
 
 def _remove_diffusers_hooks(module: torch.nn.Module) -> None:

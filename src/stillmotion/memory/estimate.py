@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+from stillmotion.memory import experts
 from stillmotion.memory.types import (
     GIB,
     GroupOffloadType,
@@ -36,7 +37,11 @@ MIB = 1024**2
 # The step count the expected total time is given for (the model's default and the issue's targets).
 REFERENCE_STEPS = 50
 ENCODERS = ("text_encoder", "image_encoder")
-ROLES = ("denoiser", "vae", *ENCODERS)
+DENOISERS = (
+    "denoiser",
+    "denoiser_2",
+)  # the second: a two-expert model's low-noise expert (memory/experts.py)
+ROLES = (*DENOISERS, "vae", *ENCODERS)
 
 
 def act_scale(dtype: str) -> float:
@@ -109,7 +114,7 @@ def vae_decode_gib(spec: ModelSpec, request: RequestShape, chunk: int, *, tiling
 
 
 def _weights_gib(spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False) -> float:
-    per_param = FP8_BYTES_PER_PARAM if fp8 and role == "denoiser" else BYTES_PER_PARAM[dtype]
+    per_param = FP8_BYTES_PER_PARAM if fp8 and role in DENOISERS else BYTES_PER_PARAM[dtype]
     return spec.params.bytes(role, per_param) / GIB
 
 
@@ -121,7 +126,7 @@ def _placed_weights_gib(spec: ModelSpec, plan: MemoryPlan, role: str) -> float:
     if role in ENCODERS and facts.encoder_leaf_resident_gib:
         leaf = facts.encoder_leaf_resident_gib
     if plan.placement is Placement.GROUP_OFFLOAD:
-        if plan.group_offload_type is GroupOffloadType.BLOCK_LEVEL and role == "denoiser":
+        if plan.group_offload_type is GroupOffloadType.BLOCK_LEVEL and role in DENOISERS:
             return full * facts.group_block_resident_fraction
         return min(full, leaf)
     if plan.placement is Placement.SEQUENTIAL_OFFLOAD:
@@ -166,8 +171,8 @@ def estimate_memory(
     if plan.placement is Placement.RESIDENT and not plan.release_encoders:
         encode_weights = sum(w.values())
     elif plan.placement is Placement.RESIDENT:
-        # The encoders' offload hooks bring in one at a time; the denoiser and the VAE stay.
-        encode_weights = w["denoiser"] + w["vae"] + encoders
+        # The encoders' offload hooks bring in one at a time; the denoiser(s) and the VAE stay.
+        encode_weights = w["denoiser"] + w["denoiser_2"] + w["vae"] + encoders
     else:
         # Offload hooks bring in one model at a time (the denoiser not at all), except the VAE encode, which
         # runs while the image encoder is still loaded.
@@ -178,14 +183,20 @@ def estimate_memory(
     batch = guidance_batch(request, plan.split_guidance)
     act = denoiser_activation_gib(spec, request, batch=batch, ff_chunk_mib=plan.ff_chunk_size, dtype=dtype)
     act += act * facts.loop_extra_fraction + facts.loop_extra_gib
+    # Both experts of a two-expert model when resident, else one at a time (memory/experts.py).
+    denoisers = experts.denoising_weights_gib(spec, plan, w["denoiser"], w["denoiser_2"])
+    lora = experts.lora_weights_gib(request, BYTES_PER_PARAM[dtype])
+    lora_act = experts.lora_activation_gib(spec, request, plan, latent_tokens(spec, request, batch))
+    act += lora_act * act_scale(dtype)
     if plan.placement is Placement.MODEL_OFFLOAD:
-        denoise_weights = w["denoiser"] + (0.0 if plan.release_encoders else w["vae"])
+        denoise_weights = denoisers + (0.0 if plan.release_encoders else w["vae"])
     elif plan.placement is Placement.RESIDENT:
-        denoise_weights = w["denoiser"] + w["vae"]
+        denoise_weights = denoisers + w["vae"]
         if not plan.release_encoders:
             denoise_weights += w["text_encoder"] + w["image_encoder"]
     else:  # group or sequential offload: idle models are off the device
-        denoise_weights = w["denoiser"]
+        denoise_weights = denoisers
+    denoise_weights += lora
     denoise = phase_estimate(spec, denoise_weights, act, 0.0, expandable=expandable_segments)
 
     # 3. decode: the VAE on ``decode_chunk_size`` frames at once (or the whole video).
@@ -195,6 +206,9 @@ def estimate_memory(
 
     s_per_step, total_s = expected_time(spec, request, plan)
     baseline = expected_time(spec, request, _resident_like(plan))[1]
+    switch = experts.expert_switch_s(spec, request, plan, w["denoiser_2"])
+    split = experts.switch_steps(spec, request)
+    two = experts.two_experts(spec)
     return MemoryEstimate(
         encode=encode,
         denoise=denoise,
@@ -202,6 +216,11 @@ def estimate_memory(
         expandable_segments=expandable_segments,
         s_per_step=s_per_step,
         slowdown=total_s / baseline if baseline > 0 else 1.0,
+        expected_total_s=total_s + (request.num_inference_steps - REFERENCE_STEPS) * s_per_step + switch,
+        expert_switch_s=switch,
+        switch_after_step=split[0] if split is not None and all(split) else None,
+        lora_gib=lora + lora_act,
+        experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype)) if two else "",
     )
 
 

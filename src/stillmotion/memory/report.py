@@ -63,6 +63,19 @@ def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
             f"expected slowdown: {est.slowdown:.2f}x the all-resident plan "
             f"(~{est.s_per_step:.2f} s/step on an H100)"
         )
+        lines.append(f"expected time: ~{est.expected_total_s:.0f} s on an H100 (ESTIMATED, not measured)")
+        if est.experts_note:
+            switch = (
+                f"expert switch after step {est.switch_after_step}: transformer -> transformer_2"
+                if est.switch_after_step
+                else "no expert switch at this step count"
+            )
+            cost = (
+                f", +{est.expert_switch_s:.1f} s to load the low-noise expert" if est.expert_switch_s else ""
+            )
+            lines.append(f"{switch}{cost}; {est.experts_note}")
+        if est.lora_gib:
+            lines.append(f"LoRAs: {est.lora_gib:.2f} GiB counted in the denoise phase")
     lines.append(
         "approximate: " + (", ".join(plan.approximations) if plan.approximate else "no (exact plan)")
     )

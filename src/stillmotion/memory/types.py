@@ -24,6 +24,12 @@ class RequestShape(Protocol):
     def num_frames(self) -> int: ...
     @property
     def guidance_scale(self) -> float: ...
+    @property
+    def num_inference_steps(self) -> int: ...  # the expected time is for this many steps
+    @property
+    def flow_shift(self) -> float | None: ...  # a two-expert model's switch step depends on it
+    @property
+    def lora_bytes(self) -> int: ...  # the request's LoRA files together (0: none)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class Shape:
     width: int
     num_frames: int
     guidance_scale: float = 9.0
+    num_inference_steps: int = 50
+    flow_shift: float | None = None
+    lora_bytes: int = 0
 
 
 class Placement(StrEnum):
@@ -89,6 +98,12 @@ class MemoryEstimate:
     expandable_segments: bool
     s_per_step: float  # expected seconds per denoising step on the reference GPU (H100)
     slowdown: float  # expected time of the whole run relative to the fastest (resident) plan
+    # Expected seconds of this request (its steps, its guidance batch, an expert switch) on the reference GPU.
+    expected_total_s: float = 0.0
+    expert_switch_s: float = 0.0  # two experts under model offload: loading the low-noise one
+    switch_after_step: int | None = None  # two experts: the last high-noise step (None: one denoiser)
+    lora_gib: float = 0.0  # LoRA weights (and unfused side outputs) counted in the denoise phase
+    experts_note: str = ""  # two experts: where they live (memory/experts.py host_note)
 
     @property
     def peak_reserved_gib(self) -> float:
@@ -114,6 +129,11 @@ class MemoryEstimate:
             "expandable_segments": self.expandable_segments,
             "s_per_step_h100": round(self.s_per_step, 4),
             "expected_slowdown": round(self.slowdown, 3),
+            "expected_total_s_h100": round(self.expected_total_s, 1),
+            "expert_switch_s": round(self.expert_switch_s, 2),
+            "switch_after_step": self.switch_after_step,
+            "lora_gib": round(self.lora_gib, 3),
+            "experts": self.experts_note or None,
         }
 
 

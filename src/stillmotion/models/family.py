@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -82,6 +82,12 @@ class FamilyRequest(Protocol):
     def decode_timestep(self) -> float | None: ...  # LTX-Video's decode options (None: the family has none)
     @property
     def decode_noise_scale(self) -> float | None: ...
+    @property
+    def guidance_scale_2(
+        self,
+    ) -> float | None: ...  # a two-expert model's low-noise guidance (None: the same)
+    @property
+    def flow_shift(self) -> float | None: ...  # the scheduler shift, when not the model's (the "fast" choice)
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,21 @@ class ModuleRoles:
     encoders: tuple[str, ...]  # run once per request; released after encoding when the plan says so
     # The order the models run in: diffusers' ``model_cpu_offload_seq`` for the family's pipeline.
     offload_order: tuple[str, ...]
+    # Further denoisers a model of the family may have (Wan 2.2 A14B's low-noise expert, "transformer_2"):
+    # each is stored, chunked and offloaded like the denoiser; with model offload one is on the device at a
+    # time.
+    experts: tuple[str, ...] = ()
+
+    def denoisers(self, present: Iterable[str]) -> tuple[str, ...]:
+        """The denoiser and those of the experts a loaded model has (``present``: its network names)."""
+        names = set(present)
+        return tuple(name for name in (self.denoiser, *self.experts) if name in names)
+
+    def param_role(self, name: str) -> str:
+        """The ``ComponentParams`` field counting network ``name`` ("denoiser", "denoiser_2", or the name)."""
+        if name == self.denoiser:
+            return "denoiser"
+        return "denoiser_2" if name in self.experts else name
 
 
 class Components(Protocol):
@@ -162,8 +183,17 @@ class ModelFamily(ABC, Generic[C, K]):
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> K:
-        """Prompt and image conditioning (text and image embeddings through ``cached``; image latents)."""
+        """Prompt and image conditioning (text and image embeddings through ``cached``; image latents).
+
+        ``last_image``: the frame to end on, for a model whose spec ``accepts_last_image`` (resolve refuses it
+        for the others)."""
+
+    def lora_host(self, components: C) -> Any:
+        """A diffusers pipeline over ``components`` (the same modules) whose LoRA loader mixin loads, weighs,
+        fuses and unloads LoRAs in them (models/lora.py); None: the family takes no LoRAs."""
+        return None
 
     def new_scheduler(self, components: C, request: FamilyRequest, device: torch.device) -> Any:
         """A fresh scheduler with its timesteps set for ``request`` (never the components' template). This

@@ -387,6 +387,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> Conditioning:
         prompt = cached(("text", request.prompt), lambda: encode_text(components, request.prompt, device))
         negative = None

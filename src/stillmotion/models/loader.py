@@ -70,7 +70,7 @@ def weight_patterns(spec: ModelSpec, variant: str | None) -> dict[str, list[str]
     patterns = {}
     networks = [roles.denoiser, *(name for name in roles.offload_order if name != roles.denoiser)]
     for name in networks:  # the denoiser first: it names the model in messages about missing files
-        role = "denoiser" if name == roles.denoiser else name
+        role = roles.param_role(name)  # a second expert counts as "denoiser_2"
         if not getattr(spec.params, role):  # a network this model does not have (Wan 2.2 TI2V: no CLIP)
             continue
         stem = TRANSFORMERS_STEM if name in roles.encoders else DIFFUSERS_STEM

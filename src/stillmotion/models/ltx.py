@@ -285,6 +285,7 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> LTXConditioning:
         texts = [request.prompt]
         if request.do_classifier_free_guidance:

@@ -71,17 +71,18 @@ class Limits:
 class ComponentParams:
     """Parameter counts per role (exact, counted on the meta device from the shipped configs); 0 = absent."""
 
-    denoiser: int  # the UNet or the transformer
+    denoiser: int  # the UNet or the transformer (a two-expert model: the high-noise expert)
     vae: int
     text_encoder: int = 0
     image_encoder: int = 0
+    denoiser_2: int = 0  # a two-expert model's second (low-noise) expert; 0 = one denoiser
 
     def bytes(self, role: str, bytes_per_param: int) -> int:
         return int(getattr(self, role)) * bytes_per_param
 
     @property
     def total(self) -> int:
-        return self.denoiser + self.vae + self.text_encoder + self.image_encoder
+        return self.denoiser + self.denoiser_2 + self.vae + self.text_encoder + self.image_encoder
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,32 @@ class Architecture:
     temporal_compression: int = 1  # frames per latent frame after the first (1: one latent per frame)
     unet_block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
     text_max_length: int = 77
+
+
+@dataclass(frozen=True)
+class TwoExperts:
+    """A two-expert model (Wan 2.2 A14B): ``transformer`` denoises the high-noise steps, ``transformer_2`` the
+    low-noise ones, switching where the timestep falls below ``boundary_ratio`` x the training timesteps (as
+    diffusers' WanImageToVideoPipeline does). ``flow_shift`` is the scheduler's, so the planner can tell at
+    which step the switch falls (models/experts.py) without building the scheduler."""
+
+    boundary_ratio: float
+    flow_shift: float
+    num_train_timesteps: int = 1000
+
+
+@dataclass(frozen=True)
+class FastChoice:
+    """A model's "fast" choice: a step-distilled LoRA (per expert for a two-expert model) and the settings its
+    model card gives. APPROXIMATE: the video is the distilled LoRA's, not the base model's; labelled so in the
+    UI, the CLI and the recipe."""
+
+    label: str  # what the surfaces show, e.g. "Fast (LightX2V Lightning 4-step, approximate)"
+    loras: tuple[tuple[str, str], ...]  # (reference, expert: "both", "high" or "low")
+    num_inference_steps: int
+    guidance_scale: float  # 1.0: the distilled model runs without the guidance batch
+    flow_shift: float  # the scheduler shift the LoRA was distilled with
+    source: str  # where the settings come from (the LoRA's model card)
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,11 @@ class ModelSpec:
     # An unregistered owner/name: the family above is a guess until its model_index.json is read
     # (models/repo_spec.find_spec, before a job is queued or run).
     unverified: bool = False
+    experts: TwoExperts | None = None  # a two-expert model (Wan 2.2 A14B); None: one denoiser
+    fast: FastChoice | None = None  # the step-distilled "fast" choice, where one is published
+    # Takes a last frame (diffusers' ``last_image``): the transformer is conditioned on the VAE latents of the
+    # first and last frame only (no CLIP image embedding of the pair, which Wan 2.1 I2V would need).
+    accepts_last_image: bool = False
 
     @property
     def source(self) -> str:
@@ -516,6 +548,78 @@ WAN22_TI2V_5B = ModelSpec(
     config_name="wan2.2-ti2v-5b",
     aliases=("Wan-AI/Wan2.2-TI2V-5B-Diffusers",),
 )
+# Wan 2.2 I2V A14B: two 14B experts (high noise, low noise) of Wan 2.1's transformer without its CLIP image
+# projection; the Wan 2.1 VAE and UMT5. Memory facts: Wan 2.1 I2V 14B's (the same blocks and token counts),
+# ESTIMATED; each expert is 28.6 GB in bf16, one on the device at a time on small cards (memory/experts.py).
+WAN22_A14B_MEMORY = _with_offload_costs(WAN21_14B_MEMORY, 28.58)
+WAN22_I2V_A14B = ModelSpec(
+    name="wan2.2-i2v-a14b",
+    family="wan",
+    repo_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+    # A commit of the repo seen offline (../shared/model-configs/NOTES.md, section 3).
+    revision="348da65e49490f2254f199e3d206fe9b7366b437",
+    local_path=None,
+    # Wan 2.2's own I2V settings (its generate config): 40 steps, guidance 3.5 for both experts, 16 fps.
+    defaults=Defaults(
+        resolution="480p",
+        num_frames=81,
+        num_inference_steps=40,
+        guidance_scale=3.5,
+        fps=16,
+        negative_prompt=WAN_NEGATIVE_PROMPT,
+    ),
+    limits=WAN21_LIMITS,
+    # Counted on the meta device from models/configs/wan2.2-i2v-a14b (tests/models/test_families.py).
+    params=ComponentParams(
+        denoiser=14_288_901_184, denoiser_2=14_288_901_184, vae=126_892_531, text_encoder=5_680_910_336
+    ),
+    architecture=Architecture(
+        latent_channels=16, vae_scale_factor=8, temporal_compression=4, text_max_length=512
+    ),
+    memory=WAN22_A14B_MEMORY,
+    description="Wan 2.2 I2V A14B (Alibaba, 2025): image + text to 81 frames at 480p or 720p, 16 fps; two "
+    "14B experts, one for the high-noise steps and one for the low-noise steps (28.6 GB of bf16 weights "
+    "each), "
+    "the Wan 2.1 VAE and UMT5-XXL. Takes a last frame too.",
+    half_dtype="bfloat16",
+    variants=(),
+    config_name="wan2.2-i2v-a14b",
+    aliases=("Wan-AI/Wan2.2-I2V-A14B-Diffusers",),
+    # diffusers' convert_wan_to_diffusers.py builds the pipeline with boundary_ratio 0.9 and flow_shift 3.0.
+    experts=TwoExperts(boundary_ratio=0.9, flow_shift=3.0),
+    fast=FastChoice(
+        label="Fast: LightX2V Lightning 4-step LoRAs (approximate: not the base model's output)",
+        loras=(
+            (
+                "lightx2v/Wan2.2-Lightning/Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/high_noise_model.safetensors",
+                "high",
+            ),
+            (
+                "lightx2v/Wan2.2-Lightning/Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/low_noise_model.safetensors",
+                "low",
+            ),
+        ),
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        flow_shift=5.0,
+        source="the lightx2v/Wan2.2-Lightning model card (4 steps, guidance 1.0, shift 5.0)",
+    ),
+    accepts_last_image=True,
+)
+TINY_WAN22_I2V_A14B = tiny_variant(
+    WAN22_I2V_A14B,
+    name="tiny-wan2.2-i2v-a14b",
+    label="Wan 2.2 I2V A14B (two experts)",
+    num_frames=9,
+    fast=None,  # the published LoRAs fit the full-size experts only
+)
+RANDOM_WAN22_I2V_A14B = random_variant(
+    WAN22_I2V_A14B,
+    name="wan2.2-i2v-a14b-random",
+    label="Wan 2.2 I2V A14B",
+    note="Building it needs ~120 GB of host RAM once (two 14B experts).",
+)
+
 TINY_WAN22_TI2V = tiny_variant(WAN22_TI2V_5B, name="tiny-wan2.2-ti2v", label="Wan 2.2 TI2V", num_frames=9)
 RANDOM_WAN22_TI2V = random_variant(WAN22_TI2V_5B, name="wan2.2-ti2v-5b-random", label="Wan 2.2 TI2V 5B")
 
@@ -624,6 +728,9 @@ MODELS: dict[str, ModelSpec] = {
         WAN22_TI2V_5B,
         TINY_WAN22_TI2V,
         RANDOM_WAN22_TI2V,
+        WAN22_I2V_A14B,
+        TINY_WAN22_I2V_A14B,
+        RANDOM_WAN22_I2V_A14B,
         SVD_XT,
         TINY_SVD_XT,
         RANDOM_SVD_XT,
@@ -669,7 +776,7 @@ def get_spec(name: str) -> ModelSpec:
 FOLDER_SPECS: dict[str, ModelSpec] = {
     "I2VGenXLPipeline": I2VGENXL,
     "StableVideoDiffusionPipeline": SVD_XT,
-    "WanImageToVideoPipeline": WAN21_I2V_480P,
+    "WanImageToVideoPipeline": WAN21_I2V_480P,  # or WAN22_I2V_A14B, told apart below
     "WanPipeline": WAN22_TI2V_5B,
     "LTXImageToVideoPipeline": LTX_VIDEO,
     "LTXPipeline": LTX_VIDEO,
@@ -687,6 +794,8 @@ def spec_for_index(index: dict[str, Any], transformer_config: dict[str, Any] | N
         # a Wan text-to-video checkpoint does neither.
         image_dim = (transformer_config or {}).get("image_dim")
         base = WAN21_I2V_480P if image_dim else WAN22_TI2V_5B if index.get("expand_timesteps") else None
+        if index.get("boundary_ratio") is not None and class_name == "WanImageToVideoPipeline":
+            base = WAN22_I2V_A14B  # two experts: transformer and transformer_2 (Wan 2.2 I2V A14B)
     if base is None:
         raise UnknownModel(
             f"model={where!r} holds a {class_name!r} that is not an image-to-video model stillmotion "

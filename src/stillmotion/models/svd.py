@@ -249,6 +249,7 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> SVDConditioning:
         embeds = cached(("image",), lambda: encode_image(components, image, device)).to(dtype)
         latents = encode_image_latents(components, image, request, generator, device, dtype)

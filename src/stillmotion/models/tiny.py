@@ -1,7 +1,8 @@
 """Tiny builds of every family: the real classes at tiny sizes with seeded random weights, built offline.
 
-Used by the test suite and by offline demos (tiny-i2vgen-xl, tiny-wan2.1-i2v, tiny-wan2.2-ti2v, tiny-svd-xt,
-tiny-ltx-video): the same code paths as the real models (the diffusers networks and schedulers, the
+Used by the test suite and by offline demos (tiny-i2vgen-xl, tiny-wan2.1-i2v, tiny-wan2.2-ti2v,
+tiny-wan2.2-i2v-a14b, tiny-svd-xt, tiny-ltx-video): the same code paths as the real models (the diffusers
+networks and schedulers, the
 transformers text and vision towers, tokenizers of the real classes built from a hand-made vocabulary), with
 the real VAE compression ratios so size and frame rules are the real ones; deterministic for a given seed, no
 download. Their videos are noise: the weights are random.
@@ -227,8 +228,10 @@ def _tiny_clip_processor() -> CLIPImageProcessor:
 # -- Wan ------------------------------------------------------------------------------------------------
 
 
-def build_tiny_wan_components(seed: int = 0, *, ti2v: bool = False) -> dict[str, Any]:
-    """Wan 2.1 I2V (CLIP image encoder, 8x/4x VAE) or, with ``ti2v``, Wan 2.2 TI2V (16x/4x VAE, no CLIP)."""
+def build_tiny_wan_components(seed: int = 0, *, ti2v: bool = False, experts: bool = False) -> dict[str, Any]:
+    """Wan 2.1 I2V (CLIP image encoder, 8x/4x VAE) or, with ``ti2v``, Wan 2.2 TI2V (16x/4x VAE, no CLIP), or,
+    with ``experts``, Wan 2.2 I2V A14B: two transformers of their own weights (high noise, low noise), no CLIP
+    (the image reaches them through its VAE latents only), the Wan 2.1 VAE, ``boundary_ratio`` 0.9."""
     torch.manual_seed(seed)
     tokenizer = build_tiny_t5_tokenizer(model_max_length=512)
     text_encoder = UMT5EncoderModel(_tiny_t5_config(UMT5Config, len(tokenizer)))
@@ -259,25 +262,30 @@ def build_tiny_wan_components(seed: int = 0, *, ti2v: bool = False) -> dict[str,
             num_res_blocks=1,
             temperal_downsample=[False, True, True],
         )
-    torch.manual_seed(seed + 2)
     channels = vae.config.z_dim
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=channels if ti2v else 2 * channels + 4,  # I2V: latents + mask (4) + image latents
-        out_channels=channels,
-        text_dim=T5_WIDTH,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        image_dim=None if ti2v else 16,
-    )
+
+    def tiny_transformer(weights_seed: int) -> WanTransformer3DModel:
+        torch.manual_seed(weights_seed)
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=channels if ti2v else 2 * channels + 4,  # I2V: latents + mask (4) + image latents
+            out_channels=channels,
+            text_dim=T5_WIDTH,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+            image_dim=None if ti2v or experts else 16,
+        )
+
+    transformer = tiny_transformer(seed + 2)
+    transformer_2 = tiny_transformer(seed + 4) if experts else None
     image_encoder = None
-    if not ti2v:
+    if not ti2v and not experts:
         torch.manual_seed(seed + 3)
         image_encoder = _tiny_clip_vision(with_projection=False)
     # The real schedulers' settings (diffusers' convert_wan_to_diffusers.py): UniPC on flow sigmas.
@@ -287,19 +295,22 @@ def build_tiny_wan_components(seed: int = 0, *, ti2v: bool = False) -> dict[str,
         num_train_timesteps=1000,
         flow_shift=5.0 if ti2v else 3.0,
     )
-    for module in (transformer, vae, text_encoder, image_encoder):
+    for module in (transformer, transformer_2, vae, text_encoder, image_encoder):
         if module is not None:
             module.eval()
-    return {
+    parts = {
         "transformer": transformer,
         "vae": vae,
         "text_encoder": text_encoder,
         "image_encoder": image_encoder,
         "tokenizer": tokenizer,
-        "image_processor": None if ti2v else _tiny_clip_processor(),
+        "image_processor": None if ti2v or experts else _tiny_clip_processor(),
         "scheduler": scheduler,
         "expand_timesteps": ti2v,
     }
+    if experts:
+        parts |= {"transformer_2": transformer_2, "boundary_ratio": 0.9}
+    return parts
 
 
 # -- Stable Video Diffusion -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Wan adapter (models/family.py): Wan 2.1 I2V-14B (480P, 720P) and Wan 2.2 TI2V-5B.
+"""The Wan adapter (models/family.py): Wan 2.1 I2V-14B (480P, 720P), Wan 2.2 TI2V-5B and Wan 2.2 I2V A14B.
 
 Every piece of math follows diffusers' WanImageToVideoPipeline (diffusers 0.42.1, pipelines/wan/
 pipeline_wan_i2v.py) so the frames equal it (tests/engine/test_family_equivalence.py):
@@ -7,6 +7,10 @@ pipeline_wan_i2v.py) so the frames equal it (tests/engine/test_family_equivalenc
   latents of the image followed by zero frames; CLIP's penultimate hidden states condition it too.
 - Wan 2.2 TI2V (``expand_timesteps``): no CLIP; the first latent frame is the image's own latent, kept clean
   (timestep 0 for its tokens) and written back after the loop.
+- Wan 2.2 I2V A14B: Wan 2.1's conditioning without CLIP, and two experts: ``transformer`` while the timestep
+  is at or above ``boundary_ratio`` x 1000, ``transformer_2`` below (with ``guidance_scale_2``). The choice is
+  made per step from the timestep (``expert_for``), so a resume at any step picks the same expert. With a
+  ``last_image`` the VAE sees the first frame, black frames and the last frame, and the mask keeps both.
 
 The text is UMT5 (cleaned with ftfy as the pipeline does), cut to its real length and zero-padded to 512
 tokens. The scheduler is UniPC on flow-matching sigmas: a multistep solver that keeps past model outputs,
@@ -41,12 +45,13 @@ if TYPE_CHECKING:
 
 TI2V_CONFIG = "wan2.2-ti2v-5b"  # the config folder (and tiny variant) of Wan 2.2 TI2V
 MAX_SEQUENCE_LENGTH = 512  # WanImageToVideoPipeline.__call__'s default: UMT5 tokens per prompt
-# diffusers' WanImageToVideoPipeline.model_cpu_offload_seq (without transformer_2: Wan 2.2 A14B's second
-# expert is not supported)
+# diffusers' WanImageToVideoPipeline.model_cpu_offload_seq: with model offload the two experts of Wan 2.2
+# A14B take turns on the device (the hook of transformer_2 offloads transformer before loading itself).
 ROLES = ModuleRoles(
     denoiser="transformer",
     encoders=("text_encoder", "image_encoder"),
-    offload_order=("text_encoder", "image_encoder", "transformer", "vae"),
+    offload_order=("text_encoder", "image_encoder", "transformer", "transformer_2", "vae"),
+    experts=("transformer_2",),
 )
 
 
@@ -62,9 +67,11 @@ class WanComponents:
     image_encoder: Any = None
     image_processor: Any = None
     expand_timesteps: bool = False  # Wan 2.2 TI2V: the first latent frame is the clean image latent
+    transformer_2: Any = None  # Wan 2.2 A14B: the low-noise expert
+    boundary_ratio: float | None = None  # Wan 2.2 A14B: where transformer_2 takes over (x 1000 timesteps)
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        names = ("transformer", "vae", "text_encoder", "image_encoder")
+        names = ("transformer", "transformer_2", "vae", "text_encoder", "image_encoder")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     @property
@@ -138,12 +145,18 @@ def encode_condition(
     height: int,
     width: int,
     device: torch.device,
+    last_image: PIL.Image.Image | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(condition, first_frame_mask): the VAE latents of the image (mode, no sampling) as the transformer
-    wants them; float32 like the pipeline's latents."""
+    wants them; float32 like the pipeline's latents. With ``last_image``, the video the VAE encodes ends on
+    it and the mask keeps the last frame as well as the first."""
     processor = VideoProcessor(vae_scale_factor=components.vae_scale_factor_spatial)
     pixels = processor.preprocess(image, height=height, width=width).to(device, dtype=torch.float32)
     pixels = pixels.unsqueeze(2)  # (1, 3, 1, H, W)
+    last = None
+    if last_image is not None:
+        last = processor.preprocess(last_image, height=height, width=width).to(device, dtype=torch.float32)
+        last = last.unsqueeze(2)
     vae = components.vae
     temporal = components.vae_scale_factor_temporal
     latent_frames = (num_frames - 1) // temporal + 1
@@ -153,8 +166,10 @@ def encode_condition(
     )
     if components.expand_timesteps:
         video = pixels
-    else:  # the image followed by black frames
+    elif last is None:  # the image followed by black frames
         video = torch.cat([pixels, pixels.new_zeros(1, 3, num_frames - 1, height, width)], dim=2)
+    else:  # the image, black frames, the last image
+        video = torch.cat([pixels, pixels.new_zeros(1, 3, num_frames - 2, height, width), last], dim=2)
     latent = vae.encode(video.to(device=device, dtype=vae.dtype)).latent_dist.mode()
     latent = latent.to(device=device, dtype=torch.float32)
     mean, inverse_std = _latent_stats(components, latent)
@@ -165,7 +180,7 @@ def encode_condition(
         return latent, mask
     # One mask channel per frame the VAE packs: the first frame counts 4 times (it is its own latent frame).
     frame_mask = torch.ones(1, 1, num_frames, latent_h, latent_w)
-    frame_mask[:, :, 1:] = 0
+    frame_mask[:, :, 1 : num_frames if last is None else num_frames - 1] = 0
     first = torch.repeat_interleave(frame_mask[:, :, 0:1], dim=2, repeats=temporal)
     frame_mask = torch.concat([first, frame_mask[:, :, 1:]], dim=2)
     frame_mask = frame_mask.view(1, -1, temporal, latent_h, latent_w).transpose(1, 2).to(latent.device)
@@ -173,6 +188,19 @@ def encode_condition(
 
 
 # 2. Denoising ------------------------------------------------------------------------------------------
+
+
+def expert_for(
+    components: WanComponents, timestep: torch.Tensor, guidance_scale: float, guidance_scale_2: float | None
+) -> tuple[Any, float]:
+    """(transformer, guidance) of this step: the low-noise expert below the boundary timestep, as the pipeline
+    decides (``t >= boundary_ratio x num_train_timesteps`` stays on the high-noise one)."""
+    if components.transformer_2 is None or components.boundary_ratio is None:
+        return components.transformer, guidance_scale
+    boundary = components.boundary_ratio * components.scheduler.config.num_train_timesteps
+    if timestep >= boundary:
+        return components.transformer, guidance_scale
+    return components.transformer_2, guidance_scale if guidance_scale_2 is None else guidance_scale_2
 
 
 @torch.no_grad()
@@ -183,10 +211,11 @@ def predict_noise(
     cond: WanConditioning,
     guidance_scale: float,
     split_guidance: bool,
+    guidance_scale_2: float | None = None,
 ) -> torch.Tensor:
     """The guided flow prediction. The pipeline runs the halves one after the other; batched is the same
     math at twice the activations."""
-    transformer = components.transformer
+    transformer, guidance_scale = expert_for(components, timestep, guidance_scale, guidance_scale_2)
     dtype = transformer.dtype
     t = timestep.to(latents.device)
     if cond.first_frame_mask is not None:
@@ -261,7 +290,7 @@ def decode_latents(
 
 
 class WanFamily(ModelFamily[WanComponents, WanConditioning]):
-    """Wan 2.1 I2V and Wan 2.2 TI2V through the engine's one flow."""
+    """Wan 2.1 I2V, Wan 2.2 TI2V and Wan 2.2 I2V A14B through the engine's one flow."""
 
     name = "wan"
     pipeline_classes = ("WanImageToVideoPipeline", "WanPipeline")
@@ -274,10 +303,9 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
         index = json.loads((folder / "model_index.json").read_text())
-        if index.get("boundary_ratio") is not None or (folder / "transformer_2").is_dir():
-            raise ValueError(
-                "two-expert Wan 2.2 A14B checkpoints are not supported; use Wan 2.1 I2V or TI2V-5B"
-            )
+        two_experts = index.get("boundary_ratio") is not None
+        if two_experts and not (folder / "transformer_2").is_dir():
+            raise ValueError(f"model_index.json names two experts but {folder} has no transformer_2 folder")
         common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
         src = str(folder)
         has_clip = (folder / "image_encoder").is_dir()
@@ -300,12 +328,21 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
                 else None
             ),
             expand_timesteps=bool(index.get("expand_timesteps", False)),
+            transformer_2=(
+                WanTransformer3DModel.from_pretrained(src, subfolder="transformer_2", **common)
+                if two_experts
+                else None
+            ),
+            boundary_ratio=index.get("boundary_ratio"),
         )
 
     def build_tiny(self, spec: ModelSpec, seed: int) -> WanComponents:
         from stillmotion.models.tiny import build_tiny_wan_components
 
-        return WanComponents(**build_tiny_wan_components(seed, ti2v=spec.config_name == TI2V_CONFIG))
+        parts = build_tiny_wan_components(
+            seed, ti2v=spec.config_name == TI2V_CONFIG, experts=spec.experts is not None
+        )
+        return WanComponents(**parts)
 
     def network_builders(self, config_dir: Path) -> NetworkBuilders:
         from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
@@ -317,6 +354,10 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
                 UMT5Config.from_json_file(config_dir / "text_encoder" / "config.json")
             ),
         }
+        if (config_dir / "transformer_2").is_dir():
+            builders["transformer_2"] = lambda: WanTransformer3DModel.from_config(
+                read_config(config_dir / "transformer_2")
+            )
         if (config_dir / "image_encoder").is_dir():
             builders["image_encoder"] = lambda: CLIPVisionModel(
                 CLIPVisionConfig.from_json_file(config_dir / "image_encoder" / "config.json")
@@ -346,7 +387,31 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
                 else None
             ),
             expand_timesteps=bool(index.get("expand_timesteps", False)),
+            transformer_2=networks.get("transformer_2"),
+            boundary_ratio=index.get("boundary_ratio"),
         )
+
+    def lora_host(self, components: WanComponents) -> Any:
+        """WanImageToVideoPipeline over the same modules: its WanLoraLoaderMixin (load_lora_weights with the
+        kohya/ComfyUI converters, set_adapters, fuse_lora, unload_lora_weights) works on them in place."""
+        from diffusers import WanImageToVideoPipeline
+
+        # Only the denoisers matter to the loaders: the rest may be absent (models/lora.py's meta check).
+        parts = ("tokenizer", "text_encoder", "vae", "scheduler", "image_processor", "image_encoder")
+        return WanImageToVideoPipeline(
+            **{name: getattr(components, name, None) for name in parts},
+            transformer=components.transformer,
+            transformer_2=getattr(components, "transformer_2", None),
+            boundary_ratio=getattr(components, "boundary_ratio", None),
+            expand_timesteps=getattr(components, "expand_timesteps", False),
+        )
+
+    def new_scheduler(self, components: WanComponents, request: FamilyRequest, device: torch.device) -> Any:
+        """The model's scheduler, with the request's shift where it has one (a step-distilled LoRA's)."""
+        overrides = {} if request.flow_shift is None else {"flow_shift": request.flow_shift}
+        scheduler = type(components.scheduler).from_config(components.scheduler.config, **overrides)
+        scheduler.set_timesteps(request.num_inference_steps, device=device)
+        return scheduler
 
     def encode(
         self,
@@ -357,6 +422,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         dtype: torch.dtype,
         generator: torch.Generator,
         cached: Cached,
+        last_image: PIL.Image.Image | None = None,
     ) -> WanConditioning:
         transformer_dtype = components.transformer.dtype
         prompt = cached(("text", request.prompt), lambda: encode_text(components, request.prompt, device))
@@ -372,7 +438,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
                 transformer_dtype
             )
         condition, mask = encode_condition(
-            components, image, request.num_frames, request.height, request.width, device
+            components, image, request.num_frames, request.height, request.width, device, last_image
         )
         return WanConditioning(
             prompt_embeds=prompt.to(transformer_dtype),
@@ -414,7 +480,15 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         request: FamilyRequest,
         split_guidance: bool,
     ) -> torch.Tensor:
-        return predict_noise(components, latents, timestep, cond, request.guidance_scale, split_guidance)
+        return predict_noise(
+            components,
+            latents,
+            timestep,
+            cond,
+            request.guidance_scale,
+            split_guidance,
+            request.guidance_scale_2,
+        )
 
     def scheduler_step(
         self,

@@ -3,7 +3,8 @@
 Four objects, built here and nowhere else: settings, the job store, the job service (the one submission
 path, shared by API and UI; its status monitor feeds /health) and the worker pool (jobs/workers/pools.py:
 local worker processes, or Ray actors; started in the lifespan, stopped gracefully: new jobs get 503, the
-running ones finish or are re-queued).
+running ones finish or are re-queued). The lifespan also runs a lease reaper (jobs/workers/lease.py), so a
+dead worker's job comes back within 1.25 leases even while every worker is busy.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.routing import Mount, compile_path
 from stillmotion import __version__
 from stillmotion.config import Settings
 from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.workers.lease import LeaseReaper
 from stillmotion.jobs.workers.local_pool import WorkerPool
 from stillmotion.jobs.workers.pools import make_pool
 from stillmotion.server.errors import ApiError, register_error_handlers
@@ -62,11 +64,13 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
         app.state.workers = pool
         await run_in_threadpool(service.status.watch_workers, None if pool is None else pool.statuses)
         await run_in_threadpool(service.status.start)
+        reaper = LeaseReaper(store).start()
         logger.info("stillmotion %s serving data dir %s", __version__, settings.data_dir)
         try:
             yield
         finally:
             service.accepting = False  # F4: from here on, submissions get 503
+            reaper.stop()
             if pool is not None:
                 await run_in_threadpool(pool.stop, SHUTDOWN_GRACE_S)
             service.status.stop()

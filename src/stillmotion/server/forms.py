@@ -18,6 +18,7 @@ from stillmotion.service.job_service import JobService
 from stillmotion.service.schemas import GenerationFields, request_of
 
 IMAGE_FIELD = "image"
+LAST_IMAGE_FIELD = "last_image"  # POST /jobs: an optional second file part, the frame to end on
 # Optional non-text fields sent empty (``-F seed=``) mean "not given"; text fields keep "" as a value. Only
 # empty: " " is a value, and not a plain number.
 _TEXT_FIELDS = frozenset(d.name for d in request_fields() if d.info.kind == "text")
@@ -50,12 +51,16 @@ def parse_fields(form: ParsedForm, *, prompt_optional: bool = False) -> Generati
 
 
 @asynccontextmanager
-async def multipart_form(request: Request, service: JobService) -> AsyncIterator[ParsedForm]:
-    """Stream the form in; its temp file is removed when the block ends, whatever happened."""
+async def multipart_form(
+    request: Request, service: JobService, *, last_image: bool = False
+) -> AsyncIterator[ParsedForm]:
+    """Stream the form in; its temp files are removed when the block ends, whatever happened.
+
+    ``last_image``: the form may carry a second file part, ``last_image`` (``POST /jobs``)."""
     form = await read_multipart(
         request,
         tmp_dir=service.upload_tmp_dir,
-        file_fields={IMAGE_FIELD},
+        file_fields={IMAGE_FIELD, LAST_IMAGE_FIELD} if last_image else {IMAGE_FIELD},
         max_file_bytes=service.max_upload_bytes,
         timeout_s=service.settings.upload_timeout_s,
     )

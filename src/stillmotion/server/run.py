@@ -3,12 +3,18 @@
 Refuses (exit 2) to bind a non-loopback address without ``STILLMOTION_API_TOKEN``: the API would otherwise
 accept jobs from the whole network. ``python -m stillmotion.server.run`` serves with the environment's
 settings (what ``stillmotion serve`` does).
+
+The terminal says what happened, not every request: uvicorn logs through the process's own logging set-up
+(one format, not uvicorn's own), and its access log keeps what a user did (``UserActions``): submissions,
+cancels, deletions, downloads, opening the UI, and every refusal; it drops polling, health checks and the
+web UI's own traffic (its assets, events and heartbeats: the service logs the jobs it accepts itself).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -17,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from stillmotion.config import Settings
+from stillmotion.logging_setup import setup_logging
 from stillmotion.server.app import SHUTDOWN_GRACE_S, begin_shutdown
 from stillmotion.server.security import is_loopback
 
@@ -25,6 +32,44 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_REFUSED = 2
 GRACEFUL_TIMEOUT_S = int(SHUTDOWN_GRACE_S) + 15  # the worker's own grace plus margin
+
+
+# Reads that clients repeat to follow something: health checks, job and batch status, event streams.
+POLLING = re.compile(r"^/api/v1/(health|jobs|jobs/[^/]+|jobs/[^/]+/events|batches/[^/]+)/?$")
+# The web UI's own requests: its page assets and its event traffic (a click is logged by what it does).
+UI_TRAFFIC = (
+    "/gradio_api/",
+    "/assets/",
+    "/static/",
+    "/theme.css",
+    "/favicon.ico",
+    "/manifest.json",
+    "/config",
+)
+
+
+def is_user_action(method: str, path: str, status: int) -> bool:
+    """Whether a request is worth a line in the terminal: a change, a download or a refusal, not a poll."""
+    if status >= 400:
+        return True
+    path = path.partition("?")[0]
+    if path.startswith(UI_TRAFFIC):
+        return False
+    return not (method in ("GET", "HEAD") and POLLING.match(path))
+
+
+class UserActions(logging.Filter):
+    """Keeps the access-log records of user actions (``is_user_action``); uvicorn's access records carry
+    (client, method, path, HTTP version, status) as their arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 5:
+            return True
+        _, method, path, _, status = args
+        if not isinstance(status, int):
+            return True
+        return is_user_action(str(method), str(path), status)
 
 
 def check_bind(settings: Settings) -> str | None:
@@ -39,7 +84,11 @@ def check_bind(settings: Settings) -> str | None:
 
 
 def serve(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM; returns the process exit code (2 when the bind is refused)."""
+    """Serve until SIGINT/SIGTERM; returns the process exit code (2 when the bind is refused).
+
+    Logs go to ``logs/<node>/server.log`` and the console in the service's one format (logging_setup.py),
+    uvicorn's own lines included."""
+    setup_logging(settings, "server")
     refusal = check_bind(settings)
     if refusal is not None:
         logger.error("%s", refusal)
@@ -53,10 +102,14 @@ def serve(settings: Settings) -> int:
     _Server = _server_class()
 
     app = create_app(settings)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, UserActions) for f in access.filters):
+        access.addFilter(UserActions())
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        log_config=None,  # uvicorn's lines go through this process's handlers, in the service's format
         log_level="info",
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
         proxy_headers=False,
@@ -122,7 +175,6 @@ def _server_class() -> type:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(Settings())
 
 

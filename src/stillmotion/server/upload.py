@@ -37,20 +37,24 @@ DEFAULT_UPLOAD_TIMEOUT_S = 300.0  # settings.upload_timeout_s: a slower whole up
 
 @dataclass
 class ParsedForm:
-    """Text fields (every value given, in order) and the one uploaded file, if any."""
+    """Text fields (every value given, in order) and the uploaded files: the image, and any second file part
+    the route allows (``last_image``) in ``extra_files``."""
 
     fields: dict[str, list[str]] = field(default_factory=dict)
     file_field: str | None = None
     file_path: Path | None = None
     file_size: int = 0
     file_parts: int = 0
+    extra_files: dict[str, Path] = field(default_factory=dict)
 
     def cleanup(self) -> None:
-        """Remove the temp file (idempotent)."""
-        if self.file_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.file_path.unlink()
-            self.file_path = None
+        """Remove the temp files (idempotent)."""
+        for path in [self.file_path, *self.extra_files.values()]:
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        self.file_path = None
+        self.extra_files = {}
 
 
 class _Collector:
@@ -69,6 +73,7 @@ class _Collector:
         self._is_file = False
         self._text = bytearray()
         self._file: IO[bytes] | None = None
+        self._part_size = 0
         self.error: ApiError | None = None
 
     # -- header callbacks
@@ -108,12 +113,18 @@ class _Collector:
                     f"{' or '.join(sorted(self.file_fields))!r}.",
                     field=self._name,
                 )
-            if self.form.file_parts > 1:
-                raise ApiError(422, "invalid_request", "image: give exactly one image file.", field="image")
+            if self._name == self.form.file_field or self._name in self.form.extra_files:
+                raise ApiError(
+                    422, "invalid_request", f"{self._name}: give exactly one file.", field=self._name
+                )
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp_dir)
-            self.form.file_path = Path(name)
-            self.form.file_field = self._name
+            if self._name == "image" or len(self.file_fields) == 1:
+                self.form.file_path = Path(name)
+                self.form.file_field = self._name
+            else:
+                self.form.extra_files[self._name] = Path(name)
+            self._part_size = 0
             self._file = os.fdopen(fd, "wb")
 
     # -- body callbacks
@@ -121,12 +132,13 @@ class _Collector:
         size = end - start
         if self._is_file:
             self.form.file_size += size
-            if self.form.file_size > self.max_file_bytes:
+            self._part_size += size
+            if self._part_size > self.max_file_bytes:
                 raise ApiError(
                     413,
                     "file_too_large",
-                    f"image: the upload exceeds the limit of {self.max_file_bytes / 2**20:g} MB.",
-                    field="image",
+                    f"{self._name}: the upload exceeds the limit of {self.max_file_bytes / 2**20:g} MB.",
+                    field=self._name,
                 )
             assert self._file is not None
             self._file.write(data[start:end])
@@ -181,7 +193,7 @@ async def read_multipart(
     task waits on it, so other requests are served meanwhile.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
-    limit = max_file_bytes + MULTIPART_OVERHEAD_BYTES
+    limit = max_file_bytes * len(file_fields) + MULTIPART_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         # Refused before reading a byte of the body.

@@ -20,10 +20,11 @@ MAX_HISTORY = 20  # the most recent jobs are the ones that describe the device a
 
 @dataclass(frozen=True)
 class ExpectedTime:
-    """Expected seconds for the whole job, and how many earlier jobs the figure rests on."""
+    """Expected seconds for the whole job and for its decode, and how many earlier jobs they rest on."""
 
     seconds: float
     jobs: int
+    decode_s: float = 0.0  # part of ``seconds``: the VAE decode, which has no steps to count down by
 
     @property
     def basis(self) -> str:
@@ -75,12 +76,36 @@ def expected_time(
         per_token_step.append(timings["denoise_s"] / (_tokens(past) * int(past["num_inference_steps"])))
         per_pixel_frame.append(timings["decode_s"] / _pixel_frames(past))
         rest.append(max(0.0, timings["total_s"] - timings["denoise_s"] - timings["decode_s"]))
+    decode = statistics.median(per_pixel_frame) * _pixel_frames(request)
     seconds = (
         statistics.median(per_token_step) * _tokens(request) * int(request["num_inference_steps"])
-        + statistics.median(per_pixel_frame) * _pixel_frames(request)
+        + decode
         + statistics.median(rest)
     )
-    return ExpectedTime(seconds=seconds, jobs=len(history))
+    return ExpectedTime(seconds=seconds, jobs=len(history), decode_s=decode)
+
+
+def time_left(
+    progress: Mapping[str, Any], expected: ExpectedTime | None, decoding_for_s: float
+) -> float | None:
+    """Seconds a running job still needs, its decode counted, or None while unknown.
+
+    ``progress`` is the job's last progress event (``ProgressEvent.to_dict``); ``expected`` this machine's
+    figure for the job, if it has one; ``decoding_for_s`` how long the decode has run (read only in that
+    stage). While denoising, the steps left take the engine's measured time per step and the decode its
+    measured share; while decoding, what remains of that share. Without a measurement the engine's own ETA
+    stands while it denoises (it counts the decode as one step), and nothing is promised after.
+    """
+    stage, eta = progress.get("stage"), progress.get("eta_s")
+    step, total = int(progress.get("step") or 0), int(progress.get("total_steps") or 0)
+    if stage == "denoise" and isinstance(eta, int | float):
+        if expected is None:
+            return float(eta)
+        per_step = eta / (total - step + 1) if total >= step else 0.0  # the engine's ETA: steps left + 1
+        return per_step * (total - step) + expected.decode_s
+    if stage == "decode" and expected is not None and expected.decode_s > decoding_for_s:
+        return expected.decode_s - decoding_for_s
+    return None  # the decode took longer than measured before, or the job is writing: no promise
 
 
 def queue_wait(position: int, ready_workers: int, per_job_s: float) -> float:

@@ -18,12 +18,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.engine.resolve import model_spec
+from stillmotion.engine.resolve import model_spec, resolve_loras
 from stillmotion.errors import (
     CannotFit,
     InvalidRequest,
@@ -34,8 +35,10 @@ from stillmotion.errors import (
     UnknownModel,
 )
 from stillmotion.jobs.store.job_store import MAX_LIST_LIMIT as MAX_LIST_LIMIT  # the routes' page limit
-from stillmotion.jobs.store.job_store import Job, JobStore, QueueFull
+from stillmotion.jobs.store.job_store import DatabaseUnavailable as DatabaseUnavailable  # for the routes
+from stillmotion.jobs.store.job_store import Job as Job  # the row type, for the routes and the UI
 from stillmotion.jobs.store.job_store import JobStatus as JobStatus  # for the routes and the UI
+from stillmotion.jobs.store.job_store import JobStore, QueueFull
 from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
@@ -44,7 +47,7 @@ from stillmotion.media.interpolation import Interpolator
 from stillmotion.models.registry import get_spec
 from stillmotion.models.rife_loader import RifeWeights, check_available
 from stillmotion.service.batch import expand_batch
-from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait
+from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait, time_left
 from stillmotion.service.live_status import StatusMonitor, out_of_space, queue_full, refusal
 from stillmotion.service.schemas import (
     BatchLinks,
@@ -62,8 +65,7 @@ from stillmotion.service.schemas import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-# The web UI still imports this name; states.TERMINAL is the one definition (remove once the UI uses it).
-TERMINAL_STATUSES = TERMINAL
+LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
@@ -125,9 +127,11 @@ class JobService:
         *,
         need_prompt: bool = True,
         seed_key: str | None = None,
+        last_image_sha256: str | None = None,
     ) -> ResolvedRequest:
         """Validate the request against its model's limits and fill every default, once (raises
-        InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key."""
+        InvalidRequest / UnknownModel); ``seed_key`` derives a missing seed from an idempotency key. LoRA
+        files are found and checked now (under the LoRA folders only: never a client's path elsewhere)."""
         try:
             # An unregistered repo id is checked now (exists, is a pipeline we run, can be had here), so a
             # job is never queued only to fail at run time.
@@ -142,7 +146,15 @@ class JobService:
                 f"The server's default model is unavailable: {exc.message}",
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
-        resolved = request.resolve(spec, image_size, need_prompt=need_prompt, seed_key=seed_key)
+        loras = resolve_loras(request, spec, self.settings, any_local_path=False)
+        resolved = request.resolve(
+            spec,
+            image_size,
+            need_prompt=need_prompt,
+            seed_key=seed_key,
+            loras=loras,
+            last_image_sha256=last_image_sha256,
+        )
         self._check_interpolator(resolved)
         return resolved
 
@@ -156,10 +168,15 @@ class JobService:
     # -- submit ------------------------------------------------------------------------------------------
 
     def submit(
-        self, request: GenerationRequest, upload: Path, idempotency_key: str | None = None
+        self,
+        request: GenerationRequest,
+        upload: Path,
+        idempotency_key: str | None = None,
+        last_upload: Path | None = None,
     ) -> tuple[Job, bool]:
         """Validate, move ``upload`` into a new job folder and commit the row with the resolved request;
-        returns (job, created).
+        returns (job, created). ``last_upload``: the ``last_image`` file part, stored beside the input as
+        ``last_image.<format>`` (consumed like ``upload``).
 
         ``upload`` is consumed: moved on success, deleted on any failure. A repeated ``idempotency_key``
         returns the first job and ``created=False`` (a retry resolves to the same request: a missing seed is
@@ -169,12 +186,22 @@ class JobService:
         try:
             self.check_admission()
             image = self.load_image(upload)
-            resolved = self.resolve(request, (image.width, image.height), seed_key=idempotency_key)
+            last = None if last_upload is None else self.load_image(last_upload)
+            if last is not None:
+                request = replace(request, last_image=str(last_upload))
+            resolved = self.resolve(
+                request,
+                (image.width, image.height),
+                seed_key=idempotency_key,
+                last_image_sha256=None if last is None else last.sha256,
+            )
             job_id = str(uuid.uuid4())
             job_dir = self.store.job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=False)
             input_filename = f"input.{image.format}"
             os.replace(upload, job_dir / input_filename)
+            if last is not None and last_upload is not None:
+                os.replace(last_upload, job_dir / f"{LAST_IMAGE_STEM}.{last.format}")
             try:
                 job, created = self.store.create(
                     job_id=job_id,
@@ -195,8 +222,10 @@ class JobService:
                 raise out_of_space() from None
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                upload.unlink()
+            for consumed in (upload, last_upload):
+                if consumed is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        consumed.unlink()
             if job_dir is not None:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
@@ -226,7 +255,9 @@ class JobService:
                     ) from None
                 except ModelUnavailable as exc:  # e.g. RIFE without its weights here
                     raise ModelUnavailable(
-                        f"items[{index}]: {exc.message}", field=f"items[{index}].{exc.field}"
+                        f"items[{index}]: {exc.message}",
+                        field=f"items[{index}].{exc.field}",
+                        details=exc.details,
                     ) from None
                 entries.append((str(uuid.uuid4()), resolved.to_dict(), f"input.{image.format}"))
             for job_id, _, input_filename in entries:
@@ -296,6 +327,37 @@ class JobService:
         except (KeyError, TypeError, ValueError):  # a request stored by an older version: no estimate
             return None
         return None if expected is None else round(queue_wait(position, ready, expected.seconds), 1)
+
+    def time_left(self, job: Job) -> float | None:
+        """About how long the running ``job`` still takes, its decode counted (``expected_time.time_left``);
+        None when unknown or when it is not running."""
+        if job.status != JobStatus.RUNNING or not isinstance(job.progress, dict):
+            return None
+        try:
+            expected = self.expected_time(job.request)
+        except (KeyError, TypeError, ValueError):  # a request stored by an older version: no estimate
+            expected = None
+        decoding_for_s = 0.0
+        elapsed = job.progress.get("elapsed_s")
+        if job.started_at is not None and isinstance(elapsed, int | float):
+            # The decode began ``elapsed_s`` into the run (its progress event); the run began at the claim.
+            decode_began = job.started_at.timestamp() + float(elapsed)
+            decoding_for_s = max(0.0, time.time() - decode_began)
+        return time_left(job.progress, expected, decoding_for_s)
+
+    def workers(self) -> list[dict[str, Any]] | None:
+        """The workers' last statuses (``WorkerPool.statuses``; None when this server runs none), each with
+        ``device_name``: the name of the device it measured (the GPU's, or "CPU"), from the state it
+        publishes (jobs/workers/worker_state.py), else the GPU it is pinned to, else None."""
+        statuses = self.status.latest().workers
+        if statuses is None:
+            return None
+        named = []
+        for status in statuses:
+            worker_id = str(status.get("worker_id") or worker_state.DEFAULT_WORKER_ID)
+            state = worker_state.read_state(worker_state.state_path(self.settings.data_dir, worker_id))
+            named.append({**status, "device_name": _device_name(state, status)})
+        return named
 
     def plan_budget(self, engine: Any) -> Any:
         """This process's measurement of the engine's device, plus what the worker will reuse there.
@@ -421,11 +483,16 @@ class JobService:
         return path
 
     def job_out(self, job: Job, *, with_position: bool = True) -> JobOut:
-        """The public view of a stored job."""
+        """The public view of a stored job. Its queue position and wait are read now, when the database
+        answers: a job just committed is still answered (202) if it stops answering meanwhile."""
         data = job.to_dict()
         status = JobStatus(data["status"])
         base = f"{API_PREFIX}/jobs/{job.id}"
-        position = self.queue_position(job) if with_position else None
+        position, wait_s = None, None
+        if with_position:
+            with contextlib.suppress(DatabaseUnavailable):
+                position = self.queue_position(job)
+                wait_s = self.queue_wait_s(job, position)
         error = None
         if data.get("error_code"):
             error = ErrorBody(
@@ -444,7 +511,7 @@ class JobService:
             attempts=int(data.get("attempts") or 0),
             cancel_requested=bool(data.get("cancel_requested")),
             queue_position=position,
-            queue_wait_s=self.queue_wait_s(job, position),
+            queue_wait_s=wait_s,
             progress=_progress(data.get("progress"), terminal=status in TERMINAL),
             plan=_jsonable(data.get("plan")),
             error=error,
@@ -534,6 +601,17 @@ def _model_files_ready(settings: Settings) -> tuple[bool, str]:
     else:
         then = "the first job downloads it (or fails with model_unavailable if the hub cannot be reached)"
     return False, f"{spec.repo_id} is not in {where}; {then}."
+
+
+def _device_name(state: dict[str, Any] | None, status: dict[str, Any]) -> str | None:
+    """What a person calls the worker's device: "CPU", the GPU's name, or the pinned GPU's index."""
+    budget = (state or {}).get("budget") or {}
+    if budget.get("device_type") == "cpu":
+        return "CPU"
+    if budget.get("name"):
+        return str(budget["name"])
+    gpu = status.get("gpu")
+    return None if gpu is None else f"GPU {gpu}"
 
 
 def parse_job_id(job_id: str) -> str:

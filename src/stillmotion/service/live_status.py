@@ -5,7 +5,9 @@ indexed COUNT), the free space on the data disk (one statfs) and the workers' st
 ``statuses()``: for each, a poll of its process or actor, a small file and one query). /health reads the
 last ``LiveStatus`` and never waits on the database, the disk or the GPU, however busy the thread pool is
 (issue 15.9). ``refusal()`` is the one admission rule: POST /jobs raises what it returns, /health reports
-it, so the two cannot disagree (issue 15.5).
+it, so the two cannot disagree (issue 15.5). The queue-depth query doubles as the database probe: when it
+fails, the status says why (``database``), so within a measurement of an outage /health says ``ok: false``
+and submissions get 503 ``database_unavailable``; the next measurement that reaches the database clears it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from stillmotion.config import Settings
 from stillmotion.errors import ServiceRefused
-from stillmotion.jobs.store.job_store import JobStore
+from stillmotion.jobs.store.job_store import DatabaseError, JobStore
 from stillmotion.jobs.workers.disk_space import disk_low, free_disk_mb, low_disk_message
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,15 @@ RETRY_AFTER_DISK_S = 60
 
 
 @dataclass(frozen=True)
+class DatabaseProblem:
+    """Why the last measurement could not read the job database: the error's code, message, Retry-After."""
+
+    code: str
+    message: str
+    retry_after_s: int | None
+
+
+@dataclass(frozen=True)
 class LiveStatus:
     """One measurement; ``None`` where a source did not answer (the error is logged)."""
 
@@ -38,6 +49,7 @@ class LiveStatus:
     queue_depth: int | None
     free_disk_mb: float | None
     workers: list[dict[str, Any]] | None  # WorkerPool.statuses(); None when this app runs no worker
+    database: DatabaseProblem | None = None  # None: the database answered
 
     @property
     def ready_workers(self) -> int:
@@ -50,13 +62,21 @@ class LiveStatus:
 
 
 def refusal(settings: Settings, status: LiveStatus, *, accepting: bool) -> ServiceRefused | None:
-    """Why a new job would be refused now (503 shutting down, 429 queue full, 507 low disk), or None."""
+    """Why a new job would be refused now (503 shutting down or database unavailable, 429 queue full, 507
+    low disk), or None."""
     if not accepting:
         return ServiceRefused(
             503,
             "shutting_down",
             "The server is shutting down; submit again once it is back.",
             retry_after_s=RETRY_AFTER_SHUTDOWN_S,
+        )
+    if status.database is not None:
+        return ServiceRefused(
+            503,
+            status.database.code,
+            f"{status.database.message} Nothing is lost: queued and running jobs carry on once it is back.",
+            retry_after_s=status.database.retry_after_s,
         )
     if status.queue_depth is not None and status.queue_depth >= settings.max_queue_size:
         return queue_full(settings)
@@ -135,9 +155,11 @@ class StatusMonitor:
     def refresh(self) -> LiveStatus:
         """Measure now (blocking: a query, a statfs, the supervisor's status) and keep the result."""
         with self._measure_lock:
+            depth, database = self._probe_database()
             status = LiveStatus(
                 measured_at=time.monotonic(),
-                queue_depth=_quietly("queue depth", self.store.queue_depth),
+                queue_depth=depth,
+                database=database,
                 free_disk_mb=_quietly("free disk space", lambda: free_disk_mb(self.settings)),
                 workers=None
                 if self._worker_statuses is None
@@ -145,6 +167,23 @@ class StatusMonitor:
             )
             self._latest = status
             return status
+
+    def _probe_database(self) -> tuple[int | None, DatabaseProblem | None]:
+        """The queue depth, or why the database did not give it (logged when that changes, not each time)."""
+        previous = None if self._latest is None else self._latest.database
+        try:
+            depth = self.store.queue_depth()
+        except DatabaseError as exc:
+            problem = DatabaseProblem(exc.code, exc.message, exc.retry_after_s)
+            if previous is None or previous.code != problem.code:
+                logger.error("status: the job database fails (%s: %s)", exc.code, exc.details or exc.message)
+            return None, problem
+        except Exception:
+            logger.exception("status: could not measure the queue depth")
+            return None, None
+        if previous is not None:
+            logger.info("status: the job database answers again")
+        return depth, None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -85,6 +85,14 @@ def _api_field(declared: DeclaredField) -> tuple[Any, Any]:
     if info.kind == "choice":
         literal: Any = Literal
         return literal[info.choices] | None, Field(default=None, description=description)
+    if info.kind == "flag":
+        return bool | None, Field(default=None, description=description)
+    if info.kind == "loras":  # a form field is text: the list as JSON (batch items may give the list itself)
+        return str | list[Any] | None, Field(
+            default=None,
+            description=description
+            + ' A JSON array, e.g. [{"ref": "my-style.safetensors", "strength": 0.8}].',
+        )
     pattern = PROMPT_PATTERN if info.kind == "text" else None
     text = Field(
         default=declared.default, max_length=bounds.max_chars, pattern=pattern, description=description
@@ -97,7 +105,10 @@ def _api_field(declared: DeclaredField) -> tuple[Any, Any]:
 # default; give either ``resolution`` or both ``height`` and ``width``; a missing ``seed`` is drawn and stored
 # with the job. Bounds are the widest over the registered models; the named model's own rules (GET /models:
 # size multiple, frame rule, whether it takes a prompt) are checked by the server too.
-_GENERATION_FIELDS: dict[str, Any] = {declared.name: _api_field(declared) for declared in request_fields()}
+# An image field (``last_image``) is a file part of the form, not a text field: JobForm below.
+_GENERATION_FIELDS: dict[str, Any] = {
+    declared.name: _api_field(declared) for declared in request_fields() if declared.info.kind != "image"
+}
 GenerationFields: type[BaseModel] = create_model(
     "GenerationFields",
     __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
@@ -117,6 +128,15 @@ JobForm: type[BaseModel] = create_model(
     "optional on the wire: a model without a text encoder takes none; the server requires it for the "
     "others).",
     image=(bytes, _IMAGE),
+    last_image=(
+        bytes | None,
+        Field(
+            default=None,
+            json_schema_extra={"format": "binary"},
+            description="Optional second file part: the frame the video ends on (PNG, JPEG or WebP), for "
+            "models that take one (wan2.2-i2v-a14b); the same file as `image` makes a loop.",
+        ),
+    ),
 )
 PlanForm: type[BaseModel] = create_model(
     "PlanForm",

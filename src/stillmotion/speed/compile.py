@@ -190,7 +190,7 @@ def apply_speed(
         setattr(unet, _APPLIED, targets)
         applied["compiled_modules"] = len(targets)
         applied["compile_cache"] = {"dir": str(cache_dir), "artifacts_loaded": loaded}
-    logger.info("speed options applied: %s", applied)
+    logger.debug("speed options applied: %s", applied)  # internals: shown with --debug only
     return applied
 
 

@@ -13,7 +13,9 @@ failed instead (``worker_crashed_repeatedly``, or ``timeout`` when the watchdog 
 counting an attempt: it is not the job's fault.
 
 Leases (several workers, several machines): ``claim_next`` gives the job a lease (``lease_token``, expiring
-``settings.lease_s`` later) that the worker renews (``renew_lease``). A worker passes its token to every
+``settings.lease_s`` later) that the worker renews (``renew_lease``). Lease times are the database's clock
+(``now()`` in the statement that claims, renews or reclaims), never a machine's: a worker or a reaper whose
+clock is off cannot take back a healthy job or keep a dead one. A worker passes its token to every
 write (``lease=``): once the lease has lapsed and the job was re-queued (``requeue_expired_leases``) or
 claimed by another worker, those writes change nothing (``LeaseLost``, or False), so a job never has two
 live runs that both count. Writes without ``lease`` are the service's own (tests, the supervisor of a
@@ -35,7 +37,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Interval,
+    Row,
+    Select,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest
@@ -48,7 +64,7 @@ from stillmotion.jobs.store.db import (
     DatabaseUnavailable,
 )
 from stillmotion.jobs.store.migrations import migrate
-from stillmotion.jobs.store.schema import job_events, jobs
+from stillmotion.jobs.store.schema import UTCDateTime, job_events, jobs
 from stillmotion.jobs.store.states import TERMINAL, JobStatus, check_allowed, transition
 
 __all__ = [
@@ -468,6 +484,23 @@ class JobStore:
             raise JobNotFound(f"No job with id {job_id[:80]!r}.", details={"job_id": job_id[:80]})
         return _row_to_job(row)
 
+    def database_time(self) -> datetime:
+        """The database's clock now (UTC): the one every lease is timed by."""
+        with self.db.transaction(write=False) as conn:
+            value = conn.execute(select(self._database_now())).scalar_one()
+        assert isinstance(value, datetime)
+        return value
+
+    def _database_now(self, *, plus_s: float = 0.0) -> ColumnElement[datetime]:
+        """The database server's time (UTC) plus ``plus_s``, as SQL: evaluated by the statement that uses it,
+        so every lease is timed by one clock, whichever machine writes or reads it. SQLite's is this machine's
+        (every process using the file is here); it is written in the format ``UTCDateTime`` stores, so the
+        text comparisons SQLite makes order it correctly."""
+        if self.db.is_sqlite:
+            return func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{plus_s:+.3f} seconds", type_=UTCDateTime)
+        now: ColumnElement[datetime] = func.now()
+        return now + literal(timedelta(seconds=plus_s), Interval()) if plus_s else now
+
     def list(
         self,
         status: JobStatus | Sequence[JobStatus] | None = None,
@@ -614,7 +647,7 @@ class JobStore:
                 heartbeat_at=now,
                 progress=None,
                 lease_token=uuid.uuid4().hex,
-                lease_expires_at=now + timedelta(seconds=self.settings.lease_s),
+                lease_expires_at=self._database_now(plus_s=self.settings.lease_s),
             ):
                 return None
             return self._get(conn, row.id)
@@ -625,11 +658,10 @@ class JobStore:
         """Extend the lease by ``settings.lease_s`` from now; False once the job is no longer held by it."""
 
         def write(conn: Connection) -> bool:
-            now = self._clock()
             result = conn.execute(
                 update(jobs)
                 .where(*_held(job_id, lease))
-                .values(lease_expires_at=now + timedelta(seconds=self.settings.lease_s))
+                .values(lease_expires_at=self._database_now(plus_s=self.settings.lease_s))
             )
             return result.rowcount == 1
 
@@ -828,24 +860,45 @@ class JobStore:
         exhausted_code: str = WORKER_CRASHED_REPEATEDLY,
         reason_code: str | None = None,
         lease: str | None = None,
+        publish: Callable[[], None] | None = None,
     ) -> Job | None:
         """An interrupted running job: back to the queue (attempts + 1), or failed once attempts are spent.
 
         A job whose cancel was already requested becomes cancelled instead. Returns None when the job is not
         running (someone already moved it) or, with ``lease``, no longer held by it. ``count_attempt=False``
-        (graceful shutdown) never fails it. ``reason_code`` (e.g. ``disk_full``) names ``reason`` as in
-        ``requeue_interrupted``.
+        (graceful shutdown, a database outage: not the job's fault) never fails it. ``reason_code`` (e.g.
+        ``disk_full``) names ``reason`` as in ``requeue_interrupted``. ``publish`` (making the run's last
+        checkpoint the job's) runs inside the transaction once the job is found held, as in
+        ``finish_succeeded``; it may run twice when the commit is retried, so it must be idempotent.
         """
 
         def write(conn: Connection) -> Job | None:
             row = conn.execute(self._locked(select(jobs).where(*_held(job_id, lease)))).first()
             if row is None:
                 return None
+            if publish is not None:
+                publish()
             return self._requeue_row(
                 conn, _row_to_job(row), reason, count_attempt, exhausted_code, reason_code
             )
 
         return self.db.run_with_retry(write, what=f"requeue job {job_id}")
+
+    def run_while_held(self, job_id: str, lease: str, action: Callable[[], None], *, what: str) -> None:
+        """Run ``action`` (moving a run's file into the job's folder) inside a write transaction that locks
+        the job's row and finds it running under ``lease``: the file counterpart of a fenced write, so only
+        the lease holder ever changes the job's files. ``LeaseLost`` (and ``action`` not run) when another run
+        holds the job now, ``InvalidTransition`` when it is no longer running."""
+
+        def write(conn: Connection) -> None:
+            current = self._get_for_update(conn, job_id)
+            if current.lease_token != lease and not current.is_terminal:
+                raise LeaseLost(f"job {job_id} is no longer held by this worker; {what} not done.")
+            if current.status != JobStatus.RUNNING:
+                raise InvalidTransition(f"job {job_id} is {current.status.value}; {what} not done.")
+            action()
+
+        self.db.run_with_retry(write, what=f"{what} of job {job_id}")
 
     def requeue_interrupted(
         self,
@@ -871,10 +924,9 @@ class JobStore:
 
         Any service may call this; each job is moved once (rows are locked, a lost race skips the row). A
         running row without a lease was left by a version before leases: it is taken back too."""
-        now = self._clock()
         where = [
             jobs.c.status == JobStatus.RUNNING.value,
-            or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now),
+            or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < self._database_now()),
         ]
         reason = (
             f"its worker stopped renewing the job's lease (lease_s={self.settings.lease_s:g}): the worker or "

@@ -5,9 +5,10 @@ video by renaming it into the job folder. A Ray actor on another machine has no 
 ``JobFiles`` (``jobs/workers/ray_pool.py``) fetches the input from the API node and sends the video back
 there, where it is published the same way (``publish_output``).
 
-Each run writes its video under a name of its own (``run_output_path``) and only the job's current lease
-holder renames it to the final name, inside the transaction that records the success
-(``JobStore.finish_succeeded(publish=...)``): a run that lost its lease never touches the published file.
+Each run writes its video and its checkpoints under names of its own (``run_output_path``,
+``run_checkpoint_path``) and only the job's current lease holder renames them to the job's names, inside a
+transaction that checks the lease (``JobStore.finish_succeeded(publish=...)``, ``run_while_held``): a run
+that lost its lease never touches the job's files.
 """
 
 from __future__ import annotations
@@ -26,10 +27,19 @@ def output_filename(job_id: str) -> str:
     return f"stillmotion-{job_id}.mp4"
 
 
+def _run_tag(job: Job) -> str:
+    """What names one run's files: its lease (unique per claim), else its attempt."""
+    return (job.lease_token or f"attempt{job.attempts}")[:12]
+
+
 def run_output_path(job_dir: Path, job: Job) -> Path:
     """Where this run of ``job`` writes its video (and sidecar) before it is published."""
-    tag = (job.lease_token or f"attempt{job.attempts}")[:12]
-    return job_dir / f"stillmotion-{job.id}.run-{tag}.mp4"
+    return job_dir / f"stillmotion-{job.id}.run-{_run_tag(job)}.mp4"
+
+
+def run_checkpoint_path(job_dir: Path, job: Job) -> Path:
+    """Where this run of ``job`` writes its checkpoint before the lease holder makes it the job's."""
+    return job_dir / f"checkpoint.run-{_run_tag(job)}.pt"
 
 
 class JobFiles(Protocol):

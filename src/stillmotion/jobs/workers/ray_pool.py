@@ -6,7 +6,10 @@ The pieces, all plain Ray:
 - ``GpuWorker`` (``num_gpus=1``, restarted by Ray when it dies): builds the engine once and runs the same
   ``Worker`` loop as a local worker process, in a thread, claiming jobs from the store under leases. Ray pins
   it to its card (CUDA_VISIBLE_DEVICES), so it plans against that card's memory. Its job folders are a
-  scratch folder on its own node (the input, the run's video, the checkpoint): no shared filesystem.
+  scratch folder on its own node (the input, the run's video, the checkpoint): no shared filesystem. Ray
+  restarts dead actors only, so the actor supervises its own loop: it waits for the database at start, and a
+  loop that ends by anything but a stop is started again (an idle worker's thread once died of a 5 s
+  database outage and left a live actor that took no job).
 - ``FileDepot`` (pinned to the API's node, no GPU): the only process that touches the API's data folder for
   the actors. An actor fetches a job's input from it and sends it the finished video as bytes (a Ray object);
   the depot writes the video into the job folder and publishes it under the job's lease, exactly as a local
@@ -30,13 +33,16 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stillmotion.atomic_file import atomic_file
 from stillmotion.config import Settings
 from stillmotion.errors import StillmotionError
-from stillmotion.jobs.store.job_store import Job, JobStore, LeaseLost
+from stillmotion.jobs.store.job_store import DatabaseError, Job, JobStore, LeaseLost
 from stillmotion.jobs.workers.job_files import publish_output, run_output_path
+from stillmotion.jobs.workers.worker import Worker, open_store
+from stillmotion.logging_setup import setup_logging
 from stillmotion.media.video_output import sidecar_path_for
 
 logger = logging.getLogger(__name__)
@@ -44,6 +50,10 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "stillmotion"
 STATUS_TIMEOUT_S = 5.0  # an actor that does not answer its status this fast counts as down
 PROBE_TIMEOUT_S = 5.0  # a head node answers a TCP connect at once; ray.init's own retries take minutes
+GCS_PROBE_TIMEOUT_S = 5.0  # Ray's own client asking the head for its cluster id (plus ~10 s of its connects)
+PROBE_DEADLINE_S = 25.0  # the whole check, whatever the client does: refuse within 30 s, naming the address
+LOOP_RESTART_S = 1.0  # a worker loop that ended unexpectedly starts again after this, doubling up to:
+MAX_LOOP_RESTART_S = 30.0
 STOP_MARGIN_S = 15.0  # beyond the drain grace: time for a stopped job to be re-queued
 
 
@@ -87,8 +97,11 @@ def connect(settings: Settings) -> None:
 
 
 def _probe(address: str | None) -> None:
-    """Fail in seconds when nothing listens at a HOST:PORT address: ``ray.init`` itself retries an unreachable
-    head for minutes before it gives up. ``auto``/``local`` (found or started by Ray) are left to Ray."""
+    """Fail within 30 s unless a Ray head answers at a HOST:PORT address: ``ray.init`` itself retries for
+    minutes, at a dead port and at a live one that is not Ray (e.g. PostgreSQL's). A TCP connect first (a
+    dead port fails at once), then Ray's own client asks the head for its cluster id with a bounded timeout.
+    ``auto``/``local`` (found or started by Ray) are left to Ray; ``ray://`` (Ray Client) gets the TCP
+    check."""
     if not address or address in ("auto", "local"):
         return
     target = address.removeprefix("ray://")
@@ -107,6 +120,45 @@ def _probe(address: str | None) -> None:
             "(ray start --head on one machine, ray start --address=HEAD:6379 on the others), check the "
             "address and that the port is open from this machine."
         ) from None
+    if not address.startswith("ray://"):
+        _probe_ray_head(address)
+
+
+def _probe_ray_head(address: str) -> None:
+    """Ask the head at ``address`` for its cluster id with Ray's GCS client (bounded: it runs in a thread
+    given ``PROBE_DEADLINE_S``); RayUnavailable unless it answers."""
+    import ray._raylet as raylet
+
+    # InnerGcsClient is what GcsClient wraps, called with a timeout of our own (GcsClient's own is 30 s plus
+    # its connects: 40 s). It is Ray's internal API; without it GcsClient still answers a real head at once,
+    # and the thread's deadline bounds the wait for anything else.
+    inner = getattr(raylet, "InnerGcsClient", None)
+
+    def client() -> object:
+        if inner is not None:
+            return inner.standalone(address, None, int(GCS_PROBE_TIMEOUT_S * 1000))
+        return raylet.GcsClient(address=address)  # type: ignore[attr-defined]
+
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            client()
+            outcome.append(None)
+        except BaseException as exc:  # whatever the client raises, the answer is "not a Ray head"
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, name="ray-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_DEADLINE_S)
+    if outcome and outcome[0] is None:
+        return
+    why = f"{type(outcome[0]).__name__}: {str(outcome[0]).splitlines()[0][:200]}" if outcome else "no answer"
+    raise RayUnavailable(
+        f"Something listens at ray_address={address!r}, but it is not a Ray head: Ray's client got no "
+        f"cluster id from it ({why}). Give the head node's GCS address (ray start --head prints it; port "
+        "6379 by default), or --ray auto on a machine that is part of the cluster."
+    )
 
 
 def _shared_settings(settings: Settings) -> Settings:
@@ -175,17 +227,27 @@ class RayPool:
             if ref in done:
                 with contextlib.suppress(Exception):  # a dead actor's call raises: it is down
                     status = ray.get(ref)
-            out.append(status or {"worker_id": f"ray-actor-{index}", "alive": False, "ready": False})
+            out.append(
+                status
+                or {
+                    "worker_id": f"ray-actor-{index}",
+                    "alive": False,
+                    "ready": False,
+                    "restarting": False,
+                    "down_reason": "its Ray actor does not answer (Ray restarts a lost actor once a GPU is "
+                    "free for it)",
+                }
+            )
         return out
 
 
 @ray.remote
 class GpuWorker:
-    """One GPU's worker: the engine loaded once, the ``Worker`` loop in a thread (module docstring)."""
+    """One GPU's worker: the engine loaded once, the ``Worker`` loop in a supervised thread (module
+    docstring)."""
 
     def __init__(self, settings_json: str, index: int, depot: Any) -> None:
         from stillmotion.engine.engine import Engine
-        from stillmotion.jobs.workers.worker import Worker
 
         context = ray.get_runtime_context()
         node = context.get_node_id()
@@ -194,49 +256,95 @@ class GpuWorker:
         self.worker_id = f"ray-{node[:8]}-gpu{self.gpu if self.gpu is not None else index}"
         shared = Settings.model_validate_json(settings_json)
         scratch = Path(tempfile.gettempdir()) / "stillmotion-ray" / self.worker_id
-        settings = shared.model_copy(update={"data_dir": scratch, "node_name": node[:8]})
-        settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = shared.model_copy(update={"data_dir": scratch, "node_name": node[:8]})
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(self.settings, self.worker_id)
         self.node = node[:8]
+        self.device = self.settings.device
         self.restarted = context.was_current_actor_reconstructed
-        self.store = JobStore.open(settings)
-        self.worker = Worker(
-            settings,
-            self.store,
-            Engine(settings),
-            worker_id=self.worker_id,
-            files=RayJobFiles(self.store, depot),
-        )
-        self.worker.recover_interrupted()  # what this actor held before Ray restarted it
-        self.device = settings.device
-        self.thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
+        self.engine = Engine(self.settings)
+        self.depot = depot
+        self.store: JobStore | None = None
+        self.worker: Worker | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._loop_restarts = 0
+        self.thread = threading.Thread(target=self._serve, name="worker", daemon=True)
         self.thread.start()
-        logger.info("Ray worker %s ready (pid %d)", self.worker_id, os.getpid())
+
+    def _serve(self) -> None:
+        """Open the store (waiting for the database), re-queue what this actor held before Ray restarted it,
+        run the loop; start it again after a pause if it ends by anything but a stop."""
+        delay = LOOP_RESTART_S
+        while not self._stopping.is_set():
+            try:
+                if self.worker is None:
+                    store = open_store(self.settings, self._stopping)
+                    if store is None:
+                        return
+                    self.store = store
+                    self.worker = Worker(
+                        self.settings,
+                        store,
+                        self.engine,
+                        worker_id=self.worker_id,
+                        files=RayJobFiles(store, self.depot),
+                    )
+                    self.worker.recover_interrupted()  # what this actor held before Ray restarted it
+                    self._ready.set()
+                    logger.info("Ray worker %s ready (pid %d)", self.worker_id, os.getpid())
+                if self._stopping.is_set():
+                    return
+                self.worker.run()
+                return  # drained
+            except Exception:
+                self._loop_restarts += 1
+                logger.exception(
+                    "Ray worker %s: its loop ended; starting it again in %gs", self.worker_id, delay
+                )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, MAX_LOOP_RESTART_S)
 
     def status(self) -> dict[str, Any]:
-        running = self.store.running_jobs(self.worker_id)
+        current: str | None = None
+        if self.store is not None:
+            try:
+                running = self.store.running_jobs(self.worker_id)
+                current = running[0].id if running else None
+            except DatabaseError:  # health says why; the actor itself is fine
+                pass
+        alive = self.thread.is_alive()
         return {
             "worker_id": self.worker_id,
             "node": self.node,
             "gpu": self.gpu,
-            "alive": self.thread.is_alive(),
-            "ready": self.thread.is_alive(),
-            "current_job_id": running[0].id if running else None,
+            "alive": alive,
+            "ready": alive and self._ready.is_set(),
+            "restarting": False,
+            "current_job_id": current,
             "pid": os.getpid(),
-            "restarts": int(self.restarted),
+            "restarts": int(self.restarted) + self._loop_restarts,
             "device": self.device,
         }
 
     def stop(self, grace_s: float) -> None:
         """Drain: finish the running job within ``grace_s``, else stop it at its next step (re-queued)."""
-        self.worker.drain()
+        self._stopping.set()
+        worker = self.worker
+        if worker is not None:
+            worker.drain()
         self.thread.join(grace_s)
-        if self.thread.is_alive():
-            self.worker.interrupt()
-            self.thread.join()
-        self.store.close()
+        if self.thread.is_alive() and worker is not None:
+            worker.interrupt()
+        self.thread.join()
+        if self.store is not None:
+            self.store.close()
 
     def interrupt(self) -> None:
-        self.worker.interrupt()
+        self._stopping.set()
+        if self.worker is not None:
+            self.worker.interrupt()
 
 
 class RayJobFiles:
@@ -256,6 +364,8 @@ class RayJobFiles:
         return path
 
     def publish(self, job: Job, video: Path, sha256: str, result: dict[str, Any]) -> Job:
+        """Hand the video to the depot, which publishes it; the depot's errors are raised as they are (a
+        database outage: the worker tries again with the same files)."""
         sidecar = sidecar_path_for(video)
         try:
             lost = ray.get(
@@ -268,9 +378,12 @@ class RayJobFiles:
                     result,
                 )
             )
-        finally:
-            for path in (video, sidecar):  # the depot holds the copy that counts
-                path.unlink(missing_ok=True)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, StillmotionError):
+                raise exc.cause from None
+            raise
+        for path in (video, sidecar):  # the depot holds the copy that counts
+            path.unlink(missing_ok=True)
         if lost is not None:
             raise LeaseLost(lost)
         return self.store.get(job.id)
@@ -281,7 +394,9 @@ class FileDepot:
     """The API node's data folder, as the actors see it: inputs out, finished videos in."""
 
     def __init__(self, settings_json: str) -> None:
-        self.store = JobStore.open(Settings.model_validate_json(settings_json))
+        settings = Settings.model_validate_json(settings_json)
+        setup_logging(settings, "depot")
+        self.store = JobStore.open(settings)
 
     def read_input(self, job_id: str) -> bytes:
         job = self.store.get(job_id)
@@ -307,7 +422,15 @@ class FileDepot:
         try:
             publish_output(self.store, job, path, sha256, result)
         except LeaseLost as exc:
-            for leftover in (path, sidecar_path_for(path)):
-                leftover.unlink(missing_ok=True)
+            _remove(path)
             return exc.message
+        except BaseException:  # e.g. the database is unreachable: the actor sends the video again
+            _remove(path)
+            raise
         return None
+
+
+def _remove(run_video: Path) -> None:
+    """A run's video and sidecar that were not published: they must not stay in the job folder."""
+    for leftover in (run_video, sidecar_path_for(run_video)):
+        leftover.unlink(missing_ok=True)

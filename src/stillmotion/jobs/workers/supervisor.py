@@ -6,6 +6,10 @@ the queue as interrupted (attempts + 1, or failed once attempts are spent) and a
 same thread is the watchdog: a running job whose heartbeat (its last progress write) is older than
 ``settings.step_timeout_s`` means a hung step, so the worker's process group is killed and the job is
 retried, or failed with ``timeout``. ``stop(grace_s)`` is the graceful shutdown (see ``stop``).
+
+A database outage is nobody's crash: the worker waits it out itself, the watchdog does not count a silence
+while the database could not be reached (the worker could not write its heartbeat), and a failed re-queue is
+left to the restarted worker (it re-queues at its start, once the database answers) instead of backing off.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stillmotion.config import Settings
-from stillmotion.jobs.store.job_store import TIMEOUT, WORKER_CRASHED_REPEATEDLY, WORKER_KILLED, JobStore
+from stillmotion.jobs.store.job_store import (
+    TIMEOUT,
+    WORKER_CRASHED_REPEATEDLY,
+    WORKER_KILLED,
+    DatabaseError,
+    JobStore,
+)
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import disk_low
 from stillmotion.jobs.workers.worker import DEFAULT_WORKER_ID
@@ -110,11 +120,12 @@ class WorkerSupervisor:
             _signal(proc, signal.SIGINT)
 
     def status(self) -> dict[str, Any]:
-        """alive, ready, pid, restarts, current_job_id, device, worker_id, node, gpu, last_exit_code and
-        stopping.
+        """alive, ready, restarting, pid, restarts, current_job_id, device, worker_id, node, gpu,
+        last_exit_code and stopping.
 
         ``ready``: the worker process has finished starting (imports, engine) and takes jobs: it published
-        its device state (jobs/workers/worker_state.py) under its own pid.
+        its device state (jobs/workers/worker_state.py) under its own pid. ``restarting``: it is not alive and
+        this supervisor will start it again (it is not stopping).
         """
         proc = self._proc
         alive = proc is not None and proc.poll() is None
@@ -126,11 +137,14 @@ class WorkerSupervisor:
         try:
             running = self.store.running_jobs(self.worker_id)
             current = running[0].id if running else None
-        except Exception:  # status must answer even when the database does not; the error is logged
+        except DatabaseError:  # status must answer even when the database does not (health says why)
+            pass
+        except Exception:  # nor may a bug stop it; the error is logged
             logger.exception("status: could not read the running job")
         return {
             "alive": alive,
             "ready": ready,
+            "restarting": not alive and not self._stopping.is_set(),
             "pid": proc.pid if proc is not None and alive else None,
             "restarts": self._restarts,
             "current_job_id": current,
@@ -218,6 +232,12 @@ class WorkerSupervisor:
             moved = self.store.requeue_interrupted(
                 reason, worker_id=self.worker_id, exhausted_code=exhausted, reason_code=reason_code
             )
+        except DatabaseError as exc:
+            # Not the install's fault: the restarted worker re-queues its jobs itself once the database
+            # answers (it waits for it), so restart it now rather than back off.
+            logger.error("worker %s died (%s); its jobs are re-queued when the database answers (%s)",
+                         self.worker_id, how, exc.code)  # fmt: skip
+            return RESTART_BACKOFF_S
         except Exception:  # the restarted worker re-queues at its start-up too; keep supervising
             logger.exception("could not re-queue the jobs of the dead worker")
             moved = []
@@ -233,13 +253,15 @@ class WorkerSupervisor:
         return delay
 
     def _check_heartbeat(self, proc: subprocess.Popen[bytes]) -> None:
-        if disk_low(self.settings):
-            # A worker on a full disk cannot write its heartbeat; it waits for room (worker._record), so
-            # its silence is not a hung step.
+        if disk_low(self.settings) or self.store.db.unavailable_within(self.settings.step_timeout_s):
+            # A worker on a full disk, or cut off from the database, cannot write its heartbeat; it waits
+            # (worker._record) or carries on without it, so its silence is not a hung step.
             return
         try:
             running = self.store.running_jobs(self.worker_id)
-        except Exception:  # a locked database must not kill the watchdog; the next round retries
+        except DatabaseError:  # an outage must not kill the watchdog; the next round retries
+            return
+        except Exception:  # nor may a bug
             logger.exception("watchdog: could not read running jobs")
             return
         now = datetime.now(UTC)
@@ -275,7 +297,12 @@ class WorkerSupervisor:
             logger.error("worker %s did not stop; killing it", self.worker_id)
             _kill_group(proc)
             proc.wait(timeout=KILL_WAIT_S)
-            self.store.requeue_interrupted("the worker did not stop at shutdown", worker_id=self.worker_id)
+            try:
+                self.store.requeue_interrupted(
+                    "the worker did not stop at shutdown", worker_id=self.worker_id
+                )
+            except DatabaseError as exc:  # the next start re-queues it
+                logger.error("could not re-queue worker %s's job at shutdown (%s)", self.worker_id, exc.code)
         if proc.stdin is not None:
             proc.stdin.close()
         return proc.returncode

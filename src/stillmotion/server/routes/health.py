@@ -39,9 +39,7 @@ async def health(request: Request, service: Annotated[JobService, Depends(get_se
             HealthProblem(code="worker_starting", message="The worker is starting; queued jobs wait for it.")
         )
     elif worker.status == "down":
-        problems.append(
-            HealthProblem(code="worker_down", message="The worker process is down and being restarted.")
-        )
+        problems.append(HealthProblem(code="worker_down", message=_down_message(status.workers or [])))
     down = [w.worker_id or "?" for w in workers if w.status == "down"]
     if worker.status == "running" and down:
         problems.append(
@@ -72,6 +70,17 @@ async def health(request: Request, service: Annotated[JobService, Depends(get_se
         status_age_s=round(status.age_s, 3),
         default_model=service.model_readiness(),
     )
+
+
+def _down_message(infos: list[dict[str, Any]]) -> str:
+    """Why no worker runs, promising a restart only where something will do one (a supervisor that is not
+    stopping; Ray restarts a lost actor only once a GPU is free for it)."""
+    if not infos:
+        return "The worker's state could not be read; the error is in the server log."
+    if all(info.get("restarting") for info in infos):
+        return "The worker process is down and being restarted."
+    reasons = sorted({str(info["down_reason"]) for info in infos if info.get("down_reason")})
+    return "The workers are down" + (f": {'; '.join(reasons)}." if reasons else ".")
 
 
 def all_workers(workers: list[WorkerOut], *, supervised: bool) -> WorkerOut:

@@ -18,8 +18,20 @@ from starlette.concurrency import run_in_threadpool
 from stillmotion.errors import JobNotFound
 from stillmotion.server.deps import get_service
 from stillmotion.server.errors import ApiError
-from stillmotion.server.forms import IMAGE_FIELD, multipart_body, multipart_form, parse_fields
-from stillmotion.service.job_service import MAX_LIST_LIMIT, TERMINAL, JobService, JobStatus
+from stillmotion.server.forms import (
+    IMAGE_FIELD,
+    LAST_IMAGE_FIELD,
+    multipart_body,
+    multipart_form,
+    parse_fields,
+)
+from stillmotion.service.job_service import (
+    MAX_LIST_LIMIT,
+    TERMINAL,
+    DatabaseUnavailable,
+    JobService,
+    JobStatus,
+)
 from stillmotion.service.schemas import (
     ErrorResponse,
     JobForm,
@@ -94,13 +106,14 @@ async def submit_job(
     ] = None,
 ) -> JSONResponse:
     await run_in_threadpool(service.check_admission)  # refuse before reading a 20 MB body
-    async with multipart_form(request, service) as form:
+    async with multipart_form(request, service, last_image=True) as form:
         fields = parse_fields(form)
         if form.file_path is None:
             raise ApiError(
                 422, "invalid_request", "image: the file part 'image' is missing.", field=IMAGE_FIELD
             )
-        job, created = await run_in_threadpool(service.submit, fields, form.file_path, idempotency_key)
+        last = form.extra_files.get(LAST_IMAGE_FIELD)
+        job, created = await run_in_threadpool(service.submit, fields, form.file_path, idempotency_key, last)
     out = await run_in_threadpool(service.job_out, job)
     headers = {"Location": out.links.self}
     if not created:
@@ -168,7 +181,8 @@ async def job_events(job_id: JobId, service: ServiceDep) -> StreamingResponse:
 
 
 async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
-    """Emit the job on every change; a disconnect just cancels this generator (the job is untouched)."""
+    """Emit the job on every change; a disconnect just cancels this generator (the job is untouched). A
+    database outage pauses the stream (keep-alives go on) until the job can be read again."""
     yield f"retry: {int(SSE_POLL_S * 8000)}\n\n"
     last: tuple[Any, ...] | None = None
     seq = 0
@@ -179,18 +193,14 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
         except JobNotFound:
             # Deleted while followed: end the stream cleanly (a reconnecting client then gets 404).
             return
-        key = (
-            out.status,
-            out.cancel_requested,
-            out.queue_position,
-            out.progress.model_dump() if out.progress else None,
-        )
-        terminal = JobStatus(out.status) in TERMINAL
-        if key != last or terminal:
+        except DatabaseUnavailable:
+            out = None
+        terminal = out is not None and JobStatus(out.status) in TERMINAL
+        if out is not None and (_stream_key(out) != last or terminal):
             seq += 1
             kind = "done" if terminal else "job"
             yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(out.model_dump(mode='json'))}\n\n"
-            last = key
+            last = _stream_key(out)
             quiet_s = 0.0
             if terminal:
                 return
@@ -201,6 +211,16 @@ async def _event_stream(service: JobService, job_id: str) -> AsyncIterator[str]:
             return  # the server is stopping: the client reconnects (``retry``) to the next one
         await asyncio.sleep(SSE_POLL_S)
         quiet_s += SSE_POLL_S
+
+
+def _stream_key(out: JobOut) -> tuple[Any, ...]:
+    """What a client sees change: an event is sent when this does."""
+    return (
+        out.status,
+        out.cancel_requested,
+        out.queue_position,
+        out.progress.model_dump() if out.progress else None,
+    )
 
 
 @router.post(
