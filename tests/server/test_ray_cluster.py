@@ -1,7 +1,7 @@
 """F19 on a real (local) Ray cluster: three nodes with one logical GPU each, the API over a real PostgreSQL
 store, the tiny model. One node is removed while it runs a job: every job still succeeds once, no job ever
 has two runs at the same time, and every video downloads from the API (it came back over Ray: the actors
-have no access to the API's data folder but through the depot).
+have no access to the API's data folder but through the depot, which also hands them a job's last frame).
 
 Jobs (4 steps) are slowed to about a second per step (the ``slow`` fault switch, inherited by the Ray nodes
 from this process) so the node is surely removed mid-job; leases are short (6 s) so its job comes back
@@ -67,6 +67,17 @@ def test_f19_node_lost_mid_job_every_job_succeeds_once(
             )
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
+        # A first-and-last-frame job: its second image must reach whichever node runs it (the depot).
+        response = client.post(
+            "/api/v1/jobs",
+            files={
+                "image": ("first.png", png_bytes(), "image/png"),
+                "last_image": ("last.png", png_bytes(colour=(10, 200, 10)), "image/png"),
+            },
+            data=small_job_fields(model="tiny-wan2.2-i2v-a14b", num_frames="5", num_inference_steps="2"),
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
 
         # Every worker shows up in /health, one per node, each on its logical GPU.
         health = wait_for("three ready workers", lambda: _ready_health(client), DEADLINE_S)

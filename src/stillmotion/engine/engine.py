@@ -416,22 +416,27 @@ class Engine:
         options = choose_speed(plan, self.device.type, allow_compile=self.settings.compile_unet)
         if self._speed is not None and self._speed[:2] == (plan, options):
             return  # keep the compiled code
-        denoiser = family.roles.denoiser
-        undo_speed(components.modules(), denoiser=denoiser)
-        applied = apply_speed(
-            components.modules(),
-            options,
-            self.device,
-            self.settings.data_dir / "compile-cache",
-            blocks=family.compile_blocks,
-            denoiser=denoiser,
-        )
-        self._speed = (plan, options, applied)
+        modules = components.modules()
+        applied: dict[str, Any] = {}
+        # Every denoiser the model has: a two-expert model's low-noise expert runs half the steps too.
+        for denoiser in family.roles.denoisers(modules):
+            undo_speed(modules, denoiser=denoiser)
+            applied[denoiser] = apply_speed(
+                modules,
+                options,
+                self.device,
+                self.settings.data_dir / "compile-cache",
+                blocks=family.compile_blocks,
+                denoiser=denoiser,
+            )
+        self._speed = (plan, options, applied[family.roles.denoiser])
 
     def _reset(self, components: Components) -> None:
         """Undo speed-ups and placement so another plan can be applied; memory back to the weights alone."""
         if self._family is not None:
-            undo_speed(components.modules(), denoiser=self._family.roles.denoiser)
+            modules = components.modules()
+            for denoiser in self._family.roles.denoisers(modules):
+                undo_speed(modules, denoiser=denoiser)
         self._speed = None
         reset_placement(components.modules())
         self._placed = None

@@ -323,18 +323,11 @@ class GenerationRequest:
         num_frames = _check_number("num_frames", self.num_frames, spec.defaults.num_frames, spec)
         _check_frame_rule(num_frames, spec)
         fast = self._resolve_fast(spec)
+        defaults = spec.defaults_for(fast is not None)
         steps = _check_number(
-            "num_inference_steps",
-            self.num_inference_steps,
-            fast.num_inference_steps if fast else spec.defaults.num_inference_steps,
-            spec,
+            "num_inference_steps", self.num_inference_steps, defaults.num_inference_steps, spec
         )
-        guidance = _check_number(
-            "guidance_scale",
-            self.guidance_scale,
-            fast.guidance_scale if fast else spec.defaults.guidance_scale,
-            spec,
-        )
+        guidance = _check_number("guidance_scale", self.guidance_scale, defaults.guidance_scale, spec)
         guidance_2 = self._resolve_guidance_2(spec, fast is not None)
         self._check_loras(spec, loras)
         if self.last_image is not None and not spec.accepts_last_image:
@@ -399,7 +392,7 @@ class GenerationRequest:
 
     def _check_loras(self, spec: ModelSpec, loras: tuple[ResolvedLora, ...]) -> None:
         """LoRAs fit the family and the expert rule; the files themselves were checked by the caller."""
-        if loras and spec.family != "wan":
+        if loras and not spec.accepts_loras:
             raise InvalidRequest(
                 f"loras cannot be used with {spec.name}: LoRAs are supported for the Wan models.",
                 field="loras",
@@ -561,6 +554,16 @@ class ResolvedRequest:
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1.0
+
+
+def check_stored(data: dict[str, Any]) -> None:
+    """A job row's request: resolved (``ResolvedRequest.to_dict``, every row since 0.2) or as given (an
+    older row, resolved once by the worker); ``InvalidRequest`` names an unknown field (never stored and
+    ignored)."""
+    try:
+        ResolvedRequest.from_dict(data)
+    except InvalidRequest:
+        GenerationRequest.from_dict(data)
 
 
 def _expert_note(spec: ModelSpec, steps: int, flow_shift: float | None) -> dict[str, Any] | None:

@@ -155,6 +155,21 @@ class ModelSpec:
     # first and last frame only (no CLIP image embedding of the pair, which Wan 2.1 I2V would need).
     accepts_last_image: bool = False
 
+    def defaults_for(self, fast: bool) -> Defaults:
+        """The defaults a request gets; with ``fast``, the steps and guidance of the fast choice's card."""
+        if not fast or self.fast is None:
+            return self.defaults
+        return replace(
+            self.defaults,
+            num_inference_steps=self.fast.num_inference_steps,
+            guidance_scale=self.fast.guidance_scale,
+        )
+
+    @property
+    def accepts_loras(self) -> bool:
+        """LoRAs are supported for the Wan family (its pipeline's LoRA loader reads them: models/lora.py)."""
+        return self.family == "wan"
+
     @property
     def source(self) -> str:
         """Where the weights come from, for logs and metadata."""

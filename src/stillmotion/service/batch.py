@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from stillmotion.engine.request import GenerationRequest, variation_seeds
+from stillmotion.engine.request import GenerationRequest, request_fields, variation_seeds
 from stillmotion.errors import InvalidRequest
 from stillmotion.service.schemas import GenerationFields, request_of
 from stillmotion.service.validation import validation_message
@@ -52,11 +53,15 @@ def expand_batch(base: GenerationRequest, items: Sequence[dict[str, Any]]) -> li
         raise InvalidRequest(
             f"items has {len(items)} entries; a batch holds 1 to {MAX_BATCH_JOBS} jobs.", field="items"
         )
-    given = base.given()
+    # An image field (the last frame) is a file the batch shares, not a form field an entry may change.
+    images = {d.name for d in request_fields() if d.info.kind == "image"}
+    given = {name: value for name, value in base.given().items() if name not in images}
+    shared = {name: getattr(base, name) for name in images}
     expanded = []
     for index, item in enumerate(items):
         try:
-            expanded.append(request_of(GenerationFields.model_validate({**given, **item})))
+            fields = GenerationFields.model_validate({**given, **item})
+            expanded.append(replace(request_of(fields), **shared))
         except ValidationError as exc:
             message, field = validation_message(list(exc.errors()))
             raise InvalidRequest(f"items[{index}].{message}", field=f"items[{index}].{field}") from None

@@ -42,6 +42,7 @@ from stillmotion.jobs.store.job_store import JobStore, QueueFull
 from stillmotion.jobs.store.states import TERMINAL as TERMINAL  # the one definition, for routes and UI
 from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
+from stillmotion.jobs.workers.job_files import LAST_IMAGE_STEM
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
 from stillmotion.media.interpolation import Interpolator
 from stillmotion.models.registry import get_spec
@@ -65,7 +66,6 @@ from stillmotion.service.schemas import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
 READINESS_TTL_S = 30.0
 HISTORY_FOR_TIMING = 50  # finished jobs read to learn this machine's speed
 RETRY_AFTER_MODEL_S = 60  # the default model's readiness (files on disk) is re-checked at most this often
@@ -230,22 +230,34 @@ class JobService:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
     def submit_batch(
-        self, base: GenerationRequest, items: Sequence[dict[str, Any]], upload: Path
+        self,
+        base: GenerationRequest,
+        items: Sequence[dict[str, Any]],
+        upload: Path,
+        last_upload: Path | None = None,
     ) -> tuple[str, list[Job]]:
         """One image, one job per entry of ``items`` (fields on top of ``base``): (batch id, the jobs).
 
         All or nothing: every entry is validated before any folder or row exists, and the rows are committed
-        in one transaction (the queue must hold them all). Each job gets its own copy of the image, its own
-        row and its own video. ``upload`` is consumed, as by ``submit``.
+        in one transaction (the queue must hold them all). Each job gets its own copy of the image (and of
+        ``last_upload``, the last frame), its own row and its own video. The uploads are consumed, as by
+        ``submit``.
         """
         job_dirs: list[Path] = []
         try:
             self.check_admission()
             image = self.load_image(upload)
+            last = None if last_upload is None else self.load_image(last_upload)
+            if last is not None:
+                base = replace(base, last_image=str(last_upload))
             entries = []
             for index, request in enumerate(expand_batch(base, items)):
                 try:
-                    resolved = self.resolve(request, (image.width, image.height))
+                    resolved = self.resolve(
+                        request,
+                        (image.width, image.height),
+                        last_image_sha256=None if last is None else last.sha256,
+                    )
                 except InvalidRequest as exc:
                     raise InvalidRequest(
                         f"items[{index}]: {exc.message}",
@@ -265,6 +277,8 @@ class JobService:
                 job_dirs.append(job_dir)
                 job_dir.mkdir(parents=True, exist_ok=False)
                 shutil.copyfile(upload, job_dir / input_filename)
+                if last is not None and last_upload is not None:
+                    shutil.copyfile(last_upload, job_dir / f"{LAST_IMAGE_STEM}.{last.format}")
             batch_id = str(uuid.uuid4())
             try:
                 jobs = self.store.create_batch(batch_id, entries)
@@ -278,8 +292,10 @@ class JobService:
                 raise out_of_space() from None
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                upload.unlink()
+            for consumed in (upload, last_upload):
+                if consumed is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        consumed.unlink()
             for job_dir in job_dirs:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
@@ -472,6 +488,15 @@ class JobService:
         """The image ``job`` was submitted with, or None once its file is gone."""
         path = self._file_in_job_dir(job, job.input_filename)
         return path if path.is_file() else None
+
+    def last_image(self, job: Job) -> Path | None:
+        """The last frame ``job`` was submitted with (``last_image.<format>``), or None: it has none, or the
+        file is gone."""
+        if job.request.get("last_image") is None:
+            return None
+        found = sorted(self.store.job_dir(job.id).glob(f"{LAST_IMAGE_STEM}.*"))
+        path = self._file_in_job_dir(job, found[0].name) if found else None
+        return path if path is not None and path.is_file() else None
 
     def _file_in_job_dir(self, job: Job, name: str) -> Path:
         """``name`` in the job's folder; JobNotFound if it resolves anywhere else. Second line of defence

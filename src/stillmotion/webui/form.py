@@ -17,6 +17,7 @@ field in Settings (``build_settings``: the model first, then the rest, number bo
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -26,7 +27,10 @@ from stillmotion.errors import StillmotionError
 from stillmotion.models.registry import ModelSpec, get_spec
 from stillmotion.webui.widgets import (
     ChoiceField,
+    FlagField,
+    ImageField,
     InterpolationField,
+    LorasField,
     ModelField,
     NumberField,
     SeedField,
@@ -36,7 +40,10 @@ from stillmotion.webui.widgets import (
     Widget,
 )
 
-MAIN = ("prompt",)  # asked on the first screen; every other field is in Settings
+# Asked on the first screen, under the input image (the last frame only shows for a model that takes one);
+# every other field is in Settings.
+MAIN = ("prompt", "last_image")
+FAST = "fast"  # the flag whose choice changes the steps' and guidance's defaults (ModelSpec.defaults_for)
 
 
 def spec_or_none(name: object) -> ModelSpec | None:
@@ -77,11 +84,24 @@ def make_widgets(model_choices: Sequence[str], default_model: str) -> list[Widge
             widget = ChoiceField(declared.name)
         elif kind in ("int", "float"):
             widget = NumberField(declared.name)
-        else:  # a new kind of field (an image, a list...) needs its widget written once, here
+        elif kind == "flag":
+            widget = FlagField(declared.name)
+        elif kind == "loras":
+            widget = LorasField(declared.name)
+        elif kind == "image":
+            widget = ImageField(declared.name)
+        else:  # a new kind of field needs its widget written once, here
             raise ValueError(f"no web UI widget for {declared.name!r} of kind {kind!r} (webui/form.py)")
         covered.update(widget.covers)
         widgets.append(widget)
     return widgets
+
+
+def with_fast(spec: ModelSpec | None, fast: bool) -> ModelSpec | None:
+    """``spec`` as the form's defaults see it: with ``fast`` on, the fast choice's steps and guidance."""
+    if spec is None or not fast or spec.fast is None:
+        return spec
+    return replace(spec, defaults=spec.defaults_for(fast=True))
 
 
 def model_fields(spec: ModelSpec) -> dict[str, dict[str, Any]]:
@@ -99,6 +119,7 @@ class Form:
     def __init__(self, model_choices: Sequence[str], default_model: str) -> None:
         self.widgets = make_widgets(model_choices, default_model)
         self.model = next(w for w in self.widgets if isinstance(w, ModelField))
+        self.fast = next((w for w in self.widgets if FAST in w.covers), None)
 
     # -- layout ----------------------------------------------------------------------------------------------
 
@@ -124,6 +145,10 @@ class Form:
         self.switched = self.model.inputs[0].input(
             self.switch, self.inputs, self.outputs, queue=False, preprocess=False
         )
+        if self.fast is not None:  # fast on or off moves the steps and guidance the user kept at a default
+            self.fast.inputs[0].input(
+                self.toggle_fast, self.inputs, self.outputs, queue=False, preprocess=False
+            )
 
     # -- reading and setting ---------------------------------------------------------------------------------
 
@@ -168,6 +193,9 @@ class Form:
             return [
                 update for w in self.widgets for update in _unchanged(w, name if w is self.model else None)
             ]
+        fast = bool(self.fast is not None and chunks[id(self.fast)][0])
+        old = with_fast(old, fast)  # the defaults the user saw, so a kept default follows the model
+        new = with_fast(new, fast) or new
         updates: dict[int, Updates] = {}
         notes: list[str] = []
         for widget in self.widgets:
@@ -176,6 +204,25 @@ class Form:
                 notes.extend(widget_notes)
         updates[id(self.model)] = self.model.switched(name, new, notes)
         return [update for widget in self.widgets for update in updates[id(widget)]]
+
+    def toggle_fast(self, *values: Any) -> Updates:
+        """The outputs after the fast flag changed: each number the user kept at the model's default (with
+        fast off, or on) moves to the default of the new choice; a value the user typed stays."""
+        chunks = dict((id(widget), chunk) for widget, chunk in self._chunks(values))
+        spec = spec_or_none(chunks[id(self.model)][0])
+        if spec is None or self.fast is None or spec.fast is None:
+            return [update for w in self.widgets for update in _unchanged(w, None)]
+        fast = bool(chunks[id(self.fast)][0])
+        before, after = with_fast(spec, not fast), with_fast(spec, fast) or spec
+        return [
+            update
+            for w in self.widgets
+            for update in (
+                w.follow(before, after, chunks[id(w)])[0]
+                if isinstance(w, NumberField)
+                else _unchanged(w, None)
+            )
+        ]
 
     def _chunks(self, values: Sequence[Any]) -> Iterator[tuple[Widget, Sequence[Any]]]:
         start = 0

@@ -36,7 +36,7 @@ from stillmotion.webui.views import (
     progress_fraction,
     status_markdown,
 )
-from stillmotion.webui.widgets import as_number
+from stillmotion.webui.widgets import as_number, upload_path
 
 WATCH_INTERVAL_S = 0.5  # how often the status re-reads its jobs
 # One plan at a time, in order: a slow early plan must never overwrite the answer to a later edit.
@@ -48,14 +48,6 @@ PLAN_OPTIONS: dict[str, Any] = {
     "preprocess": False,
 }
 Target = dict[str, Any]  # what the status follows: {"batch": id or None, "jobs": [job ids]}
-
-
-def upload_path(image: Any) -> str | None:
-    """The uploaded file's path from the image's raw value (Gradio's file data, or a path it was set to)."""
-    if isinstance(image, dict):
-        path = image.get("path")
-        return path if isinstance(path, str) else None
-    return image if isinstance(image, str) and image else None
 
 
 class GenerateTab:
@@ -145,13 +137,15 @@ class GenerateTab:
         request = self.form.request(values)
         count = as_number(variations, "int")
         items = None if count in (None, 1) else variation_items(count, request.seed)
+        # The last frame, like the input, goes to the service as a copy it consumes.
+        last_upload = None if request.last_image is None else self._copy(request.last_image)
         upload = self._copy(path)
         if items is not None:
-            batch_id, jobs = self.service.submit_batch(request, items, upload)
+            batch_id, jobs = self.service.submit_batch(request, items, upload, last_upload)
             seeds = ", ".join(str(job.request["seed"]) for job in jobs)
             gr.Info(f"{len(jobs)} variations queued (seeds {seeds}).")
             return {"batch": batch_id, "jobs": [job.id for job in jobs]}
-        job, _ = self.service.submit(request, upload)
+        job, _ = self.service.submit(request, upload, last_upload=last_upload)
         gr.Info(f"Job {job.id[:8]} queued.")
         return {"batch": None, "jobs": [job.id]}
 

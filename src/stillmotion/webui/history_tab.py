@@ -95,7 +95,8 @@ class HistoryTab:
             raise InvalidRequest("Select a job in the table first.", field="job")
         job = self.service.get(job_id)
         image = self.service.input_image(job)
-        request = {"model": job.model, **job.request}
+        last = self.service.last_image(job)  # the stored request holds its hash; the form takes the file
+        request = {"model": job.model, **job.request, "last_image": None if last is None else str(last)}
         return (
             None if image is None else str(image),
             1,

@@ -514,3 +514,172 @@ class InterpolationField(Widget):
             f"{factor}x" if factor > 1 else INTERPOLATE_OFF,
             request.get("interpolator") or DEFAULT_INTERPOLATOR.value,
         ]
+
+
+def upload_path(image: Any) -> str | None:
+    """An uploaded file's path from an image's raw value (Gradio's file data, or a path it was set to)."""
+    if isinstance(image, dict):
+        path = image.get("path")
+        return path if isinstance(path, str) and path else None
+    return image if isinstance(image, str) and image else None
+
+
+class FlagField(Widget):
+    """An on/off choice (kind "flag"), open only for a model that takes it on (asked of ``resolve``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.field = self.declared[0]
+
+    def available(self, spec: ModelSpec) -> bool:
+        return accepts(spec, self.field.name, True)
+
+    def props(self, spec: ModelSpec) -> dict[str, dict[str, Any]]:
+        info = self.field.info
+        if self.available(spec):
+            label = spec.fast.label if self.field.name == "fast" and spec.fast is not None else info.label
+            return {self.field.name: {"interactive": True, "label": label, "info": short_help(info)}}
+        return {
+            self.field.name: {
+                "interactive": False,
+                "value": False,
+                "label": info.label,
+                "info": f"{spec.name} has none.",
+            }
+        }
+
+    def build(self, spec: ModelSpec) -> None:
+        box = gr.Checkbox(
+            elem_id=elem_id(self.field.info), **{"value": False, **self.props(spec)[self.field.name]}
+        )
+        self.inputs = [box]
+        self.replans = [box] if self.field.info.affects_plan else []
+
+    def read(self, values: Values) -> dict[str, Any]:
+        return {self.field.name: True if values[0] else None}
+
+    def show(self, request: Mapping[str, Any], spec: ModelSpec | None) -> Updates:
+        props = self.props(spec)[self.field.name] if spec is not None else {}
+        return [gr.update(**{**props, "value": bool(request.get(self.field.name))})]
+
+    def follow(self, old: ModelSpec | None, new: ModelSpec, values: Values) -> tuple[Updates, list[str]]:
+        props = self.props(new)[self.field.name]
+        if not values[0] or self.available(new):
+            return [gr.update(**{**props, "value": bool(values[0])})], []
+        return [gr.update(**props)], [f"{self.field.info.label} → off"]
+
+
+def lora_lines(loras: Any) -> str:
+    """A stored request's LoRAs as the box's lines, ``REF[:STRENGTH[:EXPERT]]`` (a hub file at its recorded
+    revision, so a reuse runs the same file)."""
+    lines: list[str] = []
+    for lora in loras or ():
+        if isinstance(lora, str):
+            lines.append(lora)
+            continue
+        if not isinstance(lora, Mapping):
+            continue
+        ref = str(lora.get("reference") or lora.get("ref") or "")
+        if lora.get("source") == "hub" and lora.get("revision"):
+            ref = f"{ref}@{lora['revision']}"
+        strength, expert = lora.get("strength", 1.0), lora.get("expert") or "both"
+        if expert != "both":
+            lines.append(f"{ref}:{plain(float(strength))}:{expert}")
+        elif float(strength) != 1.0:
+            lines.append(f"{ref}:{plain(float(strength))}")
+        else:
+            lines.append(ref)
+    return "\n".join(lines)
+
+
+class LorasField(Widget):
+    """The LoRAs, one per line as the CLI's ``--lora`` takes them (``REF[:STRENGTH[:EXPERT]]``); locked, the
+    lines kept aside, for a model that takes none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.field = self.declared[0]
+
+    def props(self, spec: ModelSpec) -> dict[str, dict[str, Any]]:
+        if not spec.accepts_loras:
+            return {self.field.name: {"interactive": False, "placeholder": f"{spec.name} takes no LoRAs"}}
+        placeholder = "one per line: owner/repo/file.safetensors[@revision][:strength[:high|low|both]]"
+        return {self.field.name: {"interactive": True, "placeholder": placeholder}}
+
+    def build(self, spec: ModelSpec) -> None:
+        info = self.field.info
+        box = gr.Textbox(
+            label=info.label,
+            info=short_help(info),
+            lines=2,
+            max_lines=8,
+            elem_id=elem_id(info),
+            **self.props(spec)[self.field.name],
+        )
+        self.stash = gr.State(None)  # the lines kept aside while a model takes no LoRAs
+        self.inputs = [box, self.stash]
+        self.replans = [box] if info.affects_plan else []
+
+    def read(self, values: Values) -> dict[str, Any]:
+        text = values[0] if isinstance(values[0], str) else ""
+        lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+        return {self.field.name: lines or None}  # each line is read (and its errors named) by the request
+
+    def show(self, request: Mapping[str, Any], spec: ModelSpec | None) -> Updates:
+        props = self.props(spec)[self.field.name] if spec is not None else {}
+        return [gr.update(**{**props, "value": lora_lines(request.get(self.field.name))}), None]
+
+    def follow(self, old: ModelSpec | None, new: ModelSpec, values: Values) -> tuple[Updates, list[str]]:
+        text, kept = (values[0] or ""), values[1]
+        props = self.props(new)[self.field.name]
+        if not new.accepts_loras:
+            note = (
+                f"{self.field.info.label} kept aside until a model that takes them" if text.strip() else None
+            )
+            return [gr.update(**{**props, "value": ""}), text or kept], [note] if note else []
+        return [gr.update(**{**props, "value": text or kept or ""}), None], []
+
+
+class ImageField(Widget):
+    """A second image (kind "image": the last frame), shown only for a model that takes one; kept aside (and
+    back) while the model chosen takes none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.field = self.declared[0]
+
+    def available(self, spec: ModelSpec) -> bool:
+        return accepts(spec, self.field.name, "given")
+
+    def props(self, spec: ModelSpec) -> dict[str, dict[str, Any]]:
+        return {self.field.name: {"visible": self.available(spec)}}
+
+    def build(self, spec: ModelSpec) -> None:
+        info = self.field.info
+        image = gr.Image(
+            type="filepath",
+            label=info.label,
+            sources=["upload", "clipboard"],
+            height=160,
+            elem_id=elem_id(info),
+            **self.props(spec)[self.field.name],
+        )
+        self.stash = gr.State(None)  # the image's path, kept aside while the model takes none
+        self.inputs = [image, self.stash]
+        self.replans = [image] if info.affects_plan else []
+
+    def read(self, values: Values) -> dict[str, Any]:
+        return {self.field.name: upload_path(values[0])}
+
+    def show(self, request: Mapping[str, Any], spec: ModelSpec | None) -> Updates:
+        """``request``'s value is a file's path here (the History tab puts the job's stored image there)."""
+        path = request.get(self.field.name)
+        props = self.props(spec)[self.field.name] if spec is not None else {}
+        return [gr.update(**{**props, "value": path if isinstance(path, str) else None}), None]
+
+    def follow(self, old: ModelSpec | None, new: ModelSpec, values: Values) -> tuple[Updates, list[str]]:
+        path, kept = upload_path(values[0]), values[1]
+        if self.available(new):
+            return [gr.update(visible=True, value=path or kept), None], []
+        note = f"{self.field.info.label} kept aside until a model that takes one" if path else None
+        return [gr.update(visible=False, value=None), path or kept], [note] if note else []

@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 
 from stillmotion.config import Settings
-from stillmotion.engine.request import GenerationRequest
+from stillmotion.engine.request import check_stored
 from stillmotion.errors import InvalidRequest, InvalidTransition, JobNotFound, StillmotionError
 from stillmotion.jobs.store.db import (
     BUSY_TIMEOUT_S,
@@ -330,7 +330,7 @@ class JobStore:
                 f"input_filename={input_filename[:80]!r} must match {FILENAME_PATTERN.pattern}.",
                 field="input_filename",
             )
-        GenerationRequest.from_dict(request)  # unknown fields are an error, not stored and ignored
+        check_stored(request)  # unknown fields are an error, not stored and ignored
         if idempotency_key is not None:
             existing = self._by_idempotency_key(idempotency_key, request, input_sha256)
             if existing is not None:
@@ -369,7 +369,7 @@ class JobStore:
                 raise InvalidRequest(
                     f"job {job_id[:80]!r} has an invalid id or input filename.", field="job_id"
                 )
-            GenerationRequest.from_dict(request)
+            check_stored(request)
 
         def insert_batch(conn: Connection) -> None:
             self._check_queue_room(conn, len(items))

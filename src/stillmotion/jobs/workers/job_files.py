@@ -21,6 +21,13 @@ from stillmotion.errors import BadOutput
 from stillmotion.jobs.store.job_store import Job, JobStore, file_sha256
 from stillmotion.media.video_output import sidecar_path_for
 
+LAST_IMAGE_STEM = "last_image"  # a job's last frame: last_image.<format> beside its input image
+
+
+def input_files(job_dir: Path, job: Job) -> list[Path]:
+    """The files a run reads: the input image, and the last frame where the job has one."""
+    return [job_dir / job.input_filename, *sorted(job_dir.glob(f"{LAST_IMAGE_STEM}.*"))]
+
 
 def output_filename(job_id: str) -> str:
     """The video's name: the same in the job folder, the API's download and the UI's download button."""
@@ -46,7 +53,7 @@ class JobFiles(Protocol):
     """A worker's access to a job's files."""
 
     def input_path(self, job: Job) -> Path:
-        """A local path of the job's input image."""
+        """A local path of the job's input image (its last frame, if any, beside it: ``input_files``)."""
         ...
 
     def publish(self, job: Job, video: Path, sha256: str, result: dict[str, Any]) -> Job:

@@ -40,7 +40,7 @@ from stillmotion.atomic_file import atomic_file
 from stillmotion.config import Settings
 from stillmotion.errors import StillmotionError
 from stillmotion.jobs.store.job_store import DatabaseError, Job, JobStore, LeaseLost
-from stillmotion.jobs.workers.job_files import publish_output, run_output_path
+from stillmotion.jobs.workers.job_files import input_files, publish_output, run_output_path
 from stillmotion.jobs.workers.worker import Worker, open_store
 from stillmotion.logging_setup import setup_logging
 from stillmotion.media.video_output import sidecar_path_for
@@ -355,12 +355,15 @@ class RayJobFiles:
         self.depot = depot
 
     def input_path(self, job: Job) -> Path:
-        path = self.store.job_dir(job.id) / job.input_filename
-        if not path.is_file():  # a retry on this node already has it
-            data = ray.get(self.depot.read_input.remote(job.id))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path) as out:
-                out.write(data)
+        """The input, fetched from the depot with the job's other input files (its last frame)."""
+        job_dir = self.store.job_dir(job.id)
+        path = job_dir / job.input_filename
+        if not path.is_file():  # a retry on this node already has them (the input is written last)
+            files: dict[str, bytes] = ray.get(self.depot.read_inputs.remote(job.id))
+            job_dir.mkdir(parents=True, exist_ok=True)
+            for name in sorted(files, key=lambda name: name == job.input_filename):
+                with atomic_file(job_dir / Path(name).name) as out:
+                    out.write(files[name])
         return path
 
     def publish(self, job: Job, video: Path, sha256: str, result: dict[str, Any]) -> Job:
@@ -398,9 +401,10 @@ class FileDepot:
         setup_logging(settings, "depot")
         self.store = JobStore.open(settings)
 
-    def read_input(self, job_id: str) -> bytes:
+    def read_inputs(self, job_id: str) -> dict[str, bytes]:
+        """The job's input files (``input_files``) by name."""
         job = self.store.get(job_id)
-        return (self.store.job_dir(job.id) / job.input_filename).read_bytes()
+        return {path.name: path.read_bytes() for path in input_files(self.store.job_dir(job.id), job)}
 
     def publish(
         self,

@@ -79,6 +79,7 @@ from stillmotion.jobs.workers.disk_space import (
     is_disk_full_error,
 )
 from stillmotion.jobs.workers.job_files import (
+    LAST_IMAGE_STEM,
     JobFiles,
     LocalJobFiles,
     output_filename,
@@ -745,6 +746,19 @@ def _internal_message(exc: BaseException, job_id: str) -> str:
     return f"Unexpected {name} in the worker; the details are in the worker log under job {job_id}."
 
 
+def _last_image(job_dir: Path, request: ResolvedRequest) -> InputImage | None:
+    """The frame a job ends on, stored beside its input as ``last_image.<format>`` (None if it has none)."""
+    if request.last_image is None:
+        return None
+    found = sorted(job_dir.glob(f"{LAST_IMAGE_STEM}.*"))
+    if not found:
+        raise InvalidRequest(
+            "last_image: the job's last frame is missing from its folder; submit the job again.",
+            field="last_image",
+        )
+    return load_image_file(found[0])
+
+
 def _remove_checkpoint(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
@@ -848,16 +862,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _last_image(job_dir: Path, request: ResolvedRequest) -> InputImage | None:
-    """The frame a job ends on, stored beside its input as ``last_image.<format>`` (None if it has none)."""
-    if request.last_image is None:
-        return None
-    found = sorted(job_dir.glob("last_image.*"))
-    if not found:
-        raise InvalidRequest(
-            "last_image: the job's last frame is missing from its folder; submit the job again.",
-            field="last_image",
-        )
-    return load_image_file(found[0])
