@@ -75,3 +75,66 @@ def test_one_failing_entry_does_not_stop_the_others(
     assert first["ok"] is False and first["error"]["code"] == "model_unavailable"  # offline, no RIFE weights
     assert second["ok"] is True and Path(second["video_path"]) == out / "ffmpeg.mp4"
     assert sorted(p.name for p in out.iterdir()) == ["ffmpeg.mp4", "ffmpeg.mp4.json"]
+
+
+def _write_batch(path: Path, lines: list[dict[str, object]]) -> Path:
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        (
+            [{"output": "same.mp4"}, {"output": "same.mp4"}],
+            "batch line 2: output='same.mp4' is also line 1's",
+        ),
+        (
+            [{"output": "Clip.mp4"}, {"output": "clip.mp4"}],
+            "batch line 2: output='clip.mp4' is also line 1's",
+        ),
+        ([{}, {"output": "001-seaside.mp4"}], "batch line 2: output='001-seaside.mp4' is also line 1's"),
+    ],
+    ids=["same name", "same name but for case", "a default name"],
+)
+def test_two_entries_writing_one_file_stop_the_batch_before_any_video(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[dict[str, object]], words: str
+) -> None:
+    batch = _write_batch(tmp_path / "batch.jsonl", [{"prompt": "waves", **line} for line in lines])
+    out = tmp_path / "videos"
+    code = main(
+        ["generate", "--batch", str(batch), "--image", str(EXAMPLE), *SHARED, *SMALL, "--output", str(out)]
+    )
+    assert code == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_variations_of_an_entry_with_an_output_get_distinct_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = _write_batch(tmp_path / "batch.jsonl", [{"prompt": "waves", "output": "clip.gif"}])
+    out = tmp_path / "videos"
+    code = main(
+        ["generate", "--batch", str(batch), "--image", str(EXAMPLE), *SHARED, *SMALL]
+        + ["--seed", "5", "--variations", "3", "--output", str(out)]
+    )
+    assert code == 0
+    names = ["clip-1.gif", "clip-2.gif", "clip-3.gif"]
+    assert capsys.readouterr().out.split() == [str(out / name) for name in names]
+    assert [json.loads((out / f"{name}.json").read_text())["seed"] for name in names] == [5, 6, 7]
+
+
+def test_an_entry_whose_format_cannot_play_its_fps_stops_the_batch_before_any_video(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIF plays at most 50 fps: the second entry (30 fps made 60 by 2x) is refused before the first runs."""
+    fast = {"prompt": "rain", "output": "fast.gif", "fps": 30, "interpolate": 2}
+    batch = _write_batch(tmp_path / "batch.jsonl", [{"prompt": "waves", "output": "fine.gif"}, fast])
+    out = tmp_path / "videos"
+    code = main(
+        ["generate", "--batch", str(batch), "--image", str(EXAMPLE), *SHARED, *SMALL, "--output", str(out)]
+    )
+    assert code == 2
+    assert "batch line 2: fps=60" in capsys.readouterr().err
+    assert not out.exists()

@@ -4,10 +4,12 @@ The command-line flags are the shared fields; each batch entry adds what differs
 - a ``.jsonl`` file: one JSON object per line with request fields (``prompt``, ``seed``, ``interpolate``...),
   ``image`` (a path, relative to the file's folder) and optionally ``output`` (a file name);
 - a folder: one entry per PNG, JPEG or WebP image in it, in name order;
-- ``--variations N``: each entry N times, with seeds seed, seed + 1, ... (random seeds without ``--seed``).
+- ``--variations N``: each entry N times, with seeds seed, seed + 1, ... (random seeds without ``--seed``);
+  an entry's ``output`` name gets the variation's number (``clip.mp4``: ``clip-1.mp4``, ``clip-2.mp4``...).
 
-All or nothing up front: every entry is checked (fields, image, model limits) before the first video starts,
-and a bad one stops the command with exit 2 naming the entry. Then the entries run one after another on one
+All or nothing up front: every entry is checked (fields, image, model limits, whether its output format
+plays its fps, and that no two entries write the same file) before the first video starts, and a bad one
+stops the command with exit 2 naming the entry. Then the entries run one after another on one
 engine, so the prompt and image embeddings are computed once and shared through its cache; a failure in one
 entry is reported and the others still run. Each entry writes its own video into the output folder.
 """
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from stillmotion import bounded_json, faults
 from stillmotion.cli_progress import ProgressDisplay
 from stillmotion.config import Settings
-from stillmotion.engine.engine import Engine
+from stillmotion.engine.engine import Engine, check_output
 from stillmotion.engine.progress import CancelToken
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest, variation_seeds
 from stillmotion.engine.resolve import resolve
@@ -89,6 +91,9 @@ def with_variations(entries: Entries, count: int, seed: int | None) -> Entries:
             )
         for i, varied_seed in enumerate(variation_seeds(base, count)):
             varied = dict(fields) if varied_seed is None else {**fields, "seed": varied_seed}
+            if count > 1 and isinstance(fields.get("output"), str):  # one file per variation
+                output = PurePath(fields["output"])
+                varied["output"] = str(output.with_name(f"{output.stem}-{i + 1}{output.suffix}"))
             out.append((f"{name} #{i + 1}" if count > 1 else name, varied))
     return out
 
@@ -97,7 +102,8 @@ def prepare(
     entries: Entries, shared: GenerationRequest, settings: Settings, folder: Path
 ) -> list[BatchEntry]:
     """Resolve every entry before any runs; the seed each will use is fixed now (and recorded)."""
-    prepared = []
+    prepared: list[BatchEntry] = []
+    writers: dict[str, str] = {}  # output file (case folded: one file on some disks) -> the entry writing it
     for index, (name, fields) in enumerate(entries):
         fields = dict(fields)
         image_path = fields.pop("image", None)
@@ -119,6 +125,14 @@ def prepare(
                 raise InvalidRequest(
                     f"output={output_name!r}: give a file name ending in .mp4, .gif or .webp."
                 )
+            check_output(output, resolved)  # the format plays the output fps (GIF: at most 50)
+            if output.name.casefold() in writers:
+                raise InvalidRequest(
+                    f"output={output.name!r} is also {writers[output.name.casefold()]}'s; give each entry "
+                    "its own file name (names that differ only in case are one file on some disks).",
+                    field="output",
+                )
+            writers[output.name.casefold()] = name
         except StillmotionError as exc:
             raise InvalidRequest(f"batch {name}: {exc.message}", code=exc.code, field=exc.field) from None
         prepared.append(BatchEntry(name, resolved, image, output, last))

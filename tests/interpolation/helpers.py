@@ -33,19 +33,28 @@ def square_center_x(frame: npt.NDArray[np.uint8]) -> float:
 
 
 def save_rife_in_hub_cache(
-    cache_dir: Path, *, seed: int = 0, revision: str = "main", prefix: str = ""
+    cache_dir: Path,
+    *,
+    seed: int = 0,
+    revision: str = "main",
+    prefix: str = "",
+    extra: dict[str, torch.Tensor] | None = None,
+    drop: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """Random weights of the real RIFE 4.6 network, saved where ``snapshot_download`` looks for them.
 
     The hub cache layout: ``models--OWNER--NAME/snapshots/<commit>/<file>`` plus ``refs/<revision>`` naming
-    the commit. ``prefix="module."`` saves them as Practical-RIFE's own (DistributedDataParallel) checkpoints.
+    the commit. ``prefix="module."`` saves them as Practical-RIFE's own (DistributedDataParallel) checkpoints;
+    ``extra`` adds keys that are not IFNet's (later releases carry a ``teacher.*`` network), ``drop`` leaves
+    out some of IFNet's.
     """
     torch.manual_seed(seed)
     state = IFNet().state_dict()
     repo = cache_dir / f"models--{RIFE_REPO_ID.replace('/', '--')}"
     snapshot = repo / "snapshots" / FAKE_COMMIT
     snapshot.mkdir(parents=True, exist_ok=True)
-    torch.save({prefix + key: value for key, value in state.items()}, snapshot / RIFE_FILENAME)
+    stored = {key: value for key, value in state.items() if key not in drop} | (extra or {})
+    torch.save({prefix + key: value for key, value in stored.items()}, snapshot / RIFE_FILENAME)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / revision).write_text(FAKE_COMMIT)
     return state

@@ -94,3 +94,31 @@ def test_cancel_while_interpolating_leaves_no_file(engine: Engine, tmp_path: Pat
             cancel=token,
         )
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_gif_and_webp_merge_the_held_copies_of_the_last_frame_as_both_docs_say(
+    engine: Engine, tmp_path: Path, suffix: str
+) -> None:
+    """N frames made k times hold N·k−(k−1) pictures in a GIF or WebP (the k−1 held copies of the last frame
+    merge into it), play exactly N/f seconds; an MP4 holds all N·k. docs/interpolation.md and docs/media.md
+    state the same."""
+    from PIL import Image
+
+    image = load_image_file(EXAMPLE)
+    request = GenerationRequest(**SMALL, num_inference_steps=1, interpolate=4, fps=8, seed=3)
+    out = tmp_path / f"out{suffix}"
+    result = generate(engine, request, image, out)
+    assert result.metadata["interpolation"]["num_frames"] == 32  # the sequence made: N·k
+    with Image.open(out) as video:
+        durations = []
+        for index in range(video.n_frames):
+            video.seek(index)
+            video.load()  # WebP sets a frame's duration when it is decoded
+            durations.append(video.info["duration"])
+    assert len(durations) == 8 * 4 - (4 - 1)
+    assert sum(durations) == 1000  # 8 frames at 8 fps
+    assert abs(durations[-1] - 4 * 1000 / 32) <= 10  # the last frame shows for 1/f, as in the source
+    for doc in ("interpolation.md", "media.md"):
+        text = (Path(__file__).resolve().parents[2] / "docs" / doc).read_text()
+        assert "N·k−(k−1)" in text, f"docs/{doc} does not state the GIF/WebP frame count"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.jobs.store.states import JobStatus
 from stillmotion.jobs.workers.worker import Worker
 from stillmotion.server.app import create_app
+from tests.interpolation.helpers import save_rife_in_hub_cache
 from tests.server.helpers import leftovers, make_settings, png_bytes, small_job_fields
 
 
@@ -130,11 +132,15 @@ def test_cancel_a_batch_as_a_group(client: TestClient, store: JobStore) -> None:
 
 
 def test_a_failure_in_one_job_does_not_stop_the_others(tmp_path: Path) -> None:
-    # Offline with no RIFE weights: the job that asks for RIFE fails (model_unavailable), the others run.
-    settings = make_settings(tmp_path / "data", offline=True, models_dir=tmp_path / "empty-cache")
+    # Offline, RIFE's weights in the cache when the batch is accepted and gone when it runs: the job that
+    # asks for RIFE fails (model_unavailable), the others run.
+    models = tmp_path / "models"
+    save_rife_in_hub_cache(models)
+    settings = make_settings(tmp_path / "data", offline=True, models_dir=models)
     with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
         items = [{"seed": 1}, {"seed": 2, "interpolate": 2, "interpolator": "rife"}, {"seed": 3}]
         batch = post_batch(client, items=json.dumps(items)).json()
+        shutil.rmtree(models)
         store: JobStore = client.app.state.store  # type: ignore[attr-defined]
         run_queue(settings, store, Engine(settings))
         jobs = [store.get(job["id"]) for job in batch["jobs"]]

@@ -154,3 +154,15 @@ def test_the_low_noise_guidance_shows_for_two_experts_only_and_a_stray_value_is_
     assert screen.get("guidance_scale_2") == get_spec(A14B).defaults.guidance_scale  # "same as Guidance"
     screen.set("guidance_scale_2", 2.0)
     assert form.request(screen.inputs()).guidance_scale_2 == 2.0
+
+
+def test_an_option_of_one_family_shows_for_that_family_only() -> None:
+    """LTX-Video's decode options: shown with its defaults for it, hidden (and never sent) for the others."""
+    form = built("tiny-i2vgen-xl")
+    screen = Screen(form)
+    assert form.component("decode_timestep").visible is False
+    screen.set("decode_timestep", 0)  # what the browser holds for a hidden box
+    form.request(screen.inputs()).resolve(get_spec("tiny-i2vgen-xl"), (96, 64), need_prompt=False)
+    screen.switch_to("ltx-video")
+    ltx = form.request(screen.inputs()).resolve(get_spec("ltx-video"), (96, 64), need_prompt=False)
+    assert ltx.decode_timestep is not None and ltx.decode_timestep > 0

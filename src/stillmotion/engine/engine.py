@@ -139,7 +139,7 @@ class Engine:
         _check_last_image(request, last_image)
         # 1. Plan. First what only the engine can check (the output format takes this fps, the model is
         #    here), then memory from what the device has free right now: refused up front if nothing fits.
-        _check_output(output_path, request)
+        check_output(output_path, request)
         spec = self._spec(request.model)
         run = RunState.start(request, spec, family_of(spec), hooks, cancel)
         with run.in_phase(Stage.PLAN, "planning memory", timed=False):
@@ -305,20 +305,19 @@ class Engine:
     def _scheduler_and_latents(
         self, run: RunState, components: Components, plan: MemoryPlan, cond: Any, generator: torch.Generator
     ) -> tuple[Any, torch.Tensor]:
-        """A scheduler and latents to continue from: fresh ones (the noise drawn now), or the kept step's."""
+        """A scheduler and latents to continue from: fresh ones (the noise drawn now), a checkpoint file's
+        that fit them, or the kept step's."""
         family, req = run.family, run.request
-        if run.latents is None:
-            # A fresh scheduler per generation (schedulers keep per-run state).
+        if run.scheduler is None:
+            # The first try: a fresh scheduler per generation (schedulers keep per-run state) and the noise,
+            # drawn also when a checkpoint file resumes the run (the generator then stands where it would).
             scheduler = family.new_scheduler(components, req, self.device)
-            run.latents = family.initial_latents(
+            latents = family.initial_latents(
                 components, req, cond, scheduler, generator, self.device, torch_dtype(plan.dtype)
             )
-            run.scheduler = snapshot_scheduler(scheduler)
-        elif run.scheduler is None:
-            # Read back from a checkpoint file: a fresh scheduler for this request, with its per-run state.
-            scheduler = family.new_scheduler(components, req, self.device)
-            checkpoint.restore_scheduler(scheduler, run.saved_scheduler or {})
-            run.scheduler = snapshot_scheduler(scheduler)
+            run.start_denoising(scheduler, latents)  # or from the checkpoint file, if it fits these
+            run.noise_drawn = generator.get_state()  # where the decode's draws start, on every try
+        assert run.latents is not None
         # A copy: the kept snapshot stays as it was, for a retry.
         return snapshot_scheduler(run.scheduler), run.latents.to(device=self.device)
 
@@ -326,12 +325,16 @@ class Engine:
         self, run: RunState, components: Components, plan: MemoryPlan, cond: Any, latents: torch.Tensor
     ) -> torch.Tensor:
         """Step 5: the frames, float32 (frames, height, width, 3) in [0, 1]; ``decode_chunk_size`` frames at a
-        time where the family's VAE allows it."""
+        time where the family's VAE allows it. A VAE that draws noise (LTX-Video 0.9.1+) draws it where an
+        uninterrupted pipeline run would: after the initial latents, whatever try or resume this is."""
         req = run.request
         run.cancel.raise_if_cancelled()
         with run.in_phase(Stage.DECODE, "decoding frames"):
+            generator = torch.Generator(device="cpu")
+            assert run.noise_drawn is not None, "the denoising keeps it with the initial latents"
+            generator.set_state(run.noise_drawn)
             frames = run.family.decode(
-                components, latents, cond, req, plan.decode_chunk_size, plan.vae_tiling
+                components, latents, cond, req, plan.decode_chunk_size, plan.vae_tiling, generator
             )
         return frames[: req.num_frames]
 
@@ -500,8 +503,9 @@ def _check_last_image(req: ResolvedRequest, last_image: InputImage | None) -> No
         )
 
 
-def _check_output(output_path: Path, req: ResolvedRequest) -> None:
-    """An unsupported output format, or one that cannot play the output fps, fails before any work."""
+def check_output(output_path: Path, req: ResolvedRequest) -> None:
+    """An unsupported output format, or one that cannot play the output fps, fails before any work (also
+    checked for every entry of a batch before the first runs: batch_cli.py)."""
     problem = output_fps_problem(format_for_path(output_path), req.output_fps)
     if problem:
         raise InvalidRequest(f"fps={req.output_fps}: {problem}.", field="output")

@@ -1,13 +1,15 @@
 """Carry out an InterpolationPlan on decoded frames: the engine's optional post-step after decode.
 
 ``Interpolators.run`` fills the in-between slots of media/interpolation.py's rule with ffmpeg's
-``minterpolate`` or with RIFE (loaded once per engine from the hub, kept on the CPU between runs, moved to the
-plan's device for the run), checks cancel between frames, and returns the assembled frames with the record
-that goes into the video's recipe: interpolator, factor, weights and their commit, frame counts, fps, plan.
+``minterpolate`` or with RIFE (loaded once per engine from the hub and kept on the CPU in float32 between
+runs; a run on another device or in another dtype works on a copy), checks cancel between frames, and returns
+the assembled frames with the record that goes into the video's recipe: interpolator, factor, weights and
+their commit, frame counts, fps, plan.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -102,7 +104,10 @@ def _rife_frames(
     """RIFE on ``plan.batch_size`` slots at a time; the network goes back to the CPU afterwards."""
     slots = in_between_slots(frames.shape[0], plan.factor)
     dtype = torch_dtype(plan.dtype)
-    net = loaded.net.to(device=device, dtype=dtype)
+    # The loaded float32 weights on the CPU are the master copy: a run elsewhere or in another dtype works on
+    # a copy (a round trip through float16 would not give them back).
+    on_master = device.type == "cpu" and dtype == torch.float32
+    net = loaded.net if on_master else copy.deepcopy(loaded.net).to(device=device, dtype=dtype)
     out: dict[int, npt.NDArray[np.uint8]] = {}
     try:
         with torch.inference_mode():
@@ -118,7 +123,7 @@ def _rife_frames(
             code="oom",
         ) from None
     finally:
-        loaded.net.to(device="cpu", dtype=torch.float32)
+        del net
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return out

@@ -36,7 +36,6 @@ from stillmotion.models.lora_refs import resolved_from_dict as lora_from_dict
 from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
-MIN_INFERENCE_STEPS = 1
 MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
 FIELD = "transformer_gguf"
 
@@ -56,6 +55,7 @@ class RequestField:
     help: str  # one or two sentences: the API description, the CLI --help, the UI's info line
     kind: FieldKind
     bounds: Bounds | None = None  # a number's (low, high) for one model's limits
+    bounds_rule: Callable[[Limits], str] | None = None  # why a model's low bound is raised ("": it is not)
     multiple_of: Callable[[Limits], int] | None = None  # explicit values must be multiples of this
     # The spacing of the valid values from the low bound (Wan's frames: 5, 9, 13...), where it is not 1 or
     # ``multiple_of``: the web UI's arrows step by it.
@@ -165,7 +165,8 @@ class GenerationRequest:
             "Steps",
             "Denoising steps; more is slower.",
             "int",
-            bounds=lambda lim: (MIN_INFERENCE_STEPS, lim.max_inference_steps),
+            bounds=lambda lim: (lim.min_inference_steps, lim.max_inference_steps),
+            bounds_rule=lambda lim: lim.steps_rule,
         )
     )
     guidance_scale: float | None = declared(
@@ -274,6 +275,26 @@ class GenerationRequest:
         )
     )
 
+    # LTX-Video's decode options (models/ltx.py), for VAEs that decode at a timestep (0.9.1 and later).
+    decode_timestep: float | None = declared(
+        RequestField(
+            "Decode timestep",
+            "LTX-Video 0.9.1 and later (a timestep-conditioned VAE): the timestep the VAE decodes at; "
+            "default: the model's (0.03). Other models have no such option.",
+            "float",
+            bounds=lambda _: (0.0, 1.0),
+        )
+    )
+    decode_noise_scale: float | None = declared(
+        RequestField(
+            "Decode noise scale",
+            "LTX-Video 0.9.1 and later: how much noise is mixed into the latents before the VAE decodes "
+            "them (0 to 1); default: the model's (0.025). Other models have no such option.",
+            "float",
+            bounds=lambda _: (0.0, 1.0),
+        )
+    )
+
     def __post_init__(self) -> None:
         # LoRAs arrive as CLI strings, JSON objects or a JSON text; one form from here on (checked).
         if self.loras is not None:
@@ -343,6 +364,8 @@ class GenerationRequest:
         factor, interpolator = resolve_interpolation(
             self.interpolate, self.interpolate_fps, self.interpolator, int(fps)
         )
+        decode_timestep = _check_decode_option("decode_timestep", self.decode_timestep, spec)
+        decode_noise_scale = _check_decode_option("decode_noise_scale", self.decode_noise_scale, spec)
         return ResolvedRequest(
             prompt=prompt,
             negative_prompt=negative,
@@ -357,6 +380,8 @@ class GenerationRequest:
             seed=int(seed),
             interpolate=factor,
             interpolator=None if interpolator is None else interpolator.value,
+            decode_timestep=decode_timestep,
+            decode_noise_scale=decode_noise_scale,
             guidance_scale_2=guidance_2,
             fast=fast is not None,
             flow_shift=fast.flow_shift if fast else None,
@@ -498,6 +523,8 @@ class ResolvedRequest:
     seed: int
     interpolate: int = 1  # frames and fps are multiplied by this after decode; 1 = no interpolation
     interpolator: str | None = None  # media.interpolation.Interpolator value when interpolate > 1
+    decode_timestep: float | None = None  # LTX-Video's decode options; None: the model has none
+    decode_noise_scale: float | None = None
     guidance_scale_2: float | None = (
         None  # two experts: the low-noise expert's guidance (None: guidance_scale)
     )
@@ -698,7 +725,8 @@ def describe_rules(spec: ModelSpec) -> list[str]:
         frames,
         f"height, width: multiples of {limits.size_multiple} ({limits.size_rule}), {limits.min_side} to "
         f"{limits.max_side} per side, at most {limits.max_pixels} pixels",
-        f"num_inference_steps: 1 to {limits.max_inference_steps}",
+        f"num_inference_steps: {limits.min_inference_steps} to {limits.max_inference_steps}"
+        + (f" ({limits.steps_rule})" if limits.steps_rule else ""),
         f"guidance_scale: {limits.min_guidance_scale:g} to {limits.max_guidance_scale:g}",
         f"fps: {limits.min_fps} to {limits.max_fps}",
     ]
@@ -742,6 +770,13 @@ def _check_number(name: str, value: object, default: float, spec: ModelSpec) -> 
     assert info.bounds is not None, f"{name} is declared without bounds"
     low, high = info.bounds(spec.limits)
     if not math.isfinite(value) or not low <= value <= high:
+        rule = info.bounds_rule(spec.limits) if info.bounds_rule is not None else ""
+        if rule and value < low:  # a model's own, higher low bound: say why, and what works
+            raise InvalidRequest(
+                f"{name}={value} is out of range for {spec.name} ({rule}); allowed: {_plain(low)} to "
+                f"{_plain(high)}; try {_plain(low)}.",
+                field=name,
+            )
         raise InvalidRequest(
             f"{name}={value} is out of range; allowed: {_plain(low)} to {_plain(high)}.", field=name
         )
@@ -753,6 +788,21 @@ def _check_number(name: str, value: object, default: float, spec: ModelSpec) -> 
             field=name,
         )
     return value
+
+
+def _check_decode_option(name: str, value: object, spec: ModelSpec) -> float | None:
+    """LTX-Video's decode options: the model's default where it has them (a number in ``spec.defaults``);
+    refused by name for a model without them (default None), rather than ignored."""
+    default: float | None = getattr(spec.defaults, name)
+    if default is None:
+        if value is not None:
+            raise InvalidRequest(
+                f"{name}={value} is not an option of {spec.name}: only LTX-Video decodes at a timestep; "
+                "leave it out.",
+                field=name,
+            )
+        return None
+    return float(_check_number(name, value, default, spec))
 
 
 def _plain(number: float) -> str:

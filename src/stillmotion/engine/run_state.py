@@ -125,12 +125,13 @@ class RunState:
     downgrades: list[dict[str, Any]] = field(default_factory=list)  # one per out-of-memory recovery
     # The latest finished denoising step. ``scheduler`` is a snapshot taken with ``latents`` after the same
     # step: multistep solvers (Wan's UniPC) keep past model outputs and every scheduler keeps its step
-    # index, so the pair resumes exactly. A step read back from a checkpoint file has ``saved_scheduler``
-    # instead, applied to a fresh scheduler.
+    # index, so the pair resumes exactly. A checkpoint read back from a file waits in ``saved`` until the
+    # denoising starts: it is checked against a fresh scheduler and latents of this request first.
     latents: torch.Tensor | None = None
     scheduler: Any = None
     steps_done: int = 0
-    saved_scheduler: dict[str, Any] | None = None
+    saved: Checkpoint | None = None
+    noise_drawn: torch.Tensor | None = None  # the seeded generator's state after the initial latents
     checkpoint_id: str = ""  # checkpoint.fingerprint of this generation
 
     @classmethod
@@ -177,12 +178,34 @@ class RunState:
         if saved is None:
             return
         if saved.fingerprint == fingerprint and 0 < saved.steps_done < self.request.num_inference_steps:
-            self.latents, self.steps_done = saved.latents, saved.steps_done
-            self.saved_scheduler = saved.scheduler_state
-            self.warnings.append(f"resumed after denoising step {saved.steps_done}, saved before a restart")
-            logger.info("resuming from the checkpoint after step %d", saved.steps_done)
+            self.saved, self.steps_done = saved, saved.steps_done  # where the run would resume, if it fits
         else:
             logger.warning("not resuming: the checkpoint belongs to another request or step count")
+
+    def start_denoising(self, scheduler: Any, latents: torch.Tensor) -> None:
+        """The denoising begins with ``scheduler`` and ``latents`` made fresh for this request; or, when a
+        checkpoint was read back from a file, from its step, if its contents fit these (engine/checkpoint.py
+        ``mismatch``). One that does not fit is ignored with a warning: the run starts from step 0."""
+        saved, self.saved = self.saved, None
+        if saved is not None:
+            problem = checkpoint.mismatch(saved, latents, scheduler)
+            if problem is None:
+                checkpoint.restore_scheduler(scheduler, saved.scheduler_state)
+                latents = saved.latents
+                self.warnings.append(
+                    f"resumed after denoising step {saved.steps_done}, saved before a restart"
+                )
+                logger.info("resuming from the checkpoint after step %d", saved.steps_done)
+            else:
+                self.steps_done = 0
+                warning = (
+                    f"ignored the checkpoint saved after step {saved.steps_done} ({problem}); "
+                    "started from step 0"
+                )
+                self.warnings.append(warning)
+                logger.warning("%s", warning)
+        self.latents = latents
+        self.scheduler = snapshot_scheduler(scheduler)
 
     def keep_step(self, step: int, latents: torch.Tensor, scheduler: Any) -> None:
         """Denoising step ``step`` finished with ``latents``: keep them with a snapshot of ``scheduler``."""

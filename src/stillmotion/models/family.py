@@ -23,12 +23,14 @@ A family has three kinds of parts:
       for t in scheduler.timesteps[steps_done:]:                                      # resumable after OOM
           noise  = predict_noise(components, scheduler, latents, t, cond, request, split_guidance)
           latents = scheduler_step(scheduler, noise, t, latents, cond)
-      frames     = decode(components, latents, cond, request, decode_chunk_size, vae_tiling)
+      frames     = decode(components, latents, cond, request, decode_chunk_size, vae_tiling, generator)
 
 Rules every adapter keeps, because the engine relies on them:
 
 1. ``encode`` draws random numbers only from ``generator`` (or from generators of its own seeded from
    ``request.seed``), so an attempt repeated after an out-of-memory error gets identical conditioning.
+   ``decode`` gets a generator that stands where the pipeline's does after the initial latents (LTX-Video
+   0.9.1+ draws decode noise from it), on every attempt and after a resume.
 2. All state that lives across steps is in the scheduler or the latents: the engine snapshots the scheduler
    (multistep solvers keep past model outputs) with the latents after every finished step and resumes from
    that pair.
@@ -76,6 +78,10 @@ class FamilyRequest(Protocol):
     def seed(self) -> int: ...
     @property
     def do_classifier_free_guidance(self) -> bool: ...
+    @property
+    def decode_timestep(self) -> float | None: ...  # LTX-Video's decode options (None: the family has none)
+    @property
+    def decode_noise_scale(self) -> float | None: ...
     @property
     def guidance_scale_2(
         self,
@@ -249,8 +255,10 @@ class ModelFamily(ABC, Generic[C, K]):
         request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        """Latents -> float32 frames (frames, height, width, 3) in [0, 1] on the CPU."""
+        """Latents -> float32 frames (frames, height, width, 3) in [0, 1] on the CPU; ``generator`` for a VAE
+        that decodes from noised latents (rule 1 above)."""
 
 
 def read_config(folder: Path, file: str = "config.json") -> dict[str, Any]:

@@ -476,6 +476,7 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         return decode_latents(components, latents, decode_chunk_size, vae_tiling)
 

@@ -184,12 +184,19 @@ def scheduler_step(
 
 @torch.no_grad()
 def decode_latents(
-    components: LTXComponents, latents: torch.Tensor, cond: LTXConditioning, vae_tiling: bool
+    components: LTXComponents,
+    latents: torch.Tensor,
+    cond: LTXConditioning,
+    vae_tiling: bool,
+    request: FamilyRequest,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """Packed latents -> float32 frames (frames, height, width, 3) in [0, 1]; the VAE decodes the whole video.
 
-    A VAE with timestep conditioning (LTX-Video 0.9.1+) gets the pipeline's defaults, decode_timestep=0 and
-    decode_noise_scale=0, under which the pipeline's decode noise drops out exactly, so none is drawn.
+    A VAE with timestep conditioning (LTX-Video 0.9.1+) decodes at ``decode_timestep``, from latents mixed
+    with ``decode_noise_scale`` of noise drawn from ``generator`` (the pipeline's next draw after the initial
+    latents); a request without the options (stored before they existed) gets the pipeline's defaults, 0 and
+    None (= the timestep), under which the noise drops out exactly, so none is drawn. Other VAEs take none.
     """
     vae = components.vae
     if vae_tiling:
@@ -202,7 +209,13 @@ def decode_latents(
     video = (video * std / vae.config.scaling_factor + mean).to(cond.prompt_embeds.dtype)
     timestep = None
     if vae.config.timestep_conditioning:
-        timestep = torch.zeros(1, device=video.device, dtype=video.dtype)
+        decode_timestep = request.decode_timestep or 0.0
+        noise_scale = decode_timestep if request.decode_noise_scale is None else request.decode_noise_scale
+        timestep = torch.tensor([decode_timestep], device=video.device, dtype=video.dtype)
+        if noise_scale:
+            noise = randn_tensor(video.shape, generator=generator, device=video.device, dtype=video.dtype)
+            scale = torch.tensor(noise_scale, device=video.device, dtype=video.dtype)
+            video = (1 - scale) * video + scale * noise
     decoded: torch.Tensor = vae.decode(video, timestep, return_dict=False)[0]
     return (decoded[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
 
@@ -373,8 +386,9 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
         request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        return decode_latents(components, latents, cond, vae_tiling)
+        return decode_latents(components, latents, cond, vae_tiling, request, generator)
 
 
 FAMILY = LTXFamily()

@@ -35,6 +35,9 @@ class Defaults:
     guidance_scale: float = 9.0
     fps: int = 8
     negative_prompt: str = I2VGENXL_NEGATIVE_PROMPT
+    # LTX-Video's decode options (a timestep-conditioned VAE, 0.9.1 and later); None: the model has none.
+    decode_timestep: float | None = None
+    decode_noise_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Limits:
     size_rule: str = "the VAE's downsampling factor"  # why size_multiple, for error messages
     preset_multiple: int = 64  # presets snap to this, so every UNet level divides evenly
     accepts_prompt: bool = True  # False: the model animates the image alone (no text encoder)
+    min_inference_steps: int = 1
+    steps_rule: str = ""  # why min_inference_steps is above 1, for error messages
     max_inference_steps: int = 500
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 30.0
@@ -715,6 +720,10 @@ LTX_VIDEO = ModelSpec(
         guidance_scale=3.0,
         fps=25,
         negative_prompt=LTX_NEGATIVE_PROMPT,
+        # diffusers' LTX-Video examples for timestep-conditioned VAEs (0.9.1 and later); the 0.9.0 VAE of
+        # this registered build decodes without them.
+        decode_timestep=0.03,
+        decode_noise_scale=0.025,
     ),
     limits=Limits(
         min_frames=9,
@@ -726,6 +735,10 @@ LTX_VIDEO = ModelSpec(
         size_multiple=32,
         size_rule="the VAE's 32x downsampling",
         preset_multiple=32,
+        # One step has only sigma 1.0, which the stretch of the schedule to end at shift_terminal turns into
+        # NaN (diffusers' LTX pipelines fail the same way).
+        min_inference_steps=2,
+        steps_rule="its schedule is stretched to end at shift_terminal, which one step cannot do",
     ),
     params=ComponentParams(denoiser=1_923_385_472, vae=419_193_649, text_encoder=4_762_310_656),
     architecture=Architecture(

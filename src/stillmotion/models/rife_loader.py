@@ -3,8 +3,9 @@
 ``huggingface_hub.snapshot_download`` fetches only the weights file of the pinned revision into the hub cache
 (resumable, cached, ``local_files_only`` when offline), then ``torch.load(weights_only=True)`` reads the
 state dict (a ``.pth`` of tensors: no pickled code runs) or ``safetensors`` reads a ``.safetensors`` file,
-and ``IFNet.load_state_dict(strict=True)`` checks that it is the 4.6 architecture. The snapshot folder's name
-is the commit actually loaded; the recipe records it. Hub and file errors become ``ModelUnavailable``.
+and IFNet takes its weights as Practical-RIFE's loader gives them (``module.`` stripped, other networks'
+keys ignored), but only when every one of them is there, in the 4.6 shapes. The snapshot folder's name is
+the commit actually loaded; the recipe records it. Hub and file errors become ``ModelUnavailable``.
 """
 
 from __future__ import annotations
@@ -63,11 +64,8 @@ def load_rife(weights: RifeWeights, *, cache_dir: Path | None = None, offline: b
 
     path = _fetch(weights, cache_dir=cache_dir, offline=offline)
     try:
-        state = _read_state_dict(path)
-        # Practical-RIFE's own checkpoints were saved from DistributedDataParallel: keys start with "module.".
-        state = {key.removeprefix("module."): value for key, value in state.items()}
         net = IFNet()
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(_ifnet_weights(_read_state_dict(path), net), strict=True)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise ModelUnavailable(
             f"interpolator weights {path} are not RIFE {RIFE_VERSION} weights or are damaged "
@@ -77,6 +75,36 @@ def load_rife(weights: RifeWeights, *, cache_dir: Path | None = None, offline: b
     net.eval().requires_grad_(False)
     logger.info("loaded RIFE %s from %s", RIFE_VERSION, path)
     return LoadedRife(net=net, weights=weights, commit=path.parent.name, path=path)
+
+
+def _ifnet_weights(state: dict[str, torch.Tensor], net: IFNet) -> dict[str, torch.Tensor]:
+    """IFNet's weights out of a RIFE checkpoint, as Practical-RIFE's own loader reads it: the ``module.``
+    prefix of its DistributedDataParallel saves stripped, keys of other networks ignored (later releases
+    carry a ``teacher.*`` network). Unlike that loader, every IFNet weight must be there (ValueError naming
+    the missing ones); shapes are checked by ``load_state_dict``."""
+    stripped = {key.removeprefix("module."): value for key, value in state.items()}
+    wanted = net.state_dict().keys()
+    missing = [key for key in wanted if key not in stripped]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"IFNet weights missing ({len(missing)} of {len(wanted)}): {shown}")
+    ignored = len(stripped) - len(wanted)
+    if ignored:
+        logger.info("RIFE checkpoint: %d entries that are not IFNet's are ignored", ignored)
+    return {key: stripped[key] for key in wanted}
+
+
+def check_available(weights: RifeWeights, *, cache_dir: Path | None = None, offline: bool = False) -> None:
+    """Raise ``ModelUnavailable`` now, as loading would later, when the weights are not in the local cache and
+    cannot be downloaded from here (offline mode, or the hub out of reach). Downloads nothing: the service
+    calls it before a job asking for RIFE is queued or planned, as it does for a model."""
+    from stillmotion.models.loader import hub_reachable
+
+    try:
+        _fetch(weights, cache_dir=cache_dir, offline=offline, cache_only=True)
+    except ModelUnavailable:
+        if offline or not hub_reachable():
+            raise  # else the first run downloads them
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -92,7 +120,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool) -> Path:
+def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool, cache_only: bool = False) -> Path:
+    """The weights file in the hub cache, downloaded first unless ``offline`` or ``cache_only``."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -113,7 +142,7 @@ def _fetch(weights: RifeWeights, *, cache_dir: Path | None, offline: bool) -> Pa
             revision=weights.revision,
             allow_patterns=[weights.filename],
             cache_dir=str(cache_dir) if cache_dir else None,
-            local_files_only=offline,
+            local_files_only=offline or cache_only,
         )
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as exc:
         reason = "the hub has no such repo or revision, or it needs a login"

@@ -319,6 +319,7 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
         request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         # AutoencoderKLTemporalDecoder has no tiling: the approximate rung's saving here is the chunking.
         return decode_latents(components, latents, decode_chunk_size)

@@ -376,8 +376,11 @@ def build_tiny_svd_components(seed: int = 0) -> dict[str, Any]:
 # -- LTX-Video ------------------------------------------------------------------------------------------
 
 
-def build_tiny_ltx_components(seed: int = 0) -> dict[str, Any]:
-    """LTX-Video's classes: transformer, 3-D VAE with the real 32x / 8x compression, T5, flow-match Euler."""
+def build_tiny_ltx_components(seed: int = 0, *, timestep_conditioning: bool = False) -> dict[str, Any]:
+    """LTX-Video's classes: transformer, 3-D VAE with the real 32x / 8x compression, T5, flow-match Euler.
+
+    ``timestep_conditioning``: the VAE decodes at a timestep, as LTX-Video 0.9.1 and later do (the registered
+    tiny build is 0.9.0's, without)."""
     torch.manual_seed(seed)
     tokenizer = build_tiny_t5_tokenizer(model_max_length=128)
     text_encoder = T5EncoderModel(_tiny_t5_config(T5Config, len(tokenizer)))
@@ -400,6 +403,7 @@ def build_tiny_ltx_components(seed: int = 0) -> dict[str, Any]:
         patch_size_t=1,
         encoder_causal=True,
         decoder_causal=False,
+        timestep_conditioning=timestep_conditioning,
     )
     torch.manual_seed(seed + 2)
     transformer = LTXVideoTransformer3DModel(

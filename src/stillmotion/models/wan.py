@@ -528,6 +528,7 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         request: FamilyRequest,
         decode_chunk_size: int,
         vae_tiling: bool,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         return decode_latents(components, latents, cond, vae_tiling)
 

@@ -33,6 +33,7 @@ from stillmotion.errors import (
     InvalidRequest,
     InvalidTransition,
     JobNotFound,
+    ModelUnavailable,
     ServiceRefused,
     StillmotionError,
     UnknownModel,
@@ -47,7 +48,9 @@ from stillmotion.jobs.workers import worker_state
 from stillmotion.jobs.workers.disk_space import is_disk_full_error
 from stillmotion.jobs.workers.job_files import LAST_IMAGE_STEM
 from stillmotion.media.image_input import ImageLimits, InputImage, load_image_file
+from stillmotion.media.interpolation import Interpolator
 from stillmotion.models.registry import get_spec
+from stillmotion.models.rife_loader import RifeWeights, check_available
 from stillmotion.service.batch import expand_batch
 from stillmotion.service.expected_time import ExpectedTime, expected_time, queue_wait, time_left
 from stillmotion.service.live_status import RETRY_AFTER_QUEUE_FULL_S, StatusMonitor, out_of_space, refusal
@@ -173,7 +176,7 @@ class JobService:
             ) from None
         loras = resolve_loras(request, spec, self.settings, any_local_path=False)
         gguf = resolve_transformer_gguf(request, spec, self.settings, any_local_path=False)
-        return request.resolve(
+        resolved = request.resolve(
             spec,
             image_size,
             need_prompt=need_prompt,
@@ -182,6 +185,15 @@ class JobService:
             last_image_sha256=last_image_sha256,
             transformer_gguf=gguf,
         )
+        self._check_interpolator(resolved)
+        return resolved
+
+    def _check_interpolator(self, resolved: ResolvedRequest) -> None:
+        """RIFE's weights must be here or downloadable from here (ModelUnavailable, as for a model), so a job
+        asking for them is never queued only to fail when it starts, and the plan says so too."""
+        if resolved.interpolate > 1 and resolved.interpolator == Interpolator.RIFE.value:
+            weights = RifeWeights(self.settings.rife_repo_id, self.settings.rife_revision)
+            check_available(weights, cache_dir=self.settings.models_dir, offline=self.settings.offline)
 
     # -- submit ------------------------------------------------------------------------------------------
 
@@ -282,6 +294,12 @@ class JobService:
                         code=exc.code,
                         field=f"items[{index}].{exc.field}",
                         http_status=exc.http_status,
+                    ) from None
+                except ModelUnavailable as exc:  # e.g. RIFE without its weights here
+                    raise ModelUnavailable(
+                        f"items[{index}]: {exc.message}",
+                        field=f"items[{index}].{exc.field}",
+                        details=exc.details,
                     ) from None
                 entries.append((str(uuid.uuid4()), resolved.to_dict(), f"input.{image.format}"))
             for job_id, _, input_filename in entries:

@@ -166,9 +166,13 @@ class NumberField(Widget):
         self.field = self.declared[0]
 
     def available(self, spec: ModelSpec) -> bool:
+        """Whether ``spec`` takes the field at all: asked only of a field with no value of its own for some
+        models (one ``same_as`` another, or an option of one family, such as LTX-Video's decode_timestep)."""
         info = self.field.info
-        if info.same_as is None or info.bounds is None:
+        if info.bounds is None or (info.same_as is None and model_default(self.field, spec) is not None):
             return True
+        if not hasattr(GenerationRequest, self.field.name):
+            return True  # declared, but not a request field yet: nothing to ask resolve
         return accepts(spec, self.field.name, info.bounds(spec.limits)[0])
 
     def props(self, spec: ModelSpec) -> dict[str, dict[str, Any]]:

@@ -62,7 +62,7 @@ async def models(service: ServiceDep) -> ModelList:
     summary="Plan a request without running it",
     description="The same fields as POST /jobs, the image optional. Answers the memory plan and estimate "
     "for this server's device; when nothing fits, `fits` is false and `message` says what would.",
-    responses=error_responses(400, 401, 403, 413, 415, 422),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
     openapi_extra=multipart_body(PLAN_FORM, description="The generation fields and, optionally, the image."),
 )
 async def plan(request: Request, service: ServiceDep) -> PlanOut:
