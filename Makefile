@@ -58,7 +58,8 @@ check:
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
-	$(BIN)/pytest
+	# Two processes, each test file whole in one (its module fixtures and servers stay together).
+	$(BIN)/pytest -n 2 --dist loadfile
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
