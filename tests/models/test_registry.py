@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stillmotion.errors import ModelUnavailable, UnknownModel
-from stillmotion.models import loader
+from stillmotion.models import hub_probe, loader
 from stillmotion.models.registry import I2VGENXL, get_spec, list_specs
 
 
@@ -73,7 +73,7 @@ def test_a_broken_local_folder_is_model_unavailable_with_advice(tmp_path: Path) 
 def test_an_unreachable_hub_fails_fast_with_the_offline_options(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(loader, "hub_reachable", lambda timeout_s=5.0: False)
+    monkeypatch.setattr(hub_probe, "hub_reachable", lambda timeout_s=5.0: False)
     with pytest.raises(ModelUnavailable) as info:
         loader.load_components(I2VGENXL, torch.float16, cache_dir=tmp_path)
     message = info.value.message
@@ -87,7 +87,7 @@ def test_offline_mode_never_touches_the_network(monkeypatch: pytest.MonkeyPatch,
     def no_network(*args: object, **kwargs: object) -> bool:
         raise AssertionError("offline mode probed the network")
 
-    monkeypatch.setattr(loader, "hub_reachable", no_network)
+    monkeypatch.setattr(hub_probe, "hub_reachable", no_network)
     with pytest.raises(ModelUnavailable, match="offline mode is on"):
         loader.load_components(I2VGENXL, torch.float16, cache_dir=tmp_path, offline=True)
 

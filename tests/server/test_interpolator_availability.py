@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stillmotion.config import RIFE_REPO_ID, Settings
-from stillmotion.models import loader
+from stillmotion.models import hub_probe
 from stillmotion.server.app import create_app
 from tests.interpolation.helpers import save_rife_in_hub_cache
 from tests.server.helpers import leftovers, make_settings, png_bytes, small_job_fields
@@ -42,7 +42,7 @@ def test_rife_without_weights_here_is_refused_before_queueing_and_in_the_plan(
     tmp_path: Path, offline: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not offline:  # online, but the hub does not answer (as on this machine without network)
-        monkeypatch.setattr(loader, "hub_reachable", lambda timeout_s=5.0: False)
+        monkeypatch.setattr(hub_probe, "hub_reachable", lambda timeout_s=5.0: False)
     settings = make_settings(tmp_path / "data", offline=offline, models_dir=tmp_path / "empty-cache")
     with TestClient(create_app(settings, start_worker=False), base_url="http://127.0.0.1:7860") as client:
         _assert_unavailable(_post(client, "jobs", **RIFE))

@@ -8,7 +8,6 @@ files this dtype needs), then every component loads from that local snapshot. Hu
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -16,6 +15,7 @@ from typing import Any, cast
 import torch
 
 from stillmotion.errors import ModelUnavailable
+from stillmotion.models import hub_probe
 from stillmotion.models.adapters import family_of
 from stillmotion.models.family import Components
 from stillmotion.models.gguf import GgufWeights
@@ -34,8 +34,6 @@ CONFIG_PATTERNS = [
 # networks come in shards (name-00001-of-00004.safetensors, with a .index.json that CONFIG_PATTERNS covers).
 TRANSFORMERS_STEM = "model"
 DIFFUSERS_STEM = "diffusion_pytorch_model"
-
-HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def download_command(spec: ModelSpec, dtype: torch.dtype) -> str:
@@ -134,7 +132,7 @@ def fetch_snapshot(
 
     assert spec.repo_id is not None
     where = f"{spec.repo_id}@{spec.revision or 'main'}"
-    if not offline and not _is_cached_snapshot(spec, dtype, cache_dir) and not hub_reachable():
+    if not offline and not _is_cached_snapshot(spec, dtype, cache_dir) and not hub_probe.hub_reachable():
         # Fail in seconds with a plain message instead of the hub client's minute of retries.
         raise ModelUnavailable(
             f"model={where!r} is not downloaded yet and the Hugging Face hub cannot be reached from this "
@@ -187,23 +185,6 @@ def _is_cached_snapshot(spec: ModelSpec, dtype: torch.dtype, cache_dir: Path | N
     except ModelUnavailable:
         return False
     return True
-
-
-def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One TCP connection to the hub's host: enough to tell 'offline' from 'online'."""
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def load_components(

@@ -252,7 +252,7 @@ def hub_file(
         RevisionNotFoundError,
     )
 
-    from stillmotion.models.loader import hub_reachable
+    from stillmotion.models import hub_probe
 
     cache = str(cache_dir) if cache_dir else None
     where = field.removesuffix(".ref")
@@ -265,7 +265,7 @@ def hub_file(
     cached = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision)
     if isinstance(cached, str):
         return Path(cached)
-    if offline or not hub_reachable():
+    if offline or not hub_probe.hub_reachable():
         why = "offline mode is on" if offline else "the Hugging Face hub cannot be reached from this machine"
         raise ModelUnavailable(
             f"{where}: the {what} {repo}/{filename} is not in this machine's cache and {why}. {advice}",

@@ -56,13 +56,13 @@ def _repo_json(repo: str, filename: str, *, cache_dir: Path | None, offline: boo
         RepositoryNotFoundError,
     )
 
-    from stillmotion.models.loader import hub_reachable
+    from stillmotion.models import hub_probe
 
     cache = str(cache_dir) if cache_dir else None
     try:
         path = hf_hub_download(repo, filename, cache_dir=cache, local_files_only=True)
     except LocalEntryNotFoundError:
-        if offline or not hub_reachable():
+        if offline or not hub_probe.hub_reachable():
             why = (
                 "offline mode is on"
                 if offline

@@ -98,12 +98,12 @@ def check_available(weights: RifeWeights, *, cache_dir: Path | None = None, offl
     """Raise ``ModelUnavailable`` now, as loading would later, when the weights are not in the local cache and
     cannot be downloaded from here (offline mode, or the hub out of reach). Downloads nothing: the service
     calls it before a job asking for RIFE is queued or planned, as it does for a model."""
-    from stillmotion.models.loader import hub_reachable
+    from stillmotion.models import hub_probe
 
     try:
         _fetch(weights, cache_dir=cache_dir, offline=offline, cache_only=True)
     except ModelUnavailable:
-        if offline or not hub_reachable():
+        if offline or not hub_probe.hub_reachable():
             raise  # else the first run downloads them
 
 
