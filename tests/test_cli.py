@@ -132,12 +132,21 @@ def test_doctor_reports_device_encoder_and_weights(capsys: pytest.CaptureFixture
     assert report["video_encoder"].startswith("ok")
     assert "not downloaded" in report["default_model"]["weights"]
     # No GPU here: the warning says that only the tiny models are practical, and what each real one needs.
-    (warning,) = report["warnings"]
+    (warning,) = [w for w in report["warnings"] if "NVIDIA" in w]
     assert "no NVIDIA GPU" in warning and "tiny" in warning
     needs = {need["model"]: need for need in report["gpu_needs"]}
     assert {"i2vgen-xl", "wan2.1-i2v-14b-480p", "svd-xt", "ltx-video"} <= set(needs)
     assert all(0 < n["min_gib"] <= n["resident_gib"] for n in needs.values())
     assert f"i2vgen-xl {needs['i2vgen-xl']['min_gib']:g} GiB" in warning
+    # Host memory: the 14B Wan models need more RAM than i2vgen-xl; any model this machine's RAM cannot
+    # hold is named in a warning of its own, the others are not.
+    assert needs["wan2.1-i2v-14b-480p"]["min_host_gib"] > needs["i2vgen-xl"]["min_host_gib"] > 3
+    short = {name for name, n in needs.items() if n["min_host_gib"] > report["host_ram_gib"]}
+    host_warnings = [w for w in report["warnings"] if w.startswith("host memory")]
+    assert bool(host_warnings) == bool(short)
+    for name in needs:
+        assert all((f"{name} " in w) == (name in short) for w in host_warnings)
+    assert "GiB free" in report["models_disk"]["status"]
 
 
 def test_plan_without_an_image_says_which_aspect_it_assumed(
@@ -197,7 +206,18 @@ def test_ctrl_c_stops_within_a_step_and_leaves_no_file(tmp_path: Path) -> None:
 def test_plan_for_another_card_steps_down_the_ladder_and_refuses_with_what_fits(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    base = ["plan", "--model", "i2vgen-xl", "--prompt", "x", "--resolution", "1024p", "--json"]
+    base = [
+        "plan",
+        "--model",
+        "i2vgen-xl",
+        "--prompt",
+        "x",
+        "--resolution",
+        "1024p",
+        "--host-gb",
+        "64",
+        "--json",
+    ]
     rungs = []
     for gib in ("24", "6", "4"):
         assert main([*base, "--gpu-gb", gib]) == 0
@@ -211,7 +231,9 @@ def test_plan_for_another_card_steps_down_the_ladder_and_refuses_with_what_fits(
 
 def test_plan_needs_no_prompt(capsys: pytest.CaptureFixture[str]) -> None:
     """Memory does not depend on the words: `plan` without --prompt answers the plan."""
-    code = main(["plan", "--model", "i2vgen-xl", "--resolution", "768p", "--gpu-gb", "8", "--json"])
+    code = main(
+        ["plan", "--model", "i2vgen-xl", "--resolution", "768p", "--gpu-gb", "8", "--host-gb", "32", "--json"]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["plan"]["rung"] and report["request"]["prompt"] == ""
     assert main(["plan", "--model", "i2vgen-xl", "--num-frames", "99", "--gpu-gb", "8"]) == 2  # still checked
@@ -274,6 +296,8 @@ def test_plan_for_another_card_keeps_the_users_cap(
         "1024p",
         "--gpu-gb",
         card,
+        "--host-gb",
+        "64",
         "--vram-budget-gb",
         cap,
     ]

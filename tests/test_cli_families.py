@@ -58,16 +58,17 @@ def test_plan_for_a_card_answers_offline_for_each_family(
     capsys: pytest.CaptureFixture[str], model: str, gib: str
 ) -> None:
     prompt = [] if model == "svd-xt" else ["--prompt", "waves"]
-    assert main(["plan", "--model", model, "--gpu-gb", gib, *prompt, "--json"]) == 0
+    assert main(["plan", "--model", model, "--gpu-gb", gib, "--host-gb", "128", *prompt, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["request"]["model"] == model
     estimate = report["plan"]["estimate"]
     assert 0 < estimate["peak_reserved_gib"] * 1.1 <= float(gib)
+    assert 0 < estimate["host"]["peak_gib"] * 1.1 <= 128
     assert report["plan"]["approximate"] is False
 
 
 def test_plan_that_fits_only_approximately_says_how(capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["plan", "--model", "wan2.2-ti2v-5b", "--gpu-gb", "12", "--prompt", "waves"]
+    base = ["plan", "--model", "wan2.2-ti2v-5b", "--gpu-gb", "12", "--host-gb", "64", "--prompt", "waves"]
     assert main(base) == 3
     assert "would fit with approximate savings" in capsys.readouterr().err
     assert main([*base, "--allow-approximate"]) == 0

@@ -60,16 +60,21 @@ def test_generate_a_two_expert_video_with_a_lora_offline(tmp_path: Path) -> None
 def test_plan_of_the_a14b_on_a_12_gib_card_names_the_expert_switch(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["plan", "--model", "wan2.2-i2v-a14b", "--gpu-gb", "12"]) == 0
+    assert main(["plan", "--model", "wan2.2-i2v-a14b", "--gpu-gb", "12", "--host-gb", "128"]) == 0
     text = capsys.readouterr().out
     assert "expert switch after step 11: transformer -> transformer_2" in text
     assert "both experts (53.2 GiB) are kept in host memory" in text
     assert "ESTIMATED" in text
+    # Both experts and the text encoder in host memory: more than a 64 GiB machine has.
+    assert main(["plan", "--model", "wan2.2-i2v-a14b", "--gpu-gb", "12", "--host-gb", "64"]) == 3
+    assert "GiB of host memory (RAM)" in capsys.readouterr().err
 
 
 def test_the_fast_choice_is_labelled_and_cuts_the_expected_time(capsys: pytest.CaptureFixture[str]) -> None:
     # Planning needs the fast LoRA files here; offline without them, the plan names what to download.
-    code = main(["plan", "--model", "wan2.2-i2v-a14b", "--gpu-gb", "12", "--fast", "--offline"])
+    code = main(
+        ["plan", "--model", "wan2.2-i2v-a14b", "--gpu-gb", "12", "--host-gb", "128", "--fast", "--offline"]
+    )
     assert code == 1
     assert "hf download lightx2v/Wan2.2-Lightning" in capsys.readouterr().err
 

@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="plan for a CUDA card with this much free memory instead of this machine's device",
     )
+    plan.add_argument(
+        "--host-gb",
+        type=float,
+        help="plan for a machine with this much host memory (RAM) available instead of this one's",
+    )
 
     serve = sub.add_parser("serve", help="run the web UI and REST API")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -295,6 +300,30 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
     return EXIT_OK if all(result["ok"] for result in results) else EXIT_ERROR
 
 
+def _planned_budget(args: argparse.Namespace, engine: Any) -> Any:
+    """The machine ``plan`` plans for: this one, or a card of ``--gpu-gb`` and a host of ``--host-gb``
+    (each replaces only its own part; the user's VRAM cap still applies, the smaller one wins)."""
+    from stillmotion.memory.device import DeviceBudget, host_free_bytes, measure_budget
+    from stillmotion.memory.types import GIB
+
+    for name in ("gpu_gb", "host_gb"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise InvalidRequest(f"{name}={value} must be above 0 (GiB).", field=name)
+    if args.gpu_gb is None and args.host_gb is None:
+        return None  # the engine measures this machine
+    if args.gpu_gb is not None:
+        budget = DeviceBudget.fixed(
+            args.gpu_gb,
+            "cuda",
+            name=f"a CUDA card with {args.gpu_gb:g} GiB free",
+            user_budget_gb=engine.settings.vram_budget_gb,
+        ).with_host(host_free_bytes())
+    else:
+        budget = measure_budget(engine.device, engine.settings)
+    return budget if args.host_gb is None else budget.with_host(int(args.host_gb * GIB))
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from stillmotion.engine.engine import Engine
     from stillmotion.engine.resolve import resolve
@@ -306,20 +335,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         loaded = load_image_file(args.image)
         image_size = (loaded.width, loaded.height)
-    budget = None
-    if args.gpu_gb is not None:
-        from stillmotion.memory.device import DeviceBudget
-
-        if args.gpu_gb <= 0:
-            raise InvalidRequest(f"gpu_gb={args.gpu_gb} must be above 0.", field="gpu_gb")
-        # The card replaces this machine's device; the user's cap still applies (the smaller one wins).
-        budget = DeviceBudget.fixed(
-            args.gpu_gb,
-            "cuda",
-            name=f"a CUDA card with {args.gpu_gb:g} GiB free",
-            user_budget_gb=settings.vram_budget_gb,
-        )
     engine = Engine(settings)
+    budget = _planned_budget(args, engine)
     last_sha256 = None
     if args.last_image is not None:
         from stillmotion.media.image_input import load_image_file

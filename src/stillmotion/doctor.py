@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import platform
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -38,9 +39,10 @@ def collect(settings: Settings) -> dict[str, Any]:
         "host_ram_free_gib": round(psutil.virtual_memory().available / GIB, 1),
         "video_encoder": _video_encoder(),
         "data_dir": _data_dir(settings),
+        "models_disk": _models_disk(settings),
         "default_model": _model(settings),
         "gpu_needs": needs,
-        "warnings": _warnings(needs),
+        "warnings": _warnings(needs, psutil.virtual_memory().total / GIB),
     }
 
 
@@ -57,6 +59,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"host memory: {report['host_ram_free_gib']} GiB free of {report['host_ram_gib']} GiB",
         f"video encoder (H.264): {report['video_encoder']}",
         f"data folder: {report['data_dir']['path']} ({report['data_dir']['status']})",
+        f"model weights folder: {report['models_disk']['path']} ({report['models_disk']['status']})",
         f"default model: {report['default_model']['name']}: {report['default_model']['weights']}",
     ]
     lines += [f"WARNING: {warning}" for warning in report["warnings"]]
@@ -66,7 +69,8 @@ def format_report(report: dict[str, Any]) -> str:
 def gpu_needs() -> list[dict[str, Any]]:
     """What each real model needs on an NVIDIA GPU for its default request (square input), from the memory
     planner's estimates with its safety margin: ``min_gib``, its cheapest plan (weights offloaded to host
-    memory, slower), and ``resident_gib``, everything on the GPU (the fastest plan)."""
+    memory, slower), and ``resident_gib``, everything on the GPU (the fastest plan); ``min_host_gib``, the
+    least host memory (RAM) any of its plans needs (memory/host.py)."""
     from stillmotion.engine.request import GenerationRequest
     from stillmotion.memory.device import DeviceBudget
     from stillmotion.memory.plan import ESTIMATE_MARGIN, build_plan, smallest_estimate_gib, usable_rungs
@@ -82,20 +86,37 @@ def gpu_needs() -> list[dict[str, Any]]:
         fastest = usable_rungs(spec, allow_approximate=False)[0]
         resident = build_plan(spec, request, budget, fastest, allow_approximate=False).estimate
         assert resident is not None
+        # A host of 1 byte: every plan takes its least host memory (group offload pins on the fly).
+        short = budget.with_host(1)
+        host = [
+            build_plan(spec, request, short, rung, allow_approximate=False).estimate
+            for rung in usable_rungs(spec, allow_approximate=False)
+        ]
         needs.append(
             {
                 "model": spec.name,
                 "request": f"{request.width}x{request.height}, {request.num_frames} frames",
                 "min_gib": round(least * ESTIMATE_MARGIN, 1),
                 "resident_gib": round(resident.peak_reserved_gib * ESTIMATE_MARGIN, 1),
+                "min_host_gib": round(
+                    min(e.host.peak_gib for e in host if e and e.host) * ESTIMATE_MARGIN, 1
+                ),
             }
         )
     return needs
 
 
-def _warnings(needs: list[dict[str, Any]]) -> list[str]:
+def _warnings(needs: list[dict[str, Any]], host_ram_gib: float) -> list[str]:
     """What to know before a first job on this machine."""
     warnings = []
+    short = [n for n in needs if n["min_host_gib"] > host_ram_gib]
+    if short:
+        each = "; ".join(f"{n['model']} {n['min_host_gib']:g} GiB" for n in short)
+        warnings.append(
+            f"host memory: this machine has {host_ram_gib:.1f} GiB of RAM, less than these models need with "
+            f"16-bit weights, whatever the GPU: {each}. A GGUF transformer (transformer_gguf) needs less for "
+            "Wan 2.1 I2V and Wan 2.2 TI2V; `stillmotion plan --host-gb N` shows a plan's figure."
+        )
     if not torch.cuda.is_available():
         each = "; ".join(f"{n['model']} {n['min_gib']:g} GiB ({n['resident_gib']:g} GiB all on the GPU)"
                          for n in needs)  # fmt: skip
@@ -154,6 +175,20 @@ def _data_dir(settings: Settings) -> dict[str, str]:
         return {"path": str(path), "status": f"not writable: {exc.strerror}"}
     free_gib = psutil.disk_usage(str(path)).free / GIB
     return {"path": str(path), "status": f"writable, {free_gib:.1f} GiB free"}
+
+
+def _models_disk(settings: Settings) -> dict[str, str]:
+    """Where model weights are downloaded (the models folder, or the Hugging Face cache) and its free disk."""
+    if settings.models_dir is not None:
+        path = settings.models_dir.resolve()
+    else:
+        hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+        path = Path(os.environ.get("HF_HUB_CACHE") or os.path.join(hf_home, "hub"))
+    probe = path
+    while not probe.exists() and probe != probe.parent:  # not created yet: the disk it will be on
+        probe = probe.parent
+    free_gib = psutil.disk_usage(str(probe)).free / GIB
+    return {"path": str(path), "status": f"{free_gib:.1f} GiB free"}
 
 
 def _model(settings: Settings) -> dict[str, str]:

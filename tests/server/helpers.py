@@ -161,9 +161,16 @@ def wait_healthy(
 
 
 def wait_terminal(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    """The job once it is terminal. A 503 (the database is briefly unreachable) is waited out, as a client
+    following Retry-After would; any other non-200 answer fails at once, showing it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        answer = client.get(f"/api/v1/jobs/{job_id}")
+        if answer.status_code == 503 and int(answer.headers.get("Retry-After", "0")) > 0:
+            time.sleep(0.5)
+            continue
+        assert answer.status_code == 200, f"GET job {job_id}: {answer.status_code} {answer.text}"
+        job: dict[str, Any] = answer.json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.2)

@@ -294,6 +294,8 @@ def test_plan_without_and_with_image(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     plan = response.json()
     assert plan["fits"] is True and plan["request"]["height"] == 64 and plan["plan"]
+    host = plan["plan"]["estimate"]["host"]  # host memory per stage, in every plan (docs/memory.md 9)
+    assert host["peak_gib"] >= host["runtime_gib"] > 0 and host["peak_stage"] in ("load", "place", "run")
     with_image = client.post(
         "/api/v1/plan",
         files={"image": ("p.png", png_bytes(128, 64), "image/png")},

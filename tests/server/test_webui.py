@@ -193,6 +193,18 @@ def test_the_plan_readout_shows_the_interpolated_frames_and_fps() -> None:
     assert "**Interpolation 4x** (rife): 64 frames at 32 fps" in plan_markdown(out)
 
 
+def test_the_plan_readout_shows_host_memory_on_a_gpu_and_not_on_a_cpu() -> None:
+    out = {
+        "fits": True,
+        "request": {"width": 832, "height": 480, "num_frames": 81, "num_inference_steps": 50, "model": "m"},
+        "plan": {"rung": "group_offload", "estimate": {"peak_reserved_gib": 9.1, "host": {"peak_gib": 46.2}}},
+        "budget": {"device_type": "cuda", "budget_bytes": 12 * 2**30, "host_free_bytes": 64 * 2**30},
+    }
+    assert "host memory about 46.2 GiB of 64.0 GiB" in plan_markdown(out)
+    on_cpu = {**out, "budget": {"device_type": "cpu", "budget_bytes": 20 * 2**30}}
+    assert "host memory" not in plan_markdown(on_cpu)  # the device figure is the host's there
+
+
 def test_a_model_that_cannot_be_had_says_how_to_choose_one_in_the_ui() -> None:
     failed = job(
         JobStatus.FAILED,

@@ -39,11 +39,20 @@ from stillmotion.media.checks import check_frames, to_uint8
 from stillmotion.media.image_input import InputImage
 from stillmotion.media.interpolation import Interpolator, output_fps_problem
 from stillmotion.media.video_output import format_for_path, write_video
-from stillmotion.memory.apply import apply_plan, needs_reload, release_encoders, reset_placement, torch_dtype
+from stillmotion.memory.apply import (
+    apply_plan,
+    held_host_bytes,
+    needs_reload,
+    release_encoders,
+    reset_placement,
+    torch_dtype,
+)
 from stillmotion.memory.device import DeviceBudget, configure_allocator, measure_budget
+from stillmotion.memory.host import HOST_RUNTIME_GIB
 from stillmotion.memory.interpolation import InterpolationPlan, plan_interpolation
 from stillmotion.memory.plan import MemoryPlan, plan_memory
 from stillmotion.memory.recovery import next_plan
+from stillmotion.memory.types import GIB
 from stillmotion.models.adapters import family_of
 from stillmotion.models.family import Components, ModelFamily
 from stillmotion.models.loader import load_components
@@ -110,12 +119,24 @@ class Engine:
     ) -> PlanReport:
         """The plan ``generate`` would use now (or on ``budget``, e.g. another card); loads no weights."""
         spec = self._spec(request.model)
-        budget = budget or measure_budget(self.device, self.settings)
+        budget = budget or self.budget()
         plan = plan_memory(
             spec, request, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
         )
         interpolation = _plan_interpolation(request, budget)
         return PlanReport(request=request, budget=budget, plan=plan, interpolation=interpolation)
+
+    def budget(self) -> DeviceBudget:
+        """What the device and the host give a job now. What this process already holds counts as
+        available: its loaded weights (the next job reuses them, or they are unloaded for another model) and,
+        once CUDA is up here, the runtime the host estimate includes (memory/host.py)."""
+        budget = measure_budget(self.device, self.settings)
+        if budget.host_free_bytes <= 0:
+            return budget  # unknown: not checked
+        held = 0 if self._loaded is None else held_host_bytes(self._loaded[2].modules().values())
+        if self.device.type == "cuda" and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            held += int(HOST_RUNTIME_GIB * GIB)
+        return budget.with_host(budget.host_free_bytes + held)
 
     def generate(
         self,
@@ -143,7 +164,7 @@ class Engine:
         spec = self._spec(request.model)
         run = RunState.start(request, spec, family_of(spec), hooks, cancel)
         with run.in_phase(Stage.PLAN, "planning memory", timed=False):
-            budget = measure_budget(self.device, self.settings)
+            budget = self.budget()
             plan = plan_memory(
                 spec, request, budget, allow_approximate=self.settings.allow_approximate, strategy=strategy
             )

@@ -11,7 +11,8 @@ chunking, then places the weights:
 - MODEL_OFFLOAD: accelerate ``cpu_offload_with_hook`` chained in ``roles.offload_order``, the order of
   diffusers' ``enable_model_cpu_offload`` for the family (e.g. text_encoder -> image_encoder -> unet -> vae).
 - GROUP_OFFLOAD: diffusers ``apply_group_offloading`` (block level for the denoiser, leaf level for the rest,
-  ``use_stream=True`` on CUDA) on every model.
+  ``use_stream=True`` on CUDA) on every model; weights pinned up front, or on the fly (``low_cpu_mem_usage``)
+  when the plan says so (host memory short: memory/host.py).
 - SEQUENTIAL_OFFLOAD: accelerate ``cpu_offload`` on every model.
 
 ``reset_placement`` undoes all of it (hooks removed, weights back on the CPU, cache emptied) so a new plan
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -95,6 +96,7 @@ def apply_plan(
                 offload_device=torch.device("cpu"),
                 offload_type=offload_type.value,
                 use_stream=use_stream,
+                low_cpu_mem_usage=plan.pin_on_the_fly,  # one host copy, pinned per group as it loads
                 **kwargs,
             )
     elif plan.placement is Placement.SEQUENTIAL_OFFLOAD:
@@ -104,6 +106,22 @@ def apply_plan(
             cpu_offload(module, execution_device=device)
     else:  # pragma: no cover - exhaustive
         raise ValueError(f"unknown placement {plan.placement!r}")
+
+
+def held_host_bytes(modules: Iterable[torch.nn.Module]) -> int:
+    """Bytes of the modules' weights and buffers in host memory now (each storage counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for module in modules:
+        for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.device.type != "cpu" or tensor.is_meta:
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
 
 
 def _model_offload_chain(chain: list[torch.nn.Module], device: torch.device) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -61,7 +61,8 @@ def expandable_segments_enabled() -> bool:
     return False
 
 
-def _host_free_bytes() -> int:
+def host_free_bytes() -> int:
+    """Host memory available now (psutil's ``available``: free plus reclaimable caches)."""
     try:
         import psutil
 
@@ -120,9 +121,11 @@ class DeviceBudget:
         expandable_segments: bool = True,
         name: str = "fixed",
         user_budget_gb: float | None = None,
+        host_gib: float | None = None,
     ) -> DeviceBudget:
         """``gib`` GiB free (tests, ``stillmotion plan --gpu-gb``, benchmark caps), capped by the user's
-        ``vram_budget_gb`` when given: the budget is the smaller of the two, as on a measured card."""
+        ``vram_budget_gb`` when given: the budget is the smaller of the two, as on a measured card.
+        ``host_gib``: host memory available (None: unknown, not checked)."""
         free = int(gib * GIB)
         user = None if user_budget_gb is None else int(user_budget_gb * GIB)
         total = int((total_gib if total_gib is not None else gib) * GIB)
@@ -133,9 +136,15 @@ class DeviceBudget:
             budget_bytes=free if user is None else min(free, user),
             reserve_bytes=0,
             name=name,
+            host_free_bytes=0 if host_gib is None else int(host_gib * GIB),
             expandable_segments=expandable_segments,
             user_budget_bytes=user,
         )
+
+    def with_host(self, host_free_bytes: int) -> DeviceBudget:
+        """The same device with ``host_free_bytes`` of host memory available (``--host-gb``, or what this
+        process already holds added back)."""
+        return replace(self, host_free_bytes=max(0, host_free_bytes))
 
     @classmethod
     def measure(
@@ -146,7 +155,7 @@ class DeviceBudget:
     ) -> DeviceBudget:
         """Measure ``device`` now; ``vram_budget_gb`` caps the budget, ``reserve_vram_gb`` is kept back."""
         user = None if vram_budget_gb is None else int(vram_budget_gb * GIB)
-        host_free = _host_free_bytes()
+        host_free = host_free_bytes()
         if device.type == "cuda":
             queried = None
             if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]

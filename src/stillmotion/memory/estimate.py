@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from stillmotion.memory import experts
+from stillmotion.memory import experts, host
 from stillmotion.memory.types import (
     GIB,
     GroupOffloadType,
@@ -122,12 +122,19 @@ def _weights_gib(
     return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=quantized) / GIB
 
 
+def _stored_weights_gib(
+    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None, *, fp8: bool
+) -> float:
+    """All of ``role``'s weights as the plan stores them (its dtype, the VAE's, fp8 or a quantized file)."""
+    dtype = plan.effective_vae_dtype if role == "vae" else plan.dtype
+    return _weights_gib(spec, role, dtype, fp8=fp8, quantized=quantized)
+
+
 def _placed_weights_gib(
     spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None = None
 ) -> float:
     """Weights of ``role`` on the device while it runs, under the plan's placement."""
-    dtype = plan.effective_vae_dtype if role == "vae" else plan.dtype
-    full = _weights_gib(spec, role, dtype, fp8=plan.fp8_weights, quantized=quantized)
+    full = _stored_weights_gib(spec, plan, role, quantized, fp8=plan.fp8_weights)
     facts = spec.memory
     leaf = facts.group_leaf_resident_gib
     if role in ENCODERS and facts.encoder_leaf_resident_gib:
@@ -213,6 +220,11 @@ def estimate_memory(
     decode_weights = denoise_weights if plan.placement is Placement.RESIDENT else w["vae"]
     decode = phase_estimate(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
 
+    # 4. host memory: what loading, placing and running keep in RAM (memory/host.py).
+    stored = {role: _stored_weights_gib(spec, plan, role, quantized, fp8=plan.fp8_weights) for role in ROLES}
+    loaded = {role: _stored_weights_gib(spec, plan, role, quantized, fp8=False) for role in ROLES}
+    host_memory = host.host_estimate(request, plan, stored, loaded=loaded)
+
     s_per_step, total_s = expected_time(spec, request, plan)
     baseline = expected_time(spec, request, _resident_like(plan))[1]
     switch = experts.expert_switch_s(spec, request, plan, w["denoiser_2"])
@@ -232,6 +244,7 @@ def estimate_memory(
         experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype, quantized=quantized))
         if two
         else "",
+        host=host_memory,
     )
 
 
@@ -268,6 +281,10 @@ def expected_time(spec: ModelSpec, request: RequestShape, plan: MemoryPlan) -> t
     elif plan.placement is Placement.GROUP_OFFLOAD:
         leaf = plan.group_offload_type is not GroupOffloadType.BLOCK_LEVEL
         step += facts.group_leaf_step_overhead_s if leaf else facts.group_block_step_overhead_s
+        denoiser = _stored_weights_gib(
+            spec, plan, "denoiser", request.quantized_denoiser, fp8=plan.fp8_weights
+        )
+        step += host.pin_on_the_fly_s_per_step(plan, denoiser)
     elif plan.placement is Placement.SEQUENTIAL_OFFLOAD:
         step += facts.sequential_step_overhead_s
     return step, fixed + REFERENCE_STEPS * step

@@ -31,7 +31,9 @@ from dataclasses import dataclass, replace
 from stillmotion.errors import CannotFit, InvalidRequest
 from stillmotion.memory.device import DeviceBudget
 from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, guidance_batch
+from stillmotion.memory.host_refusal import NominalQuantized, host_memory_refusal, host_need_gib
 from stillmotion.memory.types import (
+    ESTIMATE_MARGIN,
     GIB,
     GroupOffloadType,
     MemoryEstimate,
@@ -57,10 +59,6 @@ __all__ = [
     "usable_rungs",
 ]
 
-# The estimate is multiplied by this before it is compared with the budget: the estimator is calibrated to a
-# few percent on the measured cells (docs/memory.md), and 10% covers the unmeasured ones and fragmentation
-# (ComfyUI uses the same margin).
-ESTIMATE_MARGIN = 1.10
 # Largest VAE decode chunk: beyond 8 frames the decode is no faster on an H100 and only costs memory.
 MAX_DECODE_CHUNK = 8
 # Feed-forward chunking is used only where it can bring the peak below this fraction of the unchunked one.
@@ -210,8 +208,21 @@ def expandable_memory(budget: DeviceBudget) -> bool:
 
 
 def fits(estimate: MemoryEstimate, budget: DeviceBudget) -> bool:
-    """Whether the estimate, with ESTIMATE_MARGIN, fits in the budget."""
+    """Whether the estimate, with ESTIMATE_MARGIN, fits in the budget: the device, and the host memory."""
+    return fits_device(estimate, budget) and fits_host(estimate, budget)
+
+
+def fits_device(estimate: MemoryEstimate, budget: DeviceBudget) -> bool:
+    """Whether the device peak, with ESTIMATE_MARGIN, fits in the device budget."""
     return estimate.peak_reserved_gib * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
+
+
+def fits_host(estimate: MemoryEstimate, budget: DeviceBudget) -> bool:
+    """Whether the host peak, with ESTIMATE_MARGIN, fits in the host memory available. Not checked on a CPU
+    (the device estimate is the host's) nor where the host's memory is unknown (``host_free_bytes`` 0)."""
+    if budget.device_type == "cpu" or budget.host_free_bytes <= 0 or estimate.host is None:
+        return True
+    return estimate.host.peak_gib * ESTIMATE_MARGIN * GIB <= budget.host_free_bytes
 
 
 def build_plan(
@@ -257,7 +268,14 @@ def build_plan(
         decode_chunk_size = _choose_decode_chunk(spec, request, budget, plan)
     approximate_chunks = chunking is DecodeChunking.APPROXIMATE and decode_chunk_size < request.num_frames
     plan = replace(plan, decode_chunk_size=decode_chunk_size, decode_chunk_approximate=approximate_chunks)
-    return replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
+    plan = replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
+    assert plan.estimate is not None
+    if plan.placement is Placement.GROUP_OFFLOAD and not fits_host(plan.estimate, budget):
+        # Short of host memory for two copies while the weights are pinned up front: pin them on the fly
+        # (one copy, exact, slower per step; memory/host.py).
+        plan = replace(plan, pin_on_the_fly=True)
+        plan = replace(plan, estimate=estimate_memory(spec, request, plan, expandable_segments=expandable))
+    return plan
 
 
 def _choose_decode_chunk(
@@ -342,6 +360,16 @@ def _reason(plan: MemoryPlan, rung: Rung, budget: DeviceBudget, *, forced: bool,
         why += f"; approximate: {', '.join(plan.approximations)}"
     if plan.weight_format is not None:
         why += f"; transformer weights {plan.weight_format} from the request's file (APPROXIMATE)"
+    if est.host is not None and budget.device_type != "cpu":
+        why += f"; host memory {est.host.peak_gib:.2f} GiB ({est.host.peak_stage})"
+        if budget.host_free_bytes > 0:
+            why += f" x {ESTIMATE_MARGIN:.2f} vs {budget.host_free_bytes / GIB:.2f} GiB available"
+            if forced and not fits_host(est, budget):
+                why += " (DOES NOT FIT IN HOST MEMORY: the system may swap or kill the process)"
+        else:
+            why += " (not checked: host memory unknown)"
+        if plan.pin_on_the_fly:
+            why += ", offloaded weights pinned on the fly (one host copy; slower per step)"
     return f"{head}; {why}; expected {est.slowdown:.2f}x the resident time"
 
 
@@ -378,9 +406,38 @@ def plan_memory(
     ]
     chosen = fastest_fitting(candidates, budget)
     if chosen is None:
+        plans = [plan for _, plan in candidates]
+        on_device = [plan for plan in plans if plan.estimate and fits_device(plan.estimate, budget)]
+        if on_device:  # the device could take it: host memory is what is short
+            with_q4 = _quantized_host_need(spec, request, budget, allow_approximate=allow_approximate)
+            raise host_memory_refusal(request, budget, on_device, plans, quantized_need_gib=with_q4)
         raise cannot_fit(spec, request, budget, allow_approximate=allow_approximate)
     rung, plan = chosen
     return replace(plan, reason=_reason(plan, rung, budget, forced=False, skipped=rungs.index(rung)))
+
+
+def _quantized_host_need(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, allow_approximate: bool
+) -> float | None:
+    """For a model that takes a GGUF transformer and a request without one: the host memory (GiB, margin
+    included) a typical 4-bit file (NominalQuantized) would need on this card; None when that file would not
+    fit the card either, or does not apply."""
+    if not spec.accepts_gguf or request.quantized_denoiser is not None:
+        return None
+    shape = Shape(
+        request.height,
+        request.width,
+        request.num_frames,
+        request.guidance_scale,
+        request.num_inference_steps,
+        request.flow_shift,
+        quantized_denoiser=NominalQuantized(spec.params.denoiser),
+    )
+    try:
+        return host_need_gib(plan_memory(spec, shape, budget, allow_approximate=allow_approximate))
+    except CannotFit as refused:  # short of host memory even so: its own refusal says how much it needs
+        need = refused.details.get("needed_host_gib")
+        return float(need) if isinstance(need, int | float) else None
 
 
 def fastest_fitting(
@@ -424,6 +481,30 @@ def _fits_any(spec: ModelSpec, shape: RequestShape, budget: DeviceBudget, allow_
     return need * ESTIMATE_MARGIN * GIB <= budget.budget_bytes
 
 
+def _largest_fitting_frames(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, allow_approximate: bool
+) -> int | None:
+    """The most frames below the request's, of a count the model takes (frame_step x k + 1 where it has a
+    step), that fit at this size; None if not even the fewest do. Memory grows with frames, so a bisection
+    over the valid counts finds it."""
+    limits = spec.limits
+    step = limits.frame_step
+    counts = [
+        frames
+        for frames in range(limits.min_frames, request.num_frames)
+        if step == 1 or (frames - 1) % step == 0
+    ]
+    low, high, best = 0, len(counts) - 1, None
+    while low <= high:
+        middle = (low + high) // 2
+        shape = Shape(request.height, request.width, counts[middle], request.guidance_scale)
+        if _fits_any(spec, shape, budget, allow_approximate):
+            best, low = counts[middle], middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
 def cannot_fit(
     spec: ModelSpec, request: RequestShape, budget: DeviceBudget, *, allow_approximate: bool
 ) -> CannotFit:
@@ -438,16 +519,10 @@ def cannot_fit(
         "largest_size": None,
     }
     hints = []
-    for frames in range(request.num_frames - 1, limits.min_frames - 1, -1):
-        if _fits_any(
-            spec,
-            Shape(request.height, request.width, frames, request.guidance_scale),
-            budget,
-            allow_approximate,
-        ):
-            details["largest_num_frames"] = frames
-            hints.append(f"{frames} frames at {request.width}x{request.height}")
-            break
+    frames = _largest_fitting_frames(spec, request, budget, allow_approximate)
+    if frames is not None:
+        details["largest_num_frames"] = frames
+        hints.append(f"{frames} frames at {request.width}x{request.height}")
     aspect = request.width / request.height
     step = limits.preset_multiple
     for side in sorted({*RESOLUTION_PRESETS.values(), 384, 256}, reverse=True):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.plan import ESTIMATE_MARGIN
-from stillmotion.memory.types import GIB, MemoryPlan
+from stillmotion.memory.types import ESTIMATE_MARGIN, GIB, MemoryPlan
 
 
 def budget_text(budget: DeviceBudget) -> str:
@@ -20,6 +19,26 @@ def budget_text(budget: DeviceBudget) -> str:
         parts.append(f"your cap of {cap:.2f} GiB (--vram-budget-gb / STILLMOTION_VRAM_BUDGET_GB)")
         return f"{text}: the smaller of {' and '.join(parts)}"
     return f"{text} ({parts[0]})"
+
+
+def host_text(plan: MemoryPlan, budget: DeviceBudget) -> str:
+    """'host memory: peak 46.22 GiB (run) ...': the host estimate per stage against what the host has."""
+    assert plan.estimate is not None and plan.estimate.host is not None
+    host = plan.estimate.host
+    available = (
+        f"{budget.host_free_bytes / GIB:.2f} GiB available"
+        if budget.host_free_bytes > 0
+        else "host memory unknown, not checked"
+    )
+    pinning = ", pinned on the fly" if plan.pin_on_the_fly else ""
+    return (
+        f"host memory (RAM): peak {host.peak_gib:.2f} GiB ({host.peak_stage}); "
+        f"runtime {host.runtime_gib:.1f}, weights loaded {host.load_gib:.2f}, "
+        f"while placing {host.place_gib:.2f}, kept while running "
+        f"{host.run_gib:.2f} (pinned {host.pinned_gib:.2f}{pinning}), decoded video {host.video_gib:.2f}; "
+        f"with the {ESTIMATE_MARGIN:.2f}x margin {host.peak_gib * ESTIMATE_MARGIN:.2f} GiB vs {available} "
+        "(ESTIMATED)"
+    )
 
 
 def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
@@ -78,6 +97,8 @@ def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
             lines.append(f"{switch}{cost}; {est.experts_note}")
         if est.lora_gib:
             lines.append(f"LoRAs: {est.lora_gib:.2f} GiB counted in the denoise phase")
+        if est.host is not None and budget.device_type != "cpu":
+            lines.append(host_text(plan, budget))
     lines.append(
         "approximate: "
         + (", ".join(plan.approximations) if plan.approximate else "no (exact plan)")

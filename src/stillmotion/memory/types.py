@@ -13,6 +13,10 @@ from typing import Any, Protocol
 from stillmotion.memory.weight_formats import QuantizedWeights
 
 GIB = 1024**3
+# The estimate is multiplied by this before it is compared with the budget: the estimator is calibrated to a
+# few percent on the measured cells (docs/memory.md), and 10% covers the unmeasured ones and fragmentation
+# (ComfyUI uses the same margin). Host-memory figures take the same margin.
+ESTIMATE_MARGIN = 1.10
 
 
 class RequestShape(Protocol):
@@ -94,6 +98,39 @@ class PhaseEstimate:
 
 
 @dataclass(frozen=True)
+class HostEstimate:
+    """Predicted peak host memory (GiB) of a plan, per stage (memory/host.py says what each holds)."""
+
+    runtime_gib: float  # the process before any weight
+    load_gib: float  # every component loaded into host memory, before placement
+    place_gib: float  # while the plan is applied (group offload's pinned copies beside the loaded ones)
+    run_gib: float  # weights the placement keeps in host memory while the job runs
+    pinned_gib: float  # of those, page-locked (group offload with CUDA streams)
+    video_gib: float  # the decoded video
+
+    @property
+    def peak_gib(self) -> float:
+        return self.runtime_gib + max(self.load_gib, self.place_gib, self.run_gib + self.video_gib)
+
+    @property
+    def peak_stage(self) -> str:
+        stages = {"load": self.load_gib, "place": self.place_gib, "run": self.run_gib + self.video_gib}
+        return max(stages, key=lambda name: stages[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peak_gib": round(self.peak_gib, 3),
+            "peak_stage": self.peak_stage,
+            "runtime_gib": round(self.runtime_gib, 3),
+            "load_gib": round(self.load_gib, 3),
+            "place_gib": round(self.place_gib, 3),
+            "run_gib": round(self.run_gib, 3),
+            "pinned_gib": round(self.pinned_gib, 3),
+            "video_gib": round(self.video_gib, 3),
+        }
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
     """Predicted peaks per phase plus the expected speed of a plan (from estimate.estimate_memory)."""
 
@@ -109,6 +146,7 @@ class MemoryEstimate:
     switch_after_step: int | None = None  # two experts: the last high-noise step (None: one denoiser)
     lora_gib: float = 0.0  # LoRA weights (and unfused side outputs) counted in the denoise phase
     experts_note: str = ""  # two experts: where they live (memory/experts.py host_note)
+    host: HostEstimate | None = None  # host memory (memory/host.py)
 
     @property
     def peak_reserved_gib(self) -> float:
@@ -139,6 +177,7 @@ class MemoryEstimate:
             "switch_after_step": self.switch_after_step,
             "lora_gib": round(self.lora_gib, 3),
             "experts": self.experts_note or None,
+            "host": None if self.host is None else self.host.to_dict(),
         }
 
 
@@ -164,6 +203,9 @@ class MemoryPlan:
     # APPROXIMATE for temporal decoders (SVD): each decode chunk sees only its own frames (flicker may show).
     decode_chunk_approximate: bool = False
     group_offload_type: GroupOffloadType | None = None  # only for GROUP_OFFLOAD
+    # GROUP_OFFLOAD only: pin each group as it is loaded (diffusers' low_cpu_mem_usage=True) instead of every
+    # weight up front; exact, one host copy instead of two while placing, slower per step (memory/host.py).
+    pin_on_the_fly: bool = False
     # APPROXIMATE, chosen by the request (its transformer_gguf), not by the planner: the denoiser's weights
     # come from a quantized file of this format ("GGUF Q8_0"); the request's approximations label it.
     weight_format: str | None = None
@@ -196,6 +238,7 @@ class MemoryPlan:
             "rung": self.rung,
             "placement": self.placement.value,
             "group_offload_type": None if self.group_offload_type is None else self.group_offload_type.value,
+            "pin_on_the_fly": self.pin_on_the_fly,
             "dtype": self.dtype,
             "vae_dtype": self.effective_vae_dtype,
             "release_encoders": self.release_encoders,

@@ -215,6 +215,19 @@ else:
     PhaseEstimateOut = wire_model(PhaseEstimate, "PhaseEstimateOut", "Predicted peak of one phase, in GiB.")
 
 
+class HostEstimateOut(_Out):
+    """Predicted peak host memory of a plan, in GiB (memory/host.py; memory/types.py HostEstimate)."""
+
+    peak_gib: float = Field(description="The most host memory the job holds at once (runtime included).")
+    peak_stage: Literal["load", "place", "run"]
+    runtime_gib: float = Field(description="The process before any weight (assumed).")
+    load_gib: float = Field(description="Every component loaded into host memory, before placement.")
+    place_gib: float = Field(description="While the plan is applied (pinned copies beside the loaded ones).")
+    run_gib: float = Field(description="Weights the placement keeps in host memory while the job runs.")
+    pinned_gib: float = Field(description="Of those, page-locked (group offload with CUDA streams).")
+    video_gib: float = Field(description="The decoded video.")
+
+
 class MemoryEstimateOut(_Out):
     """Predicted peaks per phase and the expected speed of a plan (memory/types.py MemoryEstimate.to_dict)."""
 
@@ -234,6 +247,7 @@ class MemoryEstimateOut(_Out):
     switch_after_step: int | None = Field(default=None, description="Two experts: the last high-noise step.")
     lora_gib: float = Field(default=0.0, description="LoRA weights counted in the denoise phase.")
     experts: str | None = Field(default=None, description="Two experts: where they live.")
+    host: HostEstimateOut | None = Field(default=None, description="Host memory (RAM) the plan needs.")
 
 
 if not TYPE_CHECKING:

@@ -113,6 +113,11 @@ def plan_markdown(out: Mapping[str, Any]) -> str:
         of = f" of {budget_gib / 2**30:.1f} GiB" if isinstance(budget_gib, int | float) and budget_gib else ""
         where = f" on {device}" if device else ""
         parts.append(f"peak about {peak:.1f} GiB{of}{where}")
+    host = estimate.get("host") or {}
+    host_free = budget.get("host_free_bytes")
+    if isinstance(host.get("peak_gib"), int | float) and budget.get("device_type") != "cpu":
+        of = f" of {host_free / 2**30:.1f} GiB" if isinstance(host_free, int | float) and host_free else ""
+        parts.append(f"host memory about {host['peak_gib']:.1f} GiB{of}")
     expected = out.get("expected_time_s")
     if isinstance(expected, int | float):
         parts.append(f"about **{format_duration(expected)}** ({out.get('expected_time_basis')})")

@@ -246,7 +246,9 @@ class Worker:
             if device.type == "cuda" and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 index = device.index if device.index is not None else torch.cuda.current_device()
                 reusable = int(torch.cuda.memory_reserved(index))
-            budget = measure_budget(device, self.settings)
+            # The engine's own view counts the host memory its loaded weights hold as available.
+            own = getattr(self.engine, "budget", None)
+            budget = own() if callable(own) else measure_budget(device, self.settings)
             loaded = getattr(self.engine, "_loaded", None)
             worker_state.publish(
                 worker_state.state_path(self.settings.data_dir, self.worker_id),

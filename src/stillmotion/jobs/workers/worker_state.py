@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported only where a budget is measured, not by the API at start
     from stillmotion.memory.device import DeviceBudget
 
+GIB = 1024**3
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
@@ -97,6 +98,15 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
+def _with_worker_host(budget: DeviceBudget, state: dict[str, Any]) -> DeviceBudget:
+    """The host memory the worker measured for its next job (its loaded weights count as available there),
+    when that is more than this process sees."""
+    published = (state.get("budget") or {}).get("host_free_gib")
+    if not isinstance(published, int | float) or isinstance(published, bool) or budget.host_free_bytes <= 0:
+        return budget
+    return budget.with_host(max(budget.host_free_bytes, int(published * GIB)))
+
+
 def budget_with_worker(budget: DeviceBudget, device: str, state: dict[str, Any] | None) -> DeviceBudget:
     """``budget`` (measured by the API process on ``device``) plus the memory the worker will reuse.
 
@@ -108,6 +118,7 @@ def budget_with_worker(budget: DeviceBudget, device: str, state: dict[str, Any] 
         return budget
     if state.get("device") != device or not pid_alive(state.get("pid")):
         return budget
+    budget = _with_worker_host(budget, state)
     reusable = state.get("reusable_bytes")
     if not isinstance(reusable, int) or isinstance(reusable, bool) or reusable <= 0:
         return budget
