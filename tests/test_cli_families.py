@@ -75,3 +75,21 @@ def test_plan_that_fits_only_approximately_says_how(capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "plan: tiled_decode" in text and "estimated peak" in text
     assert "approximate: vae_tiling" in text
+
+
+def test_the_deployments_host_budget_replaces_the_measured_ram(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STILLMOTION_HOST_BUDGET_GB plans for that much RAM (docs/memory.md section 9); --host-gb wins."""
+    base = ["plan", "--model", "wan2.1-i2v-14b-480p", "--gpu-gb", "12", "--json"]
+    monkeypatch.setenv("STILLMOTION_HOST_BUDGET_GB", "16")
+    assert main(base) == 3
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["details"]["host_available_gib"] == 16.0 and "of host memory (RAM)" in error["message"]
+    assert main([*base, "--host-gb", "64"]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["pin_on_the_fly"] is True and plan["estimate"]["host"]["peak_gib"] * 1.1 <= 64
+    monkeypatch.setenv("STILLMOTION_HOST_BUDGET_GB", "0")
+    assert main(base) == 2  # not a budget: refused naming the setting
+    said = capsys.readouterr()
+    assert "host_budget_gb" in said.out + said.err

@@ -318,7 +318,11 @@ def _planned_budget(args: argparse.Namespace, engine: Any) -> Any:
             "cuda",
             name=f"a CUDA card with {args.gpu_gb:g} GiB free",
             user_budget_gb=engine.settings.vram_budget_gb,
-        ).with_host(host_free_bytes())
+        ).with_host(
+            host_free_bytes()
+            if engine.settings.host_budget_gb is None
+            else int(engine.settings.host_budget_gb * GIB)
+        )
     else:
         budget = measure_budget(engine.device, engine.settings)
     return budget if args.host_gb is None else budget.with_host(int(args.host_gb * GIB))

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Use at most this much GPU memory (GiB) for a generation; default: what is free now.",
     )
+    host_budget_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Plan for this much host memory (RAM, GiB) instead of what the system reports available "
+        "now; higher only where swap or memory-mapped weights are known to serve (docs/memory.md section 9).",
+    )
     reserve_vram_gb: float = Field(
         default=0.5,
         ge=0,

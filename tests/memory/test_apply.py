@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 import torch
 
-from stillmotion.memory.apply import apply_plan, needs_reload, release_encoders, reset_placement
+from stillmotion.memory.apply import (
+    apply_plan,
+    held_host_bytes,
+    needs_reload,
+    release_encoders,
+    reset_placement,
+)
 from stillmotion.memory.chunking import ff_chunking_enabled
 from stillmotion.memory.types import GroupOffloadType, MemoryPlan, Placement
 from stillmotion.models.i2vgen_xl import ROLES
@@ -39,6 +45,15 @@ EXACT_PLANS = {
         placement=Placement.GROUP_OFFLOAD,
         release_encoders=True,
         group_offload_type=GroupOffloadType.BLOCK_LEVEL,
+    ),
+    # Short of host memory: one host copy, each group pinned as it loads (the same output).
+    "group_offload_pinned_on_the_fly": replace(
+        BASE,
+        rung="group_offload",
+        placement=Placement.GROUP_OFFLOAD,
+        release_encoders=True,
+        group_offload_type=GroupOffloadType.BLOCK_LEVEL,
+        pin_on_the_fly=True,
     ),
     "group_offload_leaf": replace(
         BASE,
@@ -90,6 +105,22 @@ def test_every_exact_placement_gives_the_resident_output(
     assert not ff_chunking_enabled(modules["unet"])
     assert all(p.device == CPU for m in modules.values() for p in m.parameters())
     assert torch.equal(run_unet(modules["unet"], unet_inputs), expected)
+
+
+def test_held_host_bytes_counts_each_weight_in_host_memory_once(tiny: dict[str, Any]) -> None:
+    """What the engine adds back to the host budget: its loaded weights and buffers, a shared one once, and
+    nothing that is not in host memory."""
+    modules = _models(tiny)
+    tensors = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for m in modules.values()
+        for t in (*m.parameters(), *m.buffers())
+    }
+    total = held_host_bytes(modules.values())
+    assert total == sum(tensors.values()) > 0
+    assert held_host_bytes([*modules.values(), modules["unet"]]) == total  # listed twice, counted once
+    on_meta = torch.nn.Linear(64, 64, device="meta")
+    assert held_host_bytes([on_meta]) == 0
 
 
 def test_recovery_path_reapplies_a_cheaper_plan_after_reset(

@@ -19,12 +19,14 @@ from stillmotion.jobs.workers.worker import EngineLike
 from stillmotion.media.image_input import InputImage
 
 
-class StepHook:
-    """Runs ``action`` at the progress event of ``stage`` and ``step``, before the worker sees the event."""
+class _HookedEngine:
+    """The engine's interface with one engine hook (``callbacks()``) put in front of the caller's."""
 
-    def __init__(self, engine: EngineLike, stage: Stage, step: int, action: Callable[[], None]) -> None:
-        self.engine, self.stage, self.step, self.action = engine, stage, step, action
-        self.events: list[ProgressEvent] = []
+    def __init__(self, engine: EngineLike) -> None:
+        self.engine = engine
+
+    def callbacks(self) -> Callbacks:
+        raise NotImplementedError
 
     def plan(self, request: ResolvedRequest) -> PlanReport:
         return self.engine.plan(request)
@@ -37,36 +39,37 @@ class StepHook:
         hooks: Sequence[EngineHooks] = (),
         **more: Any,  # cancel, resume: passed on as they are
     ) -> GenerationResult:
+        return self.engine.generate(request, image, output_path, [self.callbacks(), *hooks], **more)
+
+
+class StepHook(_HookedEngine):
+    """Runs ``action`` at the progress event of ``stage`` and ``step``, before the worker sees the event."""
+
+    def __init__(self, engine: EngineLike, stage: Stage, step: int, action: Callable[[], None]) -> None:
+        super().__init__(engine)
+        self.stage, self.step, self.action = stage, step, action
+        self.events: list[ProgressEvent] = []
+
+    def callbacks(self) -> Callbacks:
         def act(event: ProgressEvent) -> None:
             self.events.append(event)
             if event.stage == self.stage and event.step == self.step:
                 self.action()
 
-        return self.engine.generate(request, image, output_path, [Callbacks(on_progress=act), *hooks], **more)
+        return Callbacks(on_progress=act)
 
 
-class CheckpointHook:
+class CheckpointHook(_HookedEngine):
     """Runs ``action`` as the checkpoint after denoising step ``step`` is offered, before the worker saves
     it."""
 
     def __init__(self, engine: EngineLike, step: int, action: Callable[[], None]) -> None:
-        self.engine, self.step, self.action = engine, step, action
+        super().__init__(engine)
+        self.step, self.action = step, action
 
-    def plan(self, request: ResolvedRequest) -> PlanReport:
-        return self.engine.plan(request)
-
-    def generate(
-        self,
-        request: ResolvedRequest,
-        image: InputImage,
-        output_path: Path,
-        hooks: Sequence[EngineHooks] = (),
-        **more: Any,  # cancel, resume: passed on as they are
-    ) -> GenerationResult:
+    def callbacks(self) -> Callbacks:
         def act(steps_done: int, make: Callable[[], Checkpoint]) -> None:
             if steps_done == self.step:
                 self.action()
 
-        return self.engine.generate(
-            request, image, output_path, [Callbacks(on_checkpoint=act), *hooks], **more
-        )
+        return Callbacks(on_checkpoint=act)

@@ -131,8 +131,8 @@ class Engine:
         available: its loaded weights (the next job reuses them, or they are unloaded for another model) and,
         once CUDA is up here, the runtime the host estimate includes (memory/host.py)."""
         budget = measure_budget(self.device, self.settings)
-        if budget.host_free_bytes <= 0:
-            return budget  # unknown: not checked
+        if budget.host_free_bytes <= 0 or self.settings.host_budget_gb is not None:
+            return budget  # unknown (not checked), or the deployment's own figure
         held = 0 if self._loaded is None else held_host_bytes(self._loaded[2].modules().values())
         if self.device.type == "cuda" and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             held += int(HOST_RUNTIME_GIB * GIB)

@@ -72,10 +72,14 @@ def host_free_bytes() -> int:
 
 
 def measure_budget(device: torch.device, settings: Settings) -> DeviceBudget:
-    """What ``device`` gives a job now, under the settings' ``vram_budget_gb`` and ``reserve_vram_gb``."""
-    return DeviceBudget.measure(
+    """What ``device`` gives a job now, under the settings' ``vram_budget_gb`` and ``reserve_vram_gb``; the
+    deployment's ``host_budget_gb`` replaces the host memory measured."""
+    budget = DeviceBudget.measure(
         device, vram_budget_gb=settings.vram_budget_gb, reserve_vram_gb=settings.reserve_vram_gb
     )
+    if settings.host_budget_gb is None:
+        return budget
+    return budget.with_host(int(settings.host_budget_gb * GIB))
 
 
 @dataclass(frozen=True)
