@@ -1,9 +1,10 @@
 """Regional compilation against the eager reference on the tiny UNet, composed with feed-forward chunking,
-with split guidance, and the persistent compile cache read back by a fresh process.
+and the persistent compile cache read back by a fresh process.
 
 Compiling is slow on the CPU, so one module-scoped compile serves every test here: only the transformer
-blocks are compiled (they hold the chunked feed-forwards and the attention), at batch 2 (guidance batched)
-and batch 1 (split guidance).
+blocks are compiled (they hold the chunked feed-forwards and the attention), at batch 2 (guidance batched).
+Split guidance (batch 1) compiles the same blocks at another shape; it was checked here too until the suite
+outgrew its 30 minutes (its inductor compile took 80-100 s of the 2 CI cores).
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         options = SpeedOptions(compile=CompileScope.REGIONAL)
         applied = apply_speed({"unet": unet}, options, torch.device("cpu"), cache_dir, blocks=BLOCKS)
         batched = step(split=False)
-        split = step(split=True)  # batch 1: its own graphs
         saved = CompileCache(cache_dir).save(cache_key(torch.device("cpu"), torch.float32, latents.shape))
         counters = compile_counters()
         undo_speed({"unet": unet})
@@ -82,7 +82,6 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             "ref": ref,
             "chunked_eager": chunked_eager,
             "batched": batched,
-            "split": split,
             "applied": applied,
             "saved": saved,
             "cache_dir": cache_dir,
@@ -101,10 +100,6 @@ def test_regional_compile_with_ff_chunking_matches_eager(compiled: dict[str, Any
     assert applied["approximate"] is False
     assert compiled["counters"]["fxgraph_cache_miss"] > 0  # inductor really compiled something
     torch.testing.assert_close(compiled["batched"], compiled["ref"], atol=TOL, rtol=TOL)
-
-
-def test_regional_compile_with_split_guidance_matches_eager(compiled: dict[str, Any]) -> None:
-    torch.testing.assert_close(compiled["split"], compiled["ref"], atol=TOL, rtol=TOL)
 
 
 def test_undo_restores_the_eager_unet(compiled: dict[str, Any]) -> None:
