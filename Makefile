@@ -62,10 +62,9 @@ check:
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
-	# Three processes on two cores, each test file whole in one (its module fixtures and servers stay
-	# together): many tests spend their time waiting on servers, outages and subprocesses, so a third process
-	# keeps both cores busy (measured: 26 min of pytest with three, about 29 with two).
-	$(BIN)/pytest -n 3 --dist loadfile
+	# Two processes, each test file whole in one (its module fixtures and servers stay together). Three were
+	# tried: on 2 cores the workers of three service tests at once took over 90 s to start, and tests failed.
+	$(BIN)/pytest -n 2 --dist loadfile
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
