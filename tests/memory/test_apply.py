@@ -46,15 +46,6 @@ EXACT_PLANS = {
         release_encoders=True,
         group_offload_type=GroupOffloadType.BLOCK_LEVEL,
     ),
-    # Short of host memory: one host copy, each group pinned as it loads (the same output).
-    "group_offload_pinned_on_the_fly": replace(
-        BASE,
-        rung="group_offload",
-        placement=Placement.GROUP_OFFLOAD,
-        release_encoders=True,
-        group_offload_type=GroupOffloadType.BLOCK_LEVEL,
-        pin_on_the_fly=True,
-    ),
     "group_offload_leaf": replace(
         BASE,
         rung="group_offload_leaf",
@@ -71,6 +62,10 @@ EXACT_PLANS = {
         ff_chunk_size=1,
     ),
 }
+
+
+# Short of host memory: one host copy, each group pinned as it loads (the same output).
+EXACT_PLANS["group_offload_pinned_on_the_fly"] = replace(EXACT_PLANS["group_offload"], pin_on_the_fly=True)
 
 
 def _models(tiny: dict[str, Any]) -> dict[str, torch.nn.Module]:
