@@ -115,7 +115,7 @@ def _warnings(needs: list[dict[str, Any]], host_ram_gib: float) -> list[str]:
         warnings.append(
             f"host memory: this machine has {host_ram_gib:.1f} GiB of RAM, less than these models need with "
             f"16-bit weights, whatever the GPU: {each}. A GGUF transformer (transformer_gguf) needs less for "
-            "Wan 2.1 I2V and Wan 2.2 TI2V; `stillmotion plan --host-gb N` shows a plan's figure."
+            "Wan 2.1 I2V, Wan 2.2 TI2V and LTX-Video; `stillmotion plan --host-gb N` shows a plan's figure."
         )
     if not torch.cuda.is_available():
         each = "; ".join(f"{n['model']} {n['min_gib']:g} GiB ({n['resident_gib']:g} GiB all on the GPU)"

@@ -1,5 +1,5 @@
-"""GGUF transformers (models/gguf.py): files written with the ``gguf`` package from the tiny Wan 2.1 I2V
-transformer (its engine weights), loaded as a user's file loads, run end to end offline.
+"""GGUF transformers (models/gguf.py): files written with the ``gguf`` package from the tiny Wan 2.1 I2V and
+LTX-Video transformers (their engine weights), loaded as a user's file loads, run end to end offline.
 
 The PSNR of each quantized run against the 16-bit-weights run of the same weights is printed (``-s``) and
 asserted above a floor for Q8_0 (4-bit is reported, and must stay below Q8_0's); the planner's weight bytes
@@ -43,6 +43,8 @@ def gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_gguf(transformer, folder / f"tiny-wan-{quant}.gguf", quant)
     ti2v = tiny.build_tiny_wan_components(0, ti2v=True)["transformer"]  # another model's transformer
     write_gguf(ti2v, folder / "tiny-ti2v-Q8_0.gguf", "Q8_0")
+    ltx = tiny.build_tiny_ltx_components(0)["transformer"]  # the engine's tiny-ltx-video weights
+    write_gguf(ltx, folder / "tiny-ltx-Q8_0.gguf", "Q8_0", family="ltx")
     return folder
 
 
@@ -88,6 +90,22 @@ def test_a_gguf_job_runs_offline_end_to_end_labelled_with_its_format_and_psnr(
     again = render(engine, _request(), input_image)
     assert torch.equal(again.frames, reference.frames)
     assert not again.result.metadata["runtime"]["approximate"]
+
+
+def test_an_ltx_video_gguf_job_runs_labelled_and_close_to_its_16_bit_run(
+    engine: Engine, input_image: InputImage, gguf_dir: Path
+) -> None:
+    """LTX-Video GGUF files (original LTX tensor names) load through diffusers' LTX single-file converter."""
+    ltx = {"model": "tiny-ltx-video", "height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 2}
+    reference = render(engine, _request(**ltx), input_image)
+    rendered = render(
+        engine, _request(**ltx, transformer_gguf=str(gguf_dir / "tiny-ltx-Q8_0.gguf")), input_image
+    )
+    value = psnr(rendered.frames, reference.frames)
+    print(f"LTX-Video Q8_0: PSNR {value:.2f} dB against the 16-bit-weights run")  # noqa: T201
+    assert rendered.plan.weight_format == "GGUF Q8_0"
+    assert rendered.result.metadata["transformer_gguf"]["quant"] == "Q8_0"
+    assert Q8_PSNR_FLOOR_DB < value < math.inf  # close, and not the 16-bit weights themselves
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -231,8 +231,8 @@ class GenerationRequest:
             "A quantized transformer to run instead of the model's 16-bit one (APPROXIMATE; recorded in the "
             "recipe): a .gguf file under the model folders or a Hugging Face file "
             "owner/repo/path/file.gguf[@revision], made from this model (Q8_0 is closest to 16-bit; Q4 "
-            "types use a quarter of its memory). The other parts come from the model. Wan 2.1 I2V and Wan "
-            "2.2 TI2V models.",
+            "types use a quarter of its memory). The other parts come from the model. Wan 2.1 I2V, Wan 2.2 "
+            "TI2V and LTX-Video models.",
             "text",
             max_chars=lambda _: MAX_MODEL_CHARS,
         )
@@ -430,8 +430,8 @@ class GenerationRequest:
                 )
 
     def _check_gguf(self, spec: ModelSpec, weights: GgufWeights | None, has_loras: bool) -> None:
-        """A GGUF transformer: for a one-denoiser Wan model, without LoRAs (they cannot merge into quantized
-        weights), and the file the caller resolved from this very field."""
+        """A GGUF transformer: for a one-denoiser Wan model or LTX-Video, without LoRAs (they cannot merge
+        into quantized weights), and the file the caller resolved from this very field."""
         if self.transformer_gguf is None or not self.transformer_gguf.strip():
             if weights is not None:
                 raise InvalidRequest("transformer_gguf: a file was resolved for no reference.", field=FIELD)
@@ -439,7 +439,8 @@ class GenerationRequest:
         if not spec.accepts_gguf:
             raise InvalidRequest(
                 f"transformer_gguf cannot be used with {spec.name}: GGUF transformers are supported for the "
-                "Wan 2.1 I2V and Wan 2.2 TI2V models (one transformer).",
+                "Wan 2.1 I2V, Wan 2.2 TI2V and LTX-Video models (one transformer each; Wan 2.2 A14B has two "
+                "experts).",
                 field=FIELD,
             )
         if has_loras:

@@ -230,12 +230,26 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
     text_token_limit = MAX_SEQUENCE_LENGTH
 
     def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> LTXComponents:
+        return self._load_folder(folder, dtype, variant, None)
+
+    def load_folder_with_denoiser(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    ) -> LTXComponents:
+        return self._load_folder(folder, dtype, variant, denoiser)
+
+    def _load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, transformer: torch.nn.Module | None
+    ) -> LTXComponents:
         from transformers import AutoTokenizer, T5EncoderModel
 
         common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
         src = str(folder)
         return LTXComponents(
-            transformer=LTXVideoTransformer3DModel.from_pretrained(src, subfolder="transformer", **common),
+            transformer=(
+                transformer
+                if transformer is not None
+                else LTXVideoTransformer3DModel.from_pretrained(src, subfolder="transformer", **common)
+            ),
             vae=AutoencoderKLLTXVideo.from_pretrained(src, subfolder="vae", **common),
             text_encoder=T5EncoderModel.from_pretrained(src, subfolder="text_encoder", **common),
             tokenizer=AutoTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),

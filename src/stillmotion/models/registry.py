@@ -172,8 +172,9 @@ class ModelSpec:
 
     @property
     def accepts_gguf(self) -> bool:
-        """A GGUF transformer file may replace the transformer (models/gguf.py): one-denoiser Wan models."""
-        return self.family == "wan" and self.experts is None
+        """A GGUF transformer file may replace the transformer (models/gguf.py): one-denoiser Wan models and
+        LTX-Video (a two-expert model would need a file per expert)."""
+        return self.family in ("wan", "ltx") and self.experts is None
 
     @property
     def source(self) -> str:
