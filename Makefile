@@ -15,7 +15,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Re-installs when pyproject.toml changes. The service needs the `server` extra only; the checks add the
-# dev tools and the `scale` extra (PostgreSQL driver, Ray) that the multi-worker tests use.
+# dev tools, the `scale` extra (PostgreSQL driver, Ray) that the multi-worker tests use and the `quant` extra
+# (torchao, int8 weights).
 # --no-compile: Python compiles the modules it imports when it first imports them; byte-compiling all of
 # torch and its neighbours up front costs a minute of a fresh setup for files never imported.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-compile
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP_INSTALL) -e ".[server,dev,scale]"
+	$(PIP_INSTALL) -e ".[server,dev,scale,quant]"
 	touch $@
 
 # The service: web UI and REST API on http://127.0.0.1:7860 (jobs in ./data).

@@ -89,7 +89,11 @@ def _add_generation_args(parser: argparse.ArgumentParser, *, need_image: bool) -
         action="store_true",
         help="allow memory savings that change the output (fp8 weights, VAE tiling)",
     )
-    parser.add_argument("--strategy", help="force a memory plan rung by name (see `stillmotion plan`)")
+    parser.add_argument(
+        "--strategy",
+        help="force a memory plan rung by name (see `stillmotion plan`); add +int8 for int8 weights "
+        "(e.g. group_offload+int8; approximate: with --allow-approximate)",
+    )
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
 

@@ -226,7 +226,7 @@ class Engine:
             if self._loaded is not None and self._family is not None:
                 if needs_reload(self._loaded[2].modules(), plan, self._family.roles):
                     self.unload()  # fp8 storage cannot be undone in place: an exact plan needs fresh weights
-            components = self._components(run.spec, family, torch_dtype(plan.dtype), run.request)
+            components = self._components(run.spec, family, torch_dtype(plan.dtype), run.request, plan)
             self._apply_loras(run, components, plan)
             if self._placed != plan:  # once per plan: offload hooks bring released models back themselves
                 self._reset(components)
@@ -420,11 +420,18 @@ class Engine:
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _components(
-        self, spec: ModelSpec, family: ModelFamily[Any, Any], dtype: torch.dtype, request: ResolvedRequest
+        self,
+        spec: ModelSpec,
+        family: ModelFamily[Any, Any],
+        dtype: torch.dtype,
+        request: ResolvedRequest,
+        plan: MemoryPlan,
     ) -> Components:
         gguf = request.transformer_gguf
-        # A GGUF transformer is part of what is loaded: another file (or none) loads the model again.
+        # A GGUF transformer and int8 storage are part of what is loaded: another file, or the other format,
+        # loads the model again.
         key = spec.name if gguf is None else f"{spec.name}+gguf:{gguf.sha256}"
+        key += "+int8" if plan.int8_weights else ""
         if self._loaded is not None and self._loaded[:2] == (key, dtype):
             return self._loaded[2]
         if self._loaded is not None:  # one model at a time: free before loading another (any family)
@@ -436,6 +443,7 @@ class Engine:
             cache_dir=self.settings.models_dir,
             offline=self.settings.offline,
             transformer_gguf=gguf,
+            int8=plan.int8_weights,
         )
         self._loaded = (key, dtype, components)
         self._family = family

@@ -113,7 +113,7 @@ def held_host_bytes(modules: Iterable[torch.nn.Module]) -> int:
     seen: set[int] = set()
     total = 0
     for module in modules:
-        for tensor in (*module.parameters(), *module.buffers()):
+        for tensor in (t for held in (*module.parameters(), *module.buffers()) for t in _plain_tensors(held)):
             if tensor.device.type != "cpu" or tensor.is_meta:
                 continue
             storage = tensor.untyped_storage()
@@ -122,6 +122,17 @@ def held_host_bytes(modules: Iterable[torch.nn.Module]) -> int:
             seen.add(storage.data_ptr())
             total += storage.nbytes()
     return total
+
+
+def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors holding ``tensor``'s memory: itself, or a wrapper subclass's inner tensors (torchao's int8
+    weights: int8 data and scales), which own the storage the wrapper has none of."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if not is_traceable_wrapper_subclass(tensor):
+        return [tensor]
+    names, _ = tensor.__tensor_flatten__()
+    return [plain for name in names for plain in _plain_tensors(getattr(tensor, name))]
 
 
 def _model_offload_chain(chain: list[torch.nn.Module], device: torch.device) -> None:

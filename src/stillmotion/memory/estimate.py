@@ -28,7 +28,13 @@ from stillmotion.memory.types import (
     Placement,
     RequestShape,
 )
-from stillmotion.memory.weight_formats import BYTES_PER_PARAM, QuantizedWeights, weight_bytes
+from stillmotion.memory.weight_formats import (
+    BYTES_PER_PARAM,
+    INT8_ROLES,
+    INT8_STEP_FACTOR,
+    QuantizedWeights,
+    weight_bytes,
+)
 from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import ModelSpec
 
@@ -113,21 +119,30 @@ def vae_decode_gib(spec: ModelSpec, request: RequestShape, chunk: int, *, tiling
 
 
 def _weights_gib(
-    spec: ModelSpec, role: str, dtype: str, *, fp8: bool = False, quantized: QuantizedWeights | None = None
+    spec: ModelSpec,
+    role: str,
+    dtype: str,
+    *,
+    fp8: bool = False,
+    quantized: QuantizedWeights | None = None,
+    int8: bool = False,
 ) -> float:
-    """Weights of ``role``: a quantized file's own bytes (the denoiser only), else per parameter."""
+    """Weights of ``role``: a quantized file's own bytes (the denoiser only), int8 storage (its linear
+    layers), else per parameter."""
     params = spec.params.bytes(role, 1)
     denoiser = role in DENOISERS
     quantized = quantized if role == "denoiser" else None
-    return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=quantized) / GIB
+    linear = getattr(spec.params.linear, role) if int8 and role in INT8_ROLES else None
+    return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=quantized, int8_linear=linear) / GIB
 
 
 def _stored_weights_gib(
     spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None, *, fp8: bool
 ) -> float:
-    """All of ``role``'s weights as the plan stores them (its dtype, the VAE's, fp8 or a quantized file)."""
+    """All of ``role``'s weights as the plan stores them (its dtype, the VAE's, fp8, int8 or a quantized
+    file)."""
     dtype = plan.effective_vae_dtype if role == "vae" else plan.dtype
-    return _weights_gib(spec, role, dtype, fp8=fp8, quantized=quantized)
+    return _weights_gib(spec, role, dtype, fp8=fp8, quantized=quantized, int8=plan.int8_weights)
 
 
 def _placed_weights_gib(
@@ -221,6 +236,7 @@ def estimate_memory(
     decode = phase_estimate(spec, decode_weights, 0.0, decode_act, expandable=expandable_segments)
 
     # 4. host memory: what loading, placing and running keep in RAM (memory/host.py).
+    # fp8 storage casts after loading (the load holds 16-bit weights); int8 quantizes while loading.
     stored = {role: _stored_weights_gib(spec, plan, role, quantized, fp8=plan.fp8_weights) for role in ROLES}
     loaded = {role: _stored_weights_gib(spec, plan, role, quantized, fp8=False) for role in ROLES}
     host_memory = host.host_estimate(request, plan, stored, loaded=loaded)
@@ -241,7 +257,9 @@ def estimate_memory(
         expert_switch_s=switch,
         switch_after_step=split[0] if split is not None and all(split) else None,
         lora_gib=lora + lora_act,
-        experts_note=experts.host_note(spec, plan, _weights_gib(spec, "denoiser", dtype, quantized=quantized))
+        experts_note=experts.host_note(
+            spec, plan, _weights_gib(spec, "denoiser", dtype, quantized=quantized, int8=plan.int8_weights)
+        )
         if two
         else "",
         host=host_memory,
@@ -258,6 +276,7 @@ def _resident_like(plan: MemoryPlan) -> MemoryPlan:
         ff_chunk_size=None,
         split_guidance=False,
         fp8_weights=False,
+        int8_weights=False,
         vae_tiling=False,
         decode_chunk_approximate=False,
         decode_chunk_size=1,
@@ -275,6 +294,8 @@ def expected_time(spec: ModelSpec, request: RequestShape, plan: MemoryPlan) -> t
         step *= facts.ff_chunk_step_factor
     if plan.fp8_weights:
         step *= facts.fp8_step_factor
+    if plan.int8_weights:
+        step *= INT8_STEP_FACTOR
     fixed = facts.pre_s + facts.decode_s_per_pixel_frame * request.height * request.width * request.num_frames
     if plan.placement is Placement.MODEL_OFFLOAD:
         fixed += facts.model_offload_fixed_s

@@ -50,8 +50,10 @@ def host_memory_refusal(
     plans: list[MemoryPlan],
     *,
     quantized_need_gib: float | None = None,
+    int8_plan: MemoryPlan | None = None,
 ) -> CannotFit:
-    """``on_device``: the plans that fit the device (none fits the host); ``plans``: every plan built."""
+    """``on_device``: the plans that fit the device (none fits the host); ``plans``: every plan built;
+    ``int8_plan``: the int8-storage plan that would fit were approximate savings allowed, if any."""
     least = min(on_device, key=host_need_gib)
     smallest = min(plans, key=lambda plan: host_need_gib(plan) + device_need_gib(plan))
     available = budget.host_free_bytes / GIB
@@ -83,6 +85,13 @@ def host_memory_refusal(
         message += (
             " A 4-bit GGUF transformer file (transformer_gguf, APPROXIMATE) would need about "
             f"{quantized_need_gib:.1f} GiB of host memory on this card, {verdict}."
+        )
+    if int8_plan is not None:
+        details["fits_with_int8"] = {"rung": int8_plan.rung, "host_gib": round(host_need_gib(int8_plan), 2)}
+        message += (
+            f" With approximate savings allowed (--allow-approximate, or STILLMOTION_ALLOW_APPROXIMATE=1 for "
+            f"the service), int8 weights would fit: {int8_plan.rung}, {host_need_gib(int8_plan):.1f} GiB of "
+            "host memory."
         )
     message += " Free host memory, or plan for another machine with --gpu-gb and --host-gb."
     return CannotFit(message, details=details)

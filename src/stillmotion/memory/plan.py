@@ -21,7 +21,18 @@ Approximate rungs (``fp8_weights``: denoiser weights stored in float8; ``tiled_d
 offload with a spatially tiled VAE decode, for the whole-video VAEs of Wan and LTX whose decode can outgrow
 the denoiser; ``vae_tiling``: tiled decode with fp8 and sequential offload) join the ladder only with
 ``allow_approximate=True`` and are labelled in the plan; the tiled rungs only for a VAE that tiles.
-``strategy=`` forces a rung by name (RUNG_NAMES).
+``strategy=`` forces a rung by name (RUNG_NAMES), with ``+int8`` for int8 storage (``group_offload+int8``).
+
+Weight formats, least lossy first: 16-bit (with the fp8 rungs above where approximate is allowed), then int8
+storage (``int8_weights``: torchao int8 weight-only denoiser(s) and text encoder, quantized while they load;
+weight_formats.py). The planner takes the first format in which some rung fits, then the fastest rung of it:
+int8 is chosen only where no 16-bit plan fits, typically where host memory is short (fp8 storage casts after
+a 16-bit load; int8 never holds the 16-bit weights). On the tiny Wan build fp8 storage and int8 measured
+about the same loss (PSNR 57.0 and 55.6 dB of one transformer output against 16-bit, weights N(0, 0.02)),
+so fp8 keeps its place beside the 16-bit rungs. int8 combines with every exact rung but sequential offload
+(accelerate's per-tensor hooks are not known to carry torchao's tensors), never with fp8, a GGUF file or
+LoRAs (they cannot merge into quantized weights), and only where torchao is installed (the ``quant``
+extra).
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from stillmotion.memory.types import (
     RequestShape,
     Shape,
 )
+from stillmotion.memory.weight_formats import INT8_LABEL, int8_available
 from stillmotion.models.memory_facts import DecodeChunking
 from stillmotion.models.registry import RESOLUTION_PRESETS, ModelSpec
 
@@ -186,6 +198,8 @@ def ladder(*, allow_approximate: bool = False, device_type: str = "cuda") -> tup
 
 
 RUNG_NAMES: tuple[str, ...] = tuple(r.name for r in ladder(allow_approximate=True))
+# A plan with int8 storage is named after its rung with this suffix; ``strategy=`` takes the same form.
+INT8_SUFFIX = "+int8"
 
 
 def usable_rungs(
@@ -199,6 +213,34 @@ def usable_rungs(
         for rung in rungs
         if (not rung.vae_tiling or spec.memory.vae_tile_side) and not (quantized and rung.fp8_weights)
     )
+
+
+def int8_rungs(spec: ModelSpec, request: RequestShape, device_type: str = "cuda") -> tuple[Rung, ...]:
+    """The rungs int8 storage can join for this request (module docstring); none where it does not apply."""
+    if not int8_available() or request.quantized_denoiser is not None or request.lora_bytes > 0:
+        return ()
+    return tuple(
+        rung
+        for rung in usable_rungs(spec, allow_approximate=True, device_type=device_type)
+        if not rung.fp8_weights and rung.placement is not Placement.SEQUENTIAL_OFFLOAD
+    )
+
+
+def int8_refusal(spec: ModelSpec, request: RequestShape, rung: Rung) -> str | None:
+    """Why ``rung`` cannot take int8 storage for this request (for a forced strategy), or None."""
+    if not int8_available():
+        return "int8 storage needs torchao, which is not installed here (pip install 'stillmotion[quant]')"
+    if request.quantized_denoiser is not None:
+        return "the transformer's weights come from a GGUF file (already quantized)"
+    if request.lora_bytes > 0:
+        return "LoRAs cannot be merged into int8 weights"
+    if rung.fp8_weights:
+        return "a plan stores its weights in fp8 or in int8, not both"
+    if rung.placement is Placement.SEQUENTIAL_OFFLOAD:
+        return "sequential offload's per-tensor hooks are not known to carry torchao's int8 tensors"
+    if rung.vae_tiling and not spec.memory.vae_tile_side:
+        return f"{spec.name}'s VAE does not tile"
+    return None
 
 
 def expandable_memory(budget: DeviceBudget) -> bool:
@@ -233,10 +275,12 @@ def build_plan(
     *,
     decode_chunk_size: int | None = None,
     allow_approximate: bool = False,
+    int8: bool = False,
 ) -> MemoryPlan:
     """The plan of ``rung`` for this request, with its estimate; the decode chunk chosen unless given.
 
-    ``allow_approximate`` lets a temporal decoder (SVD) decode in chunks on any rung, labelled approximate.
+    ``allow_approximate`` lets a temporal decoder (SVD) decode in chunks on any rung, labelled approximate;
+    ``int8`` stores the denoiser(s) and the text encoder in int8 (the plan is named ``<rung>+int8``).
     """
     dtype = plan_dtype(spec, budget.device_type)
     batch = guidance_batch(request, rung.split_guidance)
@@ -244,7 +288,7 @@ def build_plan(
     # Where the denoiser's peak is outside its feed-forwards (Wan, LTX), chunking them only costs time.
     chunking_helps = spec.memory.denoiser_ff_floor_fraction < FF_CHUNKING_MIN_GAIN
     plan = MemoryPlan(
-        rung=rung.name,
+        rung=rung.name + (INT8_SUFFIX if int8 else ""),
         placement=rung.placement,
         dtype=dtype,
         release_encoders=rung.release_encoders and not host,  # on a CPU there is nowhere to release them to
@@ -254,6 +298,7 @@ def build_plan(
         else None,
         split_guidance=rung.split_guidance,
         fp8_weights=rung.fp8_weights,
+        int8_weights=int8,
         vae_tiling=rung.vae_tiling,
         group_offload_type=rung.group_offload_type,
         weight_format=None if request.quantized_denoiser is None else request.quantized_denoiser.label,
@@ -261,7 +306,7 @@ def build_plan(
     )
     expandable = expandable_memory(budget)
     chunking = spec.memory.decode_chunking
-    exact_only = not (rung.approximate or allow_approximate)
+    exact_only = not (rung.approximate or int8 or allow_approximate)
     if chunking is DecodeChunking.WHOLE_VIDEO or (chunking is DecodeChunking.APPROXIMATE and exact_only):
         decode_chunk_size = request.num_frames  # nothing to choose, or only the exact whole-video decode
     elif decode_chunk_size is None:
@@ -324,9 +369,22 @@ def _largest_fitting_temporal_chunk(
     return chunk
 
 
+def split_strategy(name: str) -> tuple[str, bool]:
+    """A plan or strategy name as (rung name, int8 storage): ``group_offload+int8`` -> group_offload, True."""
+    if name.endswith(INT8_SUFFIX):
+        return name.removesuffix(INT8_SUFFIX), True
+    return name, False
+
+
 def _rung_by_name(name: str, allow_approximate: bool) -> Rung:
+    base, int8 = split_strategy(name)
+    if int8 and not allow_approximate:
+        raise InvalidRequest(
+            f"strategy={name!r} stores weights in int8 (approximate); allow approximate savings first.",
+            field="strategy",
+        )
     for rung in ladder(allow_approximate=True):
-        if rung.name == name:
+        if rung.name == base:
             if rung.approximate and not allow_approximate:
                 raise InvalidRequest(
                     f"strategy={name!r} changes the output (approximate); allow approximate savings first.",
@@ -334,7 +392,9 @@ def _rung_by_name(name: str, allow_approximate: bool) -> Rung:
                 )
             return rung
     raise InvalidRequest(
-        f"strategy={name!r} is not a plan rung; choose one of {', '.join(RUNG_NAMES)}.", field="strategy"
+        f"strategy={name!r} is not a plan rung; choose one of {', '.join(RUNG_NAMES)} (any of them but the "
+        f"fp8 and sequential ones with {INT8_SUFFIX} for int8 weights).",
+        field="strategy",
     )
 
 
@@ -360,6 +420,10 @@ def _reason(plan: MemoryPlan, rung: Rung, budget: DeviceBudget, *, forced: bool,
         why += f"; approximate: {', '.join(plan.approximations)}"
     if plan.weight_format is not None:
         why += f"; transformer weights {plan.weight_format} from the request's file (APPROXIMATE)"
+    if plan.int8_weights:
+        why += f"; denoiser and text encoder weights {INT8_LABEL}, quantized while loading (APPROXIMATE)"
+        if not forced:
+            why += ": no 16-bit plan fits"
     if est.host is not None and budget.device_type != "cpu":
         why += f"; host memory {est.host.peak_gib:.2f} GiB ({est.host.peak_stage})"
         if budget.host_free_bytes > 0:
@@ -389,31 +453,70 @@ def plan_memory(
     """
     quantized = request.quantized_denoiser is not None
     if strategy is not None:
-        rung = _rung_by_name(strategy, allow_approximate)
-        if quantized and rung.fp8_weights:
-            raise InvalidRequest(
-                f"strategy={strategy!r} stores the transformer in float8, but its weights come from a GGUF "
-                "file (already quantized); choose another rung.",
-                field="strategy",
-            )
-        plan = build_plan(spec, request, budget, rung, allow_approximate=allow_approximate)
-        return replace(plan, reason=_reason(plan, rung, budget, forced=True, skipped=0))
+        return _forced_plan(spec, request, budget, strategy, allow_approximate=allow_approximate)
     rungs = usable_rungs(
         spec, allow_approximate=allow_approximate, device_type=budget.device_type, quantized=quantized
     )
+    # Least lossy format first (module docstring): 16-bit, then int8 where approximate is allowed.
     candidates = [
         (rung, build_plan(spec, request, budget, rung, allow_approximate=allow_approximate)) for rung in rungs
     ]
     chosen = fastest_fitting(candidates, budget)
+    int8_candidates = _int8_candidates(spec, request, budget) if allow_approximate else []
     if chosen is None:
-        plans = [plan for _, plan in candidates]
+        chosen = fastest_fitting(int8_candidates, budget)
+    if chosen is None:
+        plans = [plan for _, plan in candidates + int8_candidates]
         on_device = [plan for plan in plans if plan.estimate and fits_device(plan.estimate, budget)]
         if on_device:  # the device could take it: host memory is what is short
             with_q4 = _quantized_host_need(spec, request, budget, allow_approximate=allow_approximate)
-            raise host_memory_refusal(request, budget, on_device, plans, quantized_need_gib=with_q4)
+            # Not allowed to be approximate: say what int8 storage would need, where it would fit.
+            int8 = (
+                None
+                if allow_approximate
+                else fastest_fitting(_int8_candidates(spec, request, budget), budget)
+            )
+            raise host_memory_refusal(
+                request,
+                budget,
+                on_device,
+                plans,
+                quantized_need_gib=with_q4,
+                int8_plan=None if int8 is None else int8[1],
+            )
         raise cannot_fit(spec, request, budget, allow_approximate=allow_approximate)
     rung, plan = chosen
-    return replace(plan, reason=_reason(plan, rung, budget, forced=False, skipped=rungs.index(rung)))
+    skipped = rungs.index(rung) if not plan.int8_weights else len(rungs)
+    return replace(plan, reason=_reason(plan, rung, budget, forced=False, skipped=skipped))
+
+
+def _forced_plan(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget, strategy: str, *, allow_approximate: bool
+) -> MemoryPlan:
+    """The plan of a forced ``strategy`` (a rung name, ``+int8`` for int8 storage), fitting or not."""
+    rung = _rung_by_name(strategy, allow_approximate)
+    int8 = split_strategy(strategy)[1]
+    if request.quantized_denoiser is not None and rung.fp8_weights:
+        raise InvalidRequest(
+            f"strategy={strategy!r} stores the transformer in float8, but its weights come from a GGUF "
+            "file (already quantized); choose another rung.",
+            field="strategy",
+        )
+    why_not = int8_refusal(spec, request, rung) if int8 else None
+    if why_not is not None:
+        raise InvalidRequest(f"strategy={strategy!r}: {why_not}.", field="strategy")
+    plan = build_plan(spec, request, budget, rung, allow_approximate=allow_approximate, int8=int8)
+    return replace(plan, reason=_reason(plan, rung, budget, forced=True, skipped=0))
+
+
+def _int8_candidates(
+    spec: ModelSpec, request: RequestShape, budget: DeviceBudget
+) -> list[tuple[Rung, MemoryPlan]]:
+    """Every int8 plan this request can take on this device (none where int8 does not apply)."""
+    return [
+        (rung, build_plan(spec, request, budget, rung, allow_approximate=True, int8=True))
+        for rung in int8_rungs(spec, request, budget.device_type)
+    ]
 
 
 def _quantized_host_need(
@@ -465,11 +568,14 @@ def smallest_estimate_gib(
     """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
     values = []
     quantized = request.quantized_denoiser is not None
-    for rung in usable_rungs(
+    formats = [(False, rung) for rung in usable_rungs(
         spec, allow_approximate=allow_approximate, device_type=budget.device_type, quantized=quantized
-    ):
+    )]  # fmt: skip
+    if allow_approximate:
+        formats += [(True, rung) for rung in int8_rungs(spec, request, budget.device_type)]
+    for int8, rung in formats:
         estimate = build_plan(
-            spec, request, budget, rung, decode_chunk_size=1, allow_approximate=allow_approximate
+            spec, request, budget, rung, decode_chunk_size=1, allow_approximate=allow_approximate, int8=int8
         ).estimate
         assert estimate is not None
         values.append(estimate.peak_reserved_gib)

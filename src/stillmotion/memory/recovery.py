@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.plan import MemoryPlan, RequestShape, build_plan, fastest_fitting, usable_rungs
+from stillmotion.memory.plan import (
+    MemoryPlan,
+    RequestShape,
+    build_plan,
+    fastest_fitting,
+    int8_rungs,
+    split_strategy,
+    usable_rungs,
+)
 from stillmotion.memory.types import PLACEMENT_ORDER
 from stillmotion.models.registry import ModelSpec
 
@@ -29,16 +37,22 @@ def next_plan(
     # process instead), so the only OOMs there are the test switches, and walking the full ladder exercises
     # the same placements and resumes a GPU would.
     approximate = allow_approximate or failed.approximate
-    rungs = usable_rungs(
-        spec, allow_approximate=approximate, quantized=request.quantized_denoiser is not None
+    int8 = failed.int8_weights  # an int8 plan steps down among the int8 plans (its weights stay loaded)
+    rungs = (
+        int8_rungs(spec, request)
+        if int8
+        else usable_rungs(
+            spec, allow_approximate=approximate, quantized=request.quantized_denoiser is not None
+        )
     )
     names = [rung.name for rung in rungs]
-    start = names.index(failed.rung) + 1 if failed.rung in names else 0
+    failed_rung = split_strategy(failed.rung)[0]
+    start = names.index(failed_rung) + 1 if failed_rung in names else 0
     failed_peak = failed.estimate.peak_reserved_gib if failed.estimate is not None else float("inf")
     failed_rank = PLACEMENT_ORDER.index(failed.placement)
     candidates = []
     for rung in rungs[start:]:
-        plan = build_plan(spec, request, budget, rung, allow_approximate=approximate)
+        plan = build_plan(spec, request, budget, rung, allow_approximate=approximate, int8=int8)
         assert plan.estimate is not None
         cheaper = plan.estimate.peak_reserved_gib < failed_peak
         stronger = PLACEMENT_ORDER.index(plan.placement) > failed_rank
@@ -51,5 +65,6 @@ def next_plan(
         chosen = min(
             candidates, key=lambda item: item[1].estimate.peak_reserved_gib if item[1].estimate else 0.0
         )
-    rung, plan = chosen
-    return replace(plan, reason=f"after out-of-memory in {failed.rung}: {rung.name}: {rung.summary}")
+    _, plan = chosen
+    rung = next(r for r in rungs if r.name == split_strategy(plan.rung)[0])
+    return replace(plan, reason=f"after out-of-memory in {failed.rung}: {plan.rung}: {rung.summary}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from stillmotion.memory.device import DeviceBudget
 from stillmotion.memory.types import ESTIMATE_MARGIN, GIB, MemoryPlan
+from stillmotion.memory.weight_formats import INT8_LABEL
 
 
 def budget_text(budget: DeviceBudget) -> str:
@@ -56,6 +57,8 @@ def format_plan(plan: MemoryPlan, budget: DeviceBudget) -> str:
     knobs.append(f"VAE decodes {plan.decode_chunk_size} frame(s) at a time")
     if plan.fp8_weights:
         knobs.append("UNet weights stored in float8 (APPROXIMATE)")
+    if plan.int8_weights:
+        knobs.append(f"denoiser and text encoder weights {INT8_LABEL}, quantized while loading (APPROXIMATE)")
     if plan.vae_tiling:
         knobs.append("tiled VAE decode (APPROXIMATE)")
     if plan.weight_format is not None:

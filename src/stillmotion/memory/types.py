@@ -199,6 +199,9 @@ class MemoryPlan:
     ff_chunk_size: int | None
     split_guidance: bool  # run the unconditional and conditional UNet halves one after the other
     fp8_weights: bool = False  # APPROXIMATE: UNet weights stored as float8_e4m3fn, computed in ``dtype``
+    # APPROXIMATE: the denoiser(s) and the text encoder quantized to int8 weight-only while they load
+    # (torchao, models/int8.py): about half their host and device memory; never with fp8_weights.
+    int8_weights: bool = False
     vae_tiling: bool = False  # APPROXIMATE: spatially tiled VAE decode (tile seams may show)
     # APPROXIMATE for temporal decoders (SVD): each decode chunk sees only its own frames (flicker may show).
     decode_chunk_approximate: bool = False
@@ -222,12 +225,13 @@ class MemoryPlan:
     @property
     def approximate(self) -> bool:
         """True when the plan changes the math (never chosen unless the user allowed it)."""
-        return self.fp8_weights or self.vae_tiling or self.decode_chunk_approximate
+        return self.fp8_weights or self.int8_weights or self.vae_tiling or self.decode_chunk_approximate
 
     @property
     def approximations(self) -> list[str]:
         flags = (
             ("fp8_weights", self.fp8_weights),
+            ("int8_weights", self.int8_weights),
             ("vae_tiling", self.vae_tiling),
             ("temporal_decode_chunks", self.decode_chunk_approximate),
         )
@@ -246,6 +250,7 @@ class MemoryPlan:
             "ff_chunk_size": self.ff_chunk_size,
             "split_guidance": self.split_guidance,
             "fp8_weights": self.fp8_weights,
+            "int8_weights": self.int8_weights,
             "vae_tiling": self.vae_tiling,
             "decode_chunk_approximate": self.decode_chunk_approximate,
             "weight_format": self.weight_format,

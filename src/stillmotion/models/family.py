@@ -156,8 +156,9 @@ class ModelFamily(ABC, Generic[C, K]):
     # --- loading ---------------------------------------------------------------------------------------
 
     @abstractmethod
-    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> C:
-        """Every component from a diffusers-format folder (local files only), weights in ``dtype``."""
+    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False) -> C:
+        """Every component from a diffusers-format folder (local files only), weights in ``dtype``; with
+        ``int8``, the denoiser(s) and the text encoder quantized while they load (models/int8.py)."""
 
     def load_folder_with_denoiser(
         self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module

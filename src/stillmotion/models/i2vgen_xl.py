@@ -26,6 +26,7 @@ from stillmotion.models.family import (
     NetworkBuilders,
     read_config,
 )
+from stillmotion.models.int8 import loading_kwargs
 
 if TYPE_CHECKING:
     from stillmotion.models.registry import ModelSpec
@@ -312,7 +313,9 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         "I2VGenXLTransformerTemporalEncoder",
     )
 
-    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> I2VGenXLComponents:
+    def load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False
+    ) -> I2VGenXLComponents:
         from transformers import (
             CLIPImageProcessor,
             CLIPTextModel,
@@ -323,9 +326,13 @@ class I2VGenXLFamily(ModelFamily[I2VGenXLComponents, Conditioning]):
         common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
         src = str(folder)
         components = I2VGenXLComponents(
-            unet=I2VGenXLUNet.from_pretrained(src, subfolder="unet", **common),
+            unet=I2VGenXLUNet.from_pretrained(
+                src, subfolder="unet", **common, **loading_kwargs(int8, "diffusers")
+            ),
             vae=AutoencoderKL.from_pretrained(src, subfolder="vae", **common),
-            text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **common),
+            text_encoder=CLIPTextModel.from_pretrained(
+                src, subfolder="text_encoder", **common, **loading_kwargs(int8, "transformers")
+            ),
             image_encoder=CLIPVisionModelWithProjection.from_pretrained(
                 src, subfolder="image_encoder", **common
             ),

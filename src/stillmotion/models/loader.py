@@ -194,9 +194,12 @@ def load_components(
     cache_dir: Path | None = None,
     offline: bool = False,
     transformer_gguf: GgufWeights | None = None,
+    int8: bool = False,
 ) -> Components:
     """All components of ``spec`` on the CPU in ``dtype`` (the memory plan places them afterwards); with
-    ``transformer_gguf``, the transformer from that file (models/gguf.py), the rest from the model."""
+    ``transformer_gguf``, the transformer from that file (models/gguf.py), the rest from the model; with
+    ``int8``, the denoiser(s) and the text encoder in int8 storage (models/int8.py), quantized while a
+    folder loads, or right after a random network is built."""
     family = family_of(spec)
     components: Components
     if spec.tiny:
@@ -207,13 +210,13 @@ def load_components(
         if transformer_gguf is not None:
             transformer = _tiny_gguf_transformer(components, family, transformer_gguf, dtype)
             components = replace(cast(Any, components), transformer=transformer)
-        return components
+        return _quantize_built(components, family) if int8 else components
     if spec.random_weights:
         from stillmotion.models.random_full import build_random_components
 
         # Cached as a safetensors file per (seed, dtype) under the models folder; built on the first use.
         components = build_random_components(spec, dtype=dtype, cache_dir=cache_dir)
-        return components
+        return _quantize_built(components, family) if int8 else components
     without = frozenset({"transformer"} if transformer_gguf is not None else ())
     folder = spec.local_path or fetch_snapshot(
         spec, dtype, cache_dir=cache_dir, offline=offline, without=without
@@ -228,7 +231,7 @@ def load_components(
             transformer = load_gguf_transformer(transformer_gguf, family, folder, dtype)
             components = family.load_folder_with_denoiser(folder, dtype, variant, transformer)
         else:
-            components = family.load_folder(folder, dtype, variant)
+            components = family.load_folder(folder, dtype, variant, int8=int8)
         for module in components.modules().values():
             module.eval()
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -237,6 +240,16 @@ def load_components(
             "They may be incomplete or corrupt: delete the folder (or its hub cache entry), download again.",
             field="model",
         ) from exc
+    return components
+
+
+def _quantize_built(components: Components, family: Any) -> Components:
+    """A built model's int8 roles quantized in place (the loaders' layers, models/int8.py)."""
+    from stillmotion.models.int8 import INT8_ROLES, quantize_built
+
+    for name, module in components.modules().items():
+        if family.roles.param_role(name) in INT8_ROLES:
+            quantize_built(module)
     return components
 
 

@@ -30,6 +30,7 @@ from stillmotion.models.family import (
     NetworkBuilders,
     read_config,
 )
+from stillmotion.models.int8 import loading_kwargs
 
 if TYPE_CHECKING:
     from stillmotion.models.registry import ModelSpec
@@ -229,8 +230,10 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
     compile_blocks = ("LTXVideoTransformerBlock",)
     text_token_limit = MAX_SEQUENCE_LENGTH
 
-    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> LTXComponents:
-        return self._load_folder(folder, dtype, variant, None)
+    def load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False
+    ) -> LTXComponents:
+        return self._load_folder(folder, dtype, variant, None, int8=int8)
 
     def load_folder_with_denoiser(
         self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
@@ -238,7 +241,13 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
         return self._load_folder(folder, dtype, variant, denoiser)
 
     def _load_folder(
-        self, folder: Path, dtype: torch.dtype, variant: str | None, transformer: torch.nn.Module | None
+        self,
+        folder: Path,
+        dtype: torch.dtype,
+        variant: str | None,
+        transformer: torch.nn.Module | None,
+        *,
+        int8: bool = False,
     ) -> LTXComponents:
         from transformers import AutoTokenizer, T5EncoderModel
 
@@ -248,10 +257,14 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
             transformer=(
                 transformer
                 if transformer is not None
-                else LTXVideoTransformer3DModel.from_pretrained(src, subfolder="transformer", **common)
+                else LTXVideoTransformer3DModel.from_pretrained(
+                    src, subfolder="transformer", **common, **loading_kwargs(int8, "diffusers")
+                )
             ),
             vae=AutoencoderKLLTXVideo.from_pretrained(src, subfolder="vae", **common),
-            text_encoder=T5EncoderModel.from_pretrained(src, subfolder="text_encoder", **common),
+            text_encoder=T5EncoderModel.from_pretrained(
+                src, subfolder="text_encoder", **common, **loading_kwargs(int8, "transformers")
+            ),
             tokenizer=AutoTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),
             scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(
                 src, subfolder="scheduler", local_files_only=True

@@ -68,6 +68,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class LinearWeights:
+    """Weights of the layers int8 storage quantizes per role (memory/weight_formats.py, models/int8.py): the
+    linear layers (``int8.convertible_weights``: not a diffusers model's float32-kept ones), so the rest of
+    each role (a UNet's convolutions, T5's token embedding, norms, biases) keeps the run's dtype. Counted on
+    the meta device from the shipped configs (tests/memory/test_int8.py); 0 = not counted (int8 then saves
+    nothing in the plan)."""
+
+    denoiser: int = 0
+    denoiser_2: int = 0
+    text_encoder: int = 0
+
+
+@dataclass(frozen=True)
 class ComponentParams:
     """Parameter counts per role (exact, counted on the meta device from the shipped configs); 0 = absent."""
 
@@ -76,6 +89,7 @@ class ComponentParams:
     text_encoder: int = 0
     image_encoder: int = 0
     denoiser_2: int = 0  # a two-expert model's second (low-noise) expert; 0 = one denoiser
+    linear: LinearWeights = LinearWeights()
 
     def bytes(self, role: str, bytes_per_param: int) -> int:
         return int(getattr(self, role)) * bytes_per_param
@@ -290,7 +304,11 @@ I2VGENXL = ModelSpec(
     defaults=Defaults(),
     limits=Limits(),
     params=ComponentParams(
-        denoiser=1_420_469_224, vae=83_653_863, text_encoder=352_984_064, image_encoder=632_076_800
+        denoiser=1_420_469_224,
+        vae=83_653_863,
+        text_encoder=352_984_064,
+        image_encoder=632_076_800,
+        linear=LinearWeights(denoiser=587_981_056, text_encoder=301_989_888),
     ),
     architecture=Architecture(),
     memory=I2VGENXL_MEMORY,
@@ -522,7 +540,11 @@ WAN21_I2V_480P = ModelSpec(
     limits=WAN21_LIMITS,
     # Counted on the meta device from models/configs/wan2.1-i2v-14b (tests/models/test_families.py).
     params=ComponentParams(
-        denoiser=16_394_878_784, vae=126_892_531, text_encoder=5_680_910_336, image_encoder=630_766_080
+        denoiser=16_394_878_784,
+        vae=126_892_531,
+        text_encoder=5_680_910_336,
+        image_encoder=630_766_080,
+        linear=LinearWeights(denoiser=16_361_062_400, text_encoder=4_630_511_616),
     ),
     architecture=Architecture(
         latent_channels=16, vae_scale_factor=8, temporal_compression=4, text_max_length=512
@@ -574,7 +596,12 @@ WAN22_TI2V_5B = ModelSpec(
         negative_prompt=WAN_NEGATIVE_PROMPT,
     ),
     limits=WAN22_TI2V_LIMITS,
-    params=ComponentParams(denoiser=4_999_787_712, vae=704_688_668, text_encoder=5_680_910_336),
+    params=ComponentParams(
+        denoiser=4_999_787_712,
+        vae=704_688_668,
+        text_encoder=5_680_910_336,
+        linear=LinearWeights(denoiser=4_986_568_704, text_encoder=4_630_511_616),
+    ),
     architecture=Architecture(
         latent_channels=48, vae_scale_factor=16, temporal_compression=4, text_max_length=512
     ),
@@ -612,7 +639,11 @@ WAN22_I2V_A14B = ModelSpec(
     limits=WAN21_LIMITS,
     # Counted on the meta device from models/configs/wan2.2-i2v-a14b (tests/models/test_families.py).
     params=ComponentParams(
-        denoiser=14_288_901_184, denoiser_2=14_288_901_184, vae=126_892_531, text_encoder=5_680_910_336
+        denoiser=14_288_901_184,
+        denoiser_2=14_288_901_184,
+        vae=126_892_531,
+        text_encoder=5_680_910_336,
+        linear=LinearWeights(denoiser=14_255_718_400, denoiser_2=14_255_718_400, text_encoder=4_630_511_616),
     ),
     architecture=Architecture(
         latent_channels=16, vae_scale_factor=8, temporal_compression=4, text_max_length=512
@@ -693,7 +724,12 @@ SVD_XT = ModelSpec(
         max_fps=30,
         accepts_prompt=False,
     ),
-    params=ComponentParams(denoiser=1_524_623_082, vae=97_742_847, image_encoder=632_076_800),
+    params=ComponentParams(
+        denoiser=1_524_623_082,
+        vae=97_742_847,
+        image_encoder=632_076_800,
+        linear=LinearWeights(denoiser=826_040_320),
+    ),
     architecture=Architecture(latent_channels=4, vae_scale_factor=8, text_max_length=0),
     memory=SVD_XT_MEMORY,
     description="Stable Video Diffusion XT (Stability AI, 2023): an image alone (no prompt) to 25 frames at "
@@ -741,7 +777,12 @@ LTX_VIDEO = ModelSpec(
         min_inference_steps=2,
         steps_rule="its schedule is stretched to end at shift_terminal, which one step cannot do",
     ),
-    params=ComponentParams(denoiser=1_923_385_472, vae=419_193_649, text_encoder=4_762_310_656),
+    params=ComponentParams(
+        denoiser=1_923_385_472,
+        vae=419_193_649,
+        text_encoder=4_762_310_656,
+        linear=LinearWeights(denoiser=1_922_039_808, text_encoder=4_630_511_616),
+    ),
     architecture=Architecture(
         latent_channels=128, vae_scale_factor=32, temporal_compression=8, text_max_length=128
     ),

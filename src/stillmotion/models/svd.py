@@ -41,6 +41,7 @@ from stillmotion.models.family import (
     NetworkBuilders,
     read_config,
 )
+from stillmotion.models.int8 import loading_kwargs
 
 if TYPE_CHECKING:
     from stillmotion.models.registry import ModelSpec
@@ -190,13 +191,17 @@ class SVDFamily(ModelFamily[SVDComponents, SVDConditioning]):
     roles = ROLES
     compile_blocks = ("BasicTransformerBlock", "TemporalBasicTransformerBlock", "SpatioTemporalResBlock")
 
-    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> SVDComponents:
+    def load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False
+    ) -> SVDComponents:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         common = {"torch_dtype": dtype, "variant": variant, "local_files_only": True}
         src = str(folder)
         return SVDComponents(
-            unet=UNetSpatioTemporalConditionModel.from_pretrained(src, subfolder="unet", **common),
+            unet=UNetSpatioTemporalConditionModel.from_pretrained(
+                src, subfolder="unet", **common, **loading_kwargs(int8, "diffusers")
+            ),
             vae=AutoencoderKLTemporalDecoder.from_pretrained(src, subfolder="vae", **common),
             image_encoder=CLIPVisionModelWithProjection.from_pretrained(
                 src, subfolder="image_encoder", **common

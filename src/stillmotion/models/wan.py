@@ -39,6 +39,7 @@ from stillmotion.models.family import (
     NetworkBuilders,
     read_config,
 )
+from stillmotion.models.int8 import loading_kwargs
 
 if TYPE_CHECKING:
     from stillmotion.models.registry import ModelSpec
@@ -301,8 +302,10 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     compile_blocks = ("WanTransformerBlock",)
     text_token_limit = MAX_SEQUENCE_LENGTH
 
-    def load_folder(self, folder: Path, dtype: torch.dtype, variant: str | None) -> WanComponents:
-        return self._load_folder(folder, dtype, variant, None)
+    def load_folder(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False
+    ) -> WanComponents:
+        return self._load_folder(folder, dtype, variant, None, int8=int8)
 
     def load_folder_with_denoiser(
         self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
@@ -310,7 +313,13 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         return self._load_folder(folder, dtype, variant, denoiser)
 
     def _load_folder(
-        self, folder: Path, dtype: torch.dtype, variant: str | None, transformer: torch.nn.Module | None
+        self,
+        folder: Path,
+        dtype: torch.dtype,
+        variant: str | None,
+        transformer: torch.nn.Module | None,
+        *,
+        int8: bool = False,
     ) -> WanComponents:
         import diffusers
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
@@ -328,12 +337,16 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
             transformer=(
                 transformer
                 if transformer is not None
-                else WanTransformer3DModel.from_pretrained(src, subfolder="transformer", **common)
+                else WanTransformer3DModel.from_pretrained(
+                    src, subfolder="transformer", **common, **loading_kwargs(int8, "diffusers")
+                )
             ),
             vae=AutoencoderKLWan.from_pretrained(
                 src, subfolder="vae", **(common | {"torch_dtype": VAE_DTYPE})
             ),
-            text_encoder=UMT5EncoderModel.from_pretrained(src, subfolder="text_encoder", **common),
+            text_encoder=UMT5EncoderModel.from_pretrained(
+                src, subfolder="text_encoder", **common, **loading_kwargs(int8, "transformers")
+            ),
             tokenizer=AutoTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=True),
             scheduler=scheduler_class.from_pretrained(src, subfolder="scheduler", local_files_only=True),
             image_encoder=(
@@ -348,7 +361,9 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
             ),
             expand_timesteps=bool(index.get("expand_timesteps", False)),
             transformer_2=(
-                WanTransformer3DModel.from_pretrained(src, subfolder="transformer_2", **common)
+                WanTransformer3DModel.from_pretrained(
+                    src, subfolder="transformer_2", **common, **loading_kwargs(int8, "diffusers")
+                )
                 if two_experts
                 else None
             ),
