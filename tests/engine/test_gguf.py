@@ -17,7 +17,6 @@ import torch
 
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
-from stillmotion.engine.request import GenerationRequest
 from stillmotion.engine.resolve import resolve
 from stillmotion.errors import InvalidRequest
 from stillmotion.media.image_input import InputImage
@@ -30,8 +29,8 @@ from stillmotion.models.gguf import load_gguf_transformer
 from stillmotion.models.registry import get_spec
 from tests.support.engine_calls import render
 from tests.support.gguf_files import write_gguf
+from tests.support.quantized_runs import MODEL, psnr, wan_request
 
-MODEL = "tiny-wan2.1-i2v"
 Q8_PSNR_FLOOR_DB = 30.0  # 8-bit blocks of 32 weights: far above this on the tiny build
 
 
@@ -48,34 +47,14 @@ def gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _request(**changes: Any) -> GenerationRequest:
-    fields: dict[str, Any] = {
-        "prompt": "a lighthouse in the fog",
-        "model": MODEL,
-        "height": 48,
-        "width": 80,
-        "num_frames": 5,
-        "num_inference_steps": 3,
-        "guidance_scale": 4.0,
-        "seed": 7,
-    }
-    return GenerationRequest(**(fields | changes))
-
-
-def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of frames in [0, 1]."""
-    mse = float(torch.mean((frames.float() - reference.float()) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def test_a_gguf_job_runs_offline_end_to_end_labelled_with_its_format_and_psnr(
     engine: Engine, input_image: InputImage, gguf_dir: Path
 ) -> None:
-    reference = render(engine, _request(), input_image)
+    reference = render(engine, wan_request(), input_image)
     results = {}
     for quant in ("Q8_0", "Q4_0"):
         rendered = render(
-            engine, _request(transformer_gguf=str(gguf_dir / f"tiny-wan-{quant}.gguf")), input_image
+            engine, wan_request(transformer_gguf=str(gguf_dir / f"tiny-wan-{quant}.gguf")), input_image
         )
         results[quant] = psnr(rendered.frames, reference.frames)
         recipe = rendered.result.metadata
@@ -87,7 +66,7 @@ def test_a_gguf_job_runs_offline_end_to_end_labelled_with_its_format_and_psnr(
     assert results["Q8_0"] > Q8_PSNR_FLOOR_DB
     assert results["Q4_0"] < results["Q8_0"]
     # The plain run again: the quantized transformer left nothing behind.
-    again = render(engine, _request(), input_image)
+    again = render(engine, wan_request(), input_image)
     assert torch.equal(again.frames, reference.frames)
     assert not again.result.metadata["runtime"]["approximate"]
 
@@ -97,9 +76,9 @@ def test_an_ltx_video_gguf_job_runs_labelled_and_close_to_its_16_bit_run(
 ) -> None:
     """LTX-Video GGUF files (original LTX tensor names) load through diffusers' LTX single-file converter."""
     ltx = {"model": "tiny-ltx-video", "height": 64, "width": 96, "num_frames": 9, "num_inference_steps": 2}
-    reference = render(engine, _request(**ltx), input_image)
+    reference = render(engine, wan_request(**ltx), input_image)
     rendered = render(
-        engine, _request(**ltx, transformer_gguf=str(gguf_dir / "tiny-ltx-Q8_0.gguf")), input_image
+        engine, wan_request(**ltx, transformer_gguf=str(gguf_dir / "tiny-ltx-Q8_0.gguf")), input_image
     )
     value = psnr(rendered.frames, reference.frames)
     print(f"LTX-Video Q8_0: PSNR {value:.2f} dB against the 16-bit-weights run")  # noqa: T201
@@ -113,7 +92,7 @@ def test_the_planned_weight_bytes_are_the_loaded_transformers(
     settings: Settings, gguf_dir: Path, dtype: torch.dtype
 ) -> None:
     spec = get_spec(MODEL)
-    request = resolve(_request(transformer_gguf=str(gguf_dir / "tiny-wan-Q4_0.gguf")), settings, (96, 80))
+    request = resolve(wan_request(transformer_gguf=str(gguf_dir / "tiny-wan-Q4_0.gguf")), settings, (96, 80))
     weights = request.transformer_gguf
     assert weights is not None
     folder = gguf_dir / "config"
@@ -124,7 +103,7 @@ def test_the_planned_weight_bytes_are_the_loaded_transformers(
     assert weights.weight_bytes(name) == in_memory
     # The planner counts exactly these bytes for the denoiser, in place of its 16-bit parameters.
     plan = plan_memory(spec, request, _cpu_budget(), strategy="resident")
-    plain = plan_memory(spec, resolve(_request(), settings, (96, 80)), _cpu_budget(), strategy="resident")
+    plain = plan_memory(spec, resolve(wan_request(), settings, (96, 80)), _cpu_budget(), strategy="resident")
     assert plan.estimate is not None and plain.estimate is not None
     saved = plain.estimate.denoise.weights_gib - plan.estimate.denoise.weights_gib
     expected = (spec.params.denoiser * 4 - weights.weight_bytes("float32")) / GIB
@@ -150,21 +129,21 @@ def test_bad_gguf_references_are_refused_naming_the_field(
 ) -> None:
     image = (96, 80)
     with pytest.raises(InvalidRequest, match="is not a .gguf file") as caught:
-        resolve(_request(transformer_gguf="model.safetensors"), settings, image)
+        resolve(wan_request(transformer_gguf="model.safetensors"), settings, image)
     assert caught.value.field == "transformer_gguf"
     fake = tmp_path / "fake.gguf"
     fake.write_bytes(b"not a gguf file at all")
     with pytest.raises(InvalidRequest, match="is not a GGUF file") as caught:
-        resolve(_request(transformer_gguf=str(fake)), settings, image)
+        resolve(wan_request(transformer_gguf=str(fake)), settings, image)
     assert caught.value.field == "transformer_gguf"
     with pytest.raises(InvalidRequest, match="is not a transformer of tiny-wan2.1-i2v") as caught:
-        resolve(_request(transformer_gguf=str(gguf_dir / "tiny-ti2v-Q8_0.gguf")), settings, image)
+        resolve(wan_request(transformer_gguf=str(gguf_dir / "tiny-ti2v-Q8_0.gguf")), settings, image)
     assert caught.value.field == "transformer_gguf"
     with pytest.raises(InvalidRequest, match="neither a .gguf file under the model folders") as caught:
-        resolve(_request(transformer_gguf="nowhere.gguf"), settings, image)
+        resolve(wan_request(transformer_gguf="nowhere.gguf"), settings, image)
     with pytest.raises(InvalidRequest, match="cannot be used with tiny-i2vgen-xl") as caught:
         resolve(
-            _request(
+            wan_request(
                 model="tiny-i2vgen-xl",
                 num_frames=None,
                 height=None,

@@ -18,7 +18,6 @@ from diffusers import WanImageToVideoPipeline
 
 from stillmotion.config import Settings
 from stillmotion.engine.engine import Engine
-from stillmotion.engine.request import GenerationRequest
 from stillmotion.media.image_input import InputImage
 from stillmotion.memory.apply import held_host_bytes
 from stillmotion.memory.weight_formats import BYTES_PER_PARAM, weight_bytes
@@ -26,8 +25,8 @@ from stillmotion.models import int8, tiny
 from stillmotion.models.loader import load_components
 from stillmotion.models.registry import get_spec
 from tests.support.engine_calls import render
+from tests.support.quantized_runs import MODEL, psnr, wan_request
 
-MODEL = "tiny-wan2.1-i2v"
 INT8_PSNR_FLOOR_DB = 30.0  # per-row int8 weights: far above this on the tiny build
 
 
@@ -36,31 +35,12 @@ def approximate_engine(tmp_path: Path) -> Engine:
     return Engine(Settings(data_dir=tmp_path / "data", device="cpu", allow_approximate=True))
 
 
-def _request(**changes: Any) -> GenerationRequest:
-    fields: dict[str, Any] = {
-        "prompt": "a lighthouse in the fog",
-        "model": MODEL,
-        "height": 48,
-        "width": 80,
-        "num_frames": 5,
-        "num_inference_steps": 3,
-        "guidance_scale": 4.0,
-        "seed": 7,
-    }
-    return GenerationRequest(**(fields | changes))
-
-
-def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float:
-    mse = float(torch.mean((frames.float() - reference.float()) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def test_an_int8_job_runs_offline_labelled_and_close_to_its_16_bit_run(
     approximate_engine: Engine, input_image: InputImage
 ) -> None:
     engine = approximate_engine
-    reference = render(engine, _request(), input_image)
-    rendered = render(engine, _request(), input_image, strategy="resident+int8")
+    reference = render(engine, wan_request(), input_image)
+    rendered = render(engine, wan_request(), input_image, strategy="resident+int8")
     value = psnr(rendered.frames, reference.frames)
     print(f"int8 weight-only (torchao): PSNR {value:.2f} dB against the 16-bit-weights run")  # noqa: T201
     assert INT8_PSNR_FLOOR_DB < value < math.inf  # close, and not the 16-bit weights themselves
@@ -69,7 +49,7 @@ def test_an_int8_job_runs_offline_labelled_and_close_to_its_16_bit_run(
     assert "int8_weights" in recipe["runtime"]["approximations"] and recipe["runtime"]["approximate"]
     assert "int8 weight-only (torchao)" in rendered.plan.reason
     # The 16-bit run again: the int8 weights were a load of their own and left nothing behind.
-    again = render(engine, _request(), input_image)
+    again = render(engine, wan_request(), input_image)
     assert torch.equal(again.frames, reference.frames)
     assert not again.result.metadata["runtime"]["approximate"]
 
