@@ -12,6 +12,15 @@ from tests.support.throwaway_postgres import PostgresUnavailable, ThrowawayPostg
 SKIP_POSTGRES_ENV = "STILLMOTION_SKIP_POSTGRES_TESTS"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every test module, and with them torch and diffusers, is imported now: freeze those objects, as the
+    worker and the CLI do after their imports (stillmotion/startup_heap.py), so the engine's gc.collect after
+    each in-process job skips them (0.3 s a job here otherwise)."""
+    from stillmotion.startup_heap import freeze_startup_objects
+
+    freeze_startup_objects()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[ThrowawayPostgres]:
     """One PostgreSQL cluster in a temp folder for the session (each test makes its own database in it).

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from stillmotion.config import Settings
 from stillmotion.errors import InvalidRequest, StillmotionError, advice
 from stillmotion.service.request_form import plain_int
+from stillmotion.startup_heap import freeze_startup_objects
 
 
 class MissingExtra(StillmotionError):
@@ -244,6 +245,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     output = args.output or settings.outputs_dir / time.strftime("stillmotion-%Y%m%d-%H%M%S.mp4")
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
+    freeze_startup_objects()  # the job's gc.collect then skips torch's and diffusers' objects
     last = None if args.last_image is None else load_image_file(args.last_image)
     request = resolve(
         _request(args),
@@ -292,8 +294,10 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
     prepared = batch_cli.prepare(entries, _request(args), settings, folder)
     folder.mkdir(parents=True, exist_ok=True)
     cancel = CancelToken()
+    engine = Engine(settings)
+    freeze_startup_objects()  # each job's gc.collect then skips torch's and diffusers' objects
     with _ctrl_c_cancels(cancel), ProgressDisplay(not args.json, jobs=len(prepared)) as progress:
-        results = batch_cli.run_batch(prepared, Engine(settings), cancel, progress)
+        results = batch_cli.run_batch(prepared, engine, cancel, progress)
     for result in results:
         if args.json:
             out(json.dumps(result, default=str))

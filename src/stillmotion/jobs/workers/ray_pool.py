@@ -44,6 +44,7 @@ from stillmotion.jobs.workers.job_files import input_files, publish_output, run_
 from stillmotion.jobs.workers.worker import Worker, open_store
 from stillmotion.logging_setup import setup_logging
 from stillmotion.media.video_output import sidecar_path_for
+from stillmotion.startup_heap import freeze_startup_objects
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +264,7 @@ class GpuWorker:
         self.device = self.settings.device
         self.restarted = context.was_current_actor_reconstructed
         self.engine = Engine(self.settings)
+        freeze_startup_objects()  # each job's gc.collect then skips torch's and diffusers' objects
         self.depot = depot
         self.store: JobStore | None = None
         self.worker: Worker | None = None

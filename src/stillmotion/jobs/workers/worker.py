@@ -89,6 +89,7 @@ from stillmotion.jobs.workers.job_files import (
 from stillmotion.jobs.workers.lease import LeaseKeeper, LeaseReaper
 from stillmotion.logging_setup import job_context, setup_logging
 from stillmotion.media.image_input import InputImage, load_image_file
+from stillmotion.startup_heap import freeze_startup_objects
 
 logger = logging.getLogger(__name__)
 
@@ -852,6 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert store is not None, "waits until the database answers: no stop event to give up on"
     try:
         worker = Worker(settings, store, Engine(settings), worker_id=args.worker_id)
+        freeze_startup_objects()  # each job's gc.collect then skips torch's and diffusers' objects
         with _signals(worker):
             worker.recover_interrupted()
             logger.info("worker %s ready (pid %d, device %s)", args.worker_id, os.getpid(), settings.device)
