@@ -41,7 +41,9 @@ def cell(spec: ModelSpec, gpu_gib: int, host_gib: int) -> str:
         plan = plan_memory(spec, request, budget)
     except CannotFit as refused:
         if "needed_host_gib" in refused.details:
-            return f"no: host (needs {refused.details['needed_host_gib']:.0f})"
+            int8 = refused.details.get("fits_with_int8")
+            with_int8 = f"; int8 fits: {int8['host_gib']:.0f}" if isinstance(int8, dict) else ""
+            return f"no: host (needs {refused.details['needed_host_gib']:.0f}{with_int8})"
         return f"no: GPU (needs {refused.details['needed_gib']:.1f})"
     assert plan.estimate is not None and plan.estimate.host is not None
     pinned = ", pins on the fly" if plan.pin_on_the_fly else ""
@@ -68,7 +70,8 @@ def tables() -> str:
     intro = (
         "Each cell: the plan's rung, then its estimated GPU / host peak in GiB before the "
         f"{ESTIMATE_MARGIN:.2f}x margin the planner adds; `no: GPU` or `no: host` says which memory is short "
-        "and what the cheapest plan needs (margin included). Exact plans only (no `--allow-approximate`)."
+        "and what the cheapest plan needs (margin included). Exact plans only (no `--allow-approximate`); "
+        "`int8 fits: N` where, with it, int8 weights (torchao, APPROXIMATE) would fit that host, needing N GiB."
     )
     specs = [spec for spec in list_specs() if not (spec.tiny or spec.random_weights)]
     return "\n\n".join([BEGIN, intro, *(table(spec) for spec in specs), END])
