@@ -71,7 +71,7 @@ def tables() -> str:
         "Each cell: the plan's rung, then its estimated GPU / host peak in GiB before the "
         f"{ESTIMATE_MARGIN:.2f}x margin the planner adds; `no: GPU` or `no: host` says which memory is short "
         "and what the cheapest plan needs (margin included). Exact plans only (no `--allow-approximate`); "
-        "`int8 fits: N` where, with it, int8 weights (torchao, APPROXIMATE) would fit that host, needing N GiB."
+        "`int8 fits: N` where int8 weights (torchao, APPROXIMATE) would fit that host, needing N GiB."
     )
     specs = [spec for spec in list_specs() if not (spec.tiny or spec.random_weights)]
     return "\n\n".join([BEGIN, intro, *(table(spec) for spec in specs), END])
