@@ -25,8 +25,8 @@ PACKAGE = "stillmotion"
 # import is allowed (no circles: test_no_module_imports_itself_round_a_circle).
 LAYERS: tuple[frozenset[str], ...] = (
     # Leaves and shared helpers: the package itself (__version__), settings, the user-facing errors, atomic
-    # writes, logging set-up.
-    frozenset({PACKAGE, "errors", "config", "atomic_file", "bounded_json", "logging_setup"}),
+    # writes, logging set-up, the start-up heap freeze.
+    frozenset({PACKAGE, "errors", "config", "atomic_file", "bounded_json", "logging_setup", "startup_heap"}),
     frozenset({"models", "media", "memory", "speed"}),
     frozenset({"engine"}),
     # The fault switches are an engine hook (engine/hooks.py) that the worker, the CLI and the benchmark

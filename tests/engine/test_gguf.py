@@ -44,6 +44,9 @@ def gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_gguf(ti2v, folder / "tiny-ti2v-Q8_0.gguf", "Q8_0")
     ltx = tiny.build_tiny_ltx_components(0)["transformer"]  # the engine's tiny-ltx-video weights
     write_gguf(ltx, folder / "tiny-ltx-Q8_0.gguf", "Q8_0", family="ltx")
+    experts = tiny.build_tiny_wan_components(0, experts=True)  # tiny-wan2.2-i2v-a14b's two experts
+    write_gguf(experts["transformer"], folder / "tiny-a14b-high-Q8_0.gguf", "Q8_0")
+    write_gguf(experts["transformer_2"], folder / "tiny-a14b-low-Q8_0.gguf", "Q8_0")
     return folder
 
 
@@ -85,6 +88,51 @@ def test_an_ltx_video_gguf_job_runs_labelled_and_close_to_its_16_bit_run(
     assert rendered.plan.weight_format == "GGUF Q8_0"
     assert rendered.result.metadata["transformer_gguf"]["quant"] == "Q8_0"
     assert Q8_PSNR_FLOOR_DB < value < math.inf  # close, and not the 16-bit weights themselves
+
+
+def test_wan_2_2_a14b_takes_a_gguf_file_per_expert(
+    engine: Engine, settings: Settings, input_image: InputImage, gguf_dir: Path
+) -> None:
+    """Each expert from its own file (transformer_gguf: high noise, transformer_2_gguf: low noise), or one
+    expert from a file and the other 16-bit; the planner counts each file's bytes for its expert."""
+    a14b = {"model": "tiny-wan2.2-i2v-a14b", "height": 48, "width": 64, "num_frames": 9}
+    high, low = str(gguf_dir / "tiny-a14b-high-Q8_0.gguf"), str(gguf_dir / "tiny-a14b-low-Q8_0.gguf")
+    reference = render(engine, wan_request(**a14b), input_image)
+    both = render(engine, wan_request(**a14b, transformer_gguf=high, transformer_2_gguf=low), input_image)
+    low_only = render(engine, wan_request(**a14b, transformer_2_gguf=low), input_image)
+    values = {"both": psnr(both.frames, reference.frames), "low": psnr(low_only.frames, reference.frames)}
+    print(f"Wan 2.2 A14B Q8_0 experts: PSNR {values} dB against the 16-bit run")  # noqa: T201
+    assert Q8_PSNR_FLOOR_DB < values["both"] < math.inf and Q8_PSNR_FLOOR_DB < values["low"] < math.inf
+    assert both.plan.weight_format == "GGUF Q8_0 / GGUF Q8_0"
+    assert low_only.plan.weight_format == "16-bit / GGUF Q8_0"
+    recipe = both.result.metadata
+    assert recipe["transformer_gguf"]["quant"] == recipe["transformer_2_gguf"]["quant"] == "Q8_0"
+    assert recipe["transformer_2_gguf"]["field"] == "transformer_2_gguf"
+    labels = recipe["runtime"]["approximations"]
+    assert any(label.startswith("transformer_2_gguf: GGUF Q8_0") for label in labels)
+    # The planner counts the low-noise file's own bytes for the second expert, in place of its 16-bit ones.
+    spec = get_spec("tiny-wan2.2-i2v-a14b")
+    request = resolve(wan_request(**a14b, transformer_2_gguf=low), settings, (96, 80))
+    assert request.transformer_2_gguf is not None and request.transformer_gguf is None
+    plan = plan_memory(spec, request, _cpu_budget(), strategy="resident")
+    plain = plan_memory(
+        spec, resolve(wan_request(**a14b), settings, (96, 80)), _cpu_budget(), strategy="resident"
+    )
+    assert plan.estimate is not None and plain.estimate is not None and plan.estimate.host is not None
+    assert plain.estimate.host is not None
+    expected = (spec.params.denoiser_2 * 4 - request.transformer_2_gguf.weight_bytes("float32")) / GIB
+    assert plain.estimate.host.load_gib - plan.estimate.host.load_gib == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_low_noise_expert_file_is_refused_for_a_one_transformer_model(
+    settings: Settings, gguf_dir: Path
+) -> None:
+    low = str(gguf_dir / "tiny-a14b-low-Q8_0.gguf")
+    with pytest.raises(
+        InvalidRequest, match="transformer_2_gguf cannot be used with tiny-wan2.1-i2v"
+    ) as caught:
+        resolve(wan_request(transformer_2_gguf=low), settings, (96, 80))
+    assert caught.value.field == "transformer_2_gguf"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

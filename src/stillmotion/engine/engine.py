@@ -427,10 +427,14 @@ class Engine:
         request: ResolvedRequest,
         plan: MemoryPlan,
     ) -> Components:
-        gguf = request.transformer_gguf
-        # A GGUF transformer and int8 storage are part of what is loaded: another file, or the other format,
+        gguf, gguf_2 = request.transformer_gguf, request.transformer_2_gguf
+        # GGUF transformers and int8 storage are part of what is loaded: another file, or the other format,
         # loads the model again.
-        key = spec.name if gguf is None else f"{spec.name}+gguf:{gguf.sha256}"
+        key = spec.name + "".join(
+            f"+{name}:{file.sha256}"
+            for name, file in (("gguf", gguf), ("gguf_2", gguf_2))
+            if file is not None
+        )
         key += "+int8" if plan.int8_weights else ""
         if self._loaded is not None and self._loaded[:2] == (key, dtype):
             return self._loaded[2]
@@ -443,6 +447,7 @@ class Engine:
             cache_dir=self.settings.models_dir,
             offline=self.settings.offline,
             transformer_gguf=gguf,
+            transformer_2_gguf=gguf_2,
             int8=plan.int8_weights,
         )
         self._loaded = (key, dtype, components)

@@ -38,6 +38,7 @@ from stillmotion.models.registry import RESOLUTION_PRESETS, Limits, ModelSpec
 MAX_SEED = 2**32 - 1  # 32-bit seeds: the common convention, and exact in every JSON client
 MAX_MODEL_CHARS = 1024  # a registered name, a Hugging Face repo id or a local folder path
 FIELD = "transformer_gguf"
+FIELD_2 = "transformer_2_gguf"
 
 # How a field is asked for: free text, a model reference, one of a few choices, a number, an on/off flag, a
 # list of LoRAs (the API: a JSON text field; the CLI: a repeatable --lora REF[:STRENGTH[:EXPERT]]), or a
@@ -232,7 +233,17 @@ class GenerationRequest:
             "recipe): a .gguf file under the model folders or a Hugging Face file "
             "owner/repo/path/file.gguf[@revision], made from this model (Q8_0 is closest to 16-bit; Q4 "
             "types use a quarter of its memory). The other parts come from the model. Wan 2.1 I2V, Wan 2.2 "
-            "TI2V and LTX-Video models.",
+            "TI2V and LTX-Video models; for Wan 2.2 A14B the high-noise expert.",
+            "text",
+            max_chars=lambda _: MAX_MODEL_CHARS,
+        )
+    )
+    transformer_2_gguf: str | None = declared(
+        RequestField(
+            "Low-noise expert (GGUF)",
+            "Wan 2.2 A14B: a quantized low-noise expert (transformer_2) to run instead of its 16-bit one "
+            "(APPROXIMATE; recorded in the recipe), a .gguf file or hub file as for the transformer. Give it "
+            "with the high-noise expert's file, or alone.",
             "text",
             max_chars=lambda _: MAX_MODEL_CHARS,
         )
@@ -329,6 +340,7 @@ class GenerationRequest:
         loras: tuple[ResolvedLora, ...] = (),
         last_image_sha256: str | None = None,
         transformer_gguf: GgufWeights | None = None,
+        transformer_2_gguf: GgufWeights | None = None,
     ) -> ResolvedRequest:
         """Validate against ``spec`` and fill every default; ``image_size`` is the input's (width, height).
 
@@ -337,8 +349,8 @@ class GenerationRequest:
         submission stores the same request) instead of drawing a random one. ``loras``: this request's LoRAs
         and the fast choice's, found and checked by the caller (engine/resolve.py ``resolve_loras``), in that
         order; ``last_image_sha256``: the content hash of the ``last_image`` the caller loaded;
-        ``transformer_gguf``: the file ``self.transformer_gguf`` names, found and read by the caller
-        (engine/resolve.py ``resolve_transformer_gguf``).
+        ``transformer_gguf`` and ``transformer_2_gguf``: the files the fields of those names name, found and
+        read by the caller (engine/resolve.py ``resolve_transformer_gguf``).
         """
         prompt, negative = self._resolve_prompts(spec, need_prompt)
         height, width, resolution = self._resolve_size(spec, image_size)
@@ -353,6 +365,7 @@ class GenerationRequest:
         guidance_2 = self._resolve_guidance_2(spec, fast is not None)
         self._check_loras(spec, loras)
         self._check_gguf(spec, transformer_gguf, bool(loras))
+        self._check_gguf_2(spec, transformer_2_gguf, bool(loras))
         if self.last_image is not None and not spec.accepts_last_image:
             raise InvalidRequest(
                 f"last_image cannot be used with {spec.name}: it was not trained to end on a given frame; "
@@ -389,6 +402,7 @@ class GenerationRequest:
             last_image=last_image_sha256 if self.last_image is not None else None,
             experts=_expert_note(spec, int(steps), fast.flow_shift if fast else None),
             transformer_gguf=transformer_gguf,
+            transformer_2_gguf=transformer_2_gguf,
         )
 
     def _resolve_fast(self, spec: ModelSpec) -> Any:
@@ -430,30 +444,25 @@ class GenerationRequest:
                 )
 
     def _check_gguf(self, spec: ModelSpec, weights: GgufWeights | None, has_loras: bool) -> None:
-        """A GGUF transformer: for a one-denoiser Wan model or LTX-Video, without LoRAs (they cannot merge
-        into quantized weights), and the file the caller resolved from this very field."""
-        if self.transformer_gguf is None or not self.transformer_gguf.strip():
-            if weights is not None:
-                raise InvalidRequest("transformer_gguf: a file was resolved for no reference.", field=FIELD)
-            return
-        if not spec.accepts_gguf:
+        """A GGUF transformer: for a Wan model (A14B: its high-noise expert) or LTX-Video, without LoRAs
+        (they cannot merge into quantized weights), and the file the caller resolved from this very field."""
+        if self.transformer_gguf and self.transformer_gguf.strip() and not spec.accepts_gguf:
             raise InvalidRequest(
                 f"transformer_gguf cannot be used with {spec.name}: GGUF transformers are supported for the "
-                "Wan 2.1 I2V, Wan 2.2 TI2V and LTX-Video models (one transformer each; Wan 2.2 A14B has two "
-                "experts).",
+                "Wan and LTX-Video models.",
                 field=FIELD,
             )
-        if has_loras:
+        _check_gguf_field(FIELD, self.transformer_gguf, weights, has_loras)
+
+    def _check_gguf_2(self, spec: ModelSpec, weights: GgufWeights | None, has_loras: bool) -> None:
+        """A GGUF low-noise expert: for a two-expert model (Wan 2.2 A14B) only."""
+        if self.transformer_2_gguf and self.transformer_2_gguf.strip() and spec.experts is None:
             raise InvalidRequest(
-                "transformer_gguf cannot be combined with loras or fast (their LoRAs cannot be merged into "
-                "quantized weights); leave one out.",
-                field=FIELD,
+                f"transformer_2_gguf cannot be used with {spec.name}: it has one transformer (use "
+                "transformer_gguf); a low-noise expert file is for Wan 2.2 A14B.",
+                field=FIELD_2,
             )
-        if weights is None:
-            raise InvalidRequest(
-                f"transformer_gguf={self.transformer_gguf!r} was not resolved (engine/resolve.py).",
-                field=FIELD,
-            )
+        _check_gguf_field(FIELD_2, self.transformer_2_gguf, weights, has_loras)
 
     def _resolve_prompts(self, spec: ModelSpec, need_prompt: bool) -> tuple[str, str]:
         """(prompt, negative prompt); a model without a text encoder refuses either rather than ignore it."""
@@ -537,13 +546,16 @@ class ResolvedRequest:
     experts: dict[str, Any] | None = None
     # APPROXIMATE: the transformer's weights from this GGUF file (reference, sha256, format, loaded bytes).
     transformer_gguf: GgufWeights | None = None
+    # APPROXIMATE: a two-expert model's low-noise expert (transformer_2) from this GGUF file.
+    transformer_2_gguf: GgufWeights | None = None
 
     def __post_init__(self) -> None:
         # Read back from JSON (a stored job): the LoRAs and the GGUF file as records again.
         loras = tuple(lora if isinstance(lora, ResolvedLora) else lora_from_dict(lora) for lora in self.loras)
         object.__setattr__(self, "loras", loras)
-        if isinstance(self.transformer_gguf, dict):
-            object.__setattr__(self, "transformer_gguf", gguf_from_dict(self.transformer_gguf))
+        for name in (FIELD, FIELD_2):
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, gguf_from_dict(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape a job row stores (tuples as lists), so a stored request equals a new one's."""
@@ -559,6 +571,11 @@ class ResolvedRequest:
     def quantized_denoiser(self) -> GgufWeights | None:
         """The transformer's quantized file, whose own weight bytes the planner counts."""
         return self.transformer_gguf
+
+    @property
+    def quantized_denoiser_2(self) -> GgufWeights | None:
+        """The low-noise expert's quantized file (two experts), whose own weight bytes the planner counts."""
+        return self.transformer_2_gguf
 
     def notes(self) -> list[str]:
         """What a user should know before it runs, one line each: the experts, the fast choice, the LoRAs."""
@@ -584,24 +601,27 @@ class ResolvedRequest:
                 f"lora: {lora.reference}{where} strength {lora.strength:g}, expert {lora.expert} "
                 f"(sha256 {lora.sha256[:12]})"
             )
-        gguf = self.transformer_gguf
-        if gguf is not None:
-            where = f"@{gguf.revision[:12]}" if gguf.revision else ""
-            lines.append(
-                f"transformer: {gguf.label}, APPROXIMATE, from {gguf.reference}{where} "
-                f"({gguf.weight_bytes('bfloat16') / 2**30:.2f} GiB in 16-bit runs; sha256 {gguf.sha256[:12]})"
-            )
+        for name, gguf in (
+            ("transformer", self.transformer_gguf),
+            ("transformer_2", self.transformer_2_gguf),
+        ):
+            if gguf is not None:
+                where = f"@{gguf.revision[:12]}" if gguf.revision else ""
+                gib = gguf.weight_bytes("bfloat16") / 2**30
+                lines.append(
+                    f"{name}: {gguf.label}, APPROXIMATE, from {gguf.reference}{where} "
+                    f"({gib:.2f} GiB in 16-bit runs; sha256 {gguf.sha256[:12]})"
+                )
         return lines
 
     @property
     def approximations(self) -> list[str]:
         """What makes this request's video not the base model's (labelled in the recipe)."""
         labels = ["fast: step-distilled LoRA, not the base model's output"] if self.fast else []
-        if self.transformer_gguf is not None:
-            labels.append(
-                f"transformer_gguf: {self.transformer_gguf.label} weights from a GGUF file, not the model's "
-                "16-bit ones"
-            )
+        for name in (FIELD, FIELD_2):
+            gguf = getattr(self, name)
+            if gguf is not None:
+                labels.append(f"{name}: {gguf.label} weights from a GGUF file, not the model's 16-bit ones")
         return labels
 
     @classmethod
@@ -757,6 +777,25 @@ def preset_size(side: int, image_size: tuple[int, int] | None, limits: Limits) -
 
 
 # -- the checks ---------------------------------------------------------------------------------------------
+
+
+def _check_gguf_field(
+    field: str, reference: str | None, weights: GgufWeights | None, has_loras: bool
+) -> None:
+    """What both GGUF fields share: no LoRAs beside a quantized file, and the caller resolved the file the
+    field names (or none for no reference)."""
+    if reference is None or not reference.strip():
+        if weights is not None:
+            raise InvalidRequest(f"{field}: a file was resolved for no reference.", field=field)
+        return
+    if has_loras:
+        raise InvalidRequest(
+            f"{field} cannot be combined with loras or fast (their LoRAs cannot be merged into quantized "
+            "weights); leave one out.",
+            field=field,
+        )
+    if weights is None:
+        raise InvalidRequest(f"{field}={reference!r} was not resolved (engine/resolve.py).", field=field)
 
 
 def _check_number(name: str, value: object, default: float, spec: ModelSpec) -> float:

@@ -73,13 +73,21 @@ def resolve_loras(
 
 
 def resolve_transformer_gguf(
-    request: GenerationRequest, spec: ModelSpec, settings: Settings, *, any_local_path: bool = False
+    request: GenerationRequest,
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    any_local_path: bool = False,
+    expert: str = "transformer",
 ) -> GgufWeights | None:
-    """The request's GGUF transformer file, found, read and checked against the model's transformer (names
-    and sizes), so a job is never queued with a file that cannot load; None when it names none. A model
-    that takes none is refused by ``GenerationRequest.resolve``, before any file is read."""
-    ref = (request.transformer_gguf or "").strip()
-    if not ref or not spec.accepts_gguf:
+    """The request's GGUF file for ``expert`` ("transformer", or a two-expert model's "transformer_2"),
+    found, read and checked against that transformer of the model (names and sizes), so a job is never
+    queued with a file that cannot load; None when it names none. A model that takes none is refused by
+    ``GenerationRequest.resolve``, before any file is read."""
+    field = f"{expert}_gguf"
+    ref = (getattr(request, field) or "").strip()
+    usable = spec.accepts_gguf and (expert == "transformer" or spec.experts is not None)
+    if not ref or not usable:
         return None
     from stillmotion.models.adapters import family_of
     from stillmotion.models.gguf import check_fit, gguf_folders, resolve_gguf
@@ -93,9 +101,22 @@ def resolve_transformer_gguf(
         any_local_path=any_local_path,
         cache_dir=settings.models_dir,
         offline=settings.offline,
+        field=field,
     )
-    check_fit(weights, family, meta_components(family, spec).transformer, spec.name)
+    check_fit(weights, family, getattr(meta_components(family, spec), expert), spec.name)
     return weights
+
+
+def resolve_gguf_files(
+    request: GenerationRequest, spec: ModelSpec, settings: Settings, *, any_local_path: bool
+) -> tuple[GgufWeights | None, GgufWeights | None]:
+    """The request's GGUF files: ``transformer_gguf``'s and ``transformer_2_gguf``'s (None where unnamed)."""
+    return (
+        resolve_transformer_gguf(request, spec, settings, any_local_path=any_local_path),
+        resolve_transformer_gguf(
+            request, spec, settings, any_local_path=any_local_path, expert="transformer_2"
+        ),
+    )
 
 
 def resolve(
@@ -113,7 +134,7 @@ def resolve(
     (the CLI's own); ``last_image_sha256``: the content hash of the ``last_image`` the caller loaded."""
     spec = model_spec(request.model or settings.default_model, settings)
     loras = resolve_loras(request, spec, settings, any_local_path=any_local_path)
-    gguf = resolve_transformer_gguf(request, spec, settings, any_local_path=any_local_path)
+    gguf, gguf_2 = resolve_gguf_files(request, spec, settings, any_local_path=any_local_path)
     return request.resolve(
         spec,
         image_size,
@@ -121,4 +142,5 @@ def resolve(
         loras=loras,
         last_image_sha256=last_image_sha256,
         transformer_gguf=gguf,
+        transformer_2_gguf=gguf_2,
     )

@@ -17,6 +17,7 @@ has the derivation and the calibration error table.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from stillmotion.memory import experts, host
 from stillmotion.memory.types import (
@@ -30,13 +31,12 @@ from stillmotion.memory.types import (
 )
 from stillmotion.memory.weight_formats import (
     BYTES_PER_PARAM,
-    INT8_ROLES,
     INT8_STEP_FACTOR,
     QuantizedWeights,
     weight_bytes,
 )
 from stillmotion.models.memory_facts import DecodeChunking
-from stillmotion.models.registry import ModelSpec
+from stillmotion.models.registry import INT8_ROLES, ModelSpec
 
 MIB = 1024**2
 # The step count the expected total time is given for (the model's default and the issue's targets).
@@ -124,20 +124,26 @@ def _weights_gib(
     dtype: str,
     *,
     fp8: bool = False,
-    quantized: QuantizedWeights | None = None,
+    quantized: Mapping[str, QuantizedWeights] | None = None,
     int8: bool = False,
 ) -> float:
-    """Weights of ``role``: a quantized file's own bytes (the denoiser only), int8 storage (its linear
-    layers), else per parameter."""
+    """Weights of ``role``: a quantized file's own bytes (a denoiser's, ``quantized`` by role), int8
+    storage (its linear layers), else per parameter."""
     params = spec.params.bytes(role, 1)
     denoiser = role in DENOISERS
-    quantized = quantized if role == "denoiser" else None
+    file = (quantized or {}).get(role)
     linear = getattr(spec.params.linear, role) if int8 and role in INT8_ROLES else None
-    return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=quantized, int8_linear=linear) / GIB
+    return weight_bytes(params, dtype, fp8=fp8 and denoiser, quantized=file, int8_linear=linear) / GIB
+
+
+def quantized_files(request: RequestShape) -> dict[str, QuantizedWeights]:
+    """The request's quantized denoiser files by role ("denoiser", a second expert's "denoiser_2")."""
+    files = {"denoiser": request.quantized_denoiser, "denoiser_2": request.quantized_denoiser_2}
+    return {role: file for role, file in files.items() if file is not None}
 
 
 def _stored_weights_gib(
-    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None, *, fp8: bool
+    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: Mapping[str, QuantizedWeights], *, fp8: bool
 ) -> float:
     """All of ``role``'s weights as the plan stores them (its dtype, the VAE's, fp8, int8 or a quantized
     file)."""
@@ -146,7 +152,7 @@ def _stored_weights_gib(
 
 
 def _placed_weights_gib(
-    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: QuantizedWeights | None = None
+    spec: ModelSpec, plan: MemoryPlan, role: str, quantized: Mapping[str, QuantizedWeights]
 ) -> float:
     """Weights of ``role`` on the device while it runs, under the plan's placement."""
     full = _stored_weights_gib(spec, plan, role, quantized, fp8=plan.fp8_weights)
@@ -190,7 +196,7 @@ def estimate_memory(
     """Predicted peak allocated and reserved GiB per phase, and the expected speed, of ``plan``."""
     facts = spec.memory
     dtype, vae_dtype = plan.dtype, plan.effective_vae_dtype
-    quantized = request.quantized_denoiser
+    quantized = quantized_files(request)
     w = {name: _placed_weights_gib(spec, plan, name, quantized) for name in ROLES}
     pixels = request.height * request.width
 
@@ -302,9 +308,7 @@ def expected_time(spec: ModelSpec, request: RequestShape, plan: MemoryPlan) -> t
     elif plan.placement is Placement.GROUP_OFFLOAD:
         leaf = plan.group_offload_type is not GroupOffloadType.BLOCK_LEVEL
         step += facts.group_leaf_step_overhead_s if leaf else facts.group_block_step_overhead_s
-        denoiser = _stored_weights_gib(
-            spec, plan, "denoiser", request.quantized_denoiser, fp8=plan.fp8_weights
-        )
+        denoiser = _stored_weights_gib(spec, plan, "denoiser", quantized_files(request), fp8=plan.fp8_weights)
         step += host.pin_on_the_fly_s_per_step(plan, denoiser)
     elif plan.placement is Placement.SEQUENTIAL_OFFLOAD:
         step += facts.sequential_step_overhead_s

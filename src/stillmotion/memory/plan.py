@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 
 from stillmotion.errors import CannotFit, InvalidRequest
 from stillmotion.memory.device import DeviceBudget
-from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, guidance_batch
+from stillmotion.memory.estimate import estimate_memory, ff_chunk_mib_for, guidance_batch, quantized_files
 from stillmotion.memory.host_refusal import NominalQuantized, host_memory_refusal, host_need_gib
 from stillmotion.memory.types import (
     ESTIMATE_MARGIN,
@@ -215,9 +215,21 @@ def usable_rungs(
     )
 
 
+def weight_format_label(request: RequestShape) -> str | None:
+    """The quantized files' format for the plan ("GGUF Q8_0"; two experts' files: "GGUF Q8_0 / Q4_0",
+    the high-noise expert's first, "16-bit" for an expert without one); None without a file."""
+    files = quantized_files(request)
+    if not files:
+        return None
+    if request.quantized_denoiser_2 is None and "denoiser" in files:
+        return files["denoiser"].label
+    labels = [files[role].label if role in files else "16-bit" for role in ("denoiser", "denoiser_2")]
+    return " / ".join(labels)
+
+
 def int8_rungs(spec: ModelSpec, request: RequestShape, device_type: str = "cuda") -> tuple[Rung, ...]:
     """The rungs int8 storage can join for this request (module docstring); none where it does not apply."""
-    if not int8_available() or request.quantized_denoiser is not None or request.lora_bytes > 0:
+    if not int8_available() or quantized_files(request) or request.lora_bytes > 0:
         return ()
     return tuple(
         rung
@@ -230,7 +242,7 @@ def int8_refusal(spec: ModelSpec, request: RequestShape, rung: Rung) -> str | No
     """Why ``rung`` cannot take int8 storage for this request (for a forced strategy), or None."""
     if not int8_available():
         return "int8 storage needs torchao, which is not installed here (pip install 'stillmotion[quant]')"
-    if request.quantized_denoiser is not None:
+    if quantized_files(request):
         return "the transformer's weights come from a GGUF file (already quantized)"
     if request.lora_bytes > 0:
         return "LoRAs cannot be merged into int8 weights"
@@ -301,7 +313,7 @@ def build_plan(
         int8_weights=int8,
         vae_tiling=rung.vae_tiling,
         group_offload_type=rung.group_offload_type,
-        weight_format=None if request.quantized_denoiser is None else request.quantized_denoiser.label,
+        weight_format=weight_format_label(request),
         vae_dtype=plan_vae_dtype(spec, dtype),
     )
     expandable = expandable_memory(budget)
@@ -451,7 +463,7 @@ def plan_memory(
     ``InvalidRequest`` for an unknown or disallowed ``strategy``. On a CPU the plan is float32 in host
     memory, planned against the memory the host has available (HOST_MEMORY_RUNGS).
     """
-    quantized = request.quantized_denoiser is not None
+    quantized = bool(quantized_files(request))
     if strategy is not None:
         return _forced_plan(spec, request, budget, strategy, allow_approximate=allow_approximate)
     rungs = usable_rungs(
@@ -496,7 +508,7 @@ def _forced_plan(
     """The plan of a forced ``strategy`` (a rung name, ``+int8`` for int8 storage), fitting or not."""
     rung = _rung_by_name(strategy, allow_approximate)
     int8 = split_strategy(strategy)[1]
-    if request.quantized_denoiser is not None and rung.fp8_weights:
+    if quantized_files(request) and rung.fp8_weights:
         raise InvalidRequest(
             f"strategy={strategy!r} stores the transformer in float8, but its weights come from a GGUF "
             "file (already quantized); choose another rung.",
@@ -525,7 +537,7 @@ def _quantized_host_need(
     """For a model that takes a GGUF transformer and a request without one: the host memory (GiB, margin
     included) a typical 4-bit file (NominalQuantized) would need on this card; None when that file would not
     fit the card either, or does not apply."""
-    if not spec.accepts_gguf or request.quantized_denoiser is not None:
+    if not spec.accepts_gguf or quantized_files(request):
         return None
     shape = Shape(
         request.height,
@@ -567,7 +579,7 @@ def smallest_estimate_gib(
 ) -> float:
     """Peak reserved GiB of the cheapest rung (what the request needs at the very least)."""
     values = []
-    quantized = request.quantized_denoiser is not None
+    quantized = bool(quantized_files(request))
     formats = [(False, rung) for rung in usable_rungs(
         spec, allow_approximate=allow_approximate, device_type=budget.device_type, quantized=quantized
     )]  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stillmotion.memory.device import DeviceBudget
+from stillmotion.memory.estimate import quantized_files
 from stillmotion.memory.plan import (
     MemoryPlan,
     RequestShape,
@@ -41,9 +42,7 @@ def next_plan(
     rungs = (
         int8_rungs(spec, request)
         if int8
-        else usable_rungs(
-            spec, allow_approximate=approximate, quantized=request.quantized_denoiser is not None
-        )
+        else usable_rungs(spec, allow_approximate=approximate, quantized=bool(quantized_files(request)))
     )
     names = [rung.name for rung in rungs]
     failed_rung = split_strategy(failed.rung)[0]

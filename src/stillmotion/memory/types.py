@@ -38,6 +38,8 @@ class RequestShape(Protocol):
     def lora_bytes(self) -> int: ...  # the request's LoRA files together (0: none)
     @property
     def quantized_denoiser(self) -> QuantizedWeights | None: ...  # a GGUF transformer file (None: none)
+    @property
+    def quantized_denoiser_2(self) -> QuantizedWeights | None: ...  # a second expert's GGUF file
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Shape:
     flow_shift: float | None = None
     lora_bytes: int = 0
     quantized_denoiser: QuantizedWeights | None = None
+    quantized_denoiser_2: QuantizedWeights | None = None
 
 
 class Placement(StrEnum):

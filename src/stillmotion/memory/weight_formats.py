@@ -21,9 +21,8 @@ from typing import Protocol
 BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
 FP8_BYTES_PER_PARAM = 1
 INT8_BYTES_PER_PARAM = 1
-# The roles int8 storage quantizes: the networks that hold most of the weights. The VAE (convolutions) and
-# the image encoder (CLIP vision, 0.6B) stay in the run's dtype.
-INT8_ROLES = ("denoiser", "denoiser_2", "text_encoder")
+# The roles int8 storage quantizes (INT8_ROLES, models/registry.py): the networks that hold most of the
+# weights. The VAE (convolutions) and the image encoder (CLIP vision, 0.6B) stay in the run's dtype.
 # ASSUMED (no GPU lent to measure it): a denoising step with int8 weight-only linears, eager, against 16-bit.
 # torchao dequantizes each weight as its matmul runs; at video token counts the matmul dominates.
 INT8_STEP_FACTOR = 1.15

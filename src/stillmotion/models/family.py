@@ -160,12 +160,13 @@ class ModelFamily(ABC, Generic[C, K]):
         """Every component from a diffusers-format folder (local files only), weights in ``dtype``; with
         ``int8``, the denoiser(s) and the text encoder quantized while they load (models/int8.py)."""
 
-    def load_folder_with_denoiser(
-        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    def load_folder_with_denoisers(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, given: Mapping[str, torch.nn.Module]
     ) -> C:
-        """``load_folder``, with the denoiser given (a GGUF transformer loaded from its own file, models/
-        gguf.py) instead of read from the folder, whose denoiser weights may be absent. Families that take
-        a GGUF transformer (``ModelSpec.accepts_gguf``) implement it."""
+        """``load_folder``, with the denoisers in ``given`` by name ("transformer", a second expert's
+        "transformer_2": GGUF transformers loaded from their own files, models/gguf.py) instead of read
+        from the folder, whose weights for them may be absent. Families that take a GGUF transformer
+        (``ModelSpec.accepts_gguf``) implement it."""
         raise NotImplementedError(f"the {self.name} family takes no GGUF transformer")
 
     @abstractmethod

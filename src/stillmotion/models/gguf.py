@@ -32,6 +32,8 @@ FLOAT_TYPES = ("F32", "F16")  # diffusers loads these as plain tensors (cast to 
 # The transformer classes diffusers' single-file loader converts GGUF files into, per family.
 TRANSFORMER_CLASSES = {"wan": "WanTransformer3DModel", "ltx": "LTXVideoTransformer3DModel"}
 FIELD = "transformer_gguf"
+# Wan 2.2 A14B's low-noise expert (transformer_2) takes a file of its own.
+FIELD_2 = "transformer_2_gguf"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class GgufWeights:
     quantized_bytes: int
     float_params: int
     fp32_params: int
+    # The request field that named it: FIELD, or FIELD_2 for a two-expert model's low-noise expert.
+    field: str = FIELD
 
     @property
     def label(self) -> str:
@@ -80,15 +84,16 @@ def resolve_gguf(
     any_local_path: bool,
     cache_dir: Path | None,
     offline: bool,
+    field: str = FIELD,
 ) -> GgufWeights:
-    """Find ``ref``'s file and read its tensor table (module docstring); ``InvalidRequest`` names the
-    field."""
+    """Find ``ref``'s file and read its tensor table (module docstring); ``InvalidRequest`` names ``field``
+    (the request field that named it)."""
     ref = ref.strip()
     if not ref.split("@")[0].lower().endswith(GGUF_SUFFIX):
         raise InvalidRequest(
-            f"{FIELD}={ref!r} is not a .gguf file; name a GGUF transformer file under the model folders or "
+            f"{field}={ref!r} is not a .gguf file; name a GGUF transformer file under the model folders or "
             "a Hugging Face file owner/repo/path/file.gguf[@revision].",
-            field=FIELD,
+            field=field,
         )
     local = _local_file(ref, folders, any_local_path)
     if local is not None:
@@ -98,15 +103,15 @@ def resolve_gguf(
         if hub is None:
             searched = ", ".join(str(folder) for folder in folders) or "no model folder"
             raise InvalidRequest(
-                f"{FIELD}={ref!r} is neither a .gguf file under the model folders ({searched}) nor a Hugging "
+                f"{field}={ref!r} is neither a .gguf file under the model folders ({searched}) nor a Hugging "
                 "Face file reference owner/repo/path/file.gguf[@revision].",
-                field=FIELD,
+                field=field,
             )
         path = hub_file(
-            hub["repo"], hub["file"], hub["rev"], cache_dir, offline, FIELD, what="GGUF file", folder="models"
+            hub["repo"], hub["file"], hub["rev"], cache_dir, offline, field, what="GGUF file", folder="models"
         )
         revision, source, reference = _commit_of(path), "hub", f"{hub['repo']}/{hub['file']}"
-    tensors = read_tensor_table(path, ref)
+    tensors = read_tensor_table(path, ref, field)
     keep_fp32 = tuple(getattr(_transformer_class(family), "_keep_in_fp32_modules", None) or ())
     facts = _loaded_facts(tensors, family, keep_fp32)
     digest, size = _sha256(path)
@@ -117,6 +122,7 @@ def resolve_gguf(
         revision=revision,
         sha256=digest,
         size_bytes=size,
+        field=field,
         **facts,
     )
 
@@ -132,17 +138,17 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
-def read_tensor_table(path: Path, ref: str) -> list[TensorInfo]:
+def read_tensor_table(path: Path, ref: str, field: str = FIELD) -> list[TensorInfo]:
     """The file's tensors (names, types, sizes; the weights stay on disk); not GGUF: ``InvalidRequest``."""
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise ModelUnavailable(f"{FIELD}={ref!r}: {path} cannot be read ({exc}).", field=FIELD) from None
+        raise ModelUnavailable(f"{field}={ref!r}: {path} cannot be read ({exc}).", field=field) from None
     if magic != GGUF_MAGIC:
         raise InvalidRequest(
-            f"{FIELD}={ref!r}: {path.name} is not a GGUF file (it does not start with the GGUF magic).",
-            field=FIELD,
+            f"{field}={ref!r}: {path.name} is not a GGUF file (it does not start with the GGUF magic).",
+            field=field,
         )
     from gguf import GGUFReader
 
@@ -150,7 +156,7 @@ def read_tensor_table(path: Path, ref: str) -> list[TensorInfo]:
         reader = GGUFReader(str(path))
     except (ValueError, OSError, IndexError) as exc:
         raise InvalidRequest(
-            f"{FIELD}={ref!r}: {path.name} is not a readable GGUF file ({exc}).", field=FIELD
+            f"{field}={ref!r}: {path.name} is not a readable GGUF file ({exc}).", field=field
         ) from None
     return [
         TensorInfo(
@@ -206,7 +212,7 @@ def _loaded_facts(tensors: list[TensorInfo], family: Any, keep_fp32: tuple[str, 
 def check_fit(weights: GgufWeights, family: Any, transformer: Any, model_name: str) -> None:
     """Refuse a file whose tensors are not ``transformer``'s (a meta or real model): every name the model
     has, each with the model's number of elements."""
-    tensors = diffusers_names(read_tensor_table(Path(weights.path), weights.reference), family)
+    tensors = diffusers_names(read_tensor_table(Path(weights.path), weights.reference, weights.field), family)
     expected = {name: param.numel() for name, param in transformer.state_dict().items()}
     missing = sorted(set(expected) - set(tensors))
     unknown = sorted(set(tensors) - set(expected))
@@ -214,10 +220,10 @@ def check_fit(weights: GgufWeights, family: Any, transformer: Any, model_name: s
     if missing or unknown or wrong:
         examples = ", ".join((missing + unknown + wrong)[:3])
         raise InvalidRequest(
-            f"{FIELD}={weights.reference!r} is not a transformer of {model_name}: {len(missing)} of its "
-            f"tensors missing, {len(unknown)} unknown, {len(wrong)} of another size (e.g. {examples}). Use "
-            "the GGUF file made from this model (same size and version).",
-            field=FIELD,
+            f"{weights.field}={weights.reference!r} is not a transformer of {model_name}: {len(missing)} of "
+            f"its tensors missing, {len(unknown)} unknown, {len(wrong)} of another size (e.g. {examples}). "
+            "Use the GGUF file made from this model (same size and version).",
+            field=weights.field,
         )
 
 
@@ -227,9 +233,12 @@ def _transformer_class(family: Any) -> Any:
     return getattr(diffusers, TRANSFORMER_CLASSES[family.name])
 
 
-def load_gguf_transformer(weights: GgufWeights, family: Any, config_folder: Path, dtype: Any) -> Any:
-    """The transformer from ``weights``'s file, its config from ``config_folder``/transformer, computing in
-    ``dtype`` (diffusers' GGUF support: quantized linear layers, dequantized as they run)."""
+def load_gguf_transformer(
+    weights: GgufWeights, family: Any, config_folder: Path, dtype: Any, *, subfolder: str = "transformer"
+) -> Any:
+    """The transformer from ``weights``'s file, its config from ``config_folder``/``subfolder`` (a second
+    expert's: transformer_2), computing in ``dtype`` (diffusers' GGUF support: quantized linear layers,
+    dequantized as they run)."""
     from diffusers import GGUFQuantizationConfig
 
     path = Path(weights.path)
@@ -239,12 +248,12 @@ def load_gguf_transformer(weights: GgufWeights, family: Any, config_folder: Path
             f"the GGUF file {weights.reference} changed or vanished since the job was accepted (its sha256 "
             f"was {weights.sha256[:12]}..., now {digest[:12] + '...' if digest else 'no file'}); submit it "
             "again.",
-            field=FIELD,
+            field=weights.field,
         )
     model = _transformer_class(family).from_single_file(
         str(path),
         config=str(config_folder),
-        subfolder="transformer",
+        subfolder=subfolder,
         quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
         torch_dtype=dtype,
         local_files_only=True,

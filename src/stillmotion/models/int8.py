@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from stillmotion.memory.weight_formats import INT8_ROLES
+from stillmotion.models.registry import INT8_ROLES
 
 __all__ = [
     "INT8_ROLES",

@@ -194,22 +194,29 @@ def load_components(
     cache_dir: Path | None = None,
     offline: bool = False,
     transformer_gguf: GgufWeights | None = None,
+    transformer_2_gguf: GgufWeights | None = None,
     int8: bool = False,
 ) -> Components:
     """All components of ``spec`` on the CPU in ``dtype`` (the memory plan places them afterwards); with
-    ``transformer_gguf``, the transformer from that file (models/gguf.py), the rest from the model; with
+    ``transformer_gguf`` (and a two-expert model's ``transformer_2_gguf``), that transformer from its file
+    (models/gguf.py), the rest from the model; with
     ``int8``, the denoiser(s) and the text encoder in int8 storage (models/int8.py), quantized while a
     folder loads, or right after a random network is built."""
     family = family_of(spec)
     components: Components
+    files = {
+        name: file
+        for name, file in (("transformer", transformer_gguf), ("transformer_2", transformer_2_gguf))
+        if file is not None
+    }
     if spec.tiny:
         components = family.build_tiny(spec, seed=0)
         if dtype != torch.float32:  # built in float32
             for module in components.modules().values():
                 module.to(dtype=dtype)
-        if transformer_gguf is not None:
-            transformer = _tiny_gguf_transformer(components, family, transformer_gguf, dtype)
-            components = replace(cast(Any, components), transformer=transformer)
+        for name, file in files.items():
+            transformer = _tiny_gguf_transformer(components, family, file, dtype, name)
+            components = replace(cast(Any, components), **{name: transformer})
         return _quantize_built(components, family) if int8 else components
     if spec.random_weights:
         from stillmotion.models.random_full import build_random_components
@@ -217,19 +224,21 @@ def load_components(
         # Cached as a safetensors file per (seed, dtype) under the models folder; built on the first use.
         components = build_random_components(spec, dtype=dtype, cache_dir=cache_dir)
         return _quantize_built(components, family) if int8 else components
-    without = frozenset({"transformer"} if transformer_gguf is not None else ())
+    without = frozenset(files)
     folder = spec.local_path or fetch_snapshot(
         spec, dtype, cache_dir=cache_dir, offline=offline, without=without
     )
     variant = weight_variant(spec, dtype) if spec.local_path is None else _local_variant(spec, folder, dtype)
     logger.info("loading %s from %s (%s, variant=%s)", spec.name, folder, dtype, variant)
     try:
-        if transformer_gguf is not None:
+        if files:
             from stillmotion.models.gguf import load_gguf_transformer
 
-            logger.info("transformer: %s from %s", transformer_gguf.label, transformer_gguf.path)
-            transformer = load_gguf_transformer(transformer_gguf, family, folder, dtype)
-            components = family.load_folder_with_denoiser(folder, dtype, variant, transformer)
+            given = {}
+            for name, file in files.items():
+                logger.info("%s: %s from %s", name, file.label, file.path)
+                given[name] = load_gguf_transformer(file, family, folder, dtype, subfolder=name)
+            components = family.load_folder_with_denoisers(folder, dtype, variant, given)
         else:
             components = family.load_folder(folder, dtype, variant, int8=int8)
         for module in components.modules().values():
@@ -263,16 +272,18 @@ def _local_variant(spec: ModelSpec, folder: Path, dtype: torch.dtype) -> str | N
 
 
 def _tiny_gguf_transformer(
-    components: Components, family: Any, weights: GgufWeights, dtype: torch.dtype
+    components: Components, family: Any, weights: GgufWeights, dtype: torch.dtype, name: str
 ) -> torch.nn.Module:
-    """A tiny model's transformer from a GGUF file, its config from the tiny build (written to a folder, as a
-    real model's config folder is)."""
+    """A tiny model's transformer ``name`` from a GGUF file, its config from the tiny build (written to a
+    folder, as a real model's config folder is)."""
     import tempfile
 
     from stillmotion.models.gguf import load_gguf_transformer
 
-    built: Any = components.modules()["transformer"]
+    built: Any = components.modules()[name]
     with tempfile.TemporaryDirectory(prefix="stillmotion-gguf-config-") as folder:
-        built.save_config(Path(folder) / "transformer")
-        transformer: torch.nn.Module = load_gguf_transformer(weights, family, Path(folder), dtype)
+        built.save_config(Path(folder) / name)
+        transformer: torch.nn.Module = load_gguf_transformer(
+            weights, family, Path(folder), dtype, subfolder=name
+        )
     return transformer

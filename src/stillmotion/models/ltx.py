@@ -10,6 +10,7 @@ output frame rate and the pipeline's ``frame_rate`` (it scales the rotary positi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,19 +234,19 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
     def load_folder(
         self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False
     ) -> LTXComponents:
-        return self._load_folder(folder, dtype, variant, None, int8=int8)
+        return self._load_folder(folder, dtype, variant, {}, int8=int8)
 
-    def load_folder_with_denoiser(
-        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    def load_folder_with_denoisers(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, given: Mapping[str, torch.nn.Module]
     ) -> LTXComponents:
-        return self._load_folder(folder, dtype, variant, denoiser)
+        return self._load_folder(folder, dtype, variant, given)
 
     def _load_folder(
         self,
         folder: Path,
         dtype: torch.dtype,
         variant: str | None,
-        transformer: torch.nn.Module | None,
+        given: Mapping[str, torch.nn.Module],
         *,
         int8: bool = False,
     ) -> LTXComponents:
@@ -255,8 +256,8 @@ class LTXFamily(ModelFamily[LTXComponents, LTXConditioning]):
         src = str(folder)
         return LTXComponents(
             transformer=(
-                transformer
-                if transformer is not None
+                given["transformer"]
+                if "transformer" in given
                 else LTXVideoTransformer3DModel.from_pretrained(
                     src, subfolder="transformer", **common, **loading_kwargs(int8, "diffusers")
                 )

@@ -80,6 +80,10 @@ class LinearWeights:
     text_encoder: int = 0
 
 
+# The roles int8 storage quantizes (memory/weight_formats.py, models/int8.py): LinearWeights' fields.
+INT8_ROLES: tuple[str, ...] = ("denoiser", "denoiser_2", "text_encoder")
+
+
 @dataclass(frozen=True)
 class ComponentParams:
     """Parameter counts per role (exact, counted on the meta device from the shipped configs); 0 = absent."""
@@ -186,9 +190,9 @@ class ModelSpec:
 
     @property
     def accepts_gguf(self) -> bool:
-        """A GGUF transformer file may replace the transformer (models/gguf.py): one-denoiser Wan models and
-        LTX-Video (a two-expert model would need a file per expert)."""
-        return self.family in ("wan", "ltx") and self.experts is None
+        """A GGUF transformer file may replace the transformer (models/gguf.py): Wan and LTX-Video models; a
+        two-expert model (Wan 2.2 A14B) takes one per expert (``transformer_2_gguf``)."""
+        return self.family in ("wan", "ltx")
 
     @property
     def source(self) -> str:

@@ -19,6 +19,7 @@ which the engine snapshots after every step so an out-of-memory resume is exact.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -305,19 +306,19 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
     def load_folder(
         self, folder: Path, dtype: torch.dtype, variant: str | None, *, int8: bool = False
     ) -> WanComponents:
-        return self._load_folder(folder, dtype, variant, None, int8=int8)
+        return self._load_folder(folder, dtype, variant, {}, int8=int8)
 
-    def load_folder_with_denoiser(
-        self, folder: Path, dtype: torch.dtype, variant: str | None, denoiser: torch.nn.Module
+    def load_folder_with_denoisers(
+        self, folder: Path, dtype: torch.dtype, variant: str | None, given: Mapping[str, torch.nn.Module]
     ) -> WanComponents:
-        return self._load_folder(folder, dtype, variant, denoiser)
+        return self._load_folder(folder, dtype, variant, given)
 
     def _load_folder(
         self,
         folder: Path,
         dtype: torch.dtype,
         variant: str | None,
-        transformer: torch.nn.Module | None,
+        given: Mapping[str, torch.nn.Module],
         *,
         int8: bool = False,
     ) -> WanComponents:
@@ -335,8 +336,8 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
         scheduler_class = getattr(diffusers, scheduler_config["_class_name"])
         return WanComponents(
             transformer=(
-                transformer
-                if transformer is not None
+                given["transformer"]
+                if "transformer" in given
                 else WanTransformer3DModel.from_pretrained(
                     src, subfolder="transformer", **common, **loading_kwargs(int8, "diffusers")
                 )
@@ -361,7 +362,9 @@ class WanFamily(ModelFamily[WanComponents, WanConditioning]):
             ),
             expand_timesteps=bool(index.get("expand_timesteps", False)),
             transformer_2=(
-                WanTransformer3DModel.from_pretrained(
+                given["transformer_2"]
+                if "transformer_2" in given
+                else WanTransformer3DModel.from_pretrained(
                     src, subfolder="transformer_2", **common, **loading_kwargs(int8, "diffusers")
                 )
                 if two_experts

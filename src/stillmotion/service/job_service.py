@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from stillmotion.config import Settings
 from stillmotion.engine.request import GenerationRequest, ResolvedRequest
-from stillmotion.engine.resolve import model_spec, resolve_loras, resolve_transformer_gguf
+from stillmotion.engine.resolve import model_spec, resolve_gguf_files, resolve_loras
 from stillmotion.errors import (
     CannotFit,
     InvalidImage,
@@ -175,7 +175,7 @@ class JobService:
                 retry_after_s=RETRY_AFTER_MODEL_S,
             ) from None
         loras = resolve_loras(request, spec, self.settings, any_local_path=False)
-        gguf = resolve_transformer_gguf(request, spec, self.settings, any_local_path=False)
+        gguf, gguf_2 = resolve_gguf_files(request, spec, self.settings, any_local_path=False)
         resolved = request.resolve(
             spec,
             image_size,
@@ -184,6 +184,7 @@ class JobService:
             loras=loras,
             last_image_sha256=last_image_sha256,
             transformer_gguf=gguf,
+            transformer_2_gguf=gguf_2,
         )
         self._check_interpolator(resolved)
         return resolved
@@ -612,7 +613,7 @@ class JobService:
         if isinstance(data, dict) and isinstance(data.get("model"), str):
             data = {**data, "model": public_text(data["model"], self.settings)}
         if isinstance(data, dict):  # no server path in the answer: a file is named by its reference
-            data = {**data, **_without_paths(data, ("loras", "transformer_gguf"))}
+            data = {**data, **_without_paths(data, ("loras", "transformer_gguf", "transformer_2_gguf"))}
         return _stored(ResolvedRequestOut, data)
 
     def batch_out(self, batch_id: str, jobs: list[Job]) -> BatchOut:

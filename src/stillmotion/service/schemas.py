@@ -199,6 +199,7 @@ else:
             "loras": list[LoraOut],
             "experts": ExpertsOut | None,
             "transformer_gguf": GgufOut | None,
+            "transformer_2_gguf": GgufOut | None,
         },
     )
     LimitsOut = wire_model(
