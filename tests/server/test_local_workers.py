@@ -5,6 +5,7 @@ entry, pin each to its own (the worker sees only that card), show both in /healt
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -16,7 +17,13 @@ from stillmotion.cli import main
 from stillmotion.errors import InvalidRequest
 from stillmotion.jobs.store.job_store import JobStore
 from stillmotion.jobs.store.states import JobStatus
-from stillmotion.jobs.workers.local_pool import visible_gpus, worker_count, worker_ids
+from stillmotion.jobs.workers.local_pool import (
+    LocalWorkerPool,
+    cpu_threads_per_worker,
+    visible_gpus,
+    worker_count,
+    worker_ids,
+)
 from stillmotion.server.app import create_app
 from stillmotion.service.expected_time import queue_wait
 from tests.server.helpers import make_settings, png_bytes, small_job_fields, wait_for
@@ -68,6 +75,30 @@ def test_queue_wait_is_shared_among_ready_workers() -> None:
     assert queue_wait(4, 3, 10.0) == 20.0
     with pytest.raises(ValueError):
         queue_wait(1, 0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("count", "cores", "threads"), [(1, 2, None), (2, 2, 1), (2, 16, 8), (3, 16, 5), (4, 2, 1)]
+)
+def test_cpu_workers_share_the_cores_out(count: int, cores: int, threads: int | None) -> None:
+    assert cpu_threads_per_worker(count, cores) == threads
+
+
+def test_two_cpu_workers_each_get_their_share_unless_the_user_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    store = JobStore.open(make_settings(tmp_path / "data"))
+    try:
+        pool = LocalWorkerPool(make_settings(tmp_path / "data", workers=2), store)
+        expected = str(cpu_threads_per_worker(2, os.cpu_count() or 1))
+        assert [s._env["OMP_NUM_THREADS"] for s in pool.supervisors] == [expected, expected]
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice is kept
+        pool = LocalWorkerPool(make_settings(tmp_path / "data", workers=2), store)
+        assert [s._env["OMP_NUM_THREADS"] for s in pool.supervisors] == ["3", "3"]
+    finally:
+        store.close()
 
 
 def test_workers_auto_runs_one_pinned_worker_per_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,16 @@ def worker_count(workers: int | str, gpus: list[str]) -> int:
     )
 
 
+def cpu_threads_per_worker(count: int, cores: int) -> int | None:
+    """On a machine without a GPU, the cores each of ``count`` workers computes on (OMP_NUM_THREADS), or
+    None for one worker (torch's own default: every core). torch gives every process one OpenMP thread per
+    core; several workers on the same cores then spin waiting for each other (two processes on two cores ran
+    4x slower in tests/conftest.py's measurement), so the cores are shared out instead."""
+    if count <= 1:
+        return None
+    return max(1, cores // count)
+
+
 def worker_ids(settings: Settings, count: int) -> list[str]:
     """Each worker's id, unique across every machine sharing the store: ``worker-0`` for the one default
     worker; with a shared database (several machines) the machine's name goes first."""
@@ -109,11 +119,14 @@ class LocalWorkerPool:
         self.store = store
         self.ids = worker_ids(settings, count)
         self.supervisors: list[WorkerSupervisor] = []
+        threads = cpu_threads_per_worker(count, os.cpu_count() or 1) if not gpus else None
         for i, worker_id in enumerate(self.ids):
             env = dict(os.environ)
             gpu = gpus[i % len(gpus)] if gpus and count > 1 else None
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu  # the card is cuda:0 inside; it plans with its own memory
+            if threads is not None and "OMP_NUM_THREADS" not in env:
+                env["OMP_NUM_THREADS"] = str(threads)
             self.supervisors.append(
                 WorkerSupervisor(
                     settings, worker_id=worker_id, store=store, env=env, node=settings.node_name, gpu=gpu
