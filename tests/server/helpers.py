@@ -159,7 +159,18 @@ def wait_healthy(
         except httpx.HTTPError as exc:
             last = exc
         time.sleep(0.2)
+    _dump_starting_workers(last)
     raise TimeoutError(f"server not healthy after {timeout_s}s: {last}")
+
+
+def _dump_starting_workers(health: Any) -> None:
+    """Ask each worker still starting to print its threads' stacks into the service's log (SIGUSR1,
+    faulthandler in the worker): the log then says where it was stuck."""
+    workers = health.get("workers", []) if isinstance(health, dict) else []
+    for worker in workers:
+        if worker.get("status") == "starting" and worker.get("pid"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(worker["pid"]), signal.SIGUSR1)
 
 
 def wait_terminal(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:

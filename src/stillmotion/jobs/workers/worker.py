@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import gc
 import json
 import logging
@@ -834,6 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read Settings as one JSON line from stdin; exit when stdin closes (used by the supervisor)",
     )
     args = parser.parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (the service's log): how to see where a worker
+    # that stays "starting" or a step that hangs is stuck, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     values: dict[str, Any] = {}
     if args.settings_from_stdin:
