@@ -216,7 +216,7 @@ def usable_rungs(
 
 
 def weight_format_label(request: RequestShape) -> str | None:
-    """The quantized files' format for the plan ("GGUF Q8_0"; two experts' files: "GGUF Q8_0 / Q4_0",
+    """The quantized files' format for the plan ("GGUF Q8_0"; two experts' files: "GGUF Q8_0 / GGUF Q4_0",
     the high-noise expert's first, "16-bit" for an expert without one); None without a file."""
     files = quantized_files(request)
     if not files:
